@@ -1,0 +1,58 @@
+/*
+ * kernels.c -- instantiates the element loops of kernels_body.h once per
+ * SIMD variant and (param, state) type pair, and publishes one function
+ * table per variant.  The variants differ only in the target attribute the
+ * compiler vectorises for; the build itself stays portable (no -march), and
+ * engine.c picks the table at run time from the CPU.
+ */
+#include <math.h>
+
+#include "etk_internal.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ETK_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ETK_ALWAYS_INLINE inline
+#endif
+
+#define ETK_CAT_(a, b, c) a##_##b##_##c
+#define ETK_CAT(a, b, c) ETK_CAT_(a, b, c)
+#define FN(name) ETK_CAT(name, ETK_VARIANT, ETK_TYPES)
+#define LD(x) ((T)(x))
+#define ST(x) ((S)(x))
+
+#define ETK_CAT2_(a, b) a##_##b
+#define ETK_CAT2(a, b) ETK_CAT2_(a, b)
+
+/* Baseline: whatever the compiler targets by default (SSE2 on x86-64). */
+#define ETK_VARIANT baseline
+#define ETK_VARIANT_NAME "baseline"
+#define ETK_TGT
+#include "kernels_variant.h"
+#undef ETK_VARIANT
+#undef ETK_VARIANT_NAME
+#undef ETK_TGT
+
+#if ETK_X86_DISPATCH
+/* AVX2 (Haswell, Zen). */
+#define ETK_VARIANT avx2
+#define ETK_VARIANT_NAME "avx2"
+#define ETK_TGT __attribute__((target("avx2")))
+#include "kernels_variant.h"
+#undef ETK_VARIANT
+#undef ETK_VARIANT_NAME
+#undef ETK_TGT
+
+/* AVX-512 (Skylake-X, Ice Lake, Zen 4) with full-width vectors. */
+#define ETK_VARIANT avx512
+#define ETK_VARIANT_NAME "avx512"
+#if defined(__clang__)
+#define ETK_TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#else
+#define ETK_TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,prefer-vector-width=512")))
+#endif
+#include "kernels_variant.h"
+#undef ETK_VARIANT
+#undef ETK_VARIANT_NAME
+#undef ETK_TGT
+#endif

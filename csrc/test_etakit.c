@@ -1,0 +1,249 @@
+/*
+ * test_etakit.c -- tests of the C API on its own (no Python): each rule
+ * against a plain scalar transcription of PyTorch's update, bit-identical
+ * results across thread counts and SIMD variants, and argument validation
+ * that rejects bad calls before writing anything.  Built with -Werror and
+ * run under AddressSanitizer and UndefinedBehaviorSanitizer by the Makefile.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "etakit.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            failures++;                                                         \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fprintf(stderr, "\n");                                              \
+        }                                                                       \
+    } while (0)
+
+static unsigned long long rng = 88172645463325252ULL;
+static double urand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+/* Scalar double-precision reference for one element of Adam (PyTorch). */
+static void ref_adam(double *p, double g, double *m, double *v, double *vmax, const etk_adam_hp *h, int64_t k)
+{
+    double bc1 = 1.0 - pow(h->beta1, (double)k), bc2 = 1.0 - pow(h->beta2, (double)k), den, vv;
+    if (h->maximize) g = -g;
+    if (h->weight_decay != 0.0) {
+        if (h->decoupled_weight_decay) *p *= 1.0 - h->lr * h->weight_decay;
+        else g += h->weight_decay * *p;
+    }
+    *m = *m + (1.0 - h->beta1) * (g - *m);
+    *v = *v * h->beta2 + ((1.0 - h->beta2) * g) * g;
+    vv = *v;
+    if (h->amsgrad) {
+        *vmax = *vmax > *v ? *vmax : *v;
+        vv = *vmax;
+    }
+    den = sqrt(vv) / sqrt(bc2) + h->eps;
+    *p = *p + (-(h->lr / bc1) * *m) / den;
+}
+
+static void test_adam_f64_matches_reference(void)
+{
+    enum { N = 1001, STEPS = 50 };
+    static double p[N], g[N], m[N], v[N], vm[N], rp[N], rm[N], rv[N], rvm[N];
+    int amsgrad, mode, i;
+    int64_t k;
+    for (amsgrad = 0; amsgrad < 2; amsgrad++)
+        for (mode = 0; mode < 3; mode++) {
+            etk_adam_hp h = {1e-2, 0.9, 0.999, 1e-8, mode ? 0.1 : 0.0, amsgrad, mode == 2, mode == 1};
+            for (i = 0; i < N; i++) {
+                rp[i] = p[i] = urand();
+                rm[i] = m[i] = rv[i] = v[i] = rvm[i] = vm[i] = 0.0;
+            }
+            for (k = 1; k <= STEPS; k++) {
+                for (i = 0; i < N; i++) g[i] = urand() + 0.1 * p[i];
+                CHECK(etk_adam_f64(p, g, m, v, amsgrad ? vm : NULL, N, &h, k) == ETK_OK, "adam f64 step");
+                for (i = 0; i < N; i++) ref_adam(&rp[i], g[i], &rm[i], &rv[i], &rvm[i], &h, k);
+            }
+            for (i = 0; i < N; i++) {
+                if (p[i] != rp[i] || m[i] != rm[i] || v[i] != rv[i]) {
+                    CHECK(0, "adam f64 amsgrad=%d mode=%d differs at %d: %.17g vs %.17g", amsgrad, mode, i,
+                          p[i], rp[i]);
+                    break;
+                }
+            }
+        }
+}
+
+static void test_sgd_f32_momentum_first_step(void)
+{
+    float p[5] = {1, 2, 3, 4, 5}, g[5] = {1, 1, 1, 1, 1}, buf[5] = {9, 9, 9, 9, 9};
+    etk_sgd_hp h = {0.5, 0.9, 0.5, 0.0, 0, 0};
+    int i;
+    CHECK(etk_sgd_f32(p, g, buf, 5, &h, 1) == ETK_OK, "sgd first step");
+    for (i = 0; i < 5; i++) {
+        CHECK(buf[i] == 1.0f, "first step copies grad into buffer, got %g", (double)buf[i]);
+        CHECK(p[i] == (float)(i + 1) - 0.5f, "p[%d] = %g", i, (double)p[i]);
+    }
+    CHECK(etk_sgd_f32(p, g, buf, 5, &h, 0) == ETK_OK, "sgd second step");
+    /* buf = 0.9 * 1 + 0.5 * 1 = 1.4; p -= 0.5 * 1.4 */
+    CHECK(fabsf(buf[0] - 1.4f) < 1e-6f, "buf %g", (double)buf[0]);
+    CHECK(fabsf(p[0] - (0.5f - 0.7f)) < 1e-6f, "p %g", (double)p[0]);
+}
+
+/* A mixed list of tensors, one call; compare thread counts and variants. */
+enum { NT = 7 };
+static const size_t sizes[NT] = {0, 1, 17, 1000, 40000, 70001, 3};
+
+static void fill_tensors(etk_tensor *ts, float **bufs, size_t *total)
+{
+    size_t i, j;
+    *total = 0;
+    for (i = 0; i < NT; i++) {
+        float *b = bufs[i];
+        memset(&ts[i], 0, sizeof ts[i]);
+        for (j = 0; j < 5 * sizes[i]; j++) b[j] = (float)urand();
+        for (j = 3 * sizes[i]; j < 5 * sizes[i]; j++) b[j] = b[j] * b[j]; /* second moments >= 0 */
+        ts[i].param = b;
+        ts[i].grad = b + sizes[i];
+        ts[i].state[0] = b + 2 * sizes[i];
+        ts[i].state[1] = b + 3 * sizes[i];
+        ts[i].state[2] = b + 4 * sizes[i];
+        ts[i].n = sizes[i];
+        ts[i].step = 3;
+        ts[i].group = (uint32_t)(i % 2);
+        ts[i].dtype = ETK_FLOAT32;
+        ts[i].state_dtype = ETK_FLOAT32;
+        *total += 5 * sizes[i];
+    }
+}
+
+static void run_all_rules(etk_tensor *ts)
+{
+    etk_adam_hp ah[2] = {{1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 0, 1}, {1e-2, 0.8, 0.99, 1e-6, 0.1, 0, 1, 0}};
+    etk_sgd_hp sh[2] = {{0.1, 0.9, 0.0, 1e-4, 1, 0}, {0.01, 0.5, 0.1, 0.0, 0, 1}};
+    etk_rmsprop_hp rh[2] = {{1e-2, 0.99, 1e-8, 0.0, 0.9, 1, 0}, {1e-3, 0.9, 1e-6, 0.01, 0.0, 0, 1}};
+    etk_adagrad_hp gh[2] = {{1e-2, 0.01, 0.0, 1e-10, 0}, {0.1, 0.0, 0.1, 1e-10, 1}};
+    CHECK(etk_adam_multi(ts, NT, ah, 2) == ETK_OK, "adam multi");
+    CHECK(etk_sgd_multi(ts, NT, sh, 2) == ETK_OK, "sgd multi");
+    CHECK(etk_rmsprop_multi(ts, NT, rh, 2) == ETK_OK, "rmsprop multi");
+    CHECK(etk_adagrad_multi(ts, NT, gh, 2) == ETK_OK, "adagrad multi");
+    CHECK(etk_probe_multi(ts, NT) == ETK_OK, "probe multi");
+}
+
+/* Bitwise equal, except that any two NaNs match (payloads are not part of
+ * the contract). */
+static int same_floats(const float *a, const float *b, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0 && !(a[i] != a[i] && b[i] != b[i])) return 0;
+    return 1;
+}
+
+static void test_bit_identical_threads_and_variants(void)
+{
+    float *a[NT], *b[NT];
+    etk_tensor ta[NT], tb[NT];
+    size_t i, total;
+    char variants[64], *name;
+    unsigned long long seed = rng;
+    int threads = etk_get_num_threads();
+    for (i = 0; i < NT; i++) {
+        a[i] = (float *)malloc(5 * sizes[i] * sizeof(float) + 1);
+        b[i] = (float *)malloc(5 * sizes[i] * sizeof(float) + 1);
+    }
+    strncpy(variants, etk_simd_available(), sizeof variants - 1);
+    variants[sizeof variants - 1] = 0;
+    /* baseline, one thread: the standard everything else must equal */
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline always available");
+    etk_set_num_threads(1);
+    rng = seed;
+    fill_tensors(ta, a, &total);
+    run_all_rules(ta);
+    for (name = strtok(variants, " "); name; name = strtok(NULL, " ")) {
+        int nth;
+        for (nth = 1; nth <= 3; nth++) {
+            CHECK(etk_set_simd_variant(name) == ETK_OK, "variant %s", name);
+            etk_set_num_threads(nth);
+            rng = seed;
+            fill_tensors(tb, b, &total);
+            run_all_rules(tb);
+            for (i = 0; i < NT; i++)
+                CHECK(same_floats(a[i], b[i], 5 * sizes[i]),
+                      "variant %s with %d threads differs from baseline in tensor %zu", name, nth, i);
+        }
+    }
+    etk_set_num_threads(threads);
+    for (i = 0; i < NT; i++) {
+        free(a[i]);
+        free(b[i]);
+    }
+}
+
+static void test_validation_writes_nothing(void)
+{
+    float p[4] = {1, 2, 3, 4}, g[4] = {1, 1, 1, 1}, m[4] = {0}, v[4] = {0};
+    float p0[4];
+    etk_adam_hp good = {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}, bad;
+    etk_tensor t[2];
+    memcpy(p0, p, sizeof p);
+
+    bad = good; bad.lr = -1.0;
+    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_EHPARAM, "negative lr");
+    bad = good; bad.beta1 = 1.0;
+    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_EHPARAM, "beta1 = 1");
+    bad = good; bad.eps = NAN;
+    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_EHPARAM, "NaN eps");
+    bad = good; bad.amsgrad = 1;
+    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_ESTATE, "amsgrad without max buffer");
+    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &good, 0) == ETK_EARG, "step 0");
+    CHECK(etk_adam_f32(p, NULL, m, v, NULL, 4, &good, 1) == ETK_EARG, "NULL grad");
+    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, NULL, 1) == ETK_EARG, "NULL hp");
+
+    /* second tensor invalid: the first must not be written either */
+    memset(t, 0, sizeof t);
+    t[0].param = p; t[0].grad = g; t[0].state[0] = m; t[0].state[1] = v; t[0].n = 4; t[0].step = 1;
+    t[1] = t[0];
+    t[1].group = 1;
+    CHECK(etk_adam_multi(t, 2, &good, 1) == ETK_EGROUP, "group out of range");
+    t[1].group = 0;
+    t[1].dtype = 7;
+    CHECK(etk_adam_multi(t, 2, &good, 1) == ETK_EDTYPE, "unknown dtype");
+    t[1].dtype = ETK_FLOAT32;
+    t[1].state_dtype = ETK_FLOAT64;
+    CHECK(etk_adam_multi(t, 2, &good, 1) == ETK_EDTYPE, "state dtype differs");
+    CHECK(memcmp(p, p0, sizeof p) == 0 && m[0] == 0.0f && v[0] == 0.0f, "a rejected call wrote");
+
+    {
+        etk_sgd_hp s = {0.1, 0.0, 0.0, 0.0, 1, 0};
+        CHECK(etk_sgd_f32(p, g, NULL, 4, &s, 1) == ETK_EHPARAM, "nesterov without momentum");
+        s.momentum = 0.9;
+        CHECK(etk_sgd_f32(p, g, NULL, 4, &s, 1) == ETK_ESTATE, "momentum without buffer");
+    }
+    CHECK(memcmp(p, p0, sizeof p) == 0, "a rejected call wrote");
+    CHECK(strcmp(etk_strerror(ETK_EHPARAM), "success") != 0, "strerror");
+    /* empty tensors need no buffers */
+    CHECK(etk_adam_f32(NULL, NULL, NULL, NULL, NULL, 0, &good, 1) == ETK_OK, "empty tensor");
+}
+
+int main(void)
+{
+    printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
+           etk_simd_available(), etk_has_openmp(), etk_get_num_threads());
+    test_adam_f64_matches_reference();
+    test_sgd_f32_momentum_first_step();
+    test_bit_identical_threads_and_variants();
+    test_validation_writes_nothing();
+    if (failures) {
+        printf("%d failed\n", failures);
+        return 1;
+    }
+    printf("all C tests passed\n");
+    return 0;
+}
