@@ -1,0 +1,74 @@
+"""etakit: fused C optimizer kernels and learning-rate tools for numpy.
+
+Examples
+--------
+>>> import numpy as np, etakit
+>>> w = np.zeros(3, dtype=np.float32)
+>>> opt = etakit.AdamW([w], lr=1e-2)
+>>> opt.step([np.ones(3, dtype=np.float32)])
+>>> w
+array([-0.01, -0.01, -0.01], dtype=float32)
+"""
+import numbers as _numbers
+
+from . import _core, reference
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+__version__ = "0.1.0"
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "reference",
+           "get_num_threads", "set_num_threads", "simd_variant", "__version__"]
+
+
+def get_num_threads():
+    """Number of threads a large step uses (OpenMP's; 1 without OpenMP).
+
+    Follows ``OMP_NUM_THREADS`` at start-up, :func:`set_num_threads`, and
+    ``threadpoolctl.threadpool_limits``.
+
+    Examples
+    --------
+    >>> import etakit
+    >>> etakit.get_num_threads() >= 1
+    True
+    """
+    return _core.get_num_threads()
+
+
+def set_num_threads(n):
+    """Set the number of threads for large steps (calls ``omp_set_num_threads``).
+
+    Results are bit-identical whatever the thread count.
+
+    Parameters
+    ----------
+    n : int
+        At least 1.
+
+    Examples
+    --------
+    >>> import etakit
+    >>> old = etakit.get_num_threads()
+    >>> etakit.set_num_threads(1); etakit.get_num_threads()
+    1
+    >>> etakit.set_num_threads(old)
+    """
+    if isinstance(n, bool) or not isinstance(n, _numbers.Integral):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.set_num_threads(int(n))
+
+
+def simd_variant():
+    """The SIMD variant of the kernels chosen for this CPU ("avx512", "avx2" or "baseline").
+
+    Set the environment variable ``ETAKIT_SIMD`` before import to pick another
+    supported variant.  All variants give bit-identical results.
+
+    Examples
+    --------
+    >>> import etakit
+    >>> etakit.simd_variant() in ("avx512", "avx2", "baseline")
+    True
+    """
+    return _core.simd_variant()
