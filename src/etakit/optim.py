@@ -38,7 +38,8 @@ def _real(group, key, where, lo=0.0, hi=math.inf, hi_open=False):
 
 def _flag(group, key, where):
     v = group[key]
-    if not isinstance(v, (bool, np.bool_)):
+    # 0 and 1 compare equal to False and True, so they are taken as such
+    if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1))):
         raise TypeError(f"{where}: {key} must be a bool, got {type(v).__name__} {v!r}")
     return int(bool(v))
 

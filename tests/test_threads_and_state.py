@@ -1,0 +1,146 @@
+"""Thread counts, SIMD variants, state-dict round trips, parameter groups."""
+import pickle
+
+import numpy as np
+import pytest
+
+import etakit
+from conftest import make_grads, make_params
+
+KINDS = [("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
+         ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=1e-3)),
+         ("AdamW", dict(lr=1e-2)),
+         ("RMSprop", dict(lr=1e-3, momentum=0.9, centered=True)),
+         ("Adagrad", dict(lr=0.1, lr_decay=1e-3))]
+
+
+def trajectory(kind, hp, dtype, seed, steps=30):
+    rng = np.random.default_rng(seed)
+    params = make_params(rng, dtype)
+    opt = getattr(etakit, kind)(params, **hp)
+    for _ in range(steps):
+        opt.step(make_grads(rng, params))
+    return params, opt
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,hp", KINDS)
+def test_one_and_two_threads_are_bit_identical(kind, hp, dtype, threads):
+    etakit.set_num_threads(1)
+    one, _ = trajectory(kind, hp, dtype, 7)
+    etakit.set_num_threads(2)
+    two, _ = trajectory(kind, hp, dtype, 7)
+    etakit.set_num_threads(3)   # more threads than cores, uneven split
+    three, _ = trajectory(kind, hp, dtype, 7)
+    for a, b, c in zip(one, two, three):
+        assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+@pytest.mark.parametrize("kind,hp", KINDS)
+def test_every_simd_variant_is_bit_identical(kind, hp, simd):
+    results = []
+    for variant in etakit._core.simd_available():
+        simd(variant)
+        assert etakit.simd_variant() == variant
+        results.append(trajectory(kind, hp, np.float32, 3)[0])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_unknown_simd_variant_is_refused():
+    with pytest.raises(ValueError, match="not available"):
+        etakit._core.set_simd_variant("sse9")
+
+
+def test_set_num_threads_validates_and_applies(threads):
+    etakit.set_num_threads(1)
+    assert etakit.get_num_threads() == 1
+    with pytest.raises(ValueError, match=">= 1"):
+        etakit.set_num_threads(0)
+    with pytest.raises(TypeError, match="int"):
+        etakit.set_num_threads(2.0)
+
+
+def test_threadpoolctl_sees_and_limits_the_pool(threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not etakit._core.has_openmp():
+        pytest.skip("built without OpenMP")
+    etakit.set_num_threads(2)
+    info = threadpoolctl.threadpool_info()
+    assert any(i["user_api"] == "openmp" for i in info)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert etakit.get_num_threads() == 1
+    assert etakit.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,hp", KINDS)
+def test_state_dict_round_trip_continues_bit_identically(kind, hp, dtype):
+    rng = np.random.default_rng(5)
+    params = make_params(rng, dtype)
+    opt = getattr(etakit, kind)([{"params": params[:2], "lr": 1e-3}, {"params": params[2:]}], **hp)
+    for _ in range(20):
+        opt.step(make_grads(rng, params))
+    sd = pickle.loads(pickle.dumps(opt.state_dict()))
+    saved_params = [p.copy() for p in params]
+    grads = [make_grads(rng, params) for _ in range(20)]
+    for g in grads:
+        opt.step(g)
+
+    resumed = [p.copy() for p in saved_params]
+    opt2 = getattr(etakit, kind)([{"params": resumed[:2]}, {"params": resumed[2:]}])
+    opt2.load_state_dict(sd)
+    assert opt2.param_groups[0]["lr"] == 1e-3
+    for g in grads:
+        opt2.step(g)
+    for a, b in zip(params, resumed):
+        assert a.tobytes() == b.tobytes()
+    assert opt2.state_dict()["state"][0]["step"] == 40
+
+
+def test_state_dict_is_a_snapshot_and_plain_data():
+    w = np.zeros(5)
+    opt = etakit.Adam([w], lr=0.1)
+    assert opt.state_dict()["state"] == {}
+    opt.step([np.ones(5)])
+    sd = opt.state_dict()
+    m = sd["state"][0]["exp_avg"].copy()
+    opt.step([np.ones(5)])
+    np.testing.assert_array_equal(sd["state"][0]["exp_avg"], m)  # later steps do not leak in
+    assert sd["param_groups"][0]["params"] == [0]
+    for v in sd["state"][0].values():
+        assert isinstance(v, (int, np.ndarray))
+    # storable with numpy's own format, each array by name
+    flat = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    np.savez(__import__("io").BytesIO(), **flat)
+
+
+def test_sgd_momentum_buffer_starts_from_first_gradient():
+    w = np.zeros(3)
+    opt = etakit.SGD([w], lr=1.0, momentum=0.9, dampening=0.5)
+    opt.step([np.ones(3)])
+    np.testing.assert_array_equal(opt.state_dict()["state"][0]["momentum_buffer"], np.ones(3))
+    np.testing.assert_array_equal(w, -np.ones(3))
+    opt.step([np.ones(3)])   # 0.9 * 1 + 0.5 * 1
+    np.testing.assert_allclose(opt.state_dict()["state"][0]["momentum_buffer"], 1.4)
+
+
+def test_add_param_group_steps_new_parameters_from_zero(rng):
+    a, b = np.zeros(4), np.zeros(2)
+    opt = etakit.Adam([a], lr=0.1)
+    opt.step([np.ones(4)])
+    opt.add_param_group({"params": [b], "lr": 0.2})
+    opt.step([np.ones(4), np.ones(2)])
+    st = opt.state_dict()["state"]
+    assert st[0]["step"] == 2 and st[1]["step"] == 1
+    np.testing.assert_allclose(b, -0.2)   # a first Adam step moves by lr
+    with pytest.raises(ValueError, match="same array"):
+        opt.add_param_group({"params": [a]})
+    assert len(opt.param_groups) == 2
+
+
+def test_repr_lists_groups():
+    opt = etakit.RMSprop([np.zeros(1)], lr=0.5)
+    r = repr(opt)
+    assert r.startswith("RMSprop (") and "Parameter Group 0" in r and "lr: 0.5" in r
