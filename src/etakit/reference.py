@@ -88,7 +88,8 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr
         else:
             g = g + weight_decay * param
     # exp_avg = exp_avg + (1 - beta1) * (g - exp_avg)   (PyTorch's lerp_)
-    tmp = np.subtract(g, exp_avg)
+    tmp = np.empty_like(param)
+    np.subtract(g, exp_avg, out=tmp)
     tmp *= 1.0 - beta1
     exp_avg += tmp
     # exp_avg_sq = exp_avg_sq * beta2 + ((1 - beta2) * g) * g
@@ -130,7 +131,8 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *
     lr, alpha, eps, momentum = float(lr), float(alpha), float(eps), float(momentum)
     g = _grad(param, grad, weight_decay, maximize)
     square_avg *= alpha
-    tmp = np.multiply(g, 1.0 - alpha)
+    tmp = np.empty_like(param)
+    np.multiply(g, 1.0 - alpha, out=tmp)
     tmp *= g
     square_avg += tmp
     if centered:
@@ -170,7 +172,8 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_
     lr, lr_decay, eps = float(lr), float(lr_decay), float(eps)
     g = _grad(param, grad, weight_decay, maximize)
     clr = lr / (1.0 + (int(step) - 1) * lr_decay)
-    tmp = np.multiply(g, g)
+    tmp = np.empty_like(param)
+    np.multiply(g, g, out=tmp)
     state_sum += tmp
     std = np.sqrt(state_sum)
     std += eps
