@@ -23,8 +23,11 @@
 #include "etk_internal.h"
 
 /* Below this many elements in one call, a fork/join costs more than a
- * second core gives back (measured: benchmarks/ and etakit.bench). */
-#define ETK_PARALLEL_MIN ((size_t)1 << 15)
+ * second core gives back.  benchmarks/threshold.py on a 2-core AVX-512
+ * machine: 2 threads break even near 8192 elements and win by 1.1-1.5x at
+ * 16384 for every rule. */
+#define ETK_PARALLEL_MIN_DEFAULT ((size_t)1 << 14)
+static size_t etk_par_min = ETK_PARALLEL_MIN_DEFAULT;
 /* Thread boundaries fall on multiples of 16 elements (a 64-byte line of
  * float32) so threads never share a cache line they write. */
 #define ETK_SPLIT_ALIGN ((size_t)16)
@@ -143,7 +146,8 @@ void etk_set_num_threads(int n)
 #endif
 }
 
-size_t etk_parallel_min(void) { return ETK_PARALLEL_MIN; }
+size_t etk_parallel_min(void) { return etk_par_min; }
+void etk_set_parallel_min(size_t n) { etk_par_min = n ? n : ETK_PARALLEL_MIN_DEFAULT; }
 
 /* --------------------------------------------------------------- rules */
 
@@ -341,10 +345,10 @@ static int etk_run(const etk_rule *r, int id, const etk_tensor *ts, size_t count
     if (st != ETK_OK) return st;
     for (i = 0; i < count; i++) total += ts[i].n;
 #ifdef _OPENMP
-    if (total >= ETK_PARALLEL_MIN) {
+    if (total >= etk_par_min) {
+        size_t min_share = etk_par_min / 2 ? etk_par_min / 2 : 1; /* per thread */
         nth = omp_get_max_threads();
-        /* each thread gets at least half the serial threshold */
-        if ((size_t)nth > total / (ETK_PARALLEL_MIN / 2)) nth = (int)(total / (ETK_PARALLEL_MIN / 2));
+        if ((size_t)nth > total / min_share) nth = (int)(total / min_share);
     }
     if (nth > 1) {
 #pragma omp parallel num_threads(nth)

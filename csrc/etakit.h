@@ -152,6 +152,8 @@ int etk_probe_multi(const etk_tensor *tensors, size_t count);
 int etk_get_num_threads(void);
 void etk_set_num_threads(int n);
 size_t etk_parallel_min(void);
+/* Tuning knob for that threshold (default 16384; 0 restores the default). */
+void etk_set_parallel_min(size_t n);
 int etk_has_openmp(void);
 
 /* SIMD variant in use: "baseline", "avx2" or "avx512".  Chosen at first

@@ -60,6 +60,7 @@ cdef extern from "etakit.h" nogil:
     int etk_get_num_threads()
     void etk_set_num_threads(int n)
     size_t etk_parallel_min()
+    void etk_set_parallel_min(size_t n)
     int etk_has_openmp()
     const char *etk_simd_variant()
     int etk_set_simd_variant(const char *name)
@@ -85,6 +86,11 @@ def set_num_threads(int n):
 
 def parallel_min():
     return etk_parallel_min()
+
+
+def set_parallel_min(size_t n):
+    """Tuning knob: the element count from which a call uses threads (0: default)."""
+    etk_set_parallel_min(n)
 
 
 def has_openmp():

@@ -1,0 +1,286 @@
+"""Benchmark of etakit's optimizer step against its physical limit and its rivals.
+
+``python -m etakit.bench`` prints, for each optimizer (float32) and size, the
+time per step, the bandwidth it achieves, and ratios measured side by side in
+the same run:
+
+- ``probe``: a C kernel of this project with the step's exact access pattern
+  (read the gradient, read and write the parameter and every state buffer)
+  and trivial arithmetic, on the same threads: the memory-bandwidth limit of
+  the step on this machine.  ``% probe`` is etakit's bandwidth over the probe's.
+- ``x numpy``: the in-place pure-numpy implementation (``etakit.reference``)
+  divided by etakit's time.
+- ``x torch``: ``torch.optim`` with ``fused=True`` (``foreach=True`` where
+  PyTorch has no fused CPU kernel, marked ``*``) divided by etakit's time,
+  when torch is installed.
+
+Measurements of the contenders are interleaved, repeated, and reported as
+medians.  Bandwidth counts compulsory traffic: every buffer read once, every
+written buffer written once.
+
+Examples
+--------
+>>> from etakit import bench
+>>> case = bench.Case("Adam", [1000])
+>>> times = bench.measure({"etakit": case.etakit_step()}, repeats=3, min_time=1e-3)
+>>> times["etakit"] > 0
+True
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import etakit
+from etakit import _core, reference
+
+# name: (class, kwargs, state slots in the C order, reference function)
+RULES = {
+    "SGD": (etakit.SGD, dict(lr=1e-3, momentum=0.9), ("momentum_buffer",)),
+    "Adam": (etakit.Adam, dict(lr=1e-3), ("exp_avg", "exp_avg_sq")),
+    "AdamW": (etakit.AdamW, dict(lr=1e-3), ("exp_avg", "exp_avg_sq")),
+    "RMSprop": (etakit.RMSprop, dict(lr=1e-3), ("square_avg",)),
+    "Adagrad": (etakit.Adagrad, dict(lr=1e-3), ("sum",)),
+}
+# PyTorch has no fused CPU RMSprop; its foreach path is the fastest it offers.
+TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+
+
+def _reference_stepper(name, params):
+    kw = RULES[name][1]
+    state = [{} for _ in params]
+    step = [0]
+
+    def zeros(i, key):
+        if key not in state[i]:
+            state[i][key] = np.zeros_like(params[i])
+        return state[i][key]
+
+    def run(grads):
+        step[0] += 1
+        k = step[0]
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if name == "SGD":
+                reference.sgd_step(p, g, zeros(i, "b"), first_step=k == 1, **kw)
+            elif name in ("Adam", "AdamW"):
+                reference.adam_step(p, g, zeros(i, "m"), zeros(i, "v"), step=k,
+                                    decoupled_weight_decay=name == "AdamW",
+                                    weight_decay=1e-2 if name == "AdamW" else 0.0, **kw)
+            elif name == "RMSprop":
+                reference.rmsprop_step(p, g, zeros(i, "s"), **kw)
+            else:
+                reference.adagrad_step(p, g, zeros(i, "s"), step=k, **kw)
+    return run
+
+
+class Case:
+    """One optimizer over tensors of the given sizes, with every contender's inputs built.
+
+    Each contender updates its own copy of the parameters, so none disturbs
+    another's numbers; inputs are built here, outside any timed region.
+    """
+
+    def __init__(self, name, sizes, dtype=np.float32, seed=0):
+        self.name = name
+        self.sizes = [int(s) for s in sizes]
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self.grads = [(rng.standard_normal(n, dtype=np.float32) * 1e-3).astype(dtype) for n in self.sizes]
+        self._init = [rng.standard_normal(n, dtype=np.float32).astype(dtype) for n in self.sizes]
+        cls, kw, slots = RULES[name]
+        self.n_state = len(slots)
+
+    @property
+    def elements(self):
+        return sum(self.sizes)
+
+    @property
+    def bytes_per_step(self):
+        """Compulsory traffic: grad read; param and each state buffer read and written."""
+        return self.elements * self.dtype.itemsize * (1 + 2 * (1 + self.n_state))
+
+    def _params(self):
+        return [p.copy() for p in self._init]
+
+    def etakit_step(self):
+        cls, kw, _ = RULES[self.name]
+        opt = cls(self._params(), **kw)
+        grads = self.grads
+        opt.step(grads)  # allocate state outside the timed region
+        return lambda: opt.step(grads)
+
+    def probe_step(self):
+        params = self._params()
+        plan = _core.Plan(_core.RULE_PROBE, len(params), 0)
+        for i, p in enumerate(params):
+            states = tuple(np.zeros_like(p) if j < self.n_state else None for j in range(3))
+            plan.set_tensor(i, p, states, 0, 0, False)
+        plan.index_written()
+        grads = self.grads
+        return lambda: plan.run(grads)
+
+    def numpy_step(self):
+        run = _reference_stepper(self.name, self._params())
+        grads = self.grads
+        run(grads)
+        return lambda: run(grads)
+
+    def torch_step(self):
+        """(callable, fused?) or None when torch is not installed."""
+        try:
+            import torch
+        except ImportError:
+            return None
+        cls, kw, _ = RULES[self.name]
+        params = [torch.from_numpy(p).requires_grad_() for p in self._params()]
+        for p, g in zip(params, self.grads):
+            p.grad = torch.from_numpy(g)
+        fused = self.name in TORCH_FUSED
+        opt = getattr(torch.optim, self.name)(params, **kw, **({"fused": True} if fused else {"foreach": True}))
+        opt.step()
+        return opt.step, fused
+
+
+def _calibrate(fn, min_time):
+    """Calls per timed sample so that a sample lasts at least min_time."""
+    n = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_time or n >= 1 << 24:
+            return n
+        n = max(2 * n, int(n * min_time / max(dt, 1e-9)) + 1)
+
+
+def measure(fns, repeats=7, min_time=0.05):
+    """Median seconds per call of each callable, sampled in interleaved rounds.
+
+    Examples
+    --------
+    >>> t = measure({"noop": lambda: None}, repeats=3, min_time=1e-3)
+    >>> 0 < t["noop"] < 1e-3
+    True
+    """
+    loops = {k: _calibrate(f, min_time) for k, f in fns.items()}
+    samples = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            n = loops[k]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            samples[k].append((time.perf_counter() - t0) / n)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def mixed_sizes(total=18_000_000, count=200, seed=0):
+    """Sizes of ``count`` tensors summing to about ``total``: a few large
+    matrices and many small vectors, as in a real model's parameter list."""
+    rng = np.random.default_rng(seed)
+    raw = np.exp(rng.uniform(np.log(64), np.log(2_000_000), count))
+    sizes = np.maximum(1, (raw / raw.sum() * total).astype(np.int64))
+    return [int(s) for s in sizes]
+
+
+def run_case(case, repeats, min_time, with_torch=True):
+    fns = {"etakit": case.etakit_step(), "probe": case.probe_step(), "numpy": case.numpy_step()}
+    torch_fn = case.torch_step() if with_torch else None
+    if torch_fn is not None:
+        fns["torch"] = torch_fn[0]
+    t = measure(fns, repeats, min_time)
+    row = {
+        "optimizer": case.name,
+        "tensors": len(case.sizes),
+        "elements": case.elements,
+        "us_per_step": t["etakit"] * 1e6,
+        "gb_per_s": case.bytes_per_step / t["etakit"] / 1e9,
+        "probe_gb_per_s": case.bytes_per_step / t["probe"] / 1e9,
+        "frac_probe": t["probe"] / t["etakit"],
+        "x_numpy": t["numpy"] / t["etakit"],
+        "x_torch": t["torch"] / t["etakit"] if "torch" in t else None,
+        "torch_fused": torch_fn[1] if torch_fn is not None else None,
+        "numpy_us": t["numpy"] * 1e6,
+        "torch_us": t["torch"] * 1e6 if "torch" in t else None,
+    }
+    return row
+
+
+def _fmt_n(n):
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            v = n / div
+            return f"{v:.0f}{unit}" if v == int(v) else f"{v:.1f}{unit}"
+    return str(n)
+
+
+def format_table(rows, markdown=False):
+    head = ["optimizer", "tensors", "elements", "us/step", "GB/s", "% probe", "x numpy", "x torch"]
+    lines = []
+    for r in rows:
+        xt = "-" if r["x_torch"] is None else f"{r['x_torch']:.2f}" + ("" if r["torch_fused"] else "*")
+        lines.append([r["optimizer"], str(r["tensors"]), _fmt_n(r["elements"]), f"{r['us_per_step']:.1f}",
+                      f"{r['gb_per_s']:.1f}", f"{100 * r['frac_probe']:.0f}%", f"{r['x_numpy']:.1f}", xt])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(head))) + "|"]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
+    fmt = "  ".join("{:<%d}" % widths[0] if i == 0 else "{:>%d}" % w for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head)] + [fmt.format(*line) for line in lines])
+
+
+def machine_line():
+    try:
+        import torch
+        tv = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        tv = "torch not installed"
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, etakit {etakit.__version__}: SIMD "
+            f"{etakit.simd_variant()}, {etakit.get_num_threads()} threads; numpy {np.__version__}; {tv}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m etakit.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (about 30 s)")
+    ap.add_argument("--optimizers", nargs="+", choices=list(RULES), default=list(RULES))
+    ap.add_argument("--sizes", nargs="+", type=float, help="element counts (default 1e3 .. 5e7)")
+    ap.add_argument("--repeats", type=int, help="interleaved rounds per measurement (median reported)")
+    ap.add_argument("--threads", type=int, help="etakit threads (default: OpenMP's)")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--no-mixed", action="store_true", help="skip the 200-tensor case")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        etakit.set_num_threads(args.threads)
+    if args.quick:
+        sizes = args.sizes or [1e3, 1e5, 4e6]
+        repeats, min_time, mixed_total = args.repeats or 5, 0.02, 2_000_000
+    else:
+        sizes = args.sizes or [1e3, 1e4, 1e5, 1e6, 1e7, 5e7]
+        repeats, min_time, mixed_total = args.repeats or 9, 0.1, 18_000_000
+    print(machine_line(), flush=True)
+    rows = []
+    for name in args.optimizers:
+        for n in sizes:
+            rows.append(run_case(Case(name, [int(n)]), repeats, min_time, not args.no_torch))
+            print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    if not args.no_mixed:
+        for name in [o for o in ("Adam",) if o in args.optimizers]:
+            rows.append(run_case(Case(name, mixed_sizes(mixed_total)), repeats, min_time, not args.no_torch))
+    print(format_table(rows, markdown=args.markdown))
+    print("\nus/step: median time per optimizer step; GB/s: compulsory traffic / time; % probe: "
+          "fraction of the bandwidth of a same-access-pattern C probe; x numpy / x torch: how many "
+          "times faster than in-place numpy (etakit.reference) / torch.optim fused=True "
+          "(* foreach, no fused CPU kernel)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
