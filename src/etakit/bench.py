@@ -245,6 +245,26 @@ def machine_line():
             f"{etakit.simd_variant()}, {etakit.get_num_threads()} threads; numpy {np.__version__}; {tv}")
 
 
+def check_targets(repeats=9, with_torch=True):
+    """Measure the project's performance targets; return [(target, measured, ok)]."""
+    big = run_case(Case("Adam", [50_000_000]), repeats, 0.1, with_torch)
+    mixed = run_case(Case("Adam", mixed_sizes(18_000_000)), repeats, 0.1, with_torch)
+    small = run_case(Case("Adam", [1000]), repeats, 0.05, with_torch)
+    torch_small = "" if small["torch_us"] is None else f", torch fused {small['torch_us']:.1f} us"
+    return [
+        ("Adam f32, 50M elements: >= 90% of probe bandwidth",
+         f"{100 * big['frac_probe']:.0f}% ({big['gb_per_s']:.1f} of {big['probe_gb_per_s']:.1f} GB/s)",
+         big["frac_probe"] >= 0.90),
+        ("Adam f32, 50M elements: >= 8x in-place numpy", f"{big['x_numpy']:.1f}x", big["x_numpy"] >= 8),
+        ("Adam f32, 200 tensors / 18M elements: >= 85% of probe bandwidth",
+         f"{100 * mixed['frac_probe']:.0f}% ({mixed['gb_per_s']:.1f} of {mixed['probe_gb_per_s']:.1f} GB/s)",
+         mixed["frac_probe"] >= 0.85),
+        ("Adam opt.step on 1,000 elements: <= 3 us",
+         f"{small['us_per_step']:.2f} us (numpy {small['numpy_us']:.1f} us{torch_small})",
+         small["us_per_step"] <= 3.0),
+    ]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m etakit.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (about 30 s)")
@@ -255,6 +275,8 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     ap.add_argument("--no-mixed", action="store_true", help="skip the 200-tensor case")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--targets", action="store_true",
+                    help="measure only the performance targets and report pass/fail (exit 1 on a miss)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -266,6 +288,13 @@ def main(argv=None):
         sizes = args.sizes or [1e3, 1e4, 1e5, 1e6, 1e7, 5e7]
         repeats, min_time, mixed_total = args.repeats or 9, 0.1, 18_000_000
     print(machine_line(), flush=True)
+    if args.targets:
+        results = check_targets(args.repeats or 9, not args.no_torch)
+        for target, measured, ok in results:
+            print(f"{'PASS' if ok else 'MISS'}  {target}: {measured}")
+        if not all(ok for _, _, ok in results):
+            sys.exit(1)
+        return results
     rows = []
     for name in args.optimizers:
         for n in sizes:

@@ -16,8 +16,8 @@ Examples
 >>> p = np.ones(3, dtype=np.float32); g = np.full(3, 0.5, dtype=np.float32)
 >>> m = np.zeros_like(p); v = np.zeros_like(p)
 >>> reference.adam_step(p, g, m, v, step=1, lr=0.1)
->>> p
-array([0.9, 0.9, 0.9], dtype=float32)
+>>> p     # one float32 step of lr along -sign(g)
+array([0.90000004, 0.90000004, 0.90000004], dtype=float32)
 """
 import math
 

@@ -1,0 +1,14 @@
+"""The Examples sections of the public docstrings run and show true output."""
+import doctest
+
+import pytest
+
+import etakit
+from etakit import bench, optim, reference
+
+
+@pytest.mark.parametrize("module", [etakit, optim, reference, bench], ids=lambda m: m.__name__)
+def test_docstring_examples(module, threads):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
