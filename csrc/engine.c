@@ -312,6 +312,7 @@ static int etk_validate(const etk_rule *r, const etk_kernels *k, int id, const e
     return ETK_OK;
 }
 
+#ifdef _OPENMP
 static size_t etk_split(size_t total, int i, int nth)
 {
     size_t q, at;
@@ -320,6 +321,7 @@ static size_t etk_split(size_t total, int i, int nth)
     at = q * (size_t)i + ((size_t)i < total % (size_t)nth ? (size_t)i : total % (size_t)nth);
     return at & ~(ETK_SPLIT_ALIGN - 1);
 }
+#endif
 
 /* Run the elements [lo, hi) of the concatenation of all tensors. */
 static void etk_run_range(const etk_rule *r, const etk_kernels *k, int id, const etk_tensor *ts, size_t count,
@@ -341,10 +343,11 @@ static int etk_run(const etk_rule *r, int id, const etk_tensor *ts, size_t count
 {
     const etk_kernels *k = etk_kernels_now();
     size_t i, total = 0;
-    int st = etk_validate(r, k, id, ts, count, hps, nhps), nth = 1;
+    int st = etk_validate(r, k, id, ts, count, hps, nhps);
     if (st != ETK_OK) return st;
     for (i = 0; i < count; i++) total += ts[i].n;
 #ifdef _OPENMP
+    int nth = 1;
     if (total >= etk_par_min) {
         size_t min_share = etk_par_min / 2 ? etk_par_min / 2 : 1; /* per thread */
         nth = omp_get_max_threads();
