@@ -144,3 +144,18 @@ def test_repr_lists_groups():
     opt = etakit.RMSprop([np.zeros(1)], lr=0.5)
     r = repr(opt)
     assert r.startswith("RMSprop (") and "Parameter Group 0" in r and "lr: 0.5" in r
+
+
+def test_optimizers_step_concurrently_from_python_threads(threads):
+    """The step releases the GIL; two optimizers stepped from two Python
+    threads at once give exactly the sequential results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(seed):
+        params, _ = trajectory("Adam", dict(lr=1e-2), np.float32, seed, steps=20)
+        return [p.tobytes() for p in params]
+
+    sequential = [run(1), run(2)]
+    with ThreadPoolExecutor(2) as pool:
+        concurrent = list(pool.map(run, [1, 2]))
+    assert concurrent == sequential

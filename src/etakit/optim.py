@@ -234,6 +234,11 @@ class Optimizer:
         TypeError, ValueError
             On a bad gradient or hyperparameter; nothing has been written.
 
+        Notes
+        -----
+        The GIL is released during the update, so other Python threads run
+        meanwhile; one optimizer must not be stepped from two threads at once.
+
         Examples
         --------
         >>> import numpy as np, etakit
