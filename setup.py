@@ -51,7 +51,7 @@ class BuildExt(build_ext):
 
 ext = Extension(
     "etakit._core",
-    sources=["src/etakit/_core.pyx", "csrc/engine.c", "csrc/kernels.c"],
+    sources=["src/etakit/_core.pyx", "csrc/engine.c", "csrc/kernels.c", "csrc/schedule.c"],
     include_dirs=["csrc", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     depends=["csrc/etakit.h", "csrc/etk_internal.h", "csrc/kernels_body.h", "csrc/kernels_variant.h"],

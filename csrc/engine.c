@@ -154,6 +154,7 @@ void etk_set_parallel_min(size_t n) { etk_par_min = n ? n : ETK_PARALLEL_MIN_DEF
 typedef struct etk_rule {
     int id;
     size_t hp_size;
+    size_t n_doubles; /* leading double fields of the hp struct: the schedulable ones */
     int uses_step;
     int (*check)(const void *hp);
     unsigned (*needs)(const void *hp); /* bit j: state[j] must be non-NULL */
@@ -271,11 +272,11 @@ static void adagrad_prepare(const void *hp, const etk_tensor *t, etk_coef *cf)
     c->wd = h->weight_decay != 0.0;
 }
 
-static const etk_rule etk_rule_sgd = {ETK_RULE_SGD, sizeof(etk_sgd_hp), 0, sgd_check, sgd_needs, sgd_prepare};
-static const etk_rule etk_rule_adam = {ETK_RULE_ADAM, sizeof(etk_adam_hp), 1, adam_check, adam_needs, adam_prepare};
-static const etk_rule etk_rule_rmsprop = {ETK_RULE_RMSPROP, sizeof(etk_rmsprop_hp), 0, rmsprop_check,
+static const etk_rule etk_rule_sgd = {ETK_RULE_SGD, sizeof(etk_sgd_hp), 4, 0, sgd_check, sgd_needs, sgd_prepare};
+static const etk_rule etk_rule_adam = {ETK_RULE_ADAM, sizeof(etk_adam_hp), 5, 1, adam_check, adam_needs, adam_prepare};
+static const etk_rule etk_rule_rmsprop = {ETK_RULE_RMSPROP, sizeof(etk_rmsprop_hp), 5, 0, rmsprop_check,
                                           rmsprop_needs, rmsprop_prepare};
-static const etk_rule etk_rule_adagrad = {ETK_RULE_ADAGRAD, sizeof(etk_adagrad_hp), 1, adagrad_check,
+static const etk_rule etk_rule_adagrad = {ETK_RULE_ADAGRAD, sizeof(etk_adagrad_hp), 4, 1, adagrad_check,
                                           adagrad_needs, adagrad_prepare};
 
 /* -------------------------------------------------------------- engine */
@@ -364,6 +365,57 @@ static int etk_run(const etk_rule *r, int id, const etk_tensor *ts, size_t count
 #endif
     etk_run_range(r, k, id, ts, count, hps, 0, total);
     return ETK_OK;
+}
+
+/* Apply scheduled hyperparameters to a copy of hps, then run. */
+static int etk_run_scheduled(const etk_rule *r, int id, const etk_tensor *ts, size_t count, const void *hps,
+                             size_t nhps, const etk_hp_schedule *sc, size_t nsc, int64_t k)
+{
+    union {
+        double align;
+        unsigned char bytes[1024];
+    } local;
+    unsigned char *buf;
+    size_t i, size = nhps * r->hp_size;
+    int st = ETK_OK;
+    if (nsc == 0) return etk_run(r, id, ts, count, hps, nhps);
+    if (!sc || !hps || k < 0) return ETK_EARG;
+    for (i = 0; i < nsc; i++) {
+        if (sc[i].group >= nhps) return ETK_EGROUP;
+        if (sc[i].offset % sizeof(double) || sc[i].offset >= r->n_doubles * sizeof(double)) return ETK_EARG;
+        if ((st = etk_schedule_check(sc[i].schedule)) != ETK_OK) return st;
+    }
+    buf = size <= sizeof local.bytes ? local.bytes : (unsigned char *)malloc(size);
+    if (!buf) return ETK_EARG;
+    memcpy(buf, hps, size);
+    for (i = 0; i < nsc; i++) {
+        double v = etk_schedule_eval(sc[i].schedule, k);
+        memcpy(buf + (size_t)sc[i].group * r->hp_size + sc[i].offset, &v, sizeof v);
+    }
+    st = etk_run(r, id, ts, count, buf, nhps);
+    if (buf != local.bytes) free(buf);
+    return st;
+}
+
+int etk_sgd_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_sgd_hp *hps, size_t nhps,
+                            const etk_hp_schedule *sched, size_t nsched, int64_t k)
+{
+    return etk_run_scheduled(&etk_rule_sgd, ETK_RULE_SGD, tensors, count, hps, nhps, sched, nsched, k);
+}
+int etk_adam_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adam_hp *hps, size_t nhps,
+                             const etk_hp_schedule *sched, size_t nsched, int64_t k)
+{
+    return etk_run_scheduled(&etk_rule_adam, ETK_RULE_ADAM, tensors, count, hps, nhps, sched, nsched, k);
+}
+int etk_rmsprop_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_rmsprop_hp *hps,
+                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k)
+{
+    return etk_run_scheduled(&etk_rule_rmsprop, ETK_RULE_RMSPROP, tensors, count, hps, nhps, sched, nsched, k);
+}
+int etk_adagrad_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adagrad_hp *hps,
+                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k)
+{
+    return etk_run_scheduled(&etk_rule_adagrad, ETK_RULE_ADAGRAD, tensors, count, hps, nhps, sched, nsched, k);
 }
 
 int etk_sgd_multi(const etk_tensor *tensors, size_t count, const etk_sgd_hp *hps, size_t nhps)

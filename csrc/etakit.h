@@ -139,6 +139,77 @@ int etk_adagrad_f32(float *param, const float *grad, float *sum, size_t n,
 int etk_adagrad_f64(double *param, const double *grad, double *sum, size_t n,
                     const etk_adagrad_hp *hp, int64_t step);
 
+/* ---- learning-rate schedules ----------------------------------------- */
+/* A schedule is a pure function of the step count k (completed steps, from
+ * 0), stored as a small tree of nodes in post-order: children come before
+ * their parent, the root is the last node.  Node parameters (p[], mode) by
+ * kind are documented in schedule.c; variable-length parts (milestones,
+ * boundaries, values, child indices) live in data[data_off .. +data_len). */
+typedef enum etk_sched_kind {
+    ETK_S_CONSTANT = 0,
+    ETK_S_LINEAR,
+    ETK_S_STEP,
+    ETK_S_MULTISTEP,
+    ETK_S_EXPONENTIAL,
+    ETK_S_POLYNOMIAL,
+    ETK_S_COSINE,
+    ETK_S_COSINE_RESTARTS,
+    ETK_S_ONE_CYCLE,
+    ETK_S_CYCLIC,
+    ETK_S_INVERSE_SQRT,
+    ETK_S_WARMUP_COSINE,
+    ETK_S_WSD,
+    ETK_S_PIECEWISE,
+    ETK_S_JOIN,
+    ETK_S_WARMUP,
+    ETK_S_SCALE,
+    ETK_S_PLATEAU,
+    ETK_S_NKINDS
+} etk_sched_kind;
+
+typedef struct etk_sched_node {
+    int32_t kind;
+    int32_t mode;
+    int32_t child;       /* index of the single child (WARMUP, SCALE, PLATEAU) */
+    uint32_t data_off, data_len;
+    double p[6];
+} etk_sched_node;
+
+typedef struct etk_schedule {
+    const etk_sched_node *nodes;
+    size_t nnodes;
+    const double *data;
+    size_t ndata;
+} etk_schedule;
+
+/* Structural check (kinds, child order, data bounds, finite parameters). */
+int etk_schedule_check(const etk_schedule *s);
+/* s(k) for k >= 0 (a negative k is taken as 0).  s must have passed the check. */
+double etk_schedule_eval(const etk_schedule *s, int64_t k);
+/* out[i] = s(k0 + i) for i < n, threaded for large n; equal to etk_schedule_eval. */
+int etk_schedule_values(const etk_schedule *s, int64_t k0, double *out, size_t n);
+
+/* A hyperparameter that follows a schedule: before a step, the double at
+ * byte offset `offset` of hps[group] becomes schedule(k).  Only the leading
+ * double fields of the hyperparameter structs can be scheduled. */
+typedef struct etk_hp_schedule {
+    uint32_t group;
+    uint32_t offset;
+    const etk_schedule *schedule;
+} etk_hp_schedule;
+
+/* The multi-tensor steps with scheduled hyperparameters, at step count k
+ * (the k-th step, from 0).  The scheduled values are checked like the
+ * others, before anything is written. */
+int etk_sgd_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_sgd_hp *hps, size_t nhps,
+                            const etk_hp_schedule *sched, size_t nsched, int64_t k);
+int etk_adam_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adam_hp *hps, size_t nhps,
+                             const etk_hp_schedule *sched, size_t nsched, int64_t k);
+int etk_rmsprop_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_rmsprop_hp *hps,
+                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k);
+int etk_adagrad_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adagrad_hp *hps,
+                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k);
+
 /* ---- memory-bandwidth probe ------------------------------------------- */
 /* The physical limit of a step: the same access pattern as an update rule
  * (read grad, read and write param and every non-NULL state buffer) with

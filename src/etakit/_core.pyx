@@ -13,7 +13,7 @@ memoryviews because acquiring a memoryview costs more than a whole step on a
 small array.  Any gradient that fails it is reported by index and the Python
 layer explains why; nothing is written in that case.
 """
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free, qsort
 from libc.string cimport memset
 from cpython.ref cimport PyObject
@@ -56,6 +56,33 @@ cdef extern from "etakit.h" nogil:
     int etk_rmsprop_multi(const etk_tensor *t, size_t count, const etk_rmsprop_hp *hps, size_t nhps)
     int etk_adagrad_multi(const etk_tensor *t, size_t count, const etk_adagrad_hp *hps, size_t nhps)
     int etk_probe_multi(const etk_tensor *t, size_t count)
+
+    ctypedef struct etk_sched_node:
+        int32_t kind
+        int32_t mode
+        int32_t child
+        uint32_t data_off, data_len
+        double p[6]
+    ctypedef struct etk_schedule:
+        const etk_sched_node *nodes
+        size_t nnodes
+        const double *data
+        size_t ndata
+    ctypedef struct etk_hp_schedule:
+        uint32_t group
+        uint32_t offset
+        const etk_schedule *schedule
+    int etk_schedule_check(const etk_schedule *s)
+    double etk_schedule_eval(const etk_schedule *s, int64_t k)
+    int etk_schedule_values(const etk_schedule *s, int64_t k0, double *out, size_t n)
+    int etk_sgd_multi_scheduled(const etk_tensor *t, size_t count, const etk_sgd_hp *hps, size_t nhps,
+                                const etk_hp_schedule *sc, size_t nsc, int64_t k)
+    int etk_adam_multi_scheduled(const etk_tensor *t, size_t count, const etk_adam_hp *hps, size_t nhps,
+                                 const etk_hp_schedule *sc, size_t nsc, int64_t k)
+    int etk_rmsprop_multi_scheduled(const etk_tensor *t, size_t count, const etk_rmsprop_hp *hps, size_t nhps,
+                                    const etk_hp_schedule *sc, size_t nsc, int64_t k)
+    int etk_adagrad_multi_scheduled(const etk_tensor *t, size_t count, const etk_adagrad_hp *hps, size_t nhps,
+                                    const etk_hp_schedule *sc, size_t nsc, int64_t k)
 
     int etk_get_num_threads()
     void etk_set_num_threads(int n)
@@ -111,6 +138,79 @@ def set_simd_variant(str name):
                          f"available: {simd_available()}")
 
 
+cdef class CompiledSchedule:
+    """A schedule's node tree in C form; see csrc/schedule.c for the layout."""
+    cdef etk_schedule s
+    cdef etk_sched_node *nodes
+    cdef double *data
+
+    def __cinit__(self, list nodes, list data):
+        cdef Py_ssize_t i, j
+        cdef int st
+        self.nodes = <etk_sched_node *>calloc(max(len(nodes), 1), sizeof(etk_sched_node))
+        self.data = <double *>calloc(max(len(data), 1), sizeof(double))
+        if not self.nodes or not self.data:
+            raise MemoryError()
+        for i, (kind, mode, child, off, length, params) in enumerate(nodes):
+            self.nodes[i].kind = kind
+            self.nodes[i].mode = mode
+            self.nodes[i].child = child
+            self.nodes[i].data_off = off
+            self.nodes[i].data_len = length
+            for j in range(6):
+                self.nodes[i].p[j] = params[j] if j < len(params) else 0.0
+        for i, v in enumerate(data):
+            self.data[i] = v
+        self.s.nodes = self.nodes
+        self.s.nnodes = len(nodes)
+        self.s.data = self.data
+        self.s.ndata = len(data)
+        st = etk_schedule_check(&self.s)
+        if st != 0:
+            raise ValueError("invalid schedule: " + etk_strerror(st).decode())
+
+    def __dealloc__(self):
+        free(self.nodes)
+        free(self.data)
+
+    def eval(self, int64_t k):
+        return etk_schedule_eval(&self.s, k)
+
+    def values(self, int64_t start, Py_ssize_t n):
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, [n], cnp.NPY_FLOAT64, 0)
+        cdef double *o = <double *>cnp.PyArray_DATA(out)
+        cdef int st
+        with nogil:
+            st = etk_schedule_values(&self.s, start, o, <size_t>n)
+        if st != 0:
+            raise ValueError(etk_strerror(st).decode())
+        return out
+
+
+def field_offset(int rule, str name):
+    """Byte offset of a schedulable hyperparameter in the rule's C struct (None if not schedulable)."""
+    cdef etk_sgd_hp s
+    cdef etk_adam_hp a
+    cdef etk_rmsprop_hp r
+    cdef etk_adagrad_hp d
+    if rule == 0:
+        offsets = {"lr": <Py_ssize_t>(<char *>&s.lr - <char *>&s),
+                   "momentum": <Py_ssize_t>(<char *>&s.momentum - <char *>&s),
+                   "weight_decay": <Py_ssize_t>(<char *>&s.weight_decay - <char *>&s)}
+    elif rule == 1:
+        offsets = {"lr": <Py_ssize_t>(<char *>&a.lr - <char *>&a),
+                   "beta1": <Py_ssize_t>(<char *>&a.beta1 - <char *>&a),
+                   "weight_decay": <Py_ssize_t>(<char *>&a.weight_decay - <char *>&a)}
+    elif rule == 2:
+        offsets = {"lr": <Py_ssize_t>(<char *>&r.lr - <char *>&r),
+                   "momentum": <Py_ssize_t>(<char *>&r.momentum - <char *>&r),
+                   "weight_decay": <Py_ssize_t>(<char *>&r.weight_decay - <char *>&r)}
+    else:
+        offsets = {"lr": <Py_ssize_t>(<char *>&d.lr - <char *>&d),
+                   "weight_decay": <Py_ssize_t>(<char *>&d.weight_decay - <char *>&d)}
+    return offsets.get(name)
+
+
 cdef struct _Interval:
     uintptr_t lo
     uintptr_t hi
@@ -139,6 +239,9 @@ cdef class Plan:
     cdef list keep
     cdef _Interval *written
     cdef Py_ssize_t nwritten
+    cdef etk_hp_schedule *sched
+    cdef Py_ssize_t nsched
+    cdef list sched_keep
 
     def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps):
         if rule < 0 or rule > 4 or count < 0 or nhps < 0:
@@ -154,11 +257,41 @@ cdef class Plan:
         self.params = [None] * count
         self.keep = [None] * count
         self.nwritten = 0
+        self.sched = NULL
+        self.nsched = 0
+        self.sched_keep = []
 
     def __dealloc__(self):
         free(self.t)
         free(self.hps)
         free(self.written)
+        free(self.sched)
+
+    def set_schedules(self, list bindings):
+        """[(group, byte offset, CompiledSchedule)]: hyperparameters the C step
+        evaluates at the step count before each step."""
+        cdef Py_ssize_t i
+        cdef etk_hp_schedule *sc = <etk_hp_schedule *>calloc(max(len(bindings), 1), sizeof(etk_hp_schedule))
+        if not sc:
+            raise MemoryError()
+        for i, (group, offset, compiled) in enumerate(bindings):
+            if not 0 <= group < self.nhps:
+                free(sc)
+                raise IndexError("group index out of range")
+            sc[i].group = <uint32_t>group
+            sc[i].offset = <uint32_t>offset
+            sc[i].schedule = &(<CompiledSchedule?>compiled).s
+        free(self.sched)
+        self.sched = sc
+        self.nsched = len(bindings)
+        self.sched_keep = list(bindings)
+
+    def set_hparam_at(self, Py_ssize_t g, Py_ssize_t offset, double value):
+        """Set one double hyperparameter (a Python-callable schedule's value)."""
+        if not 0 <= g < self.nhps or offset < 0 or offset % sizeof(double) or \
+                offset + sizeof(double) > _HP_SIZE[self.rule]:
+            raise IndexError("hyperparameter out of range")
+        (<double *>(<char *>self.hps + g * _HP_SIZE[self.rule] + offset))[0] = value
 
     def set_tensor(self, Py_ssize_t i, cnp.ndarray param not None, tuple states, Py_ssize_t group,
                    int64_t completed_steps, bint fresh):
@@ -236,10 +369,12 @@ cdef class Plan:
                 b = m
         return a < self.nwritten and self.written[a].lo < hi
 
-    def run(self, grads):
-        """One step.  Returns -1 when done, else the index of the first
-        gradient that failed the pre-flight (nothing written), or -2 when
-        ``grads`` is not a list/tuple of the right length."""
+    def run(self, grads, int64_t k=0):
+        """One step, the k-th (from 0: scheduled hyperparameters use it).
+        Returns -1 when done, else the index of the first gradient that
+        failed the pre-flight (nothing written), -2 when ``grads`` is not a
+        list/tuple of the right length, or -3 when a hyperparameter (a
+        scheduled value) is out of range (nothing written)."""
         cdef Py_ssize_t i, n, d
         cdef cnp.ndarray g, p
         cdef PyObject *o
@@ -270,15 +405,23 @@ cdef class Plan:
             self.t[i].grad = cnp.PyArray_DATA(g)
         with nogil:
             if self.rule == 0:
-                st = etk_sgd_multi(self.t, self.count, <etk_sgd_hp *>self.hps, self.nhps)
+                st = etk_sgd_multi_scheduled(self.t, self.count, <etk_sgd_hp *>self.hps, self.nhps,
+                                             self.sched, self.nsched, k)
             elif self.rule == 1:
-                st = etk_adam_multi(self.t, self.count, <etk_adam_hp *>self.hps, self.nhps)
+                st = etk_adam_multi_scheduled(self.t, self.count, <etk_adam_hp *>self.hps, self.nhps,
+                                              self.sched, self.nsched, k)
             elif self.rule == 2:
-                st = etk_rmsprop_multi(self.t, self.count, <etk_rmsprop_hp *>self.hps, self.nhps)
+                st = etk_rmsprop_multi_scheduled(self.t, self.count, <etk_rmsprop_hp *>self.hps, self.nhps,
+                                                 self.sched, self.nsched, k)
             elif self.rule == 3:
-                st = etk_adagrad_multi(self.t, self.count, <etk_adagrad_hp *>self.hps, self.nhps)
+                st = etk_adagrad_multi_scheduled(self.t, self.count, <etk_adagrad_hp *>self.hps, self.nhps,
+                                                 self.sched, self.nsched, k)
             else:
                 st = etk_probe_multi(self.t, self.count)
+        if st == -2:   # ETK_EHPARAM: a scheduled or callable value out of range
+            for i in range(self.count):
+                self.t[i].grad = NULL
+            return -3
         if st != 0:
             # the Python layer validated everything the C layer checks
             raise RuntimeError("etakit kernel refused the step: " + etk_strerror(st).decode())

@@ -1,0 +1,693 @@
+"""Learning-rate schedules: pure functions of the step count, evaluated in C.
+
+Every schedule ``s`` is a function of ``k``, the number of completed
+optimizer steps (from 0): ``s(k)`` is the value the (k+1)-th step uses.
+Because schedules are pure functions, they compose freely (``join``,
+``warmup``, ``0.5 * s``), resume exactly from a checkpoint, and cost no
+Python call per optimizer step: pass one as ``lr=`` (or ``momentum=``,
+``betas=(s, beta2)``, ``weight_decay=``) and the C step evaluates it.
+
+Semantics follow the libraries users switch from, so the numbers are the
+same: PyTorch's ``lr_scheduler`` (stepped once per optimizer step), timm's
+cycle decay, transformers' warmup schedules, optax's ``join_schedules``.
+Where those libraries do something surprising past the end of a schedule,
+etakit holds the final value instead; each docstring says so.
+
+Examples
+--------
+>>> from etakit import schedules as S
+>>> s = S.warmup(S.cosine(1e-3, total_steps=900), warmup_steps=100)
+>>> round(s(50), 7), s(100), s(1000)
+(0.0005, 0.001, 0.0)
+>>> s.values(4)
+array([0.e+00, 1.e-05, 2.e-05, 3.e-05])
+>>> S.from_dict(s.to_dict()) == s
+True
+"""
+import ast
+import math
+import numbers
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "Schedule", "constant", "linear", "step", "multistep", "exponential", "polynomial", "cosine",
+    "cosine_restarts", "one_cycle", "one_cycle_momentum", "cyclic", "inverse_sqrt", "warmup_cosine", "wsd",
+    "piecewise_constant", "join", "warmup", "scale", "from_dict", "parse",
+]
+
+# node kinds: the order of etk_sched_kind in csrc/etakit.h
+(_CONSTANT, _LINEAR, _STEP, _MULTISTEP, _EXPONENTIAL, _POLYNOMIAL, _COSINE, _COSINE_RESTARTS, _ONE_CYCLE,
+ _CYCLIC, _INVERSE_SQRT, _WARMUP_COSINE, _WSD, _PIECEWISE, _JOIN, _WARMUP, _SCALE, _PLATEAU) = range(18)
+
+_REGISTRY = {}
+
+
+def _register(fn):
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+class Schedule:
+    """A learning-rate schedule: ``s(k)`` for ``k`` completed steps.
+
+    Built by the functions of this module (``cosine(...)``, ``join(...)``,
+    ...), not directly.  Immutable; compares equal to a schedule with the same
+    definition.
+
+    Examples
+    --------
+    >>> from etakit import schedules as S
+    >>> s = S.step(0.1, step_size=30, gamma=0.5)
+    >>> s
+    step(lr=0.1, step_size=30, gamma=0.5)
+    >>> s(29), s(30), (2 * s)(30)
+    (0.1, 0.05, 0.1)
+    """
+
+    __slots__ = ("_name", "_args", "_kind", "_mode", "_params", "_data", "_children", "_c")
+
+    def __init__(self, name, args, kind, params=(), mode=0, data=(), children=()):
+        self._name, self._args, self._kind, self._mode = name, dict(args), kind, mode
+        self._params = [float(p) for p in params]
+        self._data = [float(d) for d in data]
+        self._children = tuple(children)
+        nodes, flat = [], []
+        self._emit(nodes, flat)
+        self._c = _core.CompiledSchedule(nodes, flat)
+
+    def _emit(self, nodes, data):
+        ids = [c._emit(nodes, data) for c in self._children]
+        d = self._data + [float(i) for i in ids] if self._kind == _JOIN else self._data
+        child = ids[0] if self._kind in (_WARMUP, _SCALE, _PLATEAU) else -1
+        nodes.append((self._kind, self._mode, child, len(data), len(d), self._params))
+        data.extend(d)
+        return len(nodes) - 1
+
+    def __call__(self, k):
+        """The value after ``k`` completed steps (``k`` an int >= 0)."""
+        return self._c.eval(_step_count(k))
+
+    def values(self, steps, start=0):
+        """``[s(start), ..., s(start + steps - 1)]`` as a float64 array, computed in C.
+
+        Examples
+        --------
+        >>> from etakit import schedules as S
+        >>> S.linear(1.0, 0.0, steps=4).values(6)
+        array([1.  , 0.75, 0.5 , 0.25, 0.  , 0.  ])
+        """
+        return self._c.values(_step_count(start, "start"), _step_count(steps, "steps"))
+
+    def to_dict(self):
+        """Plain-data form (nested dicts, lists, numbers, strings); see :func:`from_dict`."""
+        out = {"type": self._name}
+        for k, v in self._args.items():
+            if isinstance(v, Schedule):
+                v = v.to_dict()
+            elif isinstance(v, (list, tuple)):
+                v = [x.to_dict() if isinstance(x, Schedule) else x for x in v]
+            out[k] = v
+        return out
+
+    def __repr__(self):
+        if self._name == "scale":
+            return f"{self._args['factor']!r} * {self._args['schedule']!r}"
+        return f"{self._name}({', '.join(f'{k}={v!r}' for k, v in self._args.items())})"
+
+    def __eq__(self, other):
+        return isinstance(other, Schedule) and self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash(repr(self))
+
+    def __mul__(self, factor):
+        if isinstance(factor, numbers.Real) and not isinstance(factor, bool):
+            return scale(self, factor)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor):
+        if isinstance(divisor, numbers.Real) and not isinstance(divisor, bool):
+            return scale(self, 1.0 / _positive(divisor, "divisor", "scale"))
+        return NotImplemented
+
+    def horizon(self):
+        """A number of steps that shows the whole shape (used to plot)."""
+        ends = [v for k, v in self._args.items() if isinstance(v, int) and ("steps" in k or "period" in k
+                                                                          or k in ("step_size", "step_size_up"))]
+        ends += [max(v) for k, v in self._args.items() if k in ("milestones", "boundaries") and v]
+        ends += [c.horizon() + sum(self._args.get("boundaries", []) or [0]) for c in self._children]
+        if self._name == "wsd":
+            ends.append(self._args["warmup_steps"] + self._args["stable_steps"] + self._args["decay_steps"])
+        if self._name == "cosine_restarts":
+            p, m = self._args["first_period"], self._args["period_mult"]
+            ends.append(p * (1 + m + m * m))
+        if self._name == "cyclic":
+            up = self._args["step_size_up"]
+            ends.append(4 * (up + (self._args["step_size_down"] or up)))
+        return int(max(ends, default=1000) * 1.1) + 1
+
+    def plot(self, total_steps=None, ax=None, path=None, label=None):
+        """Plot the schedule over ``total_steps`` (default: :meth:`horizon`).
+
+        Draws on ``ax`` when given, else on a new figure; writes ``path``
+        (PNG, SVG, ... by extension) when given.  Needs matplotlib (the
+        ``plot`` extra).  Returns the axes.
+
+        Examples
+        --------
+        >>> from etakit import schedules as S
+        >>> ax = S.cosine(0.1, 100).plot()          # doctest: +SKIP
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise ImportError("plotting needs matplotlib: pip install 'etakit[plot]'") from None
+        n = self.horizon() if total_steps is None else _step_count(total_steps, "total_steps")
+        if ax is None:
+            fig = Figure(figsize=(7, 3.5), layout="constrained")
+            ax = fig.subplots()
+        ax.plot(np.arange(n), self.values(n), label=label or repr(self))
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        ax.grid(True, alpha=0.3)
+        if path is not None:
+            ax.legend(fontsize="small")
+            ax.figure.savefig(path, dpi=120)
+        return ax
+
+
+# ------------------------------------------------------------ validation
+
+def _step_count(k, what="k"):
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{what} must be an integer step count, got {type(k).__name__} {k!r}")
+    if k < 0:
+        raise ValueError(f"{what} must be >= 0, got {k}")
+    return int(k)
+
+
+def _real(v, name, fn):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__} {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{fn}: {name} must be finite, got {v!r}")
+    return f
+
+
+def _rate(v, name, fn):
+    f = _real(v, name, fn)
+    if f < 0:
+        raise ValueError(f"{fn}: {name} must be >= 0, got {v!r}")
+    return f
+
+
+def _positive(v, name, fn):
+    f = _real(v, name, fn)
+    if f <= 0:
+        raise ValueError(f"{fn}: {name} must be > 0, got {v!r}")
+    return f
+
+
+def _count(v, name, fn, lo=1):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an integer, got {type(v).__name__} {v!r}")
+    if v < lo:
+        raise ValueError(f"{fn}: {name} must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _choice(v, name, fn, options):
+    if v not in options:
+        raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, options))}, got {v!r}")
+    return options.index(v)
+
+
+def _sorted_counts(vs, name, fn, strict=False):
+    if isinstance(vs, (str, bytes)) or not hasattr(vs, "__iter__"):
+        raise TypeError(f"{fn}: {name} must be a list of step counts, got {type(vs).__name__}")
+    out = [_count(v, f"{name}[{i}]", fn, 0) for i, v in enumerate(vs)]
+    for i in range(1, len(out)):
+        if out[i] < out[i - 1] or (strict and out[i] == out[i - 1]):
+            raise ValueError(f"{fn}: {name} must be {'strictly increasing' if strict else 'sorted'}, got {out}")
+    return out
+
+
+def _schedule(v, name, fn):
+    if not isinstance(v, Schedule):
+        raise TypeError(f"{fn}: {name} must be an etakit schedule, got {type(v).__name__}")
+    return v
+
+
+# ------------------------------------------------------------- schedules
+
+@_register
+def constant(lr):
+    """``lr`` at every step.
+
+    Examples
+    --------
+    >>> constant(0.1)(10**9)
+    0.1
+    """
+    lr = _rate(lr, "lr", "constant")
+    return Schedule("constant", dict(lr=lr), _CONSTANT, [lr])
+
+
+@_register
+def linear(start_lr, end_lr, steps):
+    """From ``start_lr`` to ``end_lr`` linearly over ``steps`` steps, then ``end_lr``.
+
+    Examples
+    --------
+    >>> linear(0.0, 1.0, steps=10)(5)
+    0.5
+    """
+    a, b = _rate(start_lr, "start_lr", "linear"), _rate(end_lr, "end_lr", "linear")
+    n = _count(steps, "steps", "linear")
+    return Schedule("linear", dict(start_lr=a, end_lr=b, steps=n), _LINEAR, [a, b, n])
+
+
+@_register
+def step(lr, step_size, gamma=0.1):
+    """``lr * gamma ** (k // step_size)``: PyTorch's ``StepLR`` stepped once per step.
+
+    Examples
+    --------
+    >>> s = step(1.0, step_size=10, gamma=0.5)
+    >>> s(9), s(10), s(25)
+    (1.0, 0.5, 0.25)
+    """
+    lr, g = _rate(lr, "lr", "step"), _rate(gamma, "gamma", "step")
+    n = _count(step_size, "step_size", "step")
+    return Schedule("step", dict(lr=lr, step_size=n, gamma=g), _STEP, [lr, n, g])
+
+
+@_register
+def multistep(lr, milestones, gamma=0.1):
+    """``lr * gamma ** (number of milestones <= k)``: PyTorch's ``MultiStepLR``.
+
+    A milestone listed twice applies ``gamma`` twice, as in PyTorch.
+
+    Examples
+    --------
+    >>> s = multistep(1.0, [10, 20], gamma=0.1)
+    >>> s(9), s(10), round(s(20), 12)
+    (1.0, 0.1, 0.01)
+    """
+    lr, g = _rate(lr, "lr", "multistep"), _rate(gamma, "gamma", "multistep")
+    ms = _sorted_counts(milestones, "milestones", "multistep")
+    return Schedule("multistep", dict(lr=lr, milestones=ms, gamma=g), _MULTISTEP, [lr, g], data=ms)
+
+
+@_register
+def exponential(lr, gamma):
+    """``lr * gamma ** k``: PyTorch's ``ExponentialLR``.
+
+    Examples
+    --------
+    >>> exponential(1.0, 0.5)(3)
+    0.125
+    """
+    lr, g = _rate(lr, "lr", "exponential"), _rate(gamma, "gamma", "exponential")
+    return Schedule("exponential", dict(lr=lr, gamma=g), _EXPONENTIAL, [lr, g])
+
+
+@_register
+def polynomial(lr, total_steps, power=1.0, end_lr=0.0):
+    """``(lr - end_lr) * (1 - min(k, T) / T) ** power + end_lr``.
+
+    PyTorch's ``PolynomialLR(total_iters=T, power)`` when ``end_lr = 0``.
+
+    Examples
+    --------
+    >>> s = polynomial(1.0, total_steps=4, power=2.0)
+    >>> s(2), s(4), s(100)
+    (0.25, 0.0, 0.0)
+    """
+    lr, e = _rate(lr, "lr", "polynomial"), _rate(end_lr, "end_lr", "polynomial")
+    T = _count(total_steps, "total_steps", "polynomial")
+    p = _rate(power, "power", "polynomial")
+    return Schedule("polynomial", dict(lr=lr, total_steps=T, power=p, end_lr=e), _POLYNOMIAL, [lr, T, p, e])
+
+
+@_register
+def cosine(lr, total_steps, min_lr=0.0):
+    """Cosine annealing from ``lr`` to ``min_lr`` over ``total_steps``, then ``min_lr``.
+
+    PyTorch's ``CosineAnnealingLR(T_max=total_steps, eta_min=min_lr)`` up to
+    ``total_steps``; PyTorch's then rises again, this holds ``min_lr``.
+
+    Examples
+    --------
+    >>> s = cosine(1.0, total_steps=100, min_lr=0.1)
+    >>> s(0), round(s(50), 12), s(100), s(10**6)
+    (1.0, 0.55, 0.1, 0.1)
+    """
+    lr, m = _rate(lr, "lr", "cosine"), _rate(min_lr, "min_lr", "cosine")
+    T = _count(total_steps, "total_steps", "cosine")
+    return Schedule("cosine", dict(lr=lr, total_steps=T, min_lr=m), _COSINE, [lr, T, m])
+
+
+@_register
+def cosine_restarts(lr, first_period, period_mult=1, min_lr=0.0, decay=1.0):
+    """Cosine annealing with warm restarts (PyTorch's ``CosineAnnealingWarmRestarts``).
+
+    Cycle ``i`` lasts ``first_period * period_mult ** i`` steps and starts at
+    ``lr * decay ** i`` (timm's ``cycle_decay``); each anneals to ``min_lr``.
+
+    Examples
+    --------
+    >>> s = cosine_restarts(1.0, first_period=10, period_mult=2, decay=0.5)
+    >>> s(0), s(10), s(30)
+    (1.0, 0.5, 0.25)
+    """
+    lr, m = _rate(lr, "lr", "cosine_restarts"), _rate(min_lr, "min_lr", "cosine_restarts")
+    T0 = _count(first_period, "first_period", "cosine_restarts")
+    mult = _count(period_mult, "period_mult", "cosine_restarts")
+    d = _rate(decay, "decay", "cosine_restarts")
+    return Schedule("cosine_restarts", dict(lr=lr, first_period=T0, period_mult=mult, min_lr=m, decay=d),
+                    _COSINE_RESTARTS, [lr, T0, mult, m, d])
+
+
+def _one_cycle_args(fn, total_steps, pct_start, anneal):
+    T = _count(total_steps, "total_steps", fn, 2)
+    pct = _real(pct_start, "pct_start", fn)
+    if not 0.0 < pct < 1.0:
+        raise ValueError(f"{fn}: pct_start must be in (0, 1), got {pct_start!r}")
+    return T, pct, _choice(anneal, "anneal", fn, ["cos", "linear"])
+
+
+@_register
+def one_cycle(max_lr, total_steps, pct_start=0.3, anneal="cos", div_factor=25.0, final_div_factor=1e4,
+              three_phase=False):
+    """The 1cycle learning rates of PyTorch's ``OneCycleLR``.
+
+    From ``max_lr / div_factor`` up to ``max_lr`` over ``pct_start`` of the
+    steps, then down to ``max_lr / div_factor / final_div_factor``
+    (``three_phase``: back to the start value first, as PyTorch does).
+    Past ``total_steps`` (where PyTorch raises) the last value is held.
+
+    Examples
+    --------
+    >>> s = one_cycle(1.0, total_steps=100)
+    >>> round(s(0), 12), s(29), round(s(99), 12)
+    (0.04, 1.0, 4e-06)
+    """
+    T, pct, mode = _one_cycle_args("one_cycle", total_steps, pct_start, anneal)
+    mx = _rate(max_lr, "max_lr", "one_cycle")
+    div = _positive(div_factor, "div_factor", "one_cycle")
+    fdiv = _positive(final_div_factor, "final_div_factor", "one_cycle")
+    init = mx / div
+    args = dict(max_lr=mx, total_steps=T, pct_start=pct, anneal=anneal, div_factor=div,
+                final_div_factor=fdiv, three_phase=bool(three_phase))
+    return Schedule("one_cycle", args, _ONE_CYCLE, [T, pct, init, mx, init / fdiv],
+                    mode=mode | (2 if three_phase else 0))
+
+
+@_register
+def one_cycle_momentum(total_steps, pct_start=0.3, anneal="cos", base_momentum=0.85, max_momentum=0.95,
+                       three_phase=False):
+    """The momentum cycle that goes with :func:`one_cycle` (PyTorch's ``cycle_momentum``).
+
+    Down from ``max_momentum`` to ``base_momentum`` while the learning rate
+    rises, then back up.  Use it as ``momentum=`` (SGD, RMSprop) or as
+    ``betas=(one_cycle_momentum(...), 0.999)`` (Adam).
+
+    Examples
+    --------
+    >>> s = one_cycle_momentum(100)
+    >>> s(0), s(29), s(99)
+    (0.95, 0.85, 0.95)
+    """
+    T, pct, mode = _one_cycle_args("one_cycle_momentum", total_steps, pct_start, anneal)
+    lo = _rate(base_momentum, "base_momentum", "one_cycle_momentum")
+    hi = _rate(max_momentum, "max_momentum", "one_cycle_momentum")
+    args = dict(total_steps=T, pct_start=pct, anneal=anneal, base_momentum=lo, max_momentum=hi,
+                three_phase=bool(three_phase))
+    return Schedule("one_cycle_momentum", args, _ONE_CYCLE, [T, pct, hi, lo, hi],
+                    mode=mode | (2 if three_phase else 0))
+
+
+@_register
+def cyclic(base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular", gamma=1.0):
+    """PyTorch's ``CyclicLR`` learning rates (triangular, triangular2, exp_range).
+
+    Examples
+    --------
+    >>> s = cyclic(0.1, 1.0, step_size_up=10)
+    >>> s(0), s(10), s(20)
+    (0.1, 1.0, 0.1)
+    """
+    lo, hi = _rate(base_lr, "base_lr", "cyclic"), _rate(max_lr, "max_lr", "cyclic")
+    up = _count(step_size_up, "step_size_up", "cyclic")
+    down = up if step_size_down is None else _count(step_size_down, "step_size_down", "cyclic")
+    m = _choice(mode, "mode", "cyclic", ["triangular", "triangular2", "exp_range"])
+    g = _rate(gamma, "gamma", "cyclic")
+    args = dict(base_lr=lo, max_lr=hi, step_size_up=up, step_size_down=step_size_down and down, mode=mode,
+                gamma=g)
+    return Schedule("cyclic", args, _CYCLIC, [lo, hi, up, down, g], mode=m)
+
+
+@_register
+def inverse_sqrt(lr, warmup_steps, timescale=None):
+    """Linear warmup, then ``lr / sqrt((k + timescale - warmup_steps) / timescale)``.
+
+    transformers' ``get_inverse_sqrt_schedule``; ``timescale`` defaults to
+    ``warmup_steps`` (or 10,000 without warmup).
+
+    Examples
+    --------
+    >>> s = inverse_sqrt(1.0, warmup_steps=100)
+    >>> s(50), s(100), s(400)
+    (0.5, 1.0, 0.5)
+    """
+    lr = _rate(lr, "lr", "inverse_sqrt")
+    w = _count(warmup_steps, "warmup_steps", "inverse_sqrt", 0)
+    ts = (w or 10_000) if timescale is None else _count(timescale, "timescale", "inverse_sqrt")
+    return Schedule("inverse_sqrt", dict(lr=lr, warmup_steps=w, timescale=timescale), _INVERSE_SQRT, [lr, w, ts])
+
+
+@_register
+def warmup_cosine(peak_lr, warmup_steps, total_steps, min_lr=0.0, start_lr=0.0):
+    """Linear warmup from ``start_lr`` to ``peak_lr``, then cosine to ``min_lr`` at ``total_steps``.
+
+    transformers' ``get_cosine_schedule_with_warmup`` when ``min_lr = start_lr = 0``
+    (``total_steps`` counts the warmup); holds ``min_lr`` afterwards.
+
+    Examples
+    --------
+    >>> s = warmup_cosine(1.0, warmup_steps=10, total_steps=110)
+    >>> s(5), s(10), round(s(60), 12), s(500)
+    (0.5, 1.0, 0.5, 0.0)
+    """
+    p = _rate(peak_lr, "peak_lr", "warmup_cosine")
+    w = _count(warmup_steps, "warmup_steps", "warmup_cosine", 0)
+    T = _count(total_steps, "total_steps", "warmup_cosine")
+    if T < w:
+        raise ValueError(f"warmup_cosine: total_steps ({T}) must be >= warmup_steps ({w})")
+    m, s = _rate(min_lr, "min_lr", "warmup_cosine"), _rate(start_lr, "start_lr", "warmup_cosine")
+    return Schedule("warmup_cosine", dict(peak_lr=p, warmup_steps=w, total_steps=T, min_lr=m, start_lr=s),
+                    _WARMUP_COSINE, [p, w, T, m, s])
+
+
+@_register
+def wsd(peak_lr, warmup_steps, stable_steps, decay_steps, decay="linear", min_lr=0.0):
+    """Warmup-stable-decay: linear warmup from 0, ``peak_lr`` for ``stable_steps``,
+    then ``decay`` ("linear", "cosine" or "1-sqrt") to ``min_lr`` over ``decay_steps``.
+
+    Examples
+    --------
+    >>> s = wsd(1.0, warmup_steps=10, stable_steps=80, decay_steps=10)
+    >>> s(5), s(50), s(95), s(100)
+    (0.5, 1.0, 0.5, 0.0)
+    """
+    p = _rate(peak_lr, "peak_lr", "wsd")
+    w = _count(warmup_steps, "warmup_steps", "wsd", 0)
+    st = _count(stable_steps, "stable_steps", "wsd", 0)
+    d = _count(decay_steps, "decay_steps", "wsd")
+    mode = _choice(decay, "decay", "wsd", ["linear", "cosine", "1-sqrt"])
+    m = _rate(min_lr, "min_lr", "wsd")
+    return Schedule("wsd", dict(peak_lr=p, warmup_steps=w, stable_steps=st, decay_steps=d, decay=decay, min_lr=m),
+                    _WSD, [p, w, st, d, m], mode=mode)
+
+
+@_register
+def piecewise_constant(boundaries, values):
+    """``values[i]`` for ``boundaries[i-1] <= k < boundaries[i]``.
+
+    Examples
+    --------
+    >>> s = piecewise_constant([10, 20], [1.0, 0.5, 0.1])
+    >>> s(9), s(10), s(20)
+    (1.0, 0.5, 0.1)
+    """
+    b = _sorted_counts(boundaries, "boundaries", "piecewise_constant", strict=True)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != len(b) + 1:
+        raise ValueError(f"piecewise_constant: needs len(boundaries) + 1 = {len(b) + 1} values, got {values!r}")
+    v = [_rate(x, f"values[{i}]", "piecewise_constant") for i, x in enumerate(values)]
+    return Schedule("piecewise_constant", dict(boundaries=b, values=v), _PIECEWISE, [len(b)], data=b + v)
+
+
+@_register
+def join(schedules, boundaries):
+    """``schedules[i]`` from ``boundaries[i-1]`` on, counting steps from that boundary (optax's ``join_schedules``).
+
+    Examples
+    --------
+    >>> s = join([linear(0.0, 1.0, 10), cosine(1.0, 90)], boundaries=[10])
+    >>> s(5), s(10), s(100)
+    (0.5, 1.0, 0.0)
+    """
+    if isinstance(schedules, Schedule) or not hasattr(schedules, "__len__"):
+        raise TypeError("join: schedules must be a list of schedules")
+    ss = [_schedule(s, f"schedules[{i}]", "join") for i, s in enumerate(schedules)]
+    b = _sorted_counts(boundaries, "boundaries", "join", strict=True)
+    if len(ss) != len(b) + 1:
+        raise ValueError(f"join: needs len(boundaries) + 1 = {len(b) + 1} schedules, got {len(ss)}")
+    return Schedule("join", dict(schedules=ss, boundaries=b), _JOIN, [len(b)], data=b, children=ss)
+
+
+@_register
+def warmup(schedule, warmup_steps, start_lr=0.0):
+    """A linear ramp from ``start_lr`` to ``schedule(0)`` over ``warmup_steps``,
+    then ``schedule(k - warmup_steps)``.
+
+    Examples
+    --------
+    >>> s = warmup(constant(1.0), warmup_steps=4)
+    >>> s.values(6)
+    array([0.  , 0.25, 0.5 , 0.75, 1.  , 1.  ])
+    """
+    sch = _schedule(schedule, "schedule", "warmup")
+    w = _count(warmup_steps, "warmup_steps", "warmup", 0)
+    s0 = _rate(start_lr, "start_lr", "warmup")
+    return Schedule("warmup", dict(schedule=sch, warmup_steps=w, start_lr=s0), _WARMUP, [w, s0], children=[sch])
+
+
+@_register
+def scale(schedule, factor):
+    """``factor * schedule(k)``; also written ``factor * schedule``.
+
+    Examples
+    --------
+    >>> (0.5 * constant(2.0))(0)
+    1.0
+    """
+    sch = _schedule(schedule, "schedule", "scale")
+    f = _rate(factor, "factor", "scale")
+    return Schedule("scale", dict(schedule=sch, factor=f), _SCALE, [f], children=[sch])
+
+
+@_register
+def plateau_scaled(schedule, scale, min_lr=0.0):
+    """``schedule`` after ReduceLROnPlateau reductions: ``max(scale * v, min(min_lr, v))``.
+
+    Reductions never go below ``min_lr``, nor lift the schedule above itself
+    where it is lower (during a warmup, say).
+
+    Examples
+    --------
+    >>> s = plateau_scaled(constant(1.0), scale=0.01, min_lr=0.05)
+    >>> s(0)
+    0.05
+    """
+    sch = _schedule(schedule, "schedule", "plateau_scaled")
+    f = _rate(scale, "scale", "plateau_scaled")
+    m = _rate(min_lr, "min_lr", "plateau_scaled")
+    return Schedule("plateau_scaled", dict(schedule=sch, scale=f, min_lr=m), _PLATEAU, [f, m], children=[sch])
+
+
+# --------------------------------------------------- serialise and parse
+
+def from_dict(d):
+    """Rebuild a schedule from :meth:`Schedule.to_dict`.
+
+    Examples
+    --------
+    >>> s = join([constant(1.0), cosine(1.0, 10)], [5])
+    >>> from_dict(s.to_dict()) == s
+    True
+    """
+    if not is_schedule_dict(d):
+        raise ValueError(f"not a schedule dict (expected {{'type': <schedule name>, ...}}): {d!r}")
+    args = {}
+    for k, v in d.items():
+        if k == "type":
+            continue
+        if is_schedule_dict(v):
+            v = from_dict(v)
+        elif isinstance(v, list) and v and all(is_schedule_dict(x) for x in v):
+            v = [from_dict(x) for x in v]
+        args[k] = v
+    try:
+        return _REGISTRY[d["type"]](**args)
+    except TypeError as e:
+        if "argument" in str(e):
+            raise ValueError(f"bad schedule dict {d!r}: {e}") from None
+        raise
+
+
+def is_schedule_dict(v):
+    """True for the plain-data form of a schedule (``{"type": name, **arguments}``)."""
+    return isinstance(v, dict) and isinstance(v.get("type"), str) and v["type"] in _REGISTRY
+
+
+def parse(text):
+    """Build a schedule from an expression such as
+    ``"warmup(cosine(3e-4, total_steps=10000), warmup_steps=500)"``.
+
+    Only this module's schedule functions, numbers, strings, lists,
+    ``None``/``True``/``False`` and multiplication or division by a number
+    are allowed; nothing is evaluated by Python.  Any schedule's ``repr`` parses.
+
+    Examples
+    --------
+    >>> parse("0.5 * step(lr=0.1, step_size=10)")
+    0.5 * step(lr=0.1, step_size=10, gamma=0.1)
+    """
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse schedule expression {text!r}: {e.msg}") from None
+    result = _eval_node(tree.body, text)
+    if not isinstance(result, Schedule):
+        raise ValueError(f"{text!r} is not a schedule expression")
+    return result
+
+
+def _eval_node(node, text):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _eval_node(node.operand, text)
+        if isinstance(v, numbers.Real) and not isinstance(v, bool):
+            return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_eval_node(e, text) for e in node.elts]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+        a, b = _eval_node(node.left, text), _eval_node(node.right, text)
+        try:
+            return a * b if isinstance(node.op, ast.Mult) else a / b
+        except TypeError:
+            pass
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        fn = _REGISTRY.get(node.func.id)
+        if fn is None:
+            raise ValueError(f"unknown schedule {node.func.id!r}; known: {', '.join(sorted(_REGISTRY))}")
+        args = [_eval_node(a, text) for a in node.args]
+        kwargs = {k.arg: _eval_node(k.value, text) for k in node.keywords if k.arg is not None}
+        if len(kwargs) != len(node.keywords):
+            raise ValueError("** arguments are not allowed in a schedule expression")
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as e:
+            if "argument" in str(e):
+                raise ValueError(f"{node.func.id}: {e}") from None
+            raise
+    raise ValueError(f"not allowed in a schedule expression: {ast.get_source_segment(text, node) or ast.dump(node)}")
