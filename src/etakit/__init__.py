@@ -11,11 +11,12 @@ array([-0.01, -0.01, -0.01], dtype=float32)
 """
 import numbers as _numbers
 
-from . import _core, reference
+from . import _core, reference, schedules
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .plateau import ReduceLROnPlateau
 
 __version__ = "0.1.0"
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "reference",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ReduceLROnPlateau", "reference", "schedules",
            "get_num_threads", "set_num_threads", "simd_variant", "__version__"]
 
 

@@ -17,6 +17,7 @@ import operator
 import numpy as np
 
 from . import _core
+from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
@@ -36,6 +37,42 @@ def _real(group, key, where, lo=0.0, hi=math.inf, hi_open=False):
     return f
 
 
+def _scheduled(v):
+    """A hyperparameter given as a schedule: built-in, or any callable f(k)."""
+    return isinstance(v, Schedule) or (callable(v) and not isinstance(v, numbers.Number))
+
+
+def _hp(group, key, where, sched, field, lo=0.0, hi=math.inf, hi_open=False):
+    """A schedulable hyperparameter: a number (checked now) or a schedule
+    (recorded in ``sched[field]``; its values are checked at each step)."""
+    v = group[key]
+    if _scheduled(v):
+        sched[field] = v
+        return 0.0   # placeholder: the step writes schedule(k)
+    return _real(group, key, where, lo, hi, hi_open)
+
+
+def _value_at(v, k):
+    return float(v(k)) if _scheduled(v) else float(v)
+
+
+def _encode(v):
+    """Group values in plain data: schedules as dicts (callables stay as they are)."""
+    if isinstance(v, Schedule):
+        return v.to_dict()
+    if isinstance(v, tuple):
+        return tuple(_encode(x) for x in v)
+    return v
+
+
+def _decode(v):
+    if is_schedule_dict(v):
+        return from_dict(v)
+    if isinstance(v, (tuple, list)) and any(is_schedule_dict(x) for x in v):
+        return tuple(_decode(x) for x in v)
+    return v
+
+
 def _flag(group, key, where):
     v = group[key]
     # 0 and 1 compare equal to False and True, so they are taken as such
@@ -44,12 +81,12 @@ def _flag(group, key, where):
     return int(bool(v))
 
 
-def _betas(group, where):
+def _betas(group, where, sched):
     b = group["betas"]
     if isinstance(b, (str, bytes)) or not hasattr(b, "__len__") or len(b) != 2:
         raise TypeError(f"{where}: betas must be a pair (beta1, beta2), got {b!r}")
-    return tuple(_real({"betas": x}, "betas", f"{where} (betas[{i}])", 0.0, 1.0, True)
-                 for i, x in enumerate(b))
+    beta1 = _hp({"betas": b[0]}, "betas", f"{where} (betas[0])", sched, "beta1", 0.0, 1.0, True)
+    return beta1, _real({"betas": b[1]}, "betas", f"{where} (betas[1])", 0.0, 1.0, True)
 
 
 def _span(a):
@@ -135,6 +172,8 @@ class Optimizer:
         self._fresh = set()
         self._plan = None
         self._hp_cache = None
+        self._k = 0            # completed steps: what schedules are evaluated at
+        self._py_sched = []    # (group, byte offset, callable, key) for Python-callable schedules
 
     # ---- construction -------------------------------------------------
     @staticmethod
@@ -207,8 +246,11 @@ class Optimizer:
         self._hp_cache = None
 
     # ---- per-rule hooks -----------------------------------------------
-    def _validate_group(self, group, where):
-        """Validate a group's hyperparameters; return the kernel's tuple."""
+    def _validate_group(self, group, where, sched=None):
+        """Validate a group's hyperparameters; return the kernel's tuple.
+
+        Scheduled hyperparameters are recorded in ``sched`` (C field name ->
+        schedule) and packed as placeholders."""
         raise NotImplementedError
 
     def _needed_state(self, group):
@@ -251,16 +293,63 @@ class Optimizer:
         hp = tuple(map(self._get_hp, self.param_groups))
         if hp != self._hp_cache:
             self._reconfigure(grads, hp)
-        if self._plan.run(grads) != -1:
+        k = self._k
+        if self._py_sched:
+            self._apply_callables(k)
+        r = self._plan.run(grads, k)
+        if r != -1:
+            if r == -3:
+                self._raise_for_scheduled(k)
             self._check_grads(grads)
             # a sequence type the fast path does not take, but otherwise valid
-            if self._plan.run(list(grads)) != -1:
+            if self._plan.run(list(grads), k) != -1:
                 raise RuntimeError("etakit internal error: gradients passed validation but were refused")
+        self._k = k + 1
         if self._fresh:
             self._fresh.clear()
 
+    def current_lr(self):
+        """The learning rate of each group for the next step (its schedule's value now).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from etakit import schedules as S
+        >>> opt = etakit.SGD([np.zeros(1)], lr=S.step(1.0, step_size=1, gamma=0.5))
+        >>> opt.current_lr()
+        [1.0]
+        >>> opt.step([np.ones(1)]); opt.current_lr()
+        [0.5]
+        """
+        return [_value_at(g["lr"], self._k) for g in self.param_groups]
+
+    @property
+    def step_count(self):
+        """Completed steps: the ``k`` at which schedules are evaluated next."""
+        return self._k
+
+    def _apply_callables(self, k):
+        for gi, offset, f, key in self._py_sched:
+            v = f(k)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise TypeError(f"param_groups[{gi}]: the {key} schedule returned {v!r} at step {k}; "
+                                "expected a real number")
+            self._plan.set_hparam_at(gi, offset, float(v))
+
+    def _raise_for_scheduled(self, k):
+        """A scheduled value is out of range at step k: say which (nothing was written)."""
+        for gi, group in enumerate(self.param_groups):
+            now = {key: (tuple(_value_at(x, k) if _scheduled(x) else x for x in v) if key == "betas"
+                         else _value_at(v, k) if _scheduled(v) else v)
+                   for key, v in group.items() if key != "params"}
+            g = dict(now, params=group["params"])
+            self._validate_group(g, f"param_groups[{gi}] (scheduled values at step {k})")
+        raise RuntimeError(f"etakit internal error: a scheduled value was refused at step {k}")
+
     def _reconfigure(self, grads, hp):
-        packed = [self._validate_group(g, f"param_groups[{gi}]") for gi, g in enumerate(self.param_groups)]
+        scheds = [{} for _ in self.param_groups]
+        packed = [self._validate_group(g, f"param_groups[{gi}]", scheds[gi])
+                  for gi, g in enumerate(self.param_groups)]
         needs = []
         for gi, group in enumerate(self.param_groups):
             names = self._needed_state(group)
@@ -278,6 +367,16 @@ class Optimizer:
             self._build_plan()
         for gi, v in enumerate(packed):
             self._plan.set_hparams(gi, v)
+        builtin, py = [], []
+        for gi, sched in enumerate(scheds):
+            for field, f in sched.items():
+                offset = _core.field_offset(self._rule, field)
+                if isinstance(f, Schedule):
+                    builtin.append((gi, offset, f._c))
+                else:
+                    py.append((gi, offset, f, field))
+        self._plan.set_schedules(builtin)
+        self._py_sched = py
         self._hp_cache = hp
 
     def _group_of_params(self):
@@ -344,8 +443,10 @@ class Optimizer:
         """The optimizer's state as plain Python values and numpy arrays.
 
         ``{"state": {index: {"step": int, <buffer name>: ndarray}},
-        "param_groups": [{<hyperparameters>, "params": [indices]}]}``, with
-        parameters numbered in group order, as in PyTorch.  Arrays are copies,
+        "param_groups": [{<hyperparameters>, "params": [indices]}],
+        "step_count": int}``, with parameters numbered in group order, as in
+        PyTorch.  Schedules appear in their ``to_dict()`` form; Python
+        callables as themselves.  Arrays are copies,
         so the dict is a snapshot that later steps do not change; it can be
         pickled or stored with numpy.
 
@@ -368,11 +469,11 @@ class Optimizer:
                 state[i] = entry
         groups, start = [], 0
         for g in self.param_groups:
-            d = {k: v for k, v in g.items() if k != "params"}
+            d = {k: _encode(v) for k, v in g.items() if k != "params"}
             d["params"] = list(range(start, start + len(g["params"])))
             start += len(g["params"])
             groups.append(d)
-        return {"state": state, "param_groups": groups}
+        return {"state": state, "param_groups": groups, "step_count": self._k}
 
     def load_state_dict(self, state_dict):
         """Restore a state from :meth:`state_dict`; the run continues bit-identically.
@@ -391,8 +492,14 @@ class Optimizer:
         >>> opt2.state_dict()["state"][0]["step"]
         1
         """
-        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            raise ValueError("state_dict must be a dict with exactly the keys 'state' and 'param_groups'")
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict) or \
+                not set(state_dict) <= {"state", "param_groups", "step_count"}:
+            raise ValueError("state_dict must be a dict with the keys 'state', 'param_groups' "
+                             "and optionally 'step_count'")
+        step_count = state_dict.get("step_count", 0)
+        if isinstance(step_count, (bool, np.bool_)) or not isinstance(step_count, numbers.Integral) \
+                or step_count < 0:
+            raise ValueError(f"loaded step_count must be an integer >= 0, got {step_count!r}")
         groups, state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups) if hasattr(groups, '__len__') else '?'} "
@@ -404,7 +511,7 @@ class Optimizer:
             if len(theirs["params"]) != len(mine["params"]):
                 raise ValueError(f"loaded param_groups[{gi}] has {len(theirs['params'])} parameters, "
                                  f"this optimizer's has {len(mine['params'])}")
-            g = {k: v for k, v in theirs.items() if k != "params"}
+            g = {k: _decode(v) for k, v in theirs.items() if k != "params"}
             g["params"] = mine["params"]
             self._validate_group(g, f"loaded param_groups[{gi}]")
             new_groups.append(g)
@@ -441,6 +548,7 @@ class Optimizer:
             mine.clear()
             mine.update(g)
         self._state, self._steps = new_state, new_steps
+        self._k = int(step_count)
         self._fresh = set()
         self._plan = None
         self._hp_cache = None
@@ -500,13 +608,15 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
-    def _validate_group(self, g, where):
-        lr = _real(g, "lr", where)
-        momentum = _real(g, "momentum", where)
+    def _validate_group(self, g, where, sched=None):
+        sched = {} if sched is None else sched
+        lr = _hp(g, "lr", where, sched, "lr")
+        momentum = _hp(g, "momentum", where, sched, "momentum")
         dampening = _real(g, "dampening", where, 0.0, 1.0)
-        wd = _real(g, "weight_decay", where)
+        wd = _hp(g, "weight_decay", where, sched, "weight_decay")
         nesterov, maximize = _flag(g, "nesterov", where), _flag(g, "maximize", where)
-        if nesterov and (momentum <= 0 or dampening != 0):
+        # a scheduled momentum is checked against nesterov at each step
+        if nesterov and ((momentum <= 0 and "momentum" not in sched) or dampening != 0):
             raise ValueError(f"Invalid nesterov for {where}: Nesterov momentum requires momentum > 0 "
                              f"and dampening == 0 (got momentum={momentum}, dampening={dampening})")
         return (lr, momentum, dampening, wd, nesterov, maximize)
@@ -558,11 +668,12 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
-    def _validate_group(self, g, where):
-        lr = _real(g, "lr", where)
-        beta1, beta2 = _betas(g, where)
+    def _validate_group(self, g, where, sched=None):
+        sched = {} if sched is None else sched
+        lr = _hp(g, "lr", where, sched, "lr")
+        beta1, beta2 = _betas(g, where, sched)
         eps = _real(g, "eps", where)
-        wd = _real(g, "weight_decay", where)
+        wd = _hp(g, "weight_decay", where, sched, "weight_decay")
         return (lr, beta1, beta2, eps, wd, _flag(g, "amsgrad", where), _flag(g, "maximize", where),
                 self._decoupled)
 
@@ -637,14 +748,15 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
 
-    def _validate_group(self, g, where):
-        return (_real(g, "lr", where), _real(g, "alpha", where, 0.0, 1.0), _real(g, "eps", where),
-                _real(g, "weight_decay", where), _real(g, "momentum", where),
+    def _validate_group(self, g, where, sched=None):
+        sched = {} if sched is None else sched
+        return (_hp(g, "lr", where, sched, "lr"), _real(g, "alpha", where, 0.0, 1.0), _real(g, "eps", where),
+                _hp(g, "weight_decay", where, sched, "weight_decay"), _hp(g, "momentum", where, sched, "momentum"),
                 _flag(g, "centered", where), _flag(g, "maximize", where))
 
     def _needed_state(self, g):
         names = ["square_avg"]
-        if g["momentum"] > 0:
+        if _scheduled(g["momentum"]) or g["momentum"] > 0:
             names.append("momentum_buffer")
         if g["centered"]:
             names.append("grad_avg")
@@ -691,10 +803,12 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
 
-    def _validate_group(self, g, where):
+    def _validate_group(self, g, where, sched=None):
+        sched = {} if sched is None else sched
         _real(g, "initial_accumulator_value", where)
-        return (_real(g, "lr", where), _real(g, "lr_decay", where), _real(g, "weight_decay", where),
-                _real(g, "eps", where), _flag(g, "maximize", where))
+        return (_hp(g, "lr", where, sched, "lr"), _real(g, "lr_decay", where),
+                _hp(g, "weight_decay", where, sched, "weight_decay"), _real(g, "eps", where),
+                _flag(g, "maximize", where))
 
     def _needed_state(self, g):
         return ("sum",)

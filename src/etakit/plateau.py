@@ -1,0 +1,144 @@
+"""ReduceLROnPlateau: cut the learning rate when a metric stops improving.
+
+PyTorch's rule and arguments.  With a number as ``lr`` it gives PyTorch's
+sequence of learning rates for the same metrics.  With a schedule as ``lr``
+it scales the schedule instead of replacing it (``plateau_scaled``), so
+warmup, then cosine, then plateau reductions compose; the reduced schedule
+lives in the optimizer's param_groups and so in its state dict.
+"""
+import math
+import numbers
+
+from .schedules import Schedule, plateau_scaled
+
+__all__ = ["ReduceLROnPlateau"]
+
+
+class ReduceLROnPlateau:
+    """Reduce each group's learning rate by ``factor`` after ``patience`` steps without improvement.
+
+    Parameters
+    ----------
+    optimizer : etakit.Optimizer
+    mode : {"min", "max"}
+        Whether the metric should decrease or increase.
+    factor : float
+        In (0, 1): the multiplier of a reduction.
+    patience : int
+        Calls of :meth:`step` without improvement tolerated before a reduction.
+    threshold : float
+        Minimum change that counts as an improvement, relative (``threshold_mode="rel"``)
+        or absolute (``"abs"``).
+    threshold_mode : {"rel", "abs"}
+    cooldown : int
+        Calls after a reduction during which bad calls are not counted.
+    min_lr : float or list of float
+        Lower bound of the learning rate, for all groups or per group.
+    eps : float
+        A reduction smaller than this is skipped.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> opt = etakit.SGD([np.zeros(1)], lr=1.0)
+    >>> plateau = etakit.ReduceLROnPlateau(opt, patience=1, factor=0.5)
+    >>> for loss in [1.0, 1.0, 1.0]:
+    ...     plateau.step(loss)
+    >>> opt.param_groups[0]["lr"]
+    0.5
+    """
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
+                 cooldown=0, min_lr=0.0, eps=1e-8):
+        if not hasattr(optimizer, "param_groups") or not hasattr(optimizer, "step_count"):
+            raise TypeError(f"optimizer must be an etakit optimizer, got {type(optimizer).__name__}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.factor = _real(factor, "factor")
+        if not 0.0 < self.factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+        self.patience = _count(patience, "patience")
+        self.cooldown = _count(cooldown, "cooldown")
+        self.threshold = _real(threshold, "threshold")
+        self.eps = _real(eps, "eps")
+        n = len(optimizer.param_groups)
+        if isinstance(min_lr, (list, tuple)):
+            if len(min_lr) != n:
+                raise ValueError(f"expected {n} min_lr values (one per group), got {len(min_lr)}")
+            self.min_lrs = [_real(v, f"min_lr[{i}]") for i, v in enumerate(min_lr)]
+        else:
+            self.min_lrs = [_real(min_lr, "min_lr")] * n
+        self.optimizer, self.mode, self.threshold_mode = optimizer, mode, threshold_mode
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.last_epoch = 0
+
+    def is_better(self, a, best):
+        if self.mode == "min":
+            return a < (best * (1.0 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
+        return a > (best * (self.threshold + 1.0) if self.threshold_mode == "rel" else best + self.threshold)
+
+    def step(self, metric):
+        """Record the metric of the latest evaluation; reduce the learning rates if it has plateaued."""
+        if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
+            try:
+                metric = float(metric)   # 0-d arrays and the like
+            except (TypeError, ValueError):
+                raise TypeError(f"metric must be a real number, got {type(metric).__name__}") from None
+        current = float(metric)
+        self.last_epoch += 1
+        if self.is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+
+    def _reduce_lr(self):
+        k = self.optimizer.step_count
+        for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+            lr = group["lr"]
+            if isinstance(lr, Schedule):
+                base, scale = (lr._args["schedule"], lr._args["scale"]) if lr._name == "plateau_scaled" else (lr, 1.0)
+                new = plateau_scaled(base, scale * self.factor, min_lr)
+                if lr(k) - new(k) > self.eps:
+                    group["lr"] = new
+            elif callable(lr):
+                raise TypeError("ReduceLROnPlateau cannot scale a Python-callable learning rate; "
+                                "use an etakit.schedules schedule instead")
+            else:
+                old = float(lr)
+                new = max(old * self.factor, min_lr)
+                if old - new > self.eps:
+                    group["lr"] = new
+
+    def state_dict(self):
+        """Counters and settings as plain values (the reduced learning rates are in the optimizer's)."""
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        unknown = set(state_dict) - set(self.state_dict())
+        if unknown:
+            raise ValueError(f"unknown ReduceLROnPlateau state: {sorted(unknown)}")
+        self.__dict__.update(state_dict)
+
+
+def _real(v, name):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def _count(v, name):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+    return int(v)
