@@ -232,6 +232,67 @@ static void test_validation_writes_nothing(void)
     CHECK(etk_adam_f32(NULL, NULL, NULL, NULL, NULL, 0, &good, 1) == ETK_OK, "empty tensor");
 }
 
+static etk_sched_node node(int kind, int child, double p0, double p1, double p2)
+{
+    etk_sched_node n;
+    memset(&n, 0, sizeof n);
+    n.kind = kind;
+    n.child = child;
+    n.p[0] = p0;
+    n.p[1] = p1;
+    n.p[2] = p2;
+    return n;
+}
+
+static void test_schedules(void)
+{
+    /* warmup(cosine(1.0, 100, min 0.1), 10): nodes in post-order, root last */
+    etk_sched_node nodes[2];
+    etk_schedule s = {nodes, 2, NULL, 0};
+    double out[300];
+    int64_t k;
+    nodes[0] = node(ETK_S_COSINE, -1, 1.0, 100.0, 0.1);
+    nodes[1] = node(ETK_S_WARMUP, 0, 10.0, 0.0, 0.0);
+    CHECK(etk_schedule_check(&s) == ETK_OK, "valid schedule");
+    CHECK(etk_schedule_eval(&s, 0) == 0.0, "warmup starts at start_lr");
+    CHECK(etk_schedule_eval(&s, 5) == 0.5, "half way through warmup: %g", etk_schedule_eval(&s, 5));
+    CHECK(etk_schedule_eval(&s, 10) == 1.0, "peak after warmup");
+    CHECK(fabs(etk_schedule_eval(&s, 60) - 0.55) < 1e-15, "cosine midpoint %g", etk_schedule_eval(&s, 60));
+    CHECK(etk_schedule_eval(&s, 1000000) == 0.1, "holds min_lr");
+    CHECK(etk_schedule_values(&s, 0, out, 300) == ETK_OK, "values");
+    for (k = 0; k < 300; k++) CHECK(out[k] == etk_schedule_eval(&s, k), "values[%d]", (int)k);
+
+    /* a child after its parent, or a zero step size, is refused */
+    nodes[1].child = 1;
+    CHECK(etk_schedule_check(&s) == ETK_EARG, "child must precede parent");
+    nodes[1].child = 0;
+    nodes[0] = node(ETK_S_STEP, -1, 1.0, 0.0, 0.5);
+    CHECK(etk_schedule_check(&s) == ETK_EHPARAM, "step_size 0");
+
+    /* a scheduled learning rate in the step: lr(k) = 0.5^k, SGD, p -= lr * g */
+    {
+        etk_sched_node e = node(ETK_S_EXPONENTIAL, -1, 1.0, 0.5, 0.0);
+        etk_schedule es = {&e, 1, NULL, 0};
+        etk_hp_schedule bind = {0, 0, &es}; /* lr is the first field */
+        etk_sgd_hp h = {123.0, 0.0, 0.0, 0.0, 0, 0};
+        float p[3] = {0, 0, 0}, g[3] = {1, 1, 1};
+        etk_tensor t;
+        memset(&t, 0, sizeof t);
+        t.param = p;
+        t.grad = g;
+        t.n = 3;
+        t.step = 1;
+        for (k = 0; k < 4; k++) CHECK(etk_sgd_multi_scheduled(&t, 1, &h, 1, &bind, 1, k) == ETK_OK, "scheduled step");
+        CHECK(p[0] == -1.875f, "p = -(1 + 0.5 + 0.25 + 0.125), got %g", (double)p[0]);
+        bind.offset = 40; /* not a schedulable field */
+        CHECK(etk_sgd_multi_scheduled(&t, 1, &h, 1, &bind, 1, 0) == ETK_EARG, "bad offset");
+        e.p[0] = -1.0; /* a negative learning rate from the schedule */
+        bind.offset = 0;
+        CHECK(etk_sgd_multi_scheduled(&t, 1, &h, 1, &bind, 1, 0) == ETK_EHPARAM, "negative scheduled lr");
+        CHECK(p[0] == -1.875f, "refused step wrote");
+    }
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -240,6 +301,7 @@ int main(void)
     test_sgd_f32_momentum_first_step();
     test_bit_identical_threads_and_variants();
     test_validation_writes_nothing();
+    test_schedules();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

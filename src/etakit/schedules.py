@@ -117,6 +117,31 @@ class Schedule:
             return f"{self._args['factor']!r} * {self._args['schedule']!r}"
         return f"{self._name}({', '.join(f'{k}={v!r}' for k, v in self._args.items())})"
 
+    def label(self):
+        """A compact repr: only the arguments that differ from their defaults.
+
+        Examples
+        --------
+        >>> from etakit import schedules as S
+        >>> S.cosine(0.1, 100).label()
+        'cosine(0.1, 100)'
+        """
+        import inspect
+
+        if self._name == "scale":
+            return f"{self._args['factor']:g} * {self._args['schedule'].label()}"
+        params = inspect.signature(_REGISTRY[self._name]).parameters
+        parts = []
+        for i, (k, v) in enumerate(self._args.items()):
+            p = params[k]
+            if p.default is not inspect.Parameter.empty and v == p.default:
+                continue
+            text = v.label() if isinstance(v, Schedule) else \
+                "[" + ", ".join(x.label() for x in v) + "]" if k == "schedules" else \
+                f"{v:g}" if isinstance(v, float) else repr(v)
+            parts.append(text if p.default is inspect.Parameter.empty and len(parts) == i else f"{k}={text}")
+        return f"{self._name}({', '.join(parts)})"
+
     def __eq__(self, other):
         return isinstance(other, Schedule) and self.to_dict() == other.to_dict()
 
@@ -171,12 +196,12 @@ class Schedule:
         if ax is None:
             fig = Figure(figsize=(7, 3.5), layout="constrained")
             ax = fig.subplots()
-        ax.plot(np.arange(n), self.values(n), label=label or repr(self))
+        ax.plot(np.arange(n), self.values(n), label=label or self.label())
         ax.set_xlabel("step")
         ax.set_ylabel("learning rate")
         ax.grid(True, alpha=0.3)
         if path is not None:
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="small", loc="best")
             ax.figure.savefig(path, dpi=120)
         return ax
 
