@@ -1,4 +1,4 @@
-"""Command line: ``python -m etakit {bench,schedule} ...`` (also installed as ``etakit``).
+"""Command line: ``python -m etakit {demo,bench,schedule} ...`` (also installed as ``etakit``).
 
 Examples
 --------
@@ -51,8 +51,13 @@ def main(argv=None):
     sp.add_argument("--steps", type=int, help="steps to show (default: the schedules' own length)")
     sp.add_argument("--log", action="store_true", help="logarithmic learning-rate axis")
     sp.add_argument("--title")
+    sub.add_parser("demo", help="train an MLP on scikit-learn's digits with lr_find + AdamW", add_help=False)
     bp = sub.add_parser("bench", help="benchmark the optimizer step (python -m etakit.bench)", add_help=False)
     bp.add_argument("rest", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:
+        from . import demo
+        return demo.main(argv[1:])
     args = ap.parse_args(argv)
     if args.command == "schedule":
         return _schedule_cmd(args)
