@@ -5,6 +5,7 @@ is serial and says so.  The build is portable: SIMD variants are compiled side
 by side and chosen at run time.  ETAKIT_NATIVE=1 opts in to -march=native.
 """
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -13,6 +14,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp-simd"]
 
@@ -49,12 +51,31 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-ext = Extension(
+C_SOURCES = ["csrc/engine.c", "csrc/kernels.c", "csrc/schedule.c"]
+DEPENDS = ["csrc/etakit.h", "csrc/etk_internal.h", "csrc/kernels_body.h", "csrc/kernels_variant.h"]
+
+core = Extension(
     "etakit._core",
-    sources=["src/etakit/_core.pyx", "csrc/engine.c", "csrc/kernels.c", "csrc/schedule.c"],
+    sources=["src/etakit/_core.pyx"] + C_SOURCES,
     include_dirs=["csrc", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-    depends=["csrc/etakit.h", "csrc/etk_internal.h", "csrc/kernels_body.h", "csrc/kernels_variant.h"],
+    depends=DEPENDS,
 )
+# the cimportable kernels (etakit.cykernels): the same C sources, no numpy
+cykernels = Extension("etakit.cykernels", sources=["src/etakit/cykernels.pyx"] + C_SOURCES, include_dirs=["csrc"],
+                      depends=DEPENDS)
 
-setup(ext_modules=cythonize([ext], language_level=3), cmdclass={"build_ext": BuildExt})
+
+class BuildPy(build_py):
+    """Ship the public header next to the Cython declarations (etakit.get_include())."""
+
+    def run(self):
+        super().run()
+        dest = os.path.join(self.build_lib, "etakit", "include")
+        os.makedirs(dest, exist_ok=True)
+        shutil.copy("csrc/etakit.h", dest)
+        shutil.copy("src/etakit/cykernels.pxd", dest)
+
+
+setup(ext_modules=cythonize([core, cykernels], language_level=3),
+      cmdclass={"build_ext": BuildExt, "build_py": BuildPy})

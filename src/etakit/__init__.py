@@ -18,7 +18,30 @@ from .plateau import ReduceLROnPlateau
 
 __version__ = "0.1.0"
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ReduceLROnPlateau", "lr_find", "LRFindResult", "reference", "schedules",
-           "get_num_threads", "set_num_threads", "simd_variant", "__version__"]
+           "get_include", "get_num_threads", "set_num_threads", "simd_variant", "__version__"]
+
+
+def get_include():
+    """Directory with ``etakit.h`` and the Cython declarations ``cykernels.pxd``.
+
+    For a C extension: ``include_dirs=[etakit.get_include()]``.  For Cython:
+    ``from etakit.cykernels cimport adam_f32, etk_adam_hp`` with the same
+    include directory; the functions are resolved at import, nothing to link.
+
+    Examples
+    --------
+    >>> import os, etakit
+    >>> os.path.exists(os.path.join(etakit.get_include(), "etakit.h"))
+    True
+    """
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "include")
+    if os.path.exists(os.path.join(installed, "etakit.h")):
+        return installed
+    # an editable install: the header is still in the source tree
+    return os.path.join(os.path.dirname(os.path.dirname(here)), "csrc")
 
 
 def get_num_threads():
