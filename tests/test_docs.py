@@ -1,14 +1,18 @@
 """The Examples sections of the public docstrings run and show true output."""
 import doctest
+import importlib
 
 import pytest
 
-import etakit
-from etakit import bench, demo, lr_finder, optim, optimize, plateau, reference, schedules
+MODULES = ["etakit", "etakit.optim", "etakit.reference", "etakit.bench", "etakit.schedules", "etakit.plateau",
+           "etakit.lr_finder", "etakit.demo", "etakit.optimize", "etakit.torch"]
 
 
-@pytest.mark.parametrize("module", [etakit, optim, reference, bench, schedules, plateau, lr_finder, demo, optimize], ids=lambda m: m.__name__)
-def test_docstring_examples(module, threads):
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, threads):
+    if name == "etakit.torch":
+        pytest.importorskip("torch")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0

@@ -1,0 +1,165 @@
+"""etakit.torch: drop-in torch.optim optimizers on etakit's kernels (skipped without torch)."""
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import etakit.torch as et  # noqa: E402
+
+CASES = [
+    ("SGD", dict(lr=0.05)),
+    ("SGD", dict(lr=0.02, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
+    ("SGD", dict(lr=0.02, momentum=0.9, nesterov=True, maximize=True)),
+    ("Adam", dict(lr=1e-2)),
+    ("Adam", dict(lr=1e-2, betas=(0.8, 0.95), weight_decay=0.1, amsgrad=True)),
+    ("AdamW", dict(lr=1e-2)),
+    ("AdamW", dict(lr=1e-2, weight_decay=0.3, amsgrad=True, maximize=True)),
+    ("RMSprop", dict(lr=1e-3, momentum=0.9, centered=True, weight_decay=1e-2)),
+    ("RMSprop", dict(lr=1e-3)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1)),
+]
+
+
+def make_model(dtype, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(dtype)
+
+
+def train(model, opt, steps, seed=1, scheduler=None):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(32, 6, generator=g, dtype=next(model.parameters()).dtype)
+        y = torch.randn(32, 3, generator=g, dtype=x.dtype)
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+    return model
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("kind,hp", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_trajectory_matches_torch_optim(kind, hp, dtype, tol):
+    if dtype == torch.float32 and hp.get("maximize"):
+        pytest.skip("maximising MSE diverges: float32 rounding differences grow without bound")
+    a, b = make_model(dtype), make_model(dtype)
+    train(a, getattr(torch.optim, kind)(a.parameters(), **hp), 60)
+    opt = getattr(et, kind)(b.parameters(), **hp)
+    train(b, opt, 60)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(q, p, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kind,hp", [("AdamW", dict(lr=1e-2, amsgrad=True)), ("SGD", dict(lr=0.05, momentum=0.9)),
+                                     ("RMSprop", dict(lr=1e-3, momentum=0.5, centered=True)),
+                                     ("Adagrad", dict(lr=0.1)), ("Adam", dict(lr=1e-2))])
+@pytest.mark.parametrize("direction", ["torch->etakit", "etakit->torch"])
+def test_checkpoints_move_both_ways(kind, hp, direction):
+    src_cls, dst_cls = ((getattr(torch.optim, kind), getattr(et, kind)) if direction == "torch->etakit"
+                        else (getattr(et, kind), getattr(torch.optim, kind)))
+    model = make_model(torch.float64)
+    opt = src_cls(model.parameters(), **hp)
+    train(model, opt, 15)
+    ckpt = copy.deepcopy({"model": model.state_dict(), "opt": opt.state_dict()})
+    if "step" in ckpt["opt"]["state"][0]:
+        assert isinstance(ckpt["opt"]["state"][0]["step"], torch.Tensor)
+    train(model, opt, 15, seed=7)    # the source continues
+
+    resumed = make_model(torch.float64, seed=3)
+    resumed.load_state_dict(ckpt["model"])
+    opt2 = dst_cls(resumed.parameters(), **hp)
+    opt2.load_state_dict(ckpt["opt"])
+    train(resumed, opt2, 15, seed=7)  # the other library continues from the checkpoint
+    for p, q in zip(model.parameters(), resumed.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-10)
+
+
+def test_state_uses_pytorch_layout_and_shares_memory():
+    model = make_model(torch.float32)
+    opt = et.AdamW(model.parameters(), amsgrad=True)
+    train(model, opt, 1)
+    p = next(model.parameters())
+    st = opt.state[p]
+    assert set(st) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"} and float(st["step"]) == 1.0
+    ptr = st["exp_avg"].data_ptr()
+    train(model, opt, 2)
+    assert st["exp_avg"].data_ptr() == ptr and float(opt.state[p]["step"]) == 3.0
+    sd = opt.state_dict()
+    assert sd["state"][0]["step"] == 3.0 and sd["param_groups"][0]["params"] == [0, 1, 2, 3]
+    sd["state"][0]["step"] += 1      # a copy: the optimizer's own count is unchanged
+    assert float(opt.state[p]["step"]) == 3.0
+
+
+def test_lr_scheduler_drives_it():
+    a, b = make_model(torch.float64), make_model(torch.float64)
+    ta = torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9)
+    tb = et.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    sa = torch.optim.lr_scheduler.OneCycleLR(ta, max_lr=0.2, total_steps=40)
+    sb = torch.optim.lr_scheduler.OneCycleLR(tb, max_lr=0.2, total_steps=40)
+    train(a, ta, 40, scheduler=sa)
+    train(b, tb, 40, scheduler=sb)
+    assert tb.param_groups[0]["lr"] == ta.param_groups[0]["lr"]
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-10)
+
+
+def test_parameters_without_gradient_are_skipped():
+    model = make_model(torch.float32)
+    frozen = model[0].weight
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    opt = et.Adam(model.parameters(), lr=0.1)
+    train(model, opt, 3)
+    assert torch.equal(frozen, before) and len(opt.state[frozen]) == 0
+    assert float(opt.state[model[2].weight]["step"]) == 3.0
+
+
+def test_closure_and_zero_grad():
+    w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
+    opt = et.SGD([w], lr=0.25)
+
+    def closure():
+        opt.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        return loss
+    for _ in range(20):
+        loss = opt.step(closure)
+    assert loss.item() < 1e-6
+
+
+@pytest.mark.parametrize("make,exc,match", [
+    (lambda: torch.zeros(3, device="meta", requires_grad=True), ValueError, "on meta"),
+    (lambda: torch.zeros(3, dtype=torch.float16, requires_grad=True), TypeError, "half precision"),
+    (lambda: torch.zeros(3, dtype=torch.bfloat16, requires_grad=True), TypeError, "float32 or float64"),
+    (lambda: torch.zeros(3, dtype=torch.complex64, requires_grad=True), TypeError, "complex"),
+    (lambda: torch.zeros(4, 3).t().requires_grad_(), ValueError, "not contiguous"),
+    (lambda: torch.sparse_coo_tensor([[0]], [1.0], (3,), check_invariants=True).requires_grad_(), ValueError,
+     "layout"),
+])
+def test_unsupported_parameters_are_refused_with_what_is_supported(make, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        et.Adam([make()])
+    assert "supports dense, contiguous float32 or float64 CPU tensors" in str(info.value)
+
+
+def test_capturable_is_refused_and_foreach_accepted():
+    w = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="capturable"):
+        et.Adam([w], capturable=True)
+    et.AdamW([w], foreach=True, fused=True)
+
+
+def test_bad_hyperparameter_raises_before_writing():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = et.Adam([w], lr=0.1)
+    w.grad = torch.ones(3)
+    opt.step()
+    before = w.detach().clone()
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="Invalid lr"):
+        opt.step()
+    assert torch.equal(w.detach(), before)
