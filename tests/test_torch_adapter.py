@@ -163,3 +163,29 @@ def test_bad_hyperparameter_raises_before_writing():
     with pytest.raises(ValueError, match="Invalid lr"):
         opt.step()
     assert torch.equal(w.detach(), before)
+
+
+def test_replaced_parameter_memory_is_followed():
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = et.SGD([w], lr=0.5)
+    w.grad = torch.ones(4)
+    opt.step()
+    w.data = torch.full((4,), 10.0)      # new storage: the cached plan must not write the old one
+    opt.step()
+    assert torch.equal(w.detach(), torch.full((4,), 9.5))
+
+
+def test_gradient_layouts():
+    w = torch.nn.Parameter(torch.zeros(3, 4))
+    opt = et.SGD([w], lr=1.0)
+    w.grad = torch.arange(12.0).reshape(4, 3).t()          # non-contiguous: read through a copy
+    opt.step()
+    assert torch.equal(w.detach(), -torch.arange(12.0).reshape(4, 3).t())
+    w.grad = w.detach()                                      # the parameter itself
+    with pytest.raises(ValueError, match="shares memory"):
+        opt.step()
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    opt = et.Adam(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(ValueError, match="sparse"):
+        opt.step()

@@ -351,6 +351,64 @@ cdef class Plan:
             d = &(<etk_adagrad_hp *>self.hps)[g]
             d.lr, d.lr_decay, d.weight_decay, d.eps, d.maximize = v
 
+    def run_torch(self, list params, list grads, int64_t k=0):
+        """``run`` for PyTorch tensors, without numpy views (etakit.torch's hot path).
+
+        PyTorch guarantees that a ``.grad`` has its parameter's dtype, shape and
+        device; this checks what it does not: contiguity, no overlap with a
+        written buffer, and that each parameter still has the memory the plan
+        points at.  Returns -1 when done, -4 when the plan is stale, or the
+        index of a gradient the Python layer must look at (nothing written).
+        """
+        cdef Py_ssize_t i, n = len(grads)
+        cdef uintptr_t ptr, nbytes
+        cdef int st
+        if n != self.count or len(params) != n:
+            return -2
+        for i in range(n):
+            if <uintptr_t>params[i].data_ptr() != <uintptr_t>self.t[i].param:
+                return -4
+            g = grads[i]
+            if not g.is_contiguous():
+                return i
+            ptr = <uintptr_t>g.data_ptr()
+            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 8)
+            if self._overlaps_written(ptr, ptr + nbytes):
+                return i
+            self.t[i].grad = <const void *>ptr
+        return self._launch(k)
+
+    cdef int _launch(self, int64_t k) except -5:
+        cdef int st
+        cdef Py_ssize_t i
+        with nogil:
+            if self.rule == 0:
+                st = etk_sgd_multi_scheduled(self.t, self.count, <etk_sgd_hp *>self.hps, self.nhps,
+                                             self.sched, self.nsched, k)
+            elif self.rule == 1:
+                st = etk_adam_multi_scheduled(self.t, self.count, <etk_adam_hp *>self.hps, self.nhps,
+                                              self.sched, self.nsched, k)
+            elif self.rule == 2:
+                st = etk_rmsprop_multi_scheduled(self.t, self.count, <etk_rmsprop_hp *>self.hps, self.nhps,
+                                                 self.sched, self.nsched, k)
+            elif self.rule == 3:
+                st = etk_adagrad_multi_scheduled(self.t, self.count, <etk_adagrad_hp *>self.hps, self.nhps,
+                                                 self.sched, self.nsched, k)
+            else:
+                st = etk_probe_multi(self.t, self.count)
+        if st == -2:   # ETK_EHPARAM: a scheduled or callable value out of range
+            for i in range(self.count):
+                self.t[i].grad = NULL
+            return -3
+        if st != 0:
+            # the Python layer validated everything the C layer checks
+            raise RuntimeError("etakit kernel refused the step: " + etk_strerror(st).decode())
+        for i in range(self.count):
+            self.t[i].grad = NULL
+            self.t[i].step += 1
+            self.t[i].flags = 0
+        return -1
+
     def completed_steps(self):
         cdef Py_ssize_t i
         return [self.t[i].step - 1 for i in range(self.count)]
@@ -403,30 +461,4 @@ cdef class Plan:
             if self._overlaps_written(span.lo, span.hi):
                 return i
             self.t[i].grad = cnp.PyArray_DATA(g)
-        with nogil:
-            if self.rule == 0:
-                st = etk_sgd_multi_scheduled(self.t, self.count, <etk_sgd_hp *>self.hps, self.nhps,
-                                             self.sched, self.nsched, k)
-            elif self.rule == 1:
-                st = etk_adam_multi_scheduled(self.t, self.count, <etk_adam_hp *>self.hps, self.nhps,
-                                              self.sched, self.nsched, k)
-            elif self.rule == 2:
-                st = etk_rmsprop_multi_scheduled(self.t, self.count, <etk_rmsprop_hp *>self.hps, self.nhps,
-                                                 self.sched, self.nsched, k)
-            elif self.rule == 3:
-                st = etk_adagrad_multi_scheduled(self.t, self.count, <etk_adagrad_hp *>self.hps, self.nhps,
-                                                 self.sched, self.nsched, k)
-            else:
-                st = etk_probe_multi(self.t, self.count)
-        if st == -2:   # ETK_EHPARAM: a scheduled or callable value out of range
-            for i in range(self.count):
-                self.t[i].grad = NULL
-            return -3
-        if st != 0:
-            # the Python layer validated everything the C layer checks
-            raise RuntimeError("etakit kernel refused the step: " + etk_strerror(st).decode())
-        for i in range(self.count):
-            self.t[i].grad = NULL
-            self.t[i].step += 1
-            self.t[i].flags = 0
-        return -1
+        return self._launch(k)

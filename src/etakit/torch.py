@@ -68,6 +68,7 @@ class _Optimizer(torch.optim.Optimizer):
         self._plan = None
         self._plan_key = None
         self._steps = None
+        self._needs_cache = None
         self._state_version = 0
         self._hp_cache = None
         super().__init__(params, defaults)
@@ -108,67 +109,84 @@ class _Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         hp = tuple(self._get_hp(_floats(g)) for g in self.param_groups)
+        params, gis, grads = [], [], []
+        for gi, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                g = p.grad
+                if g is not None:
+                    params.append(p)
+                    gis.append(gi)
+                    grads.append(g)
+        if not params:
+            return loss
         if hp != self._hp_cache:
             packed = [self._validator._validate_group(_floats(g), f"param_groups[{gi}]")
                       for gi, g in enumerate(self.param_groups)]
-        else:
-            packed = None
-        entries, grads = [], []
-        for gi, group in enumerate(self.param_groups):
-            for j, p in enumerate(group["params"]):
-                g = p.grad
-                if g is None:
-                    continue
-                if g.is_sparse or g.layout != torch.strided:
-                    raise ValueError(f"param_groups[{gi}]['params'][{j}] has a sparse gradient; etakit.torch "
-                                     "supports dense gradients only")
-                if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
-                    raise ValueError(f"the gradient of param_groups[{gi}]['params'][{j}] is {g.dtype} "
-                                     f"{tuple(g.shape)} on {g.device}; expected {p.dtype} {tuple(p.shape)} on cpu")
-                entries.append((p, gi))
-                grads.append((g if g.is_contiguous() else g.contiguous()).numpy())
-        if not entries:
-            return loss
-        fresh = self._ensure_state(entries)
-        key = (self._state_version, tuple((id(p), p.data_ptr(), gi) for p, gi in entries))
+            needs = tuple(tuple(self._needed(g)) for g in self.param_groups)
+            if needs != self._needs_cache:   # an option that needs new state (amsgrad, momentum...)
+                self._plan_key, self._needs_cache = None, needs
+        key = (self._state_version, tuple(map(id, params)), tuple(gis))
         if key != self._plan_key:
-            self._build_plan(entries, fresh, key)
-            packed = packed or [self._validator._validate_group(_floats(g), f"param_groups[{gi}]")
-                                for gi, g in enumerate(self.param_groups)]
-        if packed is not None:
+            self._check_grads(params, gis, grads)
+            fresh = self._ensure_state(params, gis)
+            self._build_plan(params, gis, fresh)
+            self._plan_key = (self._state_version, key[1], key[2])
+            packed = [self._validator._validate_group(_floats(g), f"param_groups[{gi}]")
+                      for gi, g in enumerate(self.param_groups)]
+        if hp != self._hp_cache:
             for gi, v in enumerate(packed):
                 self._plan.set_hparams(gi, v)
             self._hp_cache = hp
-        r = self._plan.run(grads)
+        try:
+            r = self._plan.run_torch(params, grads)
+        except RuntimeError:   # is_contiguous() on a sparse gradient, say
+            r = 0
+        if r == -4:            # a parameter's memory was replaced (p.data = ...)
+            self._plan_key = None
+            return self.step() if closure is None else self._rerun(loss)
         if r != -1:
-            raise ValueError(f"gradient {r} (in order of parameters with gradients) aliases a parameter or "
-                             "optimizer state, or changed dtype, shape or layout during the step")
+            self._check_grads(params, gis, grads)
+            r = self._plan.run([g.contiguous().numpy() for g in grads])
+            if r != -1:
+                raise ValueError(f"the gradient of parameter {r} (counting those with gradients) shares memory "
+                                 "with a parameter or optimizer state")
         if self._steps is not None:
             self._steps += 1
         return loss
 
-    def _ensure_state(self, entries):
+    def _rerun(self, loss):
+        self.step()
+        return loss
+
+    def _check_grads(self, params, gis, grads):
+        for p, gi, g in zip(params, gis, grads):
+            where = f"the gradient of a parameter of param_groups[{gi}]"
+            if g.is_sparse or g.layout != torch.strided:
+                raise ValueError(f"{where} is sparse; etakit.torch supports dense gradients only")
+            if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
+                raise ValueError(f"{where} is {g.dtype} {tuple(g.shape)} on {g.device}; expected {p.dtype} "
+                                 f"{tuple(p.shape)} on cpu")
+
+    def _ensure_state(self, params, gis):
         """PyTorch-layout state for every stepping parameter; returns the freshly created SGD buffers."""
         fresh = set()
-        for p, gi in entries:
+        needed = [self._needed(g) for g in self.param_groups]
+        for p, gi in zip(params, gis):
             st = self.state[p]
-            group = self.param_groups[gi]
             if self._has_step and "step" not in st:
                 st["step"] = torch.tensor(0.0, dtype=torch.float32)
-                self._state_version += 1
-            for name in self._needed(group):
+            for name in needed[gi]:
                 if st.get(name) is None:
-                    st[name] = self._init_state(name, p, group)
-                    self._state_version += 1
+                    st[name] = self._init_state(name, p, self.param_groups[gi])
                     if self._etakit is _optim.SGD:
                         fresh.add(id(p))
         return fresh
 
-    def _build_plan(self, entries, fresh, key):
-        plan = _core.Plan(self._etakit._rule, len(entries), len(self.param_groups))
-        steps = [int(self.state[p]["step"]) if self._has_step else 0 for p, _ in entries]
+    def _build_plan(self, params, gis, fresh):
+        plan = _core.Plan(self._etakit._rule, len(params), len(self.param_groups))
+        steps = [int(self.state[p]["step"]) if self._has_step else 0 for p in params]
         self._steps = torch.tensor(steps, dtype=torch.float32) if self._has_step else None
-        for i, (p, gi) in enumerate(entries):
+        for i, (p, gi) in enumerate(zip(params, gis)):
             st = self.state[p]
             if self._has_step:
                 st["step"] = self._steps[i]   # a view: one += advances every parameter's step
@@ -183,7 +201,7 @@ class _Optimizer(torch.optim.Optimizer):
                 states.append(None if t is None else t.numpy())
             plan.set_tensor(i, p.detach().numpy(), tuple(states), gi, steps[i], id(p) in fresh)
         plan.index_written()
-        self._plan, self._plan_key = plan, key
+        self._plan = plan
         self._hp_cache = None
 
 
