@@ -22,76 +22,7 @@ cimport numpy as cnp
 
 cnp.import_array()
 
-cdef extern from "etakit.h" nogil:
-    ctypedef struct etk_tensor:
-        void *param
-        const void *grad
-        void *state[3]
-        size_t n
-        int64_t step
-        uint32_t group
-        uint8_t dtype
-        uint8_t state_dtype
-        uint16_t flags
-
-    ctypedef struct etk_sgd_hp:
-        double lr, momentum, dampening, weight_decay
-        int nesterov, maximize
-    ctypedef struct etk_adam_hp:
-        double lr, beta1, beta2, eps, weight_decay
-        int amsgrad, maximize, decoupled_weight_decay
-    ctypedef struct etk_rmsprop_hp:
-        double lr, alpha, eps, weight_decay, momentum
-        int centered, maximize
-    ctypedef struct etk_adagrad_hp:
-        double lr, lr_decay, weight_decay, eps
-        int maximize
-
-    int ETK_FLOAT32, ETK_FLOAT64
-    unsigned ETK_FRESH_STATE
-
-    const char *etk_strerror(int status)
-    int etk_sgd_multi(const etk_tensor *t, size_t count, const etk_sgd_hp *hps, size_t nhps)
-    int etk_adam_multi(const etk_tensor *t, size_t count, const etk_adam_hp *hps, size_t nhps)
-    int etk_rmsprop_multi(const etk_tensor *t, size_t count, const etk_rmsprop_hp *hps, size_t nhps)
-    int etk_adagrad_multi(const etk_tensor *t, size_t count, const etk_adagrad_hp *hps, size_t nhps)
-    int etk_probe_multi(const etk_tensor *t, size_t count)
-
-    ctypedef struct etk_sched_node:
-        int32_t kind
-        int32_t mode
-        int32_t child
-        uint32_t data_off, data_len
-        double p[6]
-    ctypedef struct etk_schedule:
-        const etk_sched_node *nodes
-        size_t nnodes
-        const double *data
-        size_t ndata
-    ctypedef struct etk_hp_schedule:
-        uint32_t group
-        uint32_t offset
-        const etk_schedule *schedule
-    int etk_schedule_check(const etk_schedule *s)
-    double etk_schedule_eval(const etk_schedule *s, int64_t k)
-    int etk_schedule_values(const etk_schedule *s, int64_t k0, double *out, size_t n)
-    int etk_sgd_multi_scheduled(const etk_tensor *t, size_t count, const etk_sgd_hp *hps, size_t nhps,
-                                const etk_hp_schedule *sc, size_t nsc, int64_t k)
-    int etk_adam_multi_scheduled(const etk_tensor *t, size_t count, const etk_adam_hp *hps, size_t nhps,
-                                 const etk_hp_schedule *sc, size_t nsc, int64_t k)
-    int etk_rmsprop_multi_scheduled(const etk_tensor *t, size_t count, const etk_rmsprop_hp *hps, size_t nhps,
-                                    const etk_hp_schedule *sc, size_t nsc, int64_t k)
-    int etk_adagrad_multi_scheduled(const etk_tensor *t, size_t count, const etk_adagrad_hp *hps, size_t nhps,
-                                    const etk_hp_schedule *sc, size_t nsc, int64_t k)
-
-    int etk_get_num_threads()
-    void etk_set_num_threads(int n)
-    size_t etk_parallel_min()
-    void etk_set_parallel_min(size_t n)
-    int etk_has_openmp()
-    const char *etk_simd_variant()
-    int etk_set_simd_variant(const char *name)
-    const char *etk_simd_available()
+from etakit._etakit_h cimport *
 
 RULE_SGD = 0
 RULE_ADAM = 1
@@ -362,7 +293,6 @@ cdef class Plan:
         """
         cdef Py_ssize_t i, n = len(grads)
         cdef uintptr_t ptr, nbytes
-        cdef int st
         if n != self.count or len(params) != n:
             return -2
         for i in range(n):
@@ -436,7 +366,7 @@ cdef class Plan:
         cdef Py_ssize_t i, n, d
         cdef cnp.ndarray g, p
         cdef PyObject *o
-        cdef int nd, st
+        cdef int nd
         cdef _Interval span
         if type(grads) is not list and type(grads) is not tuple:
             return -2

@@ -8,19 +8,7 @@
 # return etakit's status codes (0 on success, see etakit.h).
 from libc.stdint cimport int64_t
 
-cdef extern from "etakit.h" nogil:
-    ctypedef struct etk_sgd_hp:
-        double lr, momentum, dampening, weight_decay
-        int nesterov, maximize
-    ctypedef struct etk_adam_hp:
-        double lr, beta1, beta2, eps, weight_decay
-        int amsgrad, maximize, decoupled_weight_decay
-    ctypedef struct etk_rmsprop_hp:
-        double lr, alpha, eps, weight_decay, momentum
-        int centered, maximize
-    ctypedef struct etk_adagrad_hp:
-        double lr, lr_decay, weight_decay, eps
-        int maximize
+from etakit._etakit_h cimport etk_sgd_hp, etk_adam_hp, etk_rmsprop_hp, etk_adagrad_hp
 
 cdef int sgd_f32(float *param, const float *grad, float *momentum_buffer, size_t n,
                  const etk_sgd_hp *hp, int first_step) noexcept nogil

@@ -6,15 +6,8 @@ cykernels.pxd.  This module links the same C sources as ``etakit._core``.
 """
 from libc.stdint cimport int64_t
 
-cdef extern from "etakit.h" nogil:
-    int etk_sgd_f32(float *, const float *, float *, size_t, const etk_sgd_hp *, int)
-    int etk_sgd_f64(double *, const double *, double *, size_t, const etk_sgd_hp *, int)
-    int etk_adam_f32(float *, const float *, float *, float *, float *, size_t, const etk_adam_hp *, int64_t)
-    int etk_adam_f64(double *, const double *, double *, double *, double *, size_t, const etk_adam_hp *, int64_t)
-    int etk_rmsprop_f32(float *, const float *, float *, float *, float *, size_t, const etk_rmsprop_hp *)
-    int etk_rmsprop_f64(double *, const double *, double *, double *, double *, size_t, const etk_rmsprop_hp *)
-    int etk_adagrad_f32(float *, const float *, float *, size_t, const etk_adagrad_hp *, int64_t)
-    int etk_adagrad_f64(double *, const double *, double *, size_t, const etk_adagrad_hp *, int64_t)
+from etakit._etakit_h cimport (etk_sgd_f32, etk_sgd_f64, etk_adam_f32, etk_adam_f64, etk_rmsprop_f32,
+                              etk_rmsprop_f64, etk_adagrad_f32, etk_adagrad_f64)
 
 
 cdef int sgd_f32(float *param, const float *grad, float *momentum_buffer, size_t n,
