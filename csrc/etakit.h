@@ -227,6 +227,14 @@ size_t etk_parallel_min(void);
 void etk_set_parallel_min(size_t n);
 int etk_has_openmp(void);
 
+/* Flush denormals to zero inside the kernels (x86 FTZ and DAZ, set on each
+ * kernel thread for the duration of a call and restored after).  Float32
+ * Adam on near-zero gradients otherwise spends most of its time in denormal
+ * arithmetic.  Off by default: with it on, results that would be denormal
+ * become 0 and differ from etakit.reference.  Returns 1 if supported here. */
+int etk_set_flush_denormal(int on);
+int etk_get_flush_denormal(void);
+
 /* SIMD variant in use: "baseline", "avx2" or "avx512".  Chosen at first
  * use from the CPU, or from the environment variable ETAKIT_SIMD when it
  * names a variant the CPU supports. */

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import etakit
+from etakit import reference
 from conftest import make_grads, make_params
 
 KINDS = [("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
@@ -159,3 +160,29 @@ def test_optimizers_step_concurrently_from_python_threads(threads):
     with ThreadPoolExecutor(2) as pool:
         concurrent = list(pool.map(run, [1, 2]))
     assert concurrent == sequential
+
+
+@pytest.fixture
+def flush():
+    yield etakit.set_flush_denormal
+    etakit.set_flush_denormal(False)
+
+
+def test_flush_denormal_zeroes_only_denormals(flush, rng):
+    if not flush(True):
+        pytest.skip("no flush-to-zero on this CPU")
+    tiny = np.full(40000, 1e-20, dtype=np.float32)          # squares to a float32 denormal
+    normal = rng.standard_normal(40000).astype(np.float32)
+    for g, expect_zero in ((tiny, True), (normal, False)):
+        for on in (True, False):
+            flush(on)
+            p = np.ones(40000, dtype=np.float32)
+            opt = etakit.Adam([p], lr=1e-3)
+            opt.step([g])
+            v = opt.state_dict()["state"][0]["exp_avg_sq"]
+            m, ref_v = np.zeros_like(p), np.zeros_like(p)
+            reference.adam_step(np.ones_like(p), g, m, ref_v, step=1, lr=1e-3)
+            if on and expect_zero:
+                assert not v.any() and ref_v.all()      # flushed, where the reference keeps denormals
+            else:
+                assert v.tobytes() == ref_v.tobytes()

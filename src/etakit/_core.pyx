@@ -51,6 +51,14 @@ def set_parallel_min(size_t n):
     etk_set_parallel_min(n)
 
 
+def set_flush_denormal(bint on):
+    return bool(etk_set_flush_denormal(on))
+
+
+def get_flush_denormal():
+    return bool(etk_get_flush_denormal())
+
+
 def has_openmp():
     return bool(etk_has_openmp())
 

@@ -77,6 +77,8 @@ cdef extern from "etakit.h" nogil:
     size_t etk_parallel_min()
     void etk_set_parallel_min(size_t n)
     int etk_has_openmp()
+    int etk_set_flush_denormal(int on)
+    int etk_get_flush_denormal()
     const char *etk_simd_variant()
     int etk_set_simd_variant(const char *name)
     const char *etk_simd_available()
