@@ -38,6 +38,8 @@ import numpy as np
 import etakit
 from etakit import _core, reference
 
+__all__ = ["Case", "measure", "mixed_sizes", "run_case", "format_table", "check_targets", "main"]
+
 # name: (class, kwargs, state slots in the C order, reference function)
 RULES = {
     "SGD": (etakit.SGD, dict(lr=1e-3, momentum=0.9), ("momentum_buffer",)),
@@ -82,6 +84,13 @@ class Case:
 
     Each contender updates its own copy of the parameters, so none disturbs
     another's numbers; inputs are built here, outside any timed region.
+
+    Examples
+    --------
+    >>> case = Case("Adam", [1000, 10])
+    >>> case.elements, case.bytes_per_step      # 7 float32 accesses per element
+    (1010, 28280)
+    >>> case.etakit_step()()
     """
 
     def __init__(self, name, sizes, dtype=np.float32, seed=0):
@@ -181,7 +190,14 @@ def measure(fns, repeats=7, min_time=0.05):
 
 def mixed_sizes(total=18_000_000, count=200, seed=0):
     """Sizes of ``count`` tensors summing to about ``total``: a few large
-    matrices and many small vectors, as in a real model's parameter list."""
+    matrices and many small vectors, as in a real model's parameter list.
+
+    Examples
+    --------
+    >>> s = mixed_sizes(1_000_000, count=50)
+    >>> len(s), 0.99e6 < sum(s) <= 1e6
+    (50, True)
+    """
     rng = np.random.default_rng(seed)
     raw = np.exp(rng.uniform(np.log(64), np.log(2_000_000), count))
     sizes = np.maximum(1, (raw / raw.sum() * total).astype(np.int64))
@@ -189,6 +205,14 @@ def mixed_sizes(total=18_000_000, count=200, seed=0):
 
 
 def run_case(case, repeats, min_time, with_torch=True):
+    """Measure one case against all contenders; a dict of times, bandwidths and ratios.
+
+    Examples
+    --------
+    >>> row = run_case(Case("SGD", [1000]), repeats=3, min_time=1e-3, with_torch=False)
+    >>> row["x_torch"] is None and row["us_per_step"] > 0
+    True
+    """
     fns = {"etakit": case.etakit_step(), "probe": case.probe_step(), "numpy": case.numpy_step()}
     torch_fn = case.torch_step() if with_torch else None
     if torch_fn is not None:
@@ -220,6 +244,14 @@ def _fmt_n(n):
 
 
 def format_table(rows, markdown=False):
+    """The rows of :func:`run_case` as a text (or Markdown) table.
+
+    Examples
+    --------
+    >>> row = run_case(Case("SGD", [1000]), repeats=1, min_time=1e-3, with_torch=False)
+    >>> format_table([row], markdown=True).splitlines()[0]
+    '| optimizer | tensors | elements | us/step | GB/s | % probe | x numpy | x torch |'
+    """
     head = ["optimizer", "tensors", "elements", "us/step", "GB/s", "% probe", "x numpy", "x torch"]
     lines = []
     for r in rows:
@@ -236,6 +268,13 @@ def format_table(rows, markdown=False):
 
 
 def machine_line():
+    """One line saying what the numbers were measured on.
+
+    Examples
+    --------
+    >>> "SIMD" in machine_line()
+    True
+    """
     try:
         import torch
         tv = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
@@ -246,7 +285,13 @@ def machine_line():
 
 
 def check_targets(repeats=9, with_torch=True):
-    """Measure the project's performance targets; return [(target, measured, ok)]."""
+    """Measure the project's performance targets; return [(target, measured, ok)].
+
+    Examples
+    --------
+    >>> for target, measured, ok in check_targets():     # doctest: +SKIP
+    ...     print(ok, target, measured)
+    """
     big = run_case(Case("Adam", [50_000_000]), repeats, 0.1, with_torch)
     mixed = run_case(Case("Adam", mixed_sizes(18_000_000)), repeats, 0.1, with_torch)
     small = run_case(Case("Adam", [1000]), repeats, 0.05, with_torch)
@@ -266,6 +311,12 @@ def check_targets(repeats=9, with_torch=True):
 
 
 def main(argv=None):
+    """``python -m etakit.bench`` (see the module docstring); returns the measured rows.
+
+    Examples
+    --------
+    >>> rows = main(["--quick", "--optimizers", "Adam"])     # doctest: +SKIP
+    """
     ap = argparse.ArgumentParser(prog="python -m etakit.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (about 30 s)")
     ap.add_argument("--optimizers", nargs="+", choices=list(RULES), default=list(RULES))

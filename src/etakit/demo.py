@@ -77,7 +77,14 @@ class MLP:
 
 
 def load_digits_split(seed=0, test_fraction=0.2):
-    """scikit-learn's bundled digits, scaled to [0, 1], split into train and held-out sets."""
+    """scikit-learn's bundled digits, scaled to [0, 1], split into train and held-out sets.
+
+    Examples
+    --------
+    >>> Xtr, ytr, Xte, yte = load_digits_split()       # doctest: +SKIP
+    >>> Xtr.shape, Xte.shape                            # doctest: +SKIP
+    ((1438, 64), (359, 64))
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -97,7 +104,14 @@ def _batches(rng, n, batch):
 
 
 def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False, progress=True, log=print):
-    """Run the demo; return a dict of what it measured (accuracy, suggested lr, times, files)."""
+    """Run the demo; return a dict of what it measured (accuracy, suggested lr, times, files).
+
+    Examples
+    --------
+    >>> r = run(out="etakit-demo", quick=True)          # doctest: +SKIP
+    >>> r["accuracy"] > 0.9                             # doctest: +SKIP
+    True
+    """
     if quick:
         epochs = min(epochs, 10)
     os.makedirs(out, exist_ok=True)
@@ -186,6 +200,13 @@ def _plot_training(h, path):
 
 
 def main(argv=None):
+    """``etakit demo`` on the command line.
+
+    Examples
+    --------
+    >>> main(["--quick", "--out", "/tmp/etakit-demo"])   # doctest: +SKIP
+    0
+    """
     ap = argparse.ArgumentParser(prog="etakit demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="etakit-demo", help="folder for the pictures (default ./etakit-demo)")
     ap.add_argument("--epochs", type=int, default=40)

@@ -102,6 +102,14 @@ class LRFindResult:
     stop_reason : str
         ``"completed"``, ``"diverged"`` (smoothed loss above ``diverge`` x the
         best) or ``"non-finite"`` (a NaN or infinite loss).
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> res = etakit.lr_find(lambda ps: (float(ps[0] @ ps[0]), [2 * ps[0]]), [np.ones(3)],
+    ...                      optimizer=etakit.SGD, start_lr=1e-4, end_lr=10, progress=False)
+    >>> sorted(res.suggestions), res.stop_reason
+    (['minimum', 'robust', 'steepest', 'valley'], 'diverged')
     """
 
     def __init__(self, lrs, losses, smoothed_losses, group_scales, stop_reason, settings):
@@ -124,7 +132,16 @@ class LRFindResult:
                 + ", ".join(f"{k!r}: {v:.3g}" for k, v in self.suggestions.items()) + "})")
 
     def to_dict(self):
-        """Plain data: lists, floats and strings."""
+        """Plain data: lists, floats and strings.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> res = etakit.lr_find(lambda ps: (float(ps[0] @ ps[0]), [2 * ps[0]]), [np.ones(3)],
+        ...                      optimizer=etakit.SGD, num_steps=10, progress=False)
+        >>> len(res.to_dict()["lrs"])
+        10
+        """
         return {"lrs": self.lrs.tolist(), "losses": self.losses.tolist(),
                 "smoothed_losses": self.smoothed_losses.tolist(), "suggestion": self.suggestion,
                 "suggestions": dict(self.suggestions), "group_suggestions": list(self.group_suggestions),
@@ -135,6 +152,10 @@ class LRFindResult:
         """Loss against learning rate (log scale), with the suggestions marked.
 
         Needs matplotlib.  Returns the axes; writes ``path`` when given.
+
+        Examples
+        --------
+        >>> res.plot(path="lr_find.png")          # doctest: +SKIP
         """
         try:
             from matplotlib.figure import Figure

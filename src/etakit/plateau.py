@@ -77,12 +77,30 @@ class ReduceLROnPlateau:
         self.last_epoch = 0
 
     def is_better(self, a, best):
+        """Whether metric ``a`` improves on ``best`` by more than the threshold.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> p = etakit.ReduceLROnPlateau(etakit.SGD([np.zeros(1)]), threshold=0.1)
+        >>> p.is_better(0.95, 1.0), p.is_better(0.85, 1.0)
+        (False, True)
+        """
         if self.mode == "min":
             return a < (best * (1.0 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
         return a > (best * (self.threshold + 1.0) if self.threshold_mode == "rel" else best + self.threshold)
 
     def step(self, metric):
-        """Record the metric of the latest evaluation; reduce the learning rates if it has plateaued."""
+        """Record the metric of the latest evaluation; reduce the learning rates if it has plateaued.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> opt = etakit.SGD([np.zeros(1)], lr=1.0)
+        >>> p = etakit.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+        >>> p.step(1.0); p.step(1.0); opt.param_groups[0]["lr"]
+        0.5
+        """
         if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
             try:
                 metric = float(metric)   # 0-d arrays and the like
@@ -122,10 +140,28 @@ class ReduceLROnPlateau:
                     group["lr"] = new
 
     def state_dict(self):
-        """Counters and settings as plain values (the reduced learning rates are in the optimizer's)."""
+        """Counters and settings as plain values (the reduced learning rates are in the optimizer's).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> p = etakit.ReduceLROnPlateau(etakit.SGD([np.zeros(1)]))
+        >>> p.step(0.5); p.state_dict()["best"]
+        0.5
+        """
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict):
+        """Restore counters saved by :meth:`state_dict`.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> a = etakit.ReduceLROnPlateau(etakit.SGD([np.zeros(1)])); a.step(0.5)
+        >>> b = etakit.ReduceLROnPlateau(etakit.SGD([np.zeros(1)])); b.load_state_dict(a.state_dict())
+        >>> b.best, b.last_epoch
+        (0.5, 1)
+        """
         unknown = set(state_dict) - set(self.state_dict())
         if unknown:
             raise ValueError(f"unknown ReduceLROnPlateau state: {sorted(unknown)}")

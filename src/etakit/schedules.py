@@ -102,7 +102,14 @@ class Schedule:
         return self._c.values(_step_count(start, "start"), _step_count(steps, "steps"))
 
     def to_dict(self):
-        """Plain-data form (nested dicts, lists, numbers, strings); see :func:`from_dict`."""
+        """Plain-data form (nested dicts, lists, numbers, strings); see :func:`from_dict`.
+
+        Examples
+        --------
+        >>> from etakit import schedules as S
+        >>> S.warmup(S.constant(0.1), 10).to_dict()
+        {'type': 'warmup', 'schedule': {'type': 'constant', 'lr': 0.1}, 'warmup_steps': 10, 'start_lr': 0.0}
+        """
         out = {"type": self._name}
         for k, v in self._args.items():
             if isinstance(v, Schedule):
@@ -161,7 +168,14 @@ class Schedule:
         return NotImplemented
 
     def horizon(self):
-        """A number of steps that shows the whole shape (used to plot)."""
+        """A number of steps that shows the whole shape (used to plot).
+
+        Examples
+        --------
+        >>> from etakit import schedules as S
+        >>> S.cosine(0.1, 1000).horizon()
+        1101
+        """
         ends = [v for k, v in self._args.items() if isinstance(v, int) and ("steps" in k or "period" in k
                                                                           or k in ("step_size", "step_size_up"))]
         ends += [max(v) for k, v in self._args.items() if k in ("milestones", "boundaries") and v]
