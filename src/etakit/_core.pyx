@@ -378,11 +378,14 @@ cdef class Plan:
         cdef _Interval span
         if type(grads) is not list and type(grads) is not tuple:
             return -2
-        n = len(grads)
+        # our own references: the arrays stay alive while the GIL is released,
+        # whatever another thread does to the caller's list
+        cdef tuple held = tuple(grads)
+        n = len(held)
         if n != self.count:
             return -2
         for i in range(n):
-            o = <PyObject *>grads[i]
+            o = <PyObject *>held[i]
             if not cnp.PyArray_Check(<object>o):
                 return i
             g = <cnp.ndarray>o
