@@ -4,7 +4,6 @@ Prints, per size, the median time per step serial and threaded and their
 ratio; the kernel's threading threshold (etakit._core.parallel_min) should
 sit where the ratio crosses 1.  Run: python benchmarks/threshold.py
 """
-import numpy as np
 
 import etakit
 from etakit import _core, bench

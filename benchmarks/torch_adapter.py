@@ -11,7 +11,6 @@ import argparse
 
 import torch
 
-import etakit
 import etakit.torch as et
 from etakit import bench
 

@@ -68,6 +68,16 @@ def make_grads(rng, params):
     return [(rng.standard_normal(p.shape) + 0.3 * p).astype(p.dtype) for p in params]
 
 
+def run_trajectory(kind, hp, dtype, seed, steps=30):
+    """Build ``etakit.<kind>(params, **hp)`` on SIZES and step it with seeded gradients."""
+    rng = np.random.default_rng(seed)
+    params = make_params(rng, dtype)
+    opt = getattr(etakit, kind)(params, **hp)
+    for _ in range(steps):
+        opt.step(make_grads(rng, params))
+    return params, opt
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -7,7 +7,7 @@ import pytest
 
 import etakit
 from etakit import schedules as S
-from conftest import make_grads, make_params
+from conftest import make_grads, make_params, run_trajectory
 
 LR = S.warmup(S.cosine(0.05, 60, min_lr=1e-3), 10)
 MOM = S.one_cycle_momentum(70)
@@ -43,19 +43,10 @@ def by_hand(kind, kw, scheds, steps, seed, dtype):
     return params
 
 
-def scheduled(kind, kw, steps, seed, dtype):
-    rng = np.random.default_rng(seed)
-    params = make_params(rng, dtype)
-    opt = getattr(etakit, kind)(params, **kw)
-    for _ in range(steps):
-        opt.step(make_grads(rng, params))
-    return params, opt
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind,kw,scheds", CASES, ids=[f"{c[0]}-{'-'.join(c[2])}" for c in CASES])
 def test_scheduled_equals_set_by_hand(kind, kw, scheds, dtype):
-    a, opt = scheduled(kind, kw, 80, 1, dtype)
+    a, opt = run_trajectory(kind, kw, dtype, 1, steps=80)
     b = by_hand(kind, kw, scheds, 80, 1, dtype)
     for x, y in zip(a, b):
         assert x.tobytes() == y.tobytes()

@@ -6,7 +6,7 @@ import pytest
 
 import etakit
 from etakit import reference
-from conftest import make_grads, make_params
+from conftest import make_grads, make_params, run_trajectory
 
 KINDS = [("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
          ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=1e-3)),
@@ -15,24 +15,17 @@ KINDS = [("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
          ("Adagrad", dict(lr=0.1, lr_decay=1e-3))]
 
 
-def trajectory(kind, hp, dtype, seed, steps=30):
-    rng = np.random.default_rng(seed)
-    params = make_params(rng, dtype)
-    opt = getattr(etakit, kind)(params, **hp)
-    for _ in range(steps):
-        opt.step(make_grads(rng, params))
-    return params, opt
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind,hp", KINDS)
 def test_one_and_two_threads_are_bit_identical(kind, hp, dtype, threads):
     etakit.set_num_threads(1)
-    one, _ = trajectory(kind, hp, dtype, 7)
+    one, _ = run_trajectory(kind, hp, dtype, 7)
     etakit.set_num_threads(2)
-    two, _ = trajectory(kind, hp, dtype, 7)
+    two, _ = run_trajectory(kind, hp, dtype, 7)
     etakit.set_num_threads(3)   # more threads than cores, uneven split
-    three, _ = trajectory(kind, hp, dtype, 7)
+    three, _ = run_trajectory(kind, hp, dtype, 7)
     for a, b, c in zip(one, two, three):
         assert a.tobytes() == b.tobytes() == c.tobytes()
 
@@ -43,7 +36,7 @@ def test_every_simd_variant_is_bit_identical(kind, hp, simd):
     for variant in etakit._core.simd_available():
         simd(variant)
         assert etakit.simd_variant() == variant
-        results.append(trajectory(kind, hp, np.float32, 3)[0])
+        results.append(run_trajectory(kind, hp, np.float32, 3)[0])
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert a.tobytes() == b.tobytes()
@@ -153,7 +146,7 @@ def test_optimizers_step_concurrently_from_python_threads(threads):
     from concurrent.futures import ThreadPoolExecutor
 
     def run(seed):
-        params, _ = trajectory("Adam", dict(lr=1e-2), np.float32, seed, steps=20)
+        params, _ = run_trajectory("Adam", dict(lr=1e-2), np.float32, seed, steps=20)
         return [p.tobytes() for p in params]
 
     sequential = [run(1), run(2)]

@@ -1,7 +1,6 @@
 """etakit.torch: drop-in torch.optim optimizers on etakit's kernels (skipped without torch)."""
 import copy
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

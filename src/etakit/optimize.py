@@ -14,7 +14,6 @@ import numbers
 import numpy as np
 
 from . import optim
-from .schedules import Schedule
 
 __all__ = ["minimize", "scipy_method"]
 

@@ -24,7 +24,6 @@ Examples
 """
 import operator
 
-import numpy as np
 import torch
 
 from . import _core
