@@ -2,17 +2,17 @@
  * engine.c -- the part of a step that is not the element loop.
  *
  * For each call: validate every argument (nothing is written unless all of
- * it is valid), then split the concatenation of all tensors into one
- * contiguous range per thread and run the selected SIMD variant's element
- * loop on each piece.  One parallel region per call, however many tensors,
- * so a step over hundreds of small tensors pays one fork/join, and a single
- * large tensor is shared evenly.  Per-step scalars are prepared here, in
- * double, once per piece (at most tensors + threads pieces per step).
+ * it is valid), then run the rule's phases over the concatenation of all
+ * tensors, split into one contiguous range per thread, in one OpenMP
+ * parallel region per call (barriers between phases), however many tensors.
+ * A step over hundreds of small tensors pays one fork/join, and a single
+ * large tensor is shared evenly.  Range boundaries fall on blocks of
+ * ETK_BLOCK elements of a tensor, the unit of reductions, so sums are formed
+ * over the same blocks and combined in the same order for any thread count.
  *
- * Element results do not depend on how the range is split, so any thread
- * count gives bit-identical results.
+ * Per-step scalars are prepared by the rule, in double, once per tensor piece
+ * (at most tensors + threads pieces per phase).
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,24 +21,6 @@
 #endif
 
 #include "etk_internal.h"
-
-#if defined(__SSE__) || defined(__x86_64__)
-#include <xmmintrin.h>
-#define ETK_HAS_FTZ 1
-#define ETK_FTZ_DAZ 0x8040u /* MXCSR flush-to-zero (bit 15) and denormals-are-zero (bit 6) */
-#else
-#define ETK_HAS_FTZ 0
-#endif
-
-/* Below this many elements in one call, a fork/join costs more than a
- * second core gives back.  benchmarks/threshold.py on a 2-core AVX-512
- * machine: 2 threads break even near 8192 elements and win by 1.1-1.5x at
- * 16384 for every rule. */
-#define ETK_PARALLEL_MIN_DEFAULT ((size_t)1 << 14)
-static size_t etk_par_min = ETK_PARALLEL_MIN_DEFAULT;
-/* Thread boundaries fall on multiples of 16 elements (a 64-byte line of
- * float32) so threads never share a cache line they write. */
-#define ETK_SPLIT_ALIGN ((size_t)16)
 
 const char *etk_strerror(int status)
 {
@@ -49,487 +31,345 @@ const char *etk_strerror(int status)
     case ETK_EDTYPE: return "unsupported dtype combination";
     case ETK_ESTATE: return "a state buffer required by the options is NULL";
     case ETK_EGROUP: return "tensor group index out of range";
+    case ETK_ERULE: return "unknown rule";
+    case ETK_ESHAPE: return "matrix shape (rows, cols) inconsistent with the tensor size";
+    case ETK_ENOMEM: return "out of memory";
     default: return "unknown status";
     }
 }
 
-/* ------------------------------------------------------- SIMD dispatch */
-
-static const etk_kernels *etk_active;
-
-static int etk_supported(const etk_kernels *k)
+static int etk_fail(etk_error *err, int status, int64_t tensor, int32_t group, int32_t slot, const char *field,
+                    const char *message)
 {
-#if ETK_X86_DISPATCH
-    __builtin_cpu_init();
-    if (k == &etk_kernels_avx512)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    if (k == &etk_kernels_avx2) return __builtin_cpu_supports("avx2");
-#endif
-    return k == &etk_kernels_baseline;
+    if (err) {
+        err->status = status;
+        err->tensor = tensor;
+        err->group = group;
+        err->slot = slot;
+        err->field = field;
+        err->message = message;
+    }
+    return status;
 }
 
-/* Best first. */
-static const etk_kernels *const etk_all[] = {
-#if ETK_X86_DISPATCH
-    &etk_kernels_avx512,
-    &etk_kernels_avx2,
-#endif
-    &etk_kernels_baseline,
-};
-#define ETK_NVARIANTS (sizeof(etk_all) / sizeof(etk_all[0]))
+/* ------------------------------------------------------------ one call */
 
-static const etk_kernels *etk_find(const char *name)
+#define ETK_TRED_STRIDE (ETK_MAX_PHASES * ETK_MAX_RED)
+
+typedef struct etk_call {
+    const etk_rule_desc *r;
+    const etk_rule_loops *loops;
+    const etk_tensor *ts;
+    size_t count;
+    const unsigned char *hps; /* with scheduled values written in */
+    size_t total;             /* elements over all tensors */
+    size_t *bbase;            /* per tensor: index of its first block (reducing rules) */
+    double *part;             /* per block: ETK_MAX_RED partial sums of the current phase */
+    double *tred;             /* per tensor: ETK_TRED_STRIDE reduced values, by phase */
+} etk_call;
+
+static const void *etk_hp_of(const etk_call *c, const etk_tensor *t)
+{
+    return c->hps ? c->hps + (size_t)t->group * c->r->info.hp_size : NULL;
+}
+
+#ifdef _OPENMP
+/* Round a global element offset down to a block boundary of the tensor that
+ * holds it.  Every thread snaps every cut the same way, so the pieces tile. */
+static size_t etk_snap(const etk_tensor *ts, size_t count, size_t at)
+{
+    size_t i, off = 0;
+    for (i = 0; i < count; off += ts[i].n, i++)
+        if (at < off + ts[i].n) return off + (at - off) / ETK_BLOCK * ETK_BLOCK;
+    return off;
+}
+#endif
+
+/* Run `phase` over the elements [lo, hi) of the concatenation of all tensors
+ * (lo and hi already snapped). */
+static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t hi)
+{
+    size_t i, off = 0;
+    const unsigned nred = c->r->nred[phase];
+    etk_coef coef;
+    unsigned saved = etk_ftz_begin();
+    memset(&coef, 0, sizeof coef);
+    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
+        const etk_tensor *t = &c->ts[i];
+        size_t a, b;
+        etk_loop_fn fn;
+        if (t->n == 0 || off + t->n <= lo) continue;
+        a = lo > off ? lo - off : 0;
+        b = hi - off < t->n ? hi - off : t->n;
+        fn = c->loops->fn[phase][ETK_PAIR(t->dtype, t->state_dtype)];
+        if (c->r->prepare) c->r->prepare(phase, etk_hp_of(c, t), t, c->tred ? c->tred + i * ETK_TRED_STRIDE : NULL, &coef);
+        if (nred) {
+            size_t j;
+            for (j = a; j < b; j += ETK_BLOCK)
+                fn(t, j, j + ETK_BLOCK < b ? j + ETK_BLOCK : b, &coef,
+                   c->part + (c->bbase[i] + j / ETK_BLOCK) * ETK_MAX_RED);
+        } else {
+            fn(t, a, b, &coef, NULL);
+        }
+    }
+    etk_ftz_end(saved);
+}
+
+/* Sum the block partials of `phase` per tensor, in block order. */
+static void etk_combine(const etk_call *c, unsigned phase)
+{
+    size_t i, j;
+    unsigned v, nred = c->r->nred[phase];
+    for (i = 0; i < c->count; i++) {
+        size_t nb = (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+        double *out = c->tred + i * ETK_TRED_STRIDE + phase * ETK_MAX_RED;
+        for (v = 0; v < nred; v++) {
+            double s = 0.0;
+            for (j = 0; j < nb; j++) s += c->part[(c->bbase[i] + j) * ETK_MAX_RED + v];
+            out[v] = s;
+        }
+    }
+}
+
+#ifdef _OPENMP
+static size_t etk_cut(size_t total, int i, int nth)
+{
+    size_t q = total / (size_t)nth, r = total % (size_t)nth;
+    if (i >= nth) return total;
+    return q * (size_t)i + ((size_t)i < r ? (size_t)i : r);
+}
+#endif
+
+static void etk_run_phases(const etk_call *c)
+{
+    const unsigned np = c->r->nphases;
+    unsigned p;
+#ifdef _OPENMP
+    int nth = etk_threads_for(c->total);
+    if (nth > 1) {
+#pragma omp parallel num_threads(nth) private(p)
+        {
+            int tid = omp_get_thread_num(), got = omp_get_num_threads();
+            size_t lo = etk_snap(c->ts, c->count, etk_cut(c->total, tid, got));
+            size_t hi = etk_snap(c->ts, c->count, etk_cut(c->total, tid + 1, got));
+            for (p = 0; p < np; p++) {
+                etk_run_range(c, p, lo, hi);
+                if (p + 1 < np) {
+#pragma omp barrier
+                    if (c->r->nred[p]) {
+#pragma omp single
+                        etk_combine(c, p);
+                    }
+                }
+            }
+        }
+        if (c->r->nred[np - 1]) etk_combine(c, np - 1);
+        return;
+    }
+#endif
+    for (p = 0; p < np; p++) {
+        etk_run_range(c, p, 0, c->total);
+        if (c->r->nred[p]) etk_combine(c, p);
+    }
+}
+
+/* ---------------------------------------------------------- validation */
+
+static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
+{
+    const etk_rule_desc *r = c->r;
+    size_t i, j;
+    unsigned p;
+    if (c->count && !c->ts) return etk_fail(err, ETK_EARG, -1, -1, -1, NULL, "tensors is NULL");
+    for (i = 0; i < c->count; i++) {
+        const etk_tensor *t = &c->ts[i];
+        const int64_t ti = (int64_t)i;
+        unsigned needs = 0u;
+        if (t->dtype >= ETK_NDTYPES || t->state_dtype >= ETK_NDTYPES)
+            return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "unknown dtype");
+        for (p = 0; p < r->nphases; p++)
+            if (!c->loops->fn[p][ETK_PAIR(t->dtype, t->state_dtype)])
+                return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "this (param, state) dtype pair is not supported");
+        if (r->info.hp_size) {
+            if (t->group >= nhps) return etk_fail(err, ETK_EGROUP, ti, (int32_t)t->group, -1, NULL, "no such group");
+            needs = r->needs ? r->needs(c->hps + (size_t)t->group * r->info.hp_size) : 0u;
+        }
+        if ((r->info.flags & ETK_RULE_USES_STEP) && t->step < 1)
+            return etk_fail(err, ETK_EARG, ti, -1, -1, NULL, "step must be >= 1");
+        if (t->rows < 0 || t->cols < 0 || (t->rows == 0) != (t->cols == 0))
+            return etk_fail(err, ETK_ESHAPE, ti, -1, -1, NULL, "rows and cols must both be 0 or both be > 0");
+        if (t->rows > 0 && (t->n % (size_t)t->rows != 0 || (t->n / (size_t)t->rows) % (size_t)t->cols != 0))
+            return etk_fail(err, ETK_ESHAPE, ti, -1, -1, NULL, "n is not a multiple of rows * cols");
+        if (t->n && (!t->param || !t->grad))
+            return etk_fail(err, ETK_EARG, ti, -1, -1, NULL, "param or grad is NULL");
+        for (j = 0; j < r->info.nslots; j++) {
+            const int scalar = r->info.slots[j].shape == ETK_SLOT_SCALAR;
+            if ((needs >> j & 1u) && !t->state[j] && (t->n || scalar))
+                return etk_fail(err, ETK_ESTATE, ti, -1, (int32_t)j, NULL, "a state slot the options need is NULL");
+        }
+    }
+    return ETK_OK;
+}
+
+static int etk_check_hps(const etk_rule_desc *r, int rule, const unsigned char *hps, size_t nhps, etk_error *err)
+{
+    size_t g;
+    int st;
+    if (!r->info.hp_size) return ETK_OK;
+    if (nhps && !hps) return etk_fail(err, ETK_EARG, -1, -1, -1, NULL, "hps is NULL");
+    for (g = 0; g < nhps; g++) {
+        if ((st = etk_rule_check(rule, hps + g * r->info.hp_size, err)) != ETK_OK) {
+            if (err) err->group = (int32_t)g;
+            return st;
+        }
+    }
+    return ETK_OK;
+}
+
+static const etk_field_info *etk_field_at(const etk_rule_desc *r, uint32_t offset)
 {
     size_t i;
-    for (i = 0; i < ETK_NVARIANTS; i++)
-        if (name && strcmp(etk_all[i]->name, name) == 0 && etk_supported(etk_all[i])) return etk_all[i];
+    for (i = 0; i < r->info.nfields; i++)
+        if (r->info.fields[i].offset == offset) return &r->info.fields[i];
     return NULL;
 }
 
-static const etk_kernels *etk_kernels_now(void)
-{
-    if (!etk_active) {
-        const etk_kernels *k = etk_find(getenv("ETAKIT_SIMD"));
-        size_t i;
-        for (i = 0; !k && i < ETK_NVARIANTS; i++)
-            if (etk_supported(etk_all[i])) k = etk_all[i];
-        etk_active = k;
-    }
-    return etk_active;
-}
+/* ---------------------------------------------------------- the step */
 
-const char *etk_simd_variant(void) { return etk_kernels_now()->name; }
-
-int etk_set_simd_variant(const char *name)
-{
-    const etk_kernels *k = etk_find(name);
-    if (!k) return ETK_EARG;
-    etk_active = k;
-    return ETK_OK;
-}
-
-const char *etk_simd_available(void)
-{
-    static char buf[64];
-    size_t i;
-    if (!buf[0]) {
-        char tmp[64] = "";
-        for (i = 0; i < ETK_NVARIANTS; i++) {
-            if (!etk_supported(etk_all[i])) continue;
-            if (tmp[0]) strcat(tmp, " ");
-            strcat(tmp, etk_all[i]->name);
-        }
-        memcpy(buf, tmp, sizeof buf);
-    }
-    return buf;
-}
-
-/* ------------------------------------------------------------- threads */
-
-int etk_has_openmp(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-int etk_get_num_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-void etk_set_num_threads(int n)
-{
-#ifdef _OPENMP
-    if (n >= 1) omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-size_t etk_parallel_min(void) { return etk_par_min; }
-void etk_set_parallel_min(size_t n) { etk_par_min = n ? n : ETK_PARALLEL_MIN_DEFAULT; }
-
-/* --------------------------------------------------------------- rules */
-
-typedef struct etk_rule {
-    int id;
-    size_t hp_size;
-    size_t n_doubles; /* leading double fields of the hp struct: the schedulable ones */
-    int uses_step;
-    int (*check)(const void *hp);
-    unsigned (*needs)(const void *hp); /* bit j: state[j] must be non-NULL */
-    void (*prepare)(const void *hp, const etk_tensor *t, etk_coef *c);
-} etk_rule;
-
-static int etk_finite(double x) { return x == x && x - x == 0.0; }
-static int etk_flag(int f) { return f == 0 || f == 1; }
-static int etk_nonneg(double x) { return etk_finite(x) && x >= 0.0; }
-static int etk_unit_open(double x) { return etk_finite(x) && x >= 0.0 && x < 1.0; }
-
-static int sgd_check(const void *hp)
-{
-    const etk_sgd_hp *h = (const etk_sgd_hp *)hp;
-    if (!etk_nonneg(h->lr) || !etk_nonneg(h->momentum) || !etk_nonneg(h->weight_decay)) return ETK_EHPARAM;
-    if (!etk_finite(h->dampening) || h->dampening < 0.0 || h->dampening > 1.0) return ETK_EHPARAM;
-    if (!etk_flag(h->nesterov) || !etk_flag(h->maximize)) return ETK_EHPARAM;
-    if (h->nesterov && (h->momentum <= 0.0 || h->dampening != 0.0)) return ETK_EHPARAM;
-    return ETK_OK;
-}
-static unsigned sgd_needs(const void *hp) { return ((const etk_sgd_hp *)hp)->momentum != 0.0 ? 1u : 0u; }
-static void sgd_prepare(const void *hp, const etk_tensor *t, etk_coef *cf)
-{
-    const etk_sgd_hp *h = (const etk_sgd_hp *)hp;
-    etk_sgd_coef *c = &cf->sgd;
-    c->neg_lr = -h->lr;
-    c->momentum = h->momentum;
-    c->one_minus_dampening = 1.0 - h->dampening;
-    c->weight_decay = h->weight_decay;
-    c->gsign = h->maximize ? -1.0 : 1.0;
-    c->wd = h->weight_decay != 0.0;
-    c->use_momentum = h->momentum != 0.0;
-    c->nesterov = h->nesterov;
-    c->fresh = (t->flags & ETK_FRESH_STATE) != 0;
-}
-
-static int adam_check(const void *hp)
-{
-    const etk_adam_hp *h = (const etk_adam_hp *)hp;
-    if (!etk_nonneg(h->lr) || !etk_nonneg(h->eps) || !etk_nonneg(h->weight_decay)) return ETK_EHPARAM;
-    if (!etk_unit_open(h->beta1) || !etk_unit_open(h->beta2)) return ETK_EHPARAM;
-    if (!etk_flag(h->amsgrad) || !etk_flag(h->maximize) || !etk_flag(h->decoupled_weight_decay))
-        return ETK_EHPARAM;
-    return ETK_OK;
-}
-static unsigned adam_needs(const void *hp) { return ((const etk_adam_hp *)hp)->amsgrad ? 7u : 3u; }
-static void adam_prepare(const void *hp, const etk_tensor *t, etk_coef *cf)
-{
-    const etk_adam_hp *h = (const etk_adam_hp *)hp;
-    etk_adam_coef *c = &cf->adam;
-    double k = (double)t->step;
-    double bias_correction1 = 1.0 - pow(h->beta1, k);
-    double bias_correction2 = 1.0 - pow(h->beta2, k);
-    c->one_minus_beta1 = 1.0 - h->beta1;
-    c->beta2 = h->beta2;
-    c->one_minus_beta2 = 1.0 - h->beta2;
-    c->eps = h->eps;
-    c->weight_decay = h->weight_decay;
-    c->decay = 1.0 - h->lr * h->weight_decay;
-    c->bias_correction2_sqrt = sqrt(bias_correction2);
-    c->neg_step_size = -(h->lr / bias_correction1);
-    c->gsign = h->maximize ? -1.0 : 1.0;
-    c->wd = h->weight_decay == 0.0 ? ETK_WD_NONE : h->decoupled_weight_decay ? ETK_WD_DECOUPLED : ETK_WD_L2;
-    c->amsgrad = h->amsgrad;
-}
-
-static int rmsprop_check(const void *hp)
-{
-    const etk_rmsprop_hp *h = (const etk_rmsprop_hp *)hp;
-    if (!etk_nonneg(h->lr) || !etk_nonneg(h->eps) || !etk_nonneg(h->weight_decay) || !etk_nonneg(h->momentum))
-        return ETK_EHPARAM;
-    if (!etk_finite(h->alpha) || h->alpha < 0.0 || h->alpha > 1.0) return ETK_EHPARAM;
-    if (!etk_flag(h->centered) || !etk_flag(h->maximize)) return ETK_EHPARAM;
-    return ETK_OK;
-}
-static unsigned rmsprop_needs(const void *hp)
-{
-    const etk_rmsprop_hp *h = (const etk_rmsprop_hp *)hp;
-    return 1u | (h->momentum > 0.0 ? 2u : 0u) | (h->centered ? 4u : 0u);
-}
-static void rmsprop_prepare(const void *hp, const etk_tensor *t, etk_coef *cf)
-{
-    const etk_rmsprop_hp *h = (const etk_rmsprop_hp *)hp;
-    etk_rmsprop_coef *c = &cf->rmsprop;
-    (void)t;
-    c->neg_lr = -h->lr;
-    c->alpha = h->alpha;
-    c->one_minus_alpha = 1.0 - h->alpha;
-    c->eps = h->eps;
-    c->weight_decay = h->weight_decay;
-    c->momentum = h->momentum;
-    c->gsign = h->maximize ? -1.0 : 1.0;
-    c->wd = h->weight_decay != 0.0;
-    c->centered = h->centered;
-    c->use_momentum = h->momentum > 0.0;
-}
-
-static int adagrad_check(const void *hp)
-{
-    const etk_adagrad_hp *h = (const etk_adagrad_hp *)hp;
-    if (!etk_nonneg(h->lr) || !etk_nonneg(h->lr_decay) || !etk_nonneg(h->weight_decay) || !etk_nonneg(h->eps))
-        return ETK_EHPARAM;
-    if (!etk_flag(h->maximize)) return ETK_EHPARAM;
-    return ETK_OK;
-}
-static unsigned adagrad_needs(const void *hp) { (void)hp; return 1u; }
-static void adagrad_prepare(const void *hp, const etk_tensor *t, etk_coef *cf)
-{
-    const etk_adagrad_hp *h = (const etk_adagrad_hp *)hp;
-    etk_adagrad_coef *c = &cf->adagrad;
-    c->neg_clr = -(h->lr / (1.0 + (double)(t->step - 1) * h->lr_decay));
-    c->eps = h->eps;
-    c->weight_decay = h->weight_decay;
-    c->gsign = h->maximize ? -1.0 : 1.0;
-    c->wd = h->weight_decay != 0.0;
-}
-
-static const etk_rule etk_rule_sgd = {ETK_RULE_SGD, sizeof(etk_sgd_hp), 4, 0, sgd_check, sgd_needs, sgd_prepare};
-static const etk_rule etk_rule_adam = {ETK_RULE_ADAM, sizeof(etk_adam_hp), 5, 1, adam_check, adam_needs, adam_prepare};
-static const etk_rule etk_rule_rmsprop = {ETK_RULE_RMSPROP, sizeof(etk_rmsprop_hp), 5, 0, rmsprop_check,
-                                          rmsprop_needs, rmsprop_prepare};
-static const etk_rule etk_rule_adagrad = {ETK_RULE_ADAGRAD, sizeof(etk_adagrad_hp), 4, 1, adagrad_check,
-                                          adagrad_needs, adagrad_prepare};
-
-/* -------------------------------------------------------------- engine */
-
-static const void *etk_hp_at(const etk_rule *r, const void *hps, uint32_t group)
-{
-    return r ? (const char *)hps + (size_t)group * r->hp_size : NULL;
-}
-
-/* r == NULL is the bandwidth probe: no hyperparameters, no state needed. */
-static int etk_validate(const etk_rule *r, const etk_kernels *k, int id, const etk_tensor *ts, size_t count,
-                        const void *hps, size_t nhps)
-{
-    size_t i;
-    int j, st;
-    if (count && !ts) return ETK_EARG;
-    if (r && nhps && !hps) return ETK_EARG;
-    for (i = 0; r && i < nhps; i++)
-        if ((st = r->check(etk_hp_at(r, hps, (uint32_t)i))) != ETK_OK) return st;
-    for (i = 0; i < count; i++) {
-        const etk_tensor *t = &ts[i];
-        unsigned needs;
-        if (t->dtype >= ETK_NDTYPES || t->state_dtype >= ETK_NDTYPES ||
-            !k->fn[id][t->dtype * ETK_NDTYPES + t->state_dtype])
-            return ETK_EDTYPE;
-        if (r && t->group >= nhps) return ETK_EGROUP;
-        if (r && r->uses_step && t->step < 1) return ETK_EARG;
-        if (t->n == 0) continue;
-        if (!t->param || !t->grad) return ETK_EARG;
-        needs = r ? r->needs(etk_hp_at(r, hps, t->group)) : 0u;
-        for (j = 0; j < 3; j++)
-            if ((needs >> j & 1u) && !t->state[j]) return ETK_ESTATE;
-    }
-    return ETK_OK;
-}
-
-#ifdef _OPENMP
-static size_t etk_split(size_t total, int i, int nth)
-{
-    size_t q, at;
-    if (i >= nth) return total;
-    q = total / (size_t)nth;
-    at = q * (size_t)i + ((size_t)i < total % (size_t)nth ? (size_t)i : total % (size_t)nth);
-    return at & ~(ETK_SPLIT_ALIGN - 1);
-}
-#endif
-
-static int etk_flush;
-
-int etk_set_flush_denormal(int on)
-{
-    etk_flush = ETK_HAS_FTZ && on;
-    return ETK_HAS_FTZ;
-}
-
-int etk_get_flush_denormal(void) { return etk_flush; }
-
-/* Run the elements [lo, hi) of the concatenation of all tensors. */
-static void etk_run_range(const etk_rule *r, const etk_kernels *k, int id, const etk_tensor *ts, size_t count,
-                          const void *hps, size_t lo, size_t hi)
-{
-    size_t i, off = 0;
-    etk_coef coef;
-#if ETK_HAS_FTZ
-    const unsigned csr = _mm_getcsr();
-    if (etk_flush) _mm_setcsr(csr | ETK_FTZ_DAZ);
-#endif
-    memset(&coef, 0, sizeof coef);
-    for (i = 0; i < count && off < hi; off += ts[i].n, i++) {
-        const etk_tensor *t = &ts[i];
-        size_t a = lo > off ? lo - off : 0, b = hi - off < t->n ? hi - off : t->n;
-        if (t->n == 0 || off + t->n <= lo) continue;
-        if (r) r->prepare(etk_hp_at(r, hps, t->group), t, &coef);
-        k->fn[id][t->dtype * ETK_NDTYPES + t->state_dtype](t, a, b, &coef);
-    }
-#if ETK_HAS_FTZ
-    if (etk_flush) _mm_setcsr(csr);
-#endif
-}
-
-static int etk_run(const etk_rule *r, int id, const etk_tensor *ts, size_t count, const void *hps, size_t nhps)
-{
-    const etk_kernels *k = etk_kernels_now();
-    size_t i, total = 0;
-    int st = etk_validate(r, k, id, ts, count, hps, nhps);
-    if (st != ETK_OK) return st;
-    for (i = 0; i < count; i++) total += ts[i].n;
-#ifdef _OPENMP
-    int nth = 1;
-    if (total >= etk_par_min) {
-        size_t min_share = etk_par_min / 2 ? etk_par_min / 2 : 1; /* per thread */
-        nth = omp_get_max_threads();
-        if ((size_t)nth > total / min_share) nth = (int)(total / min_share);
-    }
-    if (nth > 1) {
-#pragma omp parallel num_threads(nth)
-        {
-            int tid = omp_get_thread_num(), got = omp_get_num_threads();
-            etk_run_range(r, k, id, ts, count, hps, etk_split(total, tid, got), etk_split(total, tid + 1, got));
-        }
-        return ETK_OK;
-    }
-#endif
-    etk_run_range(r, k, id, ts, count, hps, 0, total);
-    return ETK_OK;
-}
-
-/* Apply scheduled hyperparameters to a copy of hps, then run. */
-static int etk_run_scheduled(const etk_rule *r, int id, const etk_tensor *ts, size_t count, const void *hps,
-                             size_t nhps, const etk_hp_schedule *sc, size_t nsc, int64_t k)
+static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts, size_t count, const void *hps,
+                         size_t nhps, const etk_step_opts *o, etk_error *err)
 {
     union {
         double align;
         unsigned char bytes[1024];
     } local;
-    unsigned char *buf;
-    size_t i, size = nhps * r->hp_size;
-    int st = ETK_OK;
-    if (nsc == 0) return etk_run(r, id, ts, count, hps, nhps);
-    if (!sc || !hps || k < 0) return ETK_EARG;
-    for (i = 0; i < nsc; i++) {
-        if (sc[i].group >= nhps) return ETK_EGROUP;
-        if (sc[i].offset % sizeof(double) || sc[i].offset >= r->n_doubles * sizeof(double)) return ETK_EARG;
-        if ((st = etk_schedule_check(sc[i].schedule)) != ETK_OK) return st;
+    unsigned char *hbuf = NULL;
+    void *scratch = NULL;
+    etk_call c;
+    size_t i, hsize = nhps * r->info.hp_size;
+    unsigned p;
+    int st, reduces = 0;
+
+    memset(&c, 0, sizeof c);
+    c.r = r;
+    c.loops = &etk_kernels_now()->rule[rule];
+    c.ts = ts;
+    c.count = count;
+    c.hps = (const unsigned char *)hps;
+
+    if (o && o->nsched) {
+        if (!o->sched || !hps) return etk_fail(err, ETK_EARG, -1, -1, -1, NULL, "sched or hps is NULL");
+        if (o->k < 0) return etk_fail(err, ETK_EARG, -1, -1, -1, NULL, "the step count k is negative");
+        for (i = 0; i < o->nsched; i++) {
+            const etk_field_info *f = etk_field_at(r, o->sched[i].offset);
+            if (o->sched[i].group >= nhps)
+                return etk_fail(err, ETK_EGROUP, -1, (int32_t)o->sched[i].group, -1, NULL, "no such group");
+            if (!f || f->kind != ETK_FIELD_REAL || !f->schedulable)
+                return etk_fail(err, ETK_EARG, -1, (int32_t)o->sched[i].group, -1, f ? f->name : NULL,
+                                "this field cannot follow a schedule");
+            if (!o->sched[i].schedule || etk_schedule_check(o->sched[i].schedule) != ETK_OK)
+                return etk_fail(err, ETK_EARG, -1, (int32_t)o->sched[i].group, -1, f->name, "invalid schedule");
+        }
+        hbuf = hsize <= sizeof local.bytes ? local.bytes : (unsigned char *)malloc(hsize);
+        if (!hbuf) return etk_fail(err, ETK_ENOMEM, -1, -1, -1, NULL, "out of memory");
+        memcpy(hbuf, hps, hsize);
+        for (i = 0; i < o->nsched; i++) {
+            double v = etk_schedule_eval(o->sched[i].schedule, o->k);
+            memcpy(hbuf + (size_t)o->sched[i].group * r->info.hp_size + o->sched[i].offset, &v, sizeof v);
+        }
+        c.hps = hbuf;
     }
-    buf = size <= sizeof local.bytes ? local.bytes : (unsigned char *)malloc(size);
-    if (!buf) return ETK_EARG;
-    memcpy(buf, hps, size);
-    for (i = 0; i < nsc; i++) {
-        double v = etk_schedule_eval(sc[i].schedule, k);
-        memcpy(buf + (size_t)sc[i].group * r->hp_size + sc[i].offset, &v, sizeof v);
+
+    if ((st = etk_check_hps(r, rule, c.hps, nhps, err)) != ETK_OK) goto done;
+    if ((st = etk_check_tensors(&c, nhps, err)) != ETK_OK) goto done;
+
+    for (i = 0; i < count; i++) c.total += ts[i].n;
+    for (p = 0; p < r->nphases; p++) reduces |= r->nred[p] != 0;
+    if (reduces) {
+        size_t nblocks = 0;
+        for (i = 0; i < count; i++) nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+        scratch = calloc(count * sizeof(size_t) + (nblocks * ETK_MAX_RED + count * ETK_TRED_STRIDE) * sizeof(double) + 1,
+                         1);
+        if (!scratch) {
+            st = etk_fail(err, ETK_ENOMEM, -1, -1, -1, NULL, "out of memory");
+            goto done;
+        }
+        c.tred = (double *)scratch;
+        c.part = c.tred + count * ETK_TRED_STRIDE;
+        c.bbase = (size_t *)(c.part + nblocks * ETK_MAX_RED);
+        for (i = 0, nblocks = 0; i < count; i++) {
+            c.bbase[i] = nblocks;
+            nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+        }
     }
-    st = etk_run(r, id, ts, count, buf, nhps);
-    if (buf != local.bytes) free(buf);
+    if (count) etk_run_phases(&c);
+    if (r->finish)
+        for (i = 0; i < count; i++)
+            r->finish(etk_hp_of(&c, &ts[i]), &ts[i], c.tred ? c.tred + i * ETK_TRED_STRIDE : NULL);
+    st = ETK_OK;
+done:
+    if (hbuf && hbuf != local.bytes) free(hbuf);
+    free(scratch);
     return st;
 }
 
-int etk_sgd_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_sgd_hp *hps, size_t nhps,
-                            const etk_hp_schedule *sched, size_t nsched, int64_t k)
+int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps, size_t nhps,
+             const etk_step_opts *opts, etk_error *err)
 {
-    return etk_run_scheduled(&etk_rule_sgd, ETK_RULE_SGD, tensors, count, hps, nhps, sched, nsched, k);
-}
-int etk_adam_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adam_hp *hps, size_t nhps,
-                             const etk_hp_schedule *sched, size_t nsched, int64_t k)
-{
-    return etk_run_scheduled(&etk_rule_adam, ETK_RULE_ADAM, tensors, count, hps, nhps, sched, nsched, k);
-}
-int etk_rmsprop_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_rmsprop_hp *hps,
-                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k)
-{
-    return etk_run_scheduled(&etk_rule_rmsprop, ETK_RULE_RMSPROP, tensors, count, hps, nhps, sched, nsched, k);
-}
-int etk_adagrad_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adagrad_hp *hps,
-                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k)
-{
-    return etk_run_scheduled(&etk_rule_adagrad, ETK_RULE_ADAGRAD, tensors, count, hps, nhps, sched, nsched, k);
+    const etk_rule_desc *r = rule == ETK_RULE_PROBE ? NULL : etk_rule_desc_get(rule);
+    if (err) etk_fail(err, ETK_OK, -1, -1, -1, NULL, NULL);
+    if (!r) return etk_fail(err, ETK_ERULE, -1, -1, -1, NULL, "unknown rule id");
+    return etk_step_desc(r, rule, tensors, count, hps, nhps, opts, err);
 }
 
-int etk_sgd_multi(const etk_tensor *tensors, size_t count, const etk_sgd_hp *hps, size_t nhps)
-{
-    return etk_run(&etk_rule_sgd, ETK_RULE_SGD, tensors, count, hps, nhps);
-}
-int etk_adam_multi(const etk_tensor *tensors, size_t count, const etk_adam_hp *hps, size_t nhps)
-{
-    return etk_run(&etk_rule_adam, ETK_RULE_ADAM, tensors, count, hps, nhps);
-}
-int etk_rmsprop_multi(const etk_tensor *tensors, size_t count, const etk_rmsprop_hp *hps, size_t nhps)
-{
-    return etk_run(&etk_rule_rmsprop, ETK_RULE_RMSPROP, tensors, count, hps, nhps);
-}
-int etk_adagrad_multi(const etk_tensor *tensors, size_t count, const etk_adagrad_hp *hps, size_t nhps)
-{
-    return etk_run(&etk_rule_adagrad, ETK_RULE_ADAGRAD, tensors, count, hps, nhps);
-}
 int etk_probe_multi(const etk_tensor *tensors, size_t count)
 {
-    return etk_run(NULL, ETK_RULE_PROBE, tensors, count, NULL, 0);
+    return etk_step_desc(etk_rule_desc_get(ETK_RULE_PROBE), ETK_RULE_PROBE, tensors, count, NULL, 0, NULL, NULL);
 }
 
-/* ------------------------------------------------ single-tensor wrappers */
+/* ------------------------------------------------ typed entry points */
 
-static etk_tensor etk_one(void *p, const void *g, void *s0, void *s1, void *s2, size_t n, int64_t step,
-                          etk_dtype dt, uint16_t flags)
+static int etk_single(int rule, etk_dtype dt, void *param, const void *grad, void *const *state, size_t n,
+                      const void *hp, int64_t step)
 {
+    const etk_rule_info *info = etk_rule_info_get(rule);
     etk_tensor t;
+    size_t j;
+    if (!info || !hp) return ETK_EARG;
     memset(&t, 0, sizeof t);
-    t.param = p;
-    t.grad = g;
-    t.state[0] = s0;
-    t.state[1] = s1;
-    t.state[2] = s2;
+    t.param = param;
+    t.grad = grad;
+    for (j = 0; state && j < info->nslots; j++) t.state[j] = state[j];
     t.n = n;
     t.step = step;
     t.dtype = (uint8_t)dt;
     t.state_dtype = (uint8_t)dt;
-    t.flags = flags;
-    return t;
+    t.flags = step == 1 ? (uint16_t)((1u << ETK_MAX_SLOTS) - 1u) : 0u;
+    return etk_step(rule, &t, 1, hp, 1, NULL, NULL);
 }
 
-#define ETK_FRESH(first) ((uint16_t)((first) ? ETK_FRESH_STATE : 0u))
-
-int etk_sgd_f32(float *param, const float *grad, float *momentum_buffer, size_t n, const etk_sgd_hp *hp,
-                int first_step)
-{
-    etk_tensor t = etk_one(param, grad, momentum_buffer, NULL, NULL, n, 1, ETK_FLOAT32, ETK_FRESH(first_step));
-    return hp ? etk_sgd_multi(&t, 1, hp, 1) : ETK_EARG;
-}
-int etk_sgd_f64(double *param, const double *grad, double *momentum_buffer, size_t n, const etk_sgd_hp *hp,
-                int first_step)
-{
-    etk_tensor t = etk_one(param, grad, momentum_buffer, NULL, NULL, n, 1, ETK_FLOAT64, ETK_FRESH(first_step));
-    return hp ? etk_sgd_multi(&t, 1, hp, 1) : ETK_EARG;
-}
-int etk_adam_f32(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, float *max_exp_avg_sq,
-                 size_t n, const etk_adam_hp *hp, int64_t step)
-{
-    etk_tensor t = etk_one(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, step, ETK_FLOAT32, 0);
-    return hp ? etk_adam_multi(&t, 1, hp, 1) : ETK_EARG;
-}
-int etk_adam_f64(double *param, const double *grad, double *exp_avg, double *exp_avg_sq,
-                 double *max_exp_avg_sq, size_t n, const etk_adam_hp *hp, int64_t step)
-{
-    etk_tensor t = etk_one(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, step, ETK_FLOAT64, 0);
-    return hp ? etk_adam_multi(&t, 1, hp, 1) : ETK_EARG;
-}
-int etk_rmsprop_f32(float *param, const float *grad, float *square_avg, float *momentum_buffer, float *grad_avg,
-                    size_t n, const etk_rmsprop_hp *hp)
-{
-    etk_tensor t = etk_one(param, grad, square_avg, momentum_buffer, grad_avg, n, 1, ETK_FLOAT32, 0);
-    return hp ? etk_rmsprop_multi(&t, 1, hp, 1) : ETK_EARG;
-}
-int etk_rmsprop_f64(double *param, const double *grad, double *square_avg, double *momentum_buffer,
-                    double *grad_avg, size_t n, const etk_rmsprop_hp *hp)
-{
-    etk_tensor t = etk_one(param, grad, square_avg, momentum_buffer, grad_avg, n, 1, ETK_FLOAT64, 0);
-    return hp ? etk_rmsprop_multi(&t, 1, hp, 1) : ETK_EARG;
-}
-int etk_adagrad_f32(float *param, const float *grad, float *sum, size_t n, const etk_adagrad_hp *hp, int64_t step)
-{
-    etk_tensor t = etk_one(param, grad, sum, NULL, NULL, n, step, ETK_FLOAT32, 0);
-    return hp ? etk_adagrad_multi(&t, 1, hp, 1) : ETK_EARG;
-}
-int etk_adagrad_f64(double *param, const double *grad, double *sum, size_t n, const etk_adagrad_hp *hp,
-                    int64_t step)
-{
-    etk_tensor t = etk_one(param, grad, sum, NULL, NULL, n, step, ETK_FLOAT64, 0);
-    return hp ? etk_adagrad_multi(&t, 1, hp, 1) : ETK_EARG;
-}
+#define ETK_DEFINE_RULE_API_(name, NAME)                                                                         \
+    int etk_##name##_multi(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps, size_t nhps)      \
+    {                                                                                                              \
+        return etk_step(ETK_RULE_##NAME, tensors, count, hps, nhps, NULL, NULL);                                   \
+    }                                                                                                              \
+    int etk_##name##_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps,          \
+                                     size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k)         \
+    {                                                                                                              \
+        etk_step_opts o;                                                                                           \
+        memset(&o, 0, sizeof o);                                                                                   \
+        o.sched = sched, o.nsched = nsched, o.k = k;                                                               \
+        return etk_step(ETK_RULE_##NAME, tensors, count, hps, nhps, &o, NULL);                                     \
+    }                                                                                                              \
+    int etk_##name##_f32(float *param, const float *grad, void *const *state, size_t n,                           \
+                         const etk_##name##_hp *hp, int64_t step)                                                  \
+    {                                                                                                              \
+        return etk_single(ETK_RULE_##NAME, ETK_FLOAT32, param, grad, state, n, hp, step);                          \
+    }                                                                                                              \
+    int etk_##name##_f64(double *param, const double *grad, void *const *state, size_t n,                         \
+                         const etk_##name##_hp *hp, int64_t step)                                                  \
+    {                                                                                                              \
+        return etk_single(ETK_RULE_##NAME, ETK_FLOAT64, param, grad, state, n, hp, step);                          \
+    }
+ETK_RULE_LIST(ETK_DEFINE_RULE_API_)
+#undef ETK_DEFINE_RULE_API_

@@ -1,25 +1,32 @@
 /*
  * etakit.h -- public C API of etakit's fused optimizer kernels.
  *
- * Plain C99, no Python.  Every update rule follows PyTorch's torch.optim
- * semantics (argument names and defaults included) and touches each element
- * of each buffer once per step: read param, grad and state, write param and
- * state.  Per-step scalars (bias corrections, step sizes) are computed once
- * per tensor and step in double, outside the element loop; the element loop
- * runs in the tensor's own precision.
+ * Plain C99, no Python.  Each update rule follows its reference
+ * implementation (torch.optim, or the package named at its struct below),
+ * argument names and defaults included, and makes as few passes over memory
+ * as the rule allows (one for every element-wise rule): read param, grad and
+ * state, write param and state.  Per-step scalars (bias corrections, step
+ * sizes) are computed once per tensor and step in double, outside the
+ * element loop; the element loop runs in the tensor's own precision.
  *
- * Two ways in:
- *   - single-tensor functions, one per rule and dtype (etk_adam_f32, ...);
- *   - multi-tensor functions (etk_adam_multi, ...) that update a list of
- *     etk_tensor descriptors, each pointing at its group's hyperparameters,
- *     in one call and one OpenMP parallel region.
+ * Ways in, for every rule <r> in ETK_RULE_LIST below:
+ *   - etk_<r>_f32 / etk_<r>_f64: one tensor;
+ *   - etk_<r>_multi: a list of etk_tensor descriptors, each pointing at its
+ *     group's hyperparameters, in one call and one OpenMP parallel region;
+ *   - etk_<r>_multi_scheduled: the same with hyperparameters that follow
+ *     schedules (see "learning-rate schedules");
+ *   - etk_step: the generic entry point all of the above call, with a rule id
+ *     and an error report that names the offending tensor or field.
+ * etk_rule_info describes each rule (fields, ranges, state slots) so that
+ * bindings need no per-rule code.
  *
  * Every function validates all of its arguments before it writes anything:
  * on a non-zero return no buffer has been touched.
  *
  * Results are bit-identical whatever the thread count and whatever SIMD
- * variant the CPU selects: the kernels are element-wise, compiled without
- * floating-point contraction, and use only correctly rounded operations.
+ * variant the CPU selects: the kernels are compiled without floating-point
+ * contraction and use only correctly rounded operations, and reductions
+ * (norms, dot products) are summed over fixed blocks in a fixed order.
  */
 #ifndef ETAKIT_H
 #define ETAKIT_H
@@ -32,112 +39,125 @@ extern "C" {
 #endif
 
 #define ETAKIT_VERSION_MAJOR 0
-#define ETAKIT_VERSION_MINOR 1
+#define ETAKIT_VERSION_MINOR 2
 #define ETAKIT_VERSION_PATCH 0
 
 /* ---- status codes (0 is success) ------------------------------------- */
 #define ETK_OK 0
-#define ETK_EARG (-1)     /* NULL pointer where a buffer is required, bad count */
+#define ETK_EARG (-1)     /* NULL pointer where a buffer is required, bad count or step */
 #define ETK_EHPARAM (-2)  /* hyperparameter out of range or not finite */
 #define ETK_EDTYPE (-3)   /* unsupported dtype or param/state dtype combination */
 #define ETK_ESTATE (-4)   /* a state buffer the options need is missing */
 #define ETK_EGROUP (-5)   /* tensor refers to a hyperparameter set that does not exist */
+#define ETK_ERULE (-6)    /* unknown rule id */
+#define ETK_ESHAPE (-7)   /* matrix shape (rows, cols) missing or inconsistent with n */
+#define ETK_ENOMEM (-8)   /* out of memory for per-call scratch */
 
 /* Human-readable text for a status code. */
 const char *etk_strerror(int status);
 
+/* What went wrong, as precisely as known: filled by etk_step and
+ * etk_rule_check on failure (fields that do not apply are -1 or NULL). */
+typedef struct etk_error {
+    int status;
+    int64_t tensor;      /* index of the offending tensor */
+    int32_t group;       /* index of the offending hyperparameter set */
+    int32_t slot;        /* state slot (etk_rule_info.slots) */
+    const char *field;   /* hyperparameter field name */
+    const char *message; /* why, in words (static storage) */
+} etk_error;
+
 /* ---- element types ---------------------------------------------------- */
 /* The state dtype is carried separately from the parameter dtype so that
- * reduced-precision optimizer state (bfloat16, 8-bit) can be added as new
- * (param, state) combinations without changing any signature.  Today the
- * state dtype must equal the parameter dtype. */
+ * reduced-precision optimizer state can be added as new (param, state)
+ * combinations without changing any signature.  Today the state dtype must
+ * equal the parameter dtype. */
 typedef enum etk_dtype { ETK_FLOAT32 = 0, ETK_FLOAT64 = 1 } etk_dtype;
 #define ETK_NDTYPES 2
 
-/* ---- hyperparameters -------------------------------------------------- */
-/* The hyperparameter structs hold exactly PyTorch's arguments.  Flags are
- * 0 or 1.  Ranges (checked on every call): all values finite, lr >= 0,
- * weight_decay >= 0, eps >= 0, momentum >= 0, betas and alpha in [0, 1),
- * dampening in [0, 1]; nesterov needs momentum > 0 and dampening == 0. */
+/* ---- hyperparameters, one struct per rule ----------------------------- */
+/* Each struct holds its reference's arguments, reals (double) first, then
+ * flags and integers (int).  The valid ranges are in etk_rule_info (and in
+ * the Python docstrings); every call checks them. */
 
+/* torch.optim.SGD */
 typedef struct etk_sgd_hp {
     double lr, momentum, dampening, weight_decay;
     int nesterov, maximize;
 } etk_sgd_hp;
 
-/* Adam and AdamW share one rule: decoupled_weight_decay = 1 is AdamW. */
+/* torch.optim.Adam and AdamW: decoupled_weight_decay = 1 is AdamW. */
 typedef struct etk_adam_hp {
     double lr, beta1, beta2, eps, weight_decay;
     int amsgrad, maximize, decoupled_weight_decay;
 } etk_adam_hp;
 
+/* torch.optim.RMSprop */
 typedef struct etk_rmsprop_hp {
     double lr, alpha, eps, weight_decay, momentum;
     int centered, maximize;
 } etk_rmsprop_hp;
 
-/* initial_accumulator_value is applied when the caller fills the state sum;
- * the step itself does not need it. */
+/* torch.optim.Adagrad; initial_accumulator_value is where the state `sum`
+ * starts (the caller fills it; see etk_slot_info.init). */
 typedef struct etk_adagrad_hp {
-    double lr, lr_decay, weight_decay, eps;
+    double lr, lr_decay, weight_decay, eps, initial_accumulator_value;
     int maximize;
 } etk_adagrad_hp;
 
-/* ---- multi-tensor descriptors ----------------------------------------- */
-/* Flag: the tensor's state buffers have not been initialised yet (SGD with
- * momentum copies the first gradient into its buffer, as PyTorch does). */
-#define ETK_FRESH_STATE 1u
+/* Lion (Chen et al. 2023), as pytorch_optimizer.Lion: sign of an
+ * interpolated momentum; weight_decouple: decay p by lr * weight_decay (or
+ * by weight_decay alone with fixed_decay) instead of adding it to the grad. */
+typedef struct etk_lion_hp {
+    double lr, beta1, beta2, weight_decay;
+    int weight_decouple, fixed_decay, maximize;
+} etk_lion_hp;
 
-/* One parameter tensor and its optimizer state, as contiguous buffers of n
- * elements.  state[] use, by rule (unused entries may be NULL):
- *   SGD:     state[0] momentum_buffer (needed when momentum != 0)
- *   Adam(W): state[0] exp_avg, state[1] exp_avg_sq,
- *            state[2] max_exp_avg_sq (needed when amsgrad)
- *   RMSprop: state[0] square_avg, state[1] momentum_buffer (momentum > 0),
- *            state[2] grad_avg (centered)
- *   Adagrad: state[0] sum
- * step is the 1-based number of the step being taken for this tensor
- * (PyTorch increments its step before using it).  group indexes the array
- * of hyperparameter structs passed with the call.  Buffers of different
- * tensors must not overlap; grad must not overlap any written buffer. */
+/* ---- the list of rules ------------------------------------------------ */
+/* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
+#define ETK_RULE_LIST(X) \
+    X(sgd, SGD)          \
+    X(adam, ADAM)        \
+    X(rmsprop, RMSPROP)  \
+    X(adagrad, ADAGRAD)  \
+    X(lion, LION)
+
+#define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
+typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;
+#undef ETK_RULE_ENUM_
+
+/* ---- multi-tensor descriptors ----------------------------------------- */
+#define ETK_MAX_SLOTS 6
+
+/* flags: bit j (j < ETK_MAX_SLOTS) set = state slot j was just created and
+ * has never been stepped (SGD's momentum buffer then starts as a copy of the
+ * gradient, as in PyTorch). */
+#define ETK_FRESH_SLOT(j) ((uint16_t)(1u << (j)))
+#define ETK_FRESH_STATE ETK_FRESH_SLOT(0)
+
+/* One parameter tensor and its optimizer state.  param, grad and every
+ * element-wise slot are contiguous buffers of n elements; a slot's kind
+ * (etk_slot_info.shape) says otherwise (a double scalar, say).  Which slot
+ * holds what, and which are needed for given hyperparameters, is in
+ * etk_rule_info; unused entries may be NULL.  step is the 1-based number of
+ * the step being taken for this tensor (PyTorch increments its step before
+ * using it).  group indexes the array of hyperparameter structs passed with
+ * the call.  rows and cols describe the trailing matrix of a tensor of shape
+ * (..., rows, cols) for rules that need it (0 for a vector).  Buffers of
+ * different tensors must not overlap; grad must not overlap any written
+ * buffer. */
 typedef struct etk_tensor {
     void *param;
     const void *grad;
-    void *state[3];
+    void *state[ETK_MAX_SLOTS];
     size_t n;
+    int64_t rows, cols;
     int64_t step;
     uint32_t group;
     uint8_t dtype;       /* etk_dtype of param and grad */
-    uint8_t state_dtype; /* etk_dtype of the state buffers */
-    uint16_t flags;      /* ETK_FRESH_STATE */
+    uint8_t state_dtype; /* etk_dtype of the element-wise state buffers */
+    uint16_t flags;      /* ETK_FRESH_SLOT bits */
 } etk_tensor;
-
-int etk_sgd_multi(const etk_tensor *tensors, size_t count, const etk_sgd_hp *hps, size_t nhps);
-int etk_adam_multi(const etk_tensor *tensors, size_t count, const etk_adam_hp *hps, size_t nhps);
-int etk_rmsprop_multi(const etk_tensor *tensors, size_t count, const etk_rmsprop_hp *hps, size_t nhps);
-int etk_adagrad_multi(const etk_tensor *tensors, size_t count, const etk_adagrad_hp *hps, size_t nhps);
-
-/* ---- single-tensor entry points --------------------------------------- */
-/* momentum_buffer may be NULL when momentum == 0; first_step != 0 makes
- * the buffer a copy of the (decayed) gradient, as on PyTorch's first step. */
-int etk_sgd_f32(float *param, const float *grad, float *momentum_buffer, size_t n,
-                const etk_sgd_hp *hp, int first_step);
-int etk_sgd_f64(double *param, const double *grad, double *momentum_buffer, size_t n,
-                const etk_sgd_hp *hp, int first_step);
-/* max_exp_avg_sq may be NULL unless amsgrad. */
-int etk_adam_f32(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
-                 float *max_exp_avg_sq, size_t n, const etk_adam_hp *hp, int64_t step);
-int etk_adam_f64(double *param, const double *grad, double *exp_avg, double *exp_avg_sq,
-                 double *max_exp_avg_sq, size_t n, const etk_adam_hp *hp, int64_t step);
-/* momentum_buffer may be NULL unless momentum > 0, grad_avg unless centered. */
-int etk_rmsprop_f32(float *param, const float *grad, float *square_avg, float *momentum_buffer,
-                    float *grad_avg, size_t n, const etk_rmsprop_hp *hp);
-int etk_rmsprop_f64(double *param, const double *grad, double *square_avg, double *momentum_buffer,
-                    double *grad_avg, size_t n, const etk_rmsprop_hp *hp);
-int etk_adagrad_f32(float *param, const float *grad, float *sum, size_t n,
-                    const etk_adagrad_hp *hp, int64_t step);
-int etk_adagrad_f64(double *param, const double *grad, double *sum, size_t n,
-                    const etk_adagrad_hp *hp, int64_t step);
 
 /* ---- learning-rate schedules ----------------------------------------- */
 /* A schedule is a pure function of the step count k (completed steps, from
@@ -190,33 +210,108 @@ double etk_schedule_eval(const etk_schedule *s, int64_t k);
 int etk_schedule_values(const etk_schedule *s, int64_t k0, double *out, size_t n);
 
 /* A hyperparameter that follows a schedule: before a step, the double at
- * byte offset `offset` of hps[group] becomes schedule(k).  Only the leading
- * double fields of the hyperparameter structs can be scheduled. */
+ * byte offset `offset` of hps[group] becomes schedule(k).  Only fields marked
+ * schedulable in etk_rule_info can be scheduled. */
 typedef struct etk_hp_schedule {
     uint32_t group;
     uint32_t offset;
     const etk_schedule *schedule;
 } etk_hp_schedule;
 
-/* The multi-tensor steps with scheduled hyperparameters, at step count k
- * (the k-th step, from 0).  The scheduled values are checked like the
- * others, before anything is written. */
-int etk_sgd_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_sgd_hp *hps, size_t nhps,
-                            const etk_hp_schedule *sched, size_t nsched, int64_t k);
-int etk_adam_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adam_hp *hps, size_t nhps,
-                             const etk_hp_schedule *sched, size_t nsched, int64_t k);
-int etk_rmsprop_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_rmsprop_hp *hps,
-                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k);
-int etk_adagrad_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_adagrad_hp *hps,
-                                size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k);
+/* ---- the generic step ------------------------------------------------- */
+/* Options of one step; a zeroed struct (or NULL) means none. */
+typedef struct etk_step_opts {
+    const etk_hp_schedule *sched; /* scheduled hyperparameters, evaluated at k */
+    size_t nsched;
+    int64_t k;                    /* the step count schedules are evaluated at */
+} etk_step_opts;
+
+/* One step of `rule` over `count` tensors with `nhps` hyperparameter structs
+ * of that rule's type.  On failure nothing has been written and, when err is
+ * not NULL, *err says what was refused. */
+int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps, size_t nhps,
+             const etk_step_opts *opts, etk_error *err);
+
+/* The typed entry points of every rule, generated from ETK_RULE_LIST:
+ *   int etk_<r>_multi(const etk_tensor *, size_t count, const etk_<r>_hp *, size_t nhps);
+ *   int etk_<r>_multi_scheduled(..., const etk_hp_schedule *, size_t nsched, int64_t k);
+ *   int etk_<r>_f32(float *param, const float *grad, void *const *state, size_t n,
+ *                   const etk_<r>_hp *hp, int64_t step);      (and _f64)
+ * For the single-tensor functions, state[j] is slot j of etk_rule_info (NULL
+ * where unused), every slot is taken as fresh when step == 1, and tensors
+ * are vectors (rows = cols = 0). */
+#define ETK_RULE_API_(name, NAME)                                                                          \
+    int etk_##name##_multi(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps, size_t nhps); \
+    int etk_##name##_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps,     \
+                                     size_t nhps, const etk_hp_schedule *sched, size_t nsched, int64_t k);    \
+    int etk_##name##_f32(float *param, const float *grad, void *const *state, size_t n,                      \
+                         const etk_##name##_hp *hp, int64_t step);                                            \
+    int etk_##name##_f64(double *param, const double *grad, void *const *state, size_t n,                    \
+                         const etk_##name##_hp *hp, int64_t step);
+ETK_RULE_LIST(ETK_RULE_API_)
+#undef ETK_RULE_API_
+
+/* ---- what each rule is ------------------------------------------------ */
+#define ETK_FIELD_REAL 0 /* double */
+#define ETK_FIELD_FLAG 1 /* int, 0 or 1 */
+#define ETK_FIELD_INT 2  /* int */
+
+typedef struct etk_field_info {
+    const char *name;
+    uint32_t offset;   /* byte offset in the rule's struct */
+    uint8_t kind;      /* ETK_FIELD_* */
+    uint8_t schedulable;
+    uint8_t lo_open, hi_open;
+    double lo, hi;     /* valid range (flags: [0, 1]) */
+} etk_field_info;
+
+#define ETK_SLOT_FULL 0   /* n elements of the state dtype */
+#define ETK_SLOT_SCALAR 1 /* one double per tensor */
+#define ETK_SLOT_ROWS 2   /* n / cols elements: one per row of the trailing matrix */
+#define ETK_SLOT_COLS 3   /* n / rows elements: one per column of the trailing matrix */
+
+#define ETK_INIT_ZERO 0  /* filled with 0 */
+#define ETK_INIT_FIELD 1 /* filled with the hyperparameter field init_field */
+#define ETK_INIT_PARAM 2 /* a copy of the parameter */
+#define ETK_INIT_ONE 3   /* filled with 1 */
+
+typedef struct etk_slot_info {
+    const char *name;  /* the reference implementation's state name */
+    uint8_t shape;     /* ETK_SLOT_* */
+    uint8_t init;      /* ETK_INIT_*: how the caller fills a new slot */
+    uint16_t init_field;
+} etk_slot_info;
+
+#define ETK_RULE_USES_STEP 1u /* tensor.step is read (must be >= 1) */
+#define ETK_RULE_MATRIX 2u    /* tensors with rows > 0 use the matrix form */
+
+typedef struct etk_rule_info {
+    const char *name;
+    size_t hp_size;
+    const etk_field_info *fields;
+    size_t nfields;
+    const etk_slot_info *slots;
+    size_t nslots;
+    unsigned flags;     /* ETK_RULE_* */
+} etk_rule_info;
+
+/* NULL for an unknown id. */
+const etk_rule_info *etk_rule_info_get(int rule);
+/* The id of the rule called `name`, or ETK_ERULE. */
+int etk_rule_find(const char *name);
+/* Check one hyperparameter struct (ranges and the rule's own constraints). */
+int etk_rule_check(int rule, const void *hp, etk_error *err);
+/* Bit j set: state slot j is needed for these hyperparameters. */
+unsigned etk_rule_needs(int rule, const void *hp);
 
 /* ---- memory-bandwidth probe ------------------------------------------- */
 /* The physical limit of a step: the same access pattern as an update rule
- * (read grad, read and write param and every non-NULL state buffer) with
- * trivial arithmetic (x += grad), on the same threads and SIMD variant. */
+ * (read grad, read and write param and every non-NULL element-wise state
+ * buffer) with trivial arithmetic (x += grad), on the same threads and SIMD
+ * variant. */
 int etk_probe_multi(const etk_tensor *tensors, size_t count);
 
-/* ---- runtime configuration -------------------------------------------- */
+/* ---- runtime configuration (config.c) --------------------------------- */
 /* Threads used for a call whose total size is at least etk_parallel_min()
  * elements.  Backed by OpenMP's nthreads ICV, so OMP_NUM_THREADS and
  * threadpoolctl apply.  1 when built without OpenMP. */

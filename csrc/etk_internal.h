@@ -1,59 +1,112 @@
 /*
- * etk_internal.h -- what the engine (engine.c) and the element loops
- * (kernels.c, kernels_body.h) share.  Not installed, not public.
+ * etk_internal.h -- what the engine (engine.c), the rule table (rules.c),
+ * the element loops (kernels.c) and the run-time configuration (config.c)
+ * share.  Not installed, not public.
  *
- * A rule's per-step scalars are prepared once per tensor and step in double
- * (etk_*_coef) by the engine; the element loop casts them to the element
- * type once and does nothing else per element but the update itself.
+ * How a rule is written.  Each rule lives in one file, rules/<name>.h, listed
+ * once in rules/all.h and once in ETK_RULE_LIST (etakit.h); the compiler
+ * cross-checks the two lists.  The file is included in three modes:
+ *   ETK_RULE_HOST   (rules.c, once): the hyperparameter fields with their
+ *                   ranges (by offsetof), the state slots, the checks that
+ *                   span fields, which slots the options need, and
+ *                   `prepare`, which turns hyperparameters and the tensor's
+ *                   step into the per-step scalars of the element loop (in
+ *                   double, once per tensor and step);
+ *   ETK_RULE_LOOPS  (kernels.c, once per SIMD variant and (param, state)
+ *                   type pair): the element loops, one per phase;
+ *   ETK_RULE_ROW    (kernels.c, once per variant): the rule's row of the
+ *                   variant's function table.
+ * A common part outside the modes (with its own include guard) declares the
+ * per-step scalars both sides read.
+ *
+ * A rule makes one pass per phase.  A phase may reduce (sums of squares, dot
+ * products): its loop is then called once per block of ETK_BLOCK elements of
+ * one tensor and adds its partial sums for that block into `red`; the engine
+ * sums the blocks of each tensor in block order, so the results do not depend
+ * on the thread count.  Inside a block a loop sums over ETK_LANES fixed lanes
+ * (ETK_LANE_SUM), so they do not depend on the vector width either.
  */
 #ifndef ETK_INTERNAL_H
 #define ETK_INTERNAL_H
 
+#include <math.h>
+#include <stddef.h>
+
 #include "etakit.h"
 
-/* Weight-decay modes of the element loops. */
-#define ETK_WD_NONE 0
-#define ETK_WD_L2 1        /* grad += weight_decay * param */
-#define ETK_WD_DECOUPLED 2 /* param *= 1 - lr * weight_decay (AdamW) */
+#if defined(__GNUC__) || defined(__clang__)
+#define ETK_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ETK_ALWAYS_INLINE inline
+#endif
 
-typedef struct etk_sgd_coef {
-    double neg_lr, momentum, one_minus_dampening, weight_decay, gsign;
-    int wd, use_momentum, nesterov, fresh;
-} etk_sgd_coef;
+/* ---- work split ------------------------------------------------------- */
+/* Thread boundaries fall on multiples of ETK_BLOCK elements of a tensor: the
+ * unit of work and of reductions (a multiple of 16 float32 = one 64-byte
+ * line, so threads never share a cache line they write). */
+#define ETK_BLOCK ((size_t)4096)
+/* Fixed lanes of an in-block reduction. */
+#define ETK_LANES 16
+#define ETK_MAX_PHASES 3
+#define ETK_MAX_RED 4 /* reduction values per phase */
 
-typedef struct etk_adam_coef {
-    double one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay;
-    double bias_correction2_sqrt, neg_step_size, gsign;
-    int wd, amsgrad;
-} etk_adam_coef;
-
-typedef struct etk_rmsprop_coef {
-    double neg_lr, alpha, one_minus_alpha, eps, weight_decay, momentum, gsign;
-    int wd, centered, use_momentum;
-} etk_rmsprop_coef;
-
-typedef struct etk_adagrad_coef {
-    double neg_clr, eps, weight_decay, gsign;
-    int wd;
-} etk_adagrad_coef;
-
+/* ---- per-step scalars ------------------------------------------------- */
+/* Storage for any rule's per-step scalars (each rule casts it to its own
+ * struct; ETK_COEF_FITS checks the size at compile time). */
 typedef union etk_coef {
-    etk_sgd_coef sgd;
-    etk_adam_coef adam;
-    etk_rmsprop_coef rmsprop;
-    etk_adagrad_coef adagrad;
+    double align;
+    unsigned char bytes[320];
 } etk_coef;
+#define ETK_COEF_FITS(type) typedef char etk_coef_fits_##type[sizeof(type) <= sizeof(etk_coef) ? 1 : -1]
 
-/* Update elements [lo, hi) of one tensor. */
-typedef void (*etk_chunk_fn)(const etk_tensor *t, size_t lo, size_t hi, const etk_coef *c);
+/* Update elements [lo, hi) of one tensor; `red` is NULL, or (reducing
+ * phases) the ETK_MAX_RED partial sums of the block [lo, hi) to fill. */
+typedef void (*etk_loop_fn)(const etk_tensor *t, size_t lo, size_t hi, const void *coef, double *red);
 
-enum { ETK_RULE_SGD, ETK_RULE_ADAM, ETK_RULE_RMSPROP, ETK_RULE_ADAGRAD, ETK_RULE_PROBE, ETK_NRULES };
+/* ---- the rule descriptor (host side) ---------------------------------- */
+typedef struct etk_rule_desc {
+    etk_rule_info info;
+    unsigned nphases;
+    unsigned nred[ETK_MAX_PHASES]; /* values a phase reduces per tensor (0: none) */
+    /* constraints that span fields (ranges are in info.fields); NULL if none.
+     * Returns ETK_OK or ETK_EHPARAM with err->field and err->message set. */
+    int (*check)(const void *hp, etk_error *err);
+    /* bit j: slot j is needed for these hyperparameters */
+    unsigned (*needs)(const void *hp);
+    /* the per-step scalars of tensor t for `phase`; red holds the tensor's
+     * reduced values of the earlier phases, ETK_MAX_RED per phase */
+    void (*prepare)(unsigned phase, const void *hp, const etk_tensor *t, const double *red, void *coef);
+    /* after a successful step, once per tensor, serially: scalar state */
+    void (*finish)(const void *hp, const etk_tensor *t, const double *red);
+} etk_rule_desc;
 
-/* One SIMD variant: element loops indexed by rule and (param, state) dtype
- * combination (param * ETK_NDTYPES + state); NULL where not supported. */
+/* The bandwidth probe runs through the engine as one more rule. */
+#define ETK_RULE_PROBE ETK_NRULES
+#define ETK_NROWS (ETK_NRULES + 1)
+
+const etk_rule_desc *etk_rule_desc_get(int rule);
+
+/* Field-table helpers for rule files. */
+#define ETK_INF HUGE_VAL
+#define ETK_REAL(S, f, sched, lo, hi, lo_open, hi_open) \
+    {#f, (uint32_t)offsetof(S, f), ETK_FIELD_REAL, sched, lo_open, hi_open, lo, hi}
+#define ETK_NONNEG(S, f, sched) ETK_REAL(S, f, sched, 0.0, ETK_INF, 0, 1)
+#define ETK_UNIT_OPEN(S, f, sched) ETK_REAL(S, f, sched, 0.0, 1.0, 0, 1)
+#define ETK_UNIT(S, f, sched) ETK_REAL(S, f, sched, 0.0, 1.0, 0, 0)
+#define ETK_FLAG(S, f) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_FLAG, 0, 0, 0, 0.0, 1.0}
+#define ETK_NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- one SIMD variant's function table (kernels.c) ------------------- */
+#define ETK_NPAIRS (ETK_NDTYPES * ETK_NDTYPES)
+#define ETK_PAIR(param, state) ((param) * ETK_NDTYPES + (state))
+
+typedef struct etk_rule_loops {
+    etk_loop_fn fn[ETK_MAX_PHASES][ETK_NPAIRS];
+} etk_rule_loops;
+
 typedef struct etk_kernels {
     const char *name;
-    etk_chunk_fn fn[ETK_NRULES][ETK_NDTYPES * ETK_NDTYPES];
+    etk_rule_loops rule[ETK_NROWS];
 } etk_kernels;
 
 extern const etk_kernels etk_kernels_baseline;
@@ -64,5 +117,26 @@ extern const etk_kernels etk_kernels_avx512;
 #else
 #define ETK_X86_DISPATCH 0
 #endif
+
+/* ---- run-time configuration (config.c) -------------------------------- */
+const etk_kernels *etk_kernels_now(void);
+/* Threads for a call over `total` elements (1 below the threshold). */
+int etk_threads_for(size_t total);
+/* Flush-to-zero around a kernel call on this thread: begin returns the state
+ * to hand to end. */
+unsigned etk_ftz_begin(void);
+void etk_ftz_end(unsigned saved);
+
+/* ---- shared by rule files --------------------------------------------- */
+static ETK_ALWAYS_INLINE int etk_finite(double x) { return x == x && x - x == 0.0; }
+
+/* Sum ETK_LANES lane accumulators in a fixed order. */
+static ETK_ALWAYS_INLINE double etk_lane_sum(const double *acc)
+{
+    double s = 0.0;
+    int j;
+    for (j = 0; j < ETK_LANES; j++) s += acc[j];
+    return s;
+}
 
 #endif /* ETK_INTERNAL_H */

@@ -1,19 +1,13 @@
 /*
- * kernels.c -- instantiates the element loops of kernels_body.h once per
- * SIMD variant and (param, state) type pair, and publishes one function
- * table per variant.  The variants differ only in the target attribute the
- * compiler vectorises for; the build itself stays portable (no -march), and
- * engine.c picks the table at run time from the CPU.
+ * kernels.c -- instantiates every rule's element loops (rules/<name>.h, in
+ * ETK_RULE_LOOPS mode) once per SIMD variant and (param, state) type pair,
+ * and publishes one function table per variant.  The variants differ only in
+ * the target attribute the compiler vectorises for; the build itself stays
+ * portable (no -march), and config.c picks the table at run time from the CPU.
  */
 #include <math.h>
 
 #include "etk_internal.h"
-
-#if defined(__GNUC__) || defined(__clang__)
-#define ETK_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define ETK_ALWAYS_INLINE inline
-#endif
 
 #define ETK_CAT_(a, b, c) a##_##b##_##c
 #define ETK_CAT(a, b, c) ETK_CAT_(a, b, c)

@@ -1,14 +1,16 @@
 /*
- * kernels_variant.h -- one SIMD variant: the element loops of
- * kernels_body.h for every supported (param, state) type pair, and the
- * variant's function table.  kernels.c includes it once per variant with
- * ETK_VARIANT, ETK_VARIANT_NAME and ETK_TGT defined.
+ * kernels_variant.h -- one SIMD variant: the element loops of every rule for
+ * every supported (param, state) type pair, and the variant's function
+ * table.  kernels.c includes it once per variant with ETK_VARIANT,
+ * ETK_VARIANT_NAME and ETK_TGT defined.
  */
+#define ETK_RULE_LOOPS
+
 #define T float
 #define S float
 #define ETK_TYPES f32
 #define ETK_SQRT sqrtf
-#include "kernels_body.h"
+#include "rules/all.h"
 #undef T
 #undef S
 #undef ETK_TYPES
@@ -18,16 +20,22 @@
 #define S double
 #define ETK_TYPES f64
 #define ETK_SQRT sqrt
-#include "kernels_body.h"
+#include "rules/all.h"
 #undef T
 #undef S
 #undef ETK_TYPES
 #undef ETK_SQRT
 
-/* Rows: rules; columns: param dtype * ETK_NDTYPES + state dtype. */
-#define ETK_ROW(rule) {ETK_CAT(rule, ETK_VARIANT, f32), 0, 0, ETK_CAT(rule, ETK_VARIANT, f64)}
+#undef ETK_RULE_LOOPS
+
+/* A phase's loops by (param, state) pair: param dtype * ETK_NDTYPES + state dtype. */
+#define ETK_FNS(name) {ETK_CAT(name, ETK_VARIANT, f32), 0, 0, ETK_CAT(name, ETK_VARIANT, f64)}
+#define ETK_RULE_ROW
 const etk_kernels ETK_CAT2(etk_kernels, ETK_VARIANT) = {
     ETK_VARIANT_NAME,
-    {ETK_ROW(sgd), ETK_ROW(adam), ETK_ROW(rmsprop), ETK_ROW(adagrad), ETK_ROW(probe)},
+    {
+#include "rules/all.h"
+    },
 };
-#undef ETK_ROW
+#undef ETK_RULE_ROW
+#undef ETK_FNS

@@ -67,7 +67,9 @@ static void test_adam_f64_matches_reference(void)
             }
             for (k = 1; k <= STEPS; k++) {
                 for (i = 0; i < N; i++) g[i] = urand() + 0.1 * p[i];
-                CHECK(etk_adam_f64(p, g, m, v, amsgrad ? vm : NULL, N, &h, k) == ETK_OK, "adam f64 step");
+                void *st[3];
+                st[0] = m, st[1] = v, st[2] = amsgrad ? vm : NULL;
+                CHECK(etk_adam_f64(p, g, st, N, &h, k) == ETK_OK, "adam f64 step");
                 for (i = 0; i < N; i++) ref_adam(&rp[i], g[i], &rm[i], &rv[i], &rvm[i], &h, k);
             }
             for (i = 0; i < N; i++) {
@@ -84,13 +86,15 @@ static void test_sgd_f32_momentum_first_step(void)
 {
     float p[5] = {1, 2, 3, 4, 5}, g[5] = {1, 1, 1, 1, 1}, buf[5] = {9, 9, 9, 9, 9};
     etk_sgd_hp h = {0.5, 0.9, 0.5, 0.0, 0, 0};
+    void *st[1];
     int i;
-    CHECK(etk_sgd_f32(p, g, buf, 5, &h, 1) == ETK_OK, "sgd first step");
+    st[0] = buf;
+    CHECK(etk_sgd_f32(p, g, st, 5, &h, 1) == ETK_OK, "sgd first step");
     for (i = 0; i < 5; i++) {
         CHECK(buf[i] == 1.0f, "first step copies grad into buffer, got %g", (double)buf[i]);
         CHECK(p[i] == (float)(i + 1) - 0.5f, "p[%d] = %g", i, (double)p[i]);
     }
-    CHECK(etk_sgd_f32(p, g, buf, 5, &h, 0) == ETK_OK, "sgd second step");
+    CHECK(etk_sgd_f32(p, g, st, 5, &h, 2) == ETK_OK, "sgd second step");
     /* buf = 0.9 * 1 + 0.5 * 1 = 1.4; p -= 0.5 * 1.4 */
     CHECK(fabsf(buf[0] - 1.4f) < 1e-6f, "buf %g", (double)buf[0]);
     CHECK(fabsf(p[0] - (0.5f - 0.7f)) < 1e-6f, "p %g", (double)p[0]);
@@ -128,11 +132,13 @@ static void run_all_rules(etk_tensor *ts)
     etk_adam_hp ah[2] = {{1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 0, 1}, {1e-2, 0.8, 0.99, 1e-6, 0.1, 0, 1, 0}};
     etk_sgd_hp sh[2] = {{0.1, 0.9, 0.0, 1e-4, 1, 0}, {0.01, 0.5, 0.1, 0.0, 0, 1}};
     etk_rmsprop_hp rh[2] = {{1e-2, 0.99, 1e-8, 0.0, 0.9, 1, 0}, {1e-3, 0.9, 1e-6, 0.01, 0.0, 0, 1}};
-    etk_adagrad_hp gh[2] = {{1e-2, 0.01, 0.0, 1e-10, 0}, {0.1, 0.0, 0.1, 1e-10, 1}};
+    etk_adagrad_hp gh[2] = {{1e-2, 0.01, 0.0, 1e-10, 0.0, 0}, {0.1, 0.0, 0.1, 1e-10, 0.0, 1}};
+    etk_lion_hp lh[2] = {{1e-4, 0.9, 0.99, 0.1, 1, 0, 0}, {1e-3, 0.5, 0.9, 0.01, 0, 0, 1}};
     CHECK(etk_adam_multi(ts, NT, ah, 2) == ETK_OK, "adam multi");
     CHECK(etk_sgd_multi(ts, NT, sh, 2) == ETK_OK, "sgd multi");
     CHECK(etk_rmsprop_multi(ts, NT, rh, 2) == ETK_OK, "rmsprop multi");
     CHECK(etk_adagrad_multi(ts, NT, gh, 2) == ETK_OK, "adagrad multi");
+    CHECK(etk_lion_multi(ts, NT, lh, 2) == ETK_OK, "lion multi");
     CHECK(etk_probe_multi(ts, NT) == ETK_OK, "probe multi");
 }
 
@@ -190,21 +196,38 @@ static void test_validation_writes_nothing(void)
 {
     float p[4] = {1, 2, 3, 4}, g[4] = {1, 1, 1, 1}, m[4] = {0}, v[4] = {0};
     float p0[4];
+    void *st[3];
     etk_adam_hp good = {1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}, bad;
     etk_tensor t[2];
+    etk_error err;
     memcpy(p0, p, sizeof p);
+    st[0] = m, st[1] = v, st[2] = NULL;
 
     bad = good; bad.lr = -1.0;
-    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_EHPARAM, "negative lr");
+    CHECK(etk_adam_f32(p, g, st, 4, &bad, 1) == ETK_EHPARAM, "negative lr");
     bad = good; bad.beta1 = 1.0;
-    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_EHPARAM, "beta1 = 1");
+    CHECK(etk_adam_f32(p, g, st, 4, &bad, 1) == ETK_EHPARAM, "beta1 = 1");
     bad = good; bad.eps = NAN;
-    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_EHPARAM, "NaN eps");
+    CHECK(etk_adam_f32(p, g, st, 4, &bad, 1) == ETK_EHPARAM, "NaN eps");
     bad = good; bad.amsgrad = 1;
-    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &bad, 1) == ETK_ESTATE, "amsgrad without max buffer");
-    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, &good, 0) == ETK_EARG, "step 0");
-    CHECK(etk_adam_f32(p, NULL, m, v, NULL, 4, &good, 1) == ETK_EARG, "NULL grad");
-    CHECK(etk_adam_f32(p, g, m, v, NULL, 4, NULL, 1) == ETK_EARG, "NULL hp");
+    CHECK(etk_adam_f32(p, g, st, 4, &bad, 1) == ETK_ESTATE, "amsgrad without max buffer");
+    bad = good; bad.amsgrad = 2;
+    CHECK(etk_adam_f32(p, g, st, 4, &bad, 1) == ETK_EHPARAM, "flag 2");
+    CHECK(etk_adam_f32(p, g, st, 4, &good, 0) == ETK_EARG, "step 0");
+    CHECK(etk_adam_f32(p, NULL, st, 4, &good, 1) == ETK_EARG, "NULL grad");
+    CHECK(etk_adam_f32(p, g, st, 4, NULL, 1) == ETK_EARG, "NULL hp");
+    CHECK(etk_adam_f32(p, g, NULL, 4, &good, 1) == ETK_ESTATE, "NULL state array");
+
+    /* the error report names the field and the group */
+    bad = good; bad.beta2 = -0.5;
+    {
+        etk_adam_hp two[2];
+        two[0] = good, two[1] = bad;
+        memset(t, 0, sizeof t);
+        t[0].param = p; t[0].grad = g; t[0].state[0] = m; t[0].state[1] = v; t[0].n = 4; t[0].step = 1;
+        CHECK(etk_step(ETK_RULE_ADAM, t, 1, two, 2, NULL, &err) == ETK_EHPARAM, "bad second group");
+        CHECK(err.group == 1 && err.field && strcmp(err.field, "beta2") == 0, "error names group 1, beta2");
+    }
 
     /* second tensor invalid: the first must not be written either */
     memset(t, 0, sizeof t);
@@ -212,24 +235,64 @@ static void test_validation_writes_nothing(void)
     t[1] = t[0];
     t[1].group = 1;
     CHECK(etk_adam_multi(t, 2, &good, 1) == ETK_EGROUP, "group out of range");
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &good, 1, NULL, &err) == ETK_EGROUP && err.tensor == 1, "names tensor 1");
     t[1].group = 0;
     t[1].dtype = 7;
     CHECK(etk_adam_multi(t, 2, &good, 1) == ETK_EDTYPE, "unknown dtype");
     t[1].dtype = ETK_FLOAT32;
     t[1].state_dtype = ETK_FLOAT64;
     CHECK(etk_adam_multi(t, 2, &good, 1) == ETK_EDTYPE, "state dtype differs");
+    t[1].state_dtype = ETK_FLOAT32;
+    t[1].state[1] = NULL;
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &good, 1, NULL, &err) == ETK_ESTATE && err.tensor == 1 && err.slot == 1,
+          "names tensor 1, slot 1");
+    t[1].state[1] = v;
+    t[1].rows = 3, t[1].cols = 0;
+    CHECK(etk_adam_multi(t, 2, &good, 1) == ETK_ESHAPE, "rows without cols");
+    t[1].rows = 0;
+    CHECK(etk_step(ETK_NRULES, t, 2, &good, 1, NULL, &err) == ETK_ERULE, "unknown rule");
+    CHECK(etk_step(-1, t, 2, &good, 1, NULL, &err) == ETK_ERULE, "negative rule");
     CHECK(memcmp(p, p0, sizeof p) == 0 && m[0] == 0.0f && v[0] == 0.0f, "a rejected call wrote");
 
     {
         etk_sgd_hp s = {0.1, 0.0, 0.0, 0.0, 1, 0};
         CHECK(etk_sgd_f32(p, g, NULL, 4, &s, 1) == ETK_EHPARAM, "nesterov without momentum");
+        CHECK(etk_rule_check(ETK_RULE_SGD, &s, &err) == ETK_EHPARAM && strcmp(err.field, "nesterov") == 0 &&
+                  err.message != NULL,
+              "the cross-field check names nesterov");
         s.momentum = 0.9;
         CHECK(etk_sgd_f32(p, g, NULL, 4, &s, 1) == ETK_ESTATE, "momentum without buffer");
     }
     CHECK(memcmp(p, p0, sizeof p) == 0, "a rejected call wrote");
     CHECK(strcmp(etk_strerror(ETK_EHPARAM), "success") != 0, "strerror");
     /* empty tensors need no buffers */
-    CHECK(etk_adam_f32(NULL, NULL, NULL, NULL, NULL, 0, &good, 1) == ETK_OK, "empty tensor");
+    CHECK(etk_adam_f32(NULL, NULL, NULL, 0, &good, 1) == ETK_OK, "empty tensor");
+}
+
+static void test_rule_table(void)
+{
+    int r;
+    size_t i;
+    CHECK(etk_rule_find("adam") == ETK_RULE_ADAM && etk_rule_find("lion") == ETK_RULE_LION, "find by name");
+    CHECK(etk_rule_find("nope") == ETK_ERULE && etk_rule_find(NULL) == ETK_ERULE, "unknown names");
+    CHECK(etk_rule_info_get(ETK_NRULES) == NULL && etk_rule_info_get(-1) == NULL, "ids out of range");
+    for (r = 0; r < ETK_NRULES; r++) {
+        const etk_rule_info *info = etk_rule_info_get(r);
+        CHECK(info && info->name && etk_rule_find(info->name) == r, "rule %d round-trips by name", r);
+        CHECK(info->nslots <= ETK_MAX_SLOTS, "rule %s has too many slots", info->name);
+        for (i = 0; i < info->nfields; i++) {
+            const etk_field_info *f = &info->fields[i];
+            CHECK(f->offset + (f->kind == ETK_FIELD_REAL ? sizeof(double) : sizeof(int)) <= info->hp_size,
+                  "field %s.%s inside the struct", info->name, f->name);
+            CHECK(!f->schedulable || f->kind == ETK_FIELD_REAL, "only reals are schedulable");
+        }
+    }
+    {
+        etk_adam_hp h = {1e-3, 0.9, 0.999, 1e-8, 0.0, 1, 0, 0};
+        CHECK(etk_rule_needs(ETK_RULE_ADAM, &h) == 7u, "amsgrad needs 3 slots");
+        h.amsgrad = 0;
+        CHECK(etk_rule_needs(ETK_RULE_ADAM, &h) == 3u, "adam needs 2 slots");
+    }
 }
 
 static etk_sched_node node(int kind, int child, double p0, double p1, double p2)
@@ -301,6 +364,7 @@ int main(void)
     test_sgd_f32_momentum_first_step();
     test_bit_identical_threads_and_variants();
     test_validation_writes_nothing();
+    test_rule_table();
     test_schedules();
     if (failures) {
         printf("%d failed\n", failures);

@@ -97,9 +97,14 @@ def test_scheduled_value_out_of_range_raises_and_changes_nothing():
 
 
 def test_python_callable_returning_garbage_raises():
-    opt = etakit.SGD([np.zeros(1)], lr=lambda k: "fast")
     with pytest.raises(TypeError, match="lr schedule returned 'fast' at step 0"):
+        etakit.SGD([np.zeros(1)], lr=lambda k: "fast")
+    w = np.zeros(1)
+    opt = etakit.SGD([w], lr=lambda k: 0.1 if k < 1 else "fast")
+    opt.step([np.ones(1)])
+    with pytest.raises(TypeError, match="lr schedule returned 'fast' at step 1"):
         opt.step([np.ones(1)])
+    assert w[0] == -0.1 and opt.step_count == 1
 
 
 def test_plateau_scales_a_schedule_and_survives_a_checkpoint():

@@ -12,14 +12,18 @@ array([-0.01, -0.01, -0.01], dtype=float32)
 import numbers as _numbers
 
 from . import _core, reference, schedules
-from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .errors import GradientError, GradientTypeError, HyperparameterError, StateError
+from .optim import OPTIMIZERS, Optimizer
+from .optim import *  # noqa: F401,F403  (every optimizer class, by name)
 from .lr_finder import LRFindResult, lr_find
 from .optimize import minimize, scipy_method
 from .plateau import ReduceLROnPlateau
 
-__version__ = "0.1.0"
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ReduceLROnPlateau", "lr_find", "LRFindResult", "minimize", "scipy_method", "reference", "schedules",
-           "get_include", "get_num_threads", "set_num_threads", "set_flush_denormal", "simd_variant", "__version__"]
+__version__ = "0.2.0"
+__all__ = [*OPTIMIZERS, "Optimizer", "OPTIMIZERS", "ReduceLROnPlateau", "lr_find", "LRFindResult", "minimize",
+           "scipy_method", "reference", "schedules", "GradientError", "GradientTypeError", "HyperparameterError",
+           "StateError", "get_include", "get_num_threads", "set_num_threads", "set_flush_denormal", "simd_variant",
+           "__version__"]
 
 
 def get_include():

@@ -1,38 +1,39 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Thin shim between the Python optimizers and the C kernels.
+"""Thin, rule-agnostic shim between the Python optimizers and the C engine.
 
 A ``Plan`` holds the C descriptors of one optimizer's tensors (parameter and
-state pointers, step counts, hyperparameters per group).  ``Plan.run`` takes
-the gradient list, fills in the gradient pointers and makes one C call for
-every tensor with the GIL released.
+state pointers, step counts, hyperparameter structs per group).  ``Plan.run``
+takes the gradient list, checks each gradient, fills in the pointers and makes
+one C call (``etk_step``) for every tensor with the GIL released.  Nothing
+here knows any rule: fields, ranges and state slots come from the C rule
+table (``rule_info``), so a new rule needs no change in this file.
 
-The Python layer validates everything.  Here there is only a mechanical
-pre-flight on each gradient (array, dtype, shape, contiguity, no overlap with
-a buffer the step writes), done with numpy's C API rather than typed
-memoryviews because acquiring a memoryview costs more than a whole step on a
-small array.  Any gradient that fails it is reported by index and the Python
-layer explains why; nothing is written in that case.
+The gradient check is the only one in etakit (the numpy and the PyTorch front
+ends both rely on it).  It uses numpy's C API rather than typed memoryviews
+because acquiring a memoryview costs more than a whole step on a small array.
+A refused gradient raises ``etakit.GradientError`` (or ``GradientTypeError``)
+naming its index and what was expected; nothing is written.  A scheduled
+value out of range raises ``etakit.HyperparameterError`` naming the group,
+the key and the step.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free, qsort
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 from cpython.ref cimport PyObject
+from cpython.list cimport PyList_Check, PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_Check
 
 cimport numpy as cnp
 
 cnp.import_array()
 
 from etakit._etakit_h cimport *
+from etakit.errors import GradientError, GradientTypeError, HyperparameterError, StateError
 
-RULE_SGD = 0
-RULE_ADAM = 1
-RULE_RMSPROP = 2
-RULE_ADAGRAD = 3
-RULE_PROBE = 4
+NRULES = ETK_NRULES
 
-cdef size_t _HP_SIZE[5]
-_HP_SIZE[:] = [sizeof(etk_sgd_hp), sizeof(etk_adam_hp), sizeof(etk_rmsprop_hp), sizeof(etk_adagrad_hp), 0]
 
+# ---------------------------------------------------------------- configuration
 
 def get_num_threads():
     return etk_get_num_threads()
@@ -76,6 +77,138 @@ def set_simd_variant(str name):
         raise ValueError(f"SIMD variant {name!r} is not available on this CPU; "
                          f"available: {simd_available()}")
 
+
+# ------------------------------------------------ C entry points for cykernels
+
+cdef int c_step(int rule, const etk_tensor *tensors, size_t count, const void *hps, size_t nhps,
+                const etk_step_opts *opts, etk_error *err) noexcept nogil:
+    return etk_step(rule, tensors, count, hps, nhps, opts, err)
+
+
+cdef int c_step_single(int rule, int dtype, void *param, const void *grad, void *const *state, size_t n,
+                       const void *hp, int64_t step) noexcept nogil:
+    cdef etk_tensor t
+    cdef const etk_rule_info *info = etk_rule_info_get(rule)
+    cdef size_t j
+    if info == NULL or hp == NULL:
+        return -1
+    memset(&t, 0, sizeof(etk_tensor))
+    t.param = param
+    t.grad = grad
+    if state != NULL:
+        for j in range(info.nslots):
+            t.state[j] = state[j]
+    t.n = n
+    t.step = step
+    t.dtype = <uint8_t>dtype
+    t.state_dtype = <uint8_t>dtype
+    t.flags = <uint16_t>((1 << ETK_MAX_SLOTS) - 1) if step == 1 else 0
+    return etk_step(rule, &t, 1, hp, 1, NULL, NULL)
+
+
+cdef int c_probe(const etk_tensor *tensors, size_t count) noexcept nogil:
+    return etk_probe_multi(tensors, count)
+
+
+cdef const etk_rule_info *c_rule_info(int rule) noexcept nogil:
+    return etk_rule_info_get(rule)
+
+
+cdef int c_rule_find(const char *name) noexcept nogil:
+    return etk_rule_find(name)
+
+
+cdef const char *c_strerror(int status) noexcept nogil:
+    return etk_strerror(status)
+
+
+# ------------------------------------------------------------------ rule table
+
+cdef str _range_text(const etk_field_info *f):
+    if f.kind == ETK_FIELD_FLAG:
+        return "a bool"
+    what = "a finite number" if f.kind == ETK_FIELD_REAL else "an integer"
+    lo = f"{'>' if f.lo_open else '>='} {f.lo:g}"
+    if f.hi == float("inf"):
+        return f"{what} {lo}"
+    return f"{what} {lo} and {'<' if f.hi_open else '<='} {f.hi:g}"
+
+
+def rule_id(str name):
+    """The C id of the rule called ``name`` (ValueError if there is none)."""
+    cdef int r = etk_rule_find(name.encode())
+    if r < 0:
+        raise ValueError(f"no rule called {name!r}")
+    return r
+
+
+def rule_info(rule):
+    """What the C table says of a rule: fields (with offsets and ranges) and state slots."""
+    cdef int r = rule_id(rule) if isinstance(rule, str) else rule
+    cdef const etk_rule_info *info = etk_rule_info_get(r)
+    cdef size_t i
+    if info == NULL:
+        raise ValueError(f"no rule with id {rule!r}")
+    kinds = {ETK_FIELD_REAL: "real", ETK_FIELD_FLAG: "flag", ETK_FIELD_INT: "int"}
+    shapes = {ETK_SLOT_FULL: "full", ETK_SLOT_SCALAR: "scalar", ETK_SLOT_ROWS: "rows", ETK_SLOT_COLS: "cols"}
+    inits = {0: "zero", 1: "field", 2: "param", 3: "one"}
+    fields = [dict(name=info.fields[i].name.decode(), offset=info.fields[i].offset,
+                   kind=kinds[info.fields[i].kind], schedulable=bool(info.fields[i].schedulable),
+                   lo=info.fields[i].lo, hi=info.fields[i].hi, lo_open=bool(info.fields[i].lo_open),
+                   hi_open=bool(info.fields[i].hi_open), range=_range_text(&info.fields[i]))
+              for i in range(info.nfields)]
+    slots = [dict(name=info.slots[i].name.decode(), shape=shapes[info.slots[i].shape],
+                  init=inits[info.slots[i].init],
+                  init_field=fields[info.slots[i].init_field]["name"] if info.slots[i].init == 1 else None)
+             for i in range(info.nslots)]
+    return dict(id=r, name=info.name.decode(), hp_size=info.hp_size, fields=fields, slots=slots,
+                uses_step=bool(info.flags & ETK_RULE_USES_STEP), matrix=bool(info.flags & ETK_RULE_MATRIX))
+
+
+def rule_names():
+    return [etk_rule_info_get(i).name.decode() for i in range(ETK_NRULES)]
+
+
+def pack_hparams(int rule, tuple values):
+    """The C struct of ``rule`` with ``values`` in field order (reals as double, flags and ints as int)."""
+    cdef const etk_rule_info *info = etk_rule_info_get(rule)
+    cdef size_t i
+    cdef double d
+    cdef int v
+    if info == NULL or <size_t>len(values) != info.nfields:
+        raise ValueError("pack_hparams: wrong rule or number of values")
+    buf = bytearray(info.hp_size)
+    cdef unsigned char *b = buf
+    for i in range(info.nfields):
+        if info.fields[i].kind == ETK_FIELD_REAL:
+            d = values[i]
+            memcpy(b + info.fields[i].offset, &d, sizeof(double))
+        else:
+            v = values[i]
+            memcpy(b + info.fields[i].offset, &v, sizeof(int))
+    return bytes(buf)
+
+
+def check_hparams(int rule, bytes packed):
+    """None if the struct is valid, else (field name, reason) from the C check."""
+    cdef etk_error err
+    cdef const etk_rule_info *info = etk_rule_info_get(rule)
+    if info == NULL or <size_t>len(packed) != info.hp_size:
+        raise ValueError("check_hparams: wrong rule or struct size")
+    cdef const unsigned char *b = packed
+    if etk_rule_check(rule, b, &err) == ETK_OK:
+        return None
+    return (err.field.decode() if err.field != NULL else None,
+            err.message.decode() if err.message != NULL else etk_strerror(err.status).decode())
+
+
+def rule_needs(int rule, bytes packed):
+    """Bit j set: state slot j is needed for these hyperparameters."""
+    cdef const unsigned char *b = packed
+    return etk_rule_needs(rule, b)
+
+
+# ------------------------------------------------------------------- schedules
 
 cdef class CompiledSchedule:
     """A schedule's node tree in C form; see csrc/schedule.c for the layout."""
@@ -126,33 +259,13 @@ cdef class CompiledSchedule:
         return out
 
 
-def field_offset(int rule, str name):
-    """Byte offset of a schedulable hyperparameter in the rule's C struct (None if not schedulable)."""
-    cdef etk_sgd_hp s
-    cdef etk_adam_hp a
-    cdef etk_rmsprop_hp r
-    cdef etk_adagrad_hp d
-    if rule == 0:
-        offsets = {"lr": <Py_ssize_t>(<char *>&s.lr - <char *>&s),
-                   "momentum": <Py_ssize_t>(<char *>&s.momentum - <char *>&s),
-                   "weight_decay": <Py_ssize_t>(<char *>&s.weight_decay - <char *>&s)}
-    elif rule == 1:
-        offsets = {"lr": <Py_ssize_t>(<char *>&a.lr - <char *>&a),
-                   "beta1": <Py_ssize_t>(<char *>&a.beta1 - <char *>&a),
-                   "weight_decay": <Py_ssize_t>(<char *>&a.weight_decay - <char *>&a)}
-    elif rule == 2:
-        offsets = {"lr": <Py_ssize_t>(<char *>&r.lr - <char *>&r),
-                   "momentum": <Py_ssize_t>(<char *>&r.momentum - <char *>&r),
-                   "weight_decay": <Py_ssize_t>(<char *>&r.weight_decay - <char *>&r)}
-    else:
-        offsets = {"lr": <Py_ssize_t>(<char *>&d.lr - <char *>&d),
-                   "weight_decay": <Py_ssize_t>(<char *>&d.weight_decay - <char *>&d)}
-    return offsets.get(name)
-
+# ------------------------------------------------------------------------ plan
 
 cdef struct _Interval:
     uintptr_t lo
     uintptr_t hi
+    int32_t tensor
+    int32_t slot     # -1: the parameter
 
 
 cdef int _cmp_interval(const void *a, const void *b) noexcept nogil:
@@ -160,45 +273,62 @@ cdef int _cmp_interval(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-cdef inline _Interval _span(cnp.ndarray a):
+cdef inline _Interval _span(cnp.ndarray a, int32_t tensor, int32_t slot):
     cdef _Interval s
     s.lo = <uintptr_t>cnp.PyArray_DATA(a)
     s.hi = s.lo + <uintptr_t>cnp.PyArray_NBYTES(a)
+    s.tensor = tensor
+    s.slot = slot
     return s
 
 
 cdef class Plan:
-    """C descriptors for one optimizer step over ``count`` tensors."""
+    """The C descriptors of one optimizer step over ``count`` tensors of one rule.
+
+    ``labels[i]`` names tensor ``i`` in messages (``"params[3]"``); ``keys``
+    maps a C field name to the group key users write (``"beta1"`` ->
+    ``"betas[0]"``).
+    """
+    cdef int rule
+    cdef const etk_rule_info *info
     cdef etk_tensor *t
     cdef Py_ssize_t count
-    cdef int rule
-    cdef void *hps
+    cdef unsigned char *hps
     cdef Py_ssize_t nhps
     cdef list params
-    cdef list keep
+    cdef list states
+    cdef list labels
+    cdef dict keys
     cdef _Interval *written
     cdef Py_ssize_t nwritten
     cdef etk_hp_schedule *sched
     cdef Py_ssize_t nsched
     cdef list sched_keep
+    cdef list torch_dtypes
+    cdef bint busy
 
-    def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps):
-        if rule < 0 or rule > 4 or count < 0 or nhps < 0:
+    def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps, list labels=None, dict keys=None):
+        self.info = etk_rule_info_get(rule) if rule != ETK_NRULES else NULL
+        if (self.info == NULL and rule != ETK_NRULES) or count < 0 or nhps < 0:
             raise ValueError("invalid plan")
         self.rule = rule
         self.count = count
         self.nhps = nhps
         self.t = <etk_tensor *>calloc(count if count else 1, sizeof(etk_tensor))
-        self.hps = calloc(nhps if nhps else 1, _HP_SIZE[rule] if _HP_SIZE[rule] else 1)
-        self.written = <_Interval *>calloc(4 * count if count else 1, sizeof(_Interval))
+        self.hps = <unsigned char *>calloc(nhps if nhps else 1, self.info.hp_size if self.info != NULL else 1)
+        self.written = <_Interval *>calloc((ETK_MAX_SLOTS + 1) * count if count else 1, sizeof(_Interval))
         if not self.t or not self.hps or not self.written:
             raise MemoryError()
         self.params = [None] * count
-        self.keep = [None] * count
+        self.states = [None] * count
+        self.labels = list(labels) if labels is not None else [f"params[{i}]" for i in range(count)]
+        self.keys = keys or {}
         self.nwritten = 0
         self.sched = NULL
         self.nsched = 0
         self.sched_keep = []
+        self.torch_dtypes = None
+        self.busy = False
 
     def __dealloc__(self):
         free(self.t)
@@ -206,6 +336,7 @@ cdef class Plan:
         free(self.written)
         free(self.sched)
 
+    # ---- configuration ------------------------------------------------
     def set_schedules(self, list bindings):
         """[(group, byte offset, CompiledSchedule)]: hyperparameters the C step
         evaluates at the step count before each step."""
@@ -225,133 +356,120 @@ cdef class Plan:
         self.nsched = len(bindings)
         self.sched_keep = list(bindings)
 
+    def set_hparams(self, Py_ssize_t g, bytes packed):
+        """The hyperparameter struct of group ``g`` (see ``pack_hparams``)."""
+        if not 0 <= g < self.nhps or self.info == NULL or <size_t>len(packed) != self.info.hp_size:
+            raise IndexError("group index or struct size out of range")
+        memcpy(self.hps + g * self.info.hp_size, <const unsigned char *>packed, self.info.hp_size)
+
     def set_hparam_at(self, Py_ssize_t g, Py_ssize_t offset, double value):
         """Set one double hyperparameter (a Python-callable schedule's value)."""
-        if not 0 <= g < self.nhps or offset < 0 or offset % sizeof(double) or \
-                offset + sizeof(double) > _HP_SIZE[self.rule]:
+        if not 0 <= g < self.nhps or self.info == NULL or offset < 0 or offset % sizeof(double) or \
+                <size_t>offset + sizeof(double) > self.info.hp_size:
             raise IndexError("hyperparameter out of range")
-        (<double *>(<char *>self.hps + g * _HP_SIZE[self.rule] + offset))[0] = value
+        memcpy(self.hps + g * self.info.hp_size + offset, &value, sizeof(double))
 
     def set_tensor(self, Py_ssize_t i, cnp.ndarray param not None, tuple states, Py_ssize_t group,
-                   int64_t completed_steps, bint fresh):
-        """Point tensor ``i`` at ``param`` and its state arrays (None where unused)."""
+                   int64_t completed_steps, unsigned fresh=0, int64_t rows=0, int64_t cols=0):
+        """Point tensor ``i`` at ``param`` and its state arrays (one per slot, None where unused).
+
+        Every array is checked against what its slot holds, so a plan never
+        points past the end of a buffer."""
         cdef etk_tensor *t
-        cdef Py_ssize_t j
-        if not 0 <= i < self.count or not 0 <= group < max(self.nhps, 1) or len(states) != 3:
+        cdef Py_ssize_t j, nslots = self.info.nslots if self.info != NULL else ETK_MAX_SLOTS
+        cdef cnp.ndarray s
+        cdef Py_ssize_t n, want
+        cdef int sdt = -1, shape
+        if not 0 <= i < self.count or not 0 <= group < max(self.nhps, 1) or len(states) != nslots:
             raise IndexError("plan index out of range")
+        label = self.labels[i]
+        if cnp.PyArray_TYPE(param) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(param) or not cnp.PyArray_ISALIGNED(param) or \
+                not cnp.PyArray_ISNOTSWAPPED(param):
+            raise TypeError(f"{label} must be an aligned, C-contiguous float32 or float64 array")
+        n = cnp.PyArray_SIZE(param)
+        if rows < 0 or cols < 0 or (rows == 0) != (cols == 0) or (rows and n % (rows * cols)):
+            raise ValueError(f"{label}: invalid matrix shape ({rows}, {cols})")
         t = &self.t[i]
         memset(t, 0, sizeof(etk_tensor))
+        for j in range(nslots):
+            if states[j] is None:
+                continue
+            s = <cnp.ndarray?>states[j]
+            shape = self.info.slots[j].shape if self.info != NULL else ETK_SLOT_FULL
+            name = self.info.slots[j].name.decode() if self.info != NULL else f"slot {j}"
+            if not cnp.PyArray_IS_C_CONTIGUOUS(s) or not cnp.PyArray_ISALIGNED(s) or \
+                    not cnp.PyArray_ISWRITEABLE(s) or not cnp.PyArray_ISNOTSWAPPED(s):
+                raise StateError(f"the optimizer state {name!r} of {label} must be a writable, aligned, "
+                                 "C-contiguous array")
+            if shape == ETK_SLOT_SCALAR:
+                if cnp.PyArray_TYPE(s) != cnp.NPY_FLOAT64 or cnp.PyArray_SIZE(s) != 1:
+                    raise StateError(f"the optimizer state {name!r} of {label} must be one float64 value")
+            else:
+                want = n if shape == ETK_SLOT_FULL else (n // cols if shape == ETK_SLOT_ROWS else n // rows) \
+                    if rows else n
+                if cnp.PyArray_SIZE(s) != want or cnp.PyArray_TYPE(s) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+                    raise StateError(f"the optimizer state {name!r} of {label} has {cnp.PyArray_SIZE(s)} "
+                                     f"elements of {s.dtype}; expected {want} float32 or float64")
+                if sdt == -1:
+                    sdt = cnp.PyArray_TYPE(s)
+                elif cnp.PyArray_TYPE(s) != sdt:
+                    raise StateError(f"the optimizer state of {label} mixes dtypes")
+            t.state[j] = cnp.PyArray_DATA(s)
         t.param = cnp.PyArray_DATA(param)
-        t.n = <size_t>cnp.PyArray_SIZE(param)
+        t.n = <size_t>n
+        t.rows = rows
+        t.cols = cols
         t.dtype = ETK_FLOAT32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32 else ETK_FLOAT64
-        t.state_dtype = t.dtype
+        t.state_dtype = t.dtype if sdt == -1 else (ETK_FLOAT32 if sdt == cnp.NPY_FLOAT32 else ETK_FLOAT64)
         t.group = <uint32_t>group
         t.step = completed_steps + 1
-        t.flags = ETK_FRESH_STATE if fresh else 0
-        for j in range(3):
-            s = states[j]
-            if s is not None:
-                t.state[j] = cnp.PyArray_DATA(<cnp.ndarray>s)
+        t.flags = <uint16_t>fresh
         self.params[i] = param
-        self.keep[i] = states
+        self.states[i] = states
 
     def index_written(self):
         """Sort the buffers a step writes, for the gradient overlap check."""
-        cdef Py_ssize_t i, k = 0
+        cdef Py_ssize_t i, j, k = 0
         for i in range(self.count):
-            self.written[k] = _span(<cnp.ndarray>self.params[i])
+            self.written[k] = _span(<cnp.ndarray>self.params[i], <int32_t>i, -1)
             k += 1
-            for s in self.keep[i]:
+            for j, s in enumerate(self.states[i]):
                 if s is not None:
-                    self.written[k] = _span(<cnp.ndarray>s)
+                    self.written[k] = _span(<cnp.ndarray>s, <int32_t>i, <int32_t>j)
                     k += 1
         self.nwritten = k
         qsort(self.written, k, sizeof(_Interval), _cmp_interval)
 
-    def set_hparams(self, Py_ssize_t g, tuple v):
-        """Hyperparameters of group ``g``, in the order of the C struct."""
-        cdef etk_sgd_hp *s
-        cdef etk_adam_hp *a
-        cdef etk_rmsprop_hp *r
-        cdef etk_adagrad_hp *d
-        if not 0 <= g < self.nhps:
-            raise IndexError("group index out of range")
-        if self.rule == 0:
-            s = &(<etk_sgd_hp *>self.hps)[g]
-            s.lr, s.momentum, s.dampening, s.weight_decay, s.nesterov, s.maximize = v
-        elif self.rule == 1:
-            a = &(<etk_adam_hp *>self.hps)[g]
-            (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.amsgrad, a.maximize,
-             a.decoupled_weight_decay) = v
-        elif self.rule == 2:
-            r = &(<etk_rmsprop_hp *>self.hps)[g]
-            r.lr, r.alpha, r.eps, r.weight_decay, r.momentum, r.centered, r.maximize = v
-        elif self.rule == 3:
-            d = &(<etk_adagrad_hp *>self.hps)[g]
-            d.lr, d.lr_decay, d.weight_decay, d.eps, d.maximize = v
+    def set_torch_dtypes(self, list dtypes):
+        """The torch dtype of each parameter, checked against its gradient by ``run_torch``."""
+        self.torch_dtypes = dtypes
 
-    def run_torch(self, list params, list grads, int64_t k=0):
-        """``run`` for PyTorch tensors, without numpy views (etakit.torch's hot path).
-
-        PyTorch guarantees that a ``.grad`` has its parameter's dtype, shape and
-        device; this checks what it does not: contiguity, no overlap with a
-        written buffer, and that each parameter still has the memory the plan
-        points at.  Returns -1 when done, -4 when the plan is stale, or the
-        index of a gradient the Python layer must look at (nothing written).
-        """
-        cdef Py_ssize_t i, n = len(grads)
-        cdef uintptr_t ptr, nbytes
-        if n != self.count or len(params) != n:
-            return -2
-        for i in range(n):
-            if <uintptr_t>params[i].data_ptr() != <uintptr_t>self.t[i].param:
-                return -4
-            g = grads[i]
-            if not g.is_contiguous():
-                return i
-            ptr = <uintptr_t>g.data_ptr()
-            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 8)
-            if self._overlaps_written(ptr, ptr + nbytes):
-                return i
-            self.t[i].grad = <const void *>ptr
-        return self._launch(k)
-
-    cdef int _launch(self, int64_t k) except -5:
-        cdef int st
-        cdef Py_ssize_t i
-        with nogil:
-            if self.rule == 0:
-                st = etk_sgd_multi_scheduled(self.t, self.count, <etk_sgd_hp *>self.hps, self.nhps,
-                                             self.sched, self.nsched, k)
-            elif self.rule == 1:
-                st = etk_adam_multi_scheduled(self.t, self.count, <etk_adam_hp *>self.hps, self.nhps,
-                                              self.sched, self.nsched, k)
-            elif self.rule == 2:
-                st = etk_rmsprop_multi_scheduled(self.t, self.count, <etk_rmsprop_hp *>self.hps, self.nhps,
-                                                 self.sched, self.nsched, k)
-            elif self.rule == 3:
-                st = etk_adagrad_multi_scheduled(self.t, self.count, <etk_adagrad_hp *>self.hps, self.nhps,
-                                                 self.sched, self.nsched, k)
-            else:
-                st = etk_probe_multi(self.t, self.count)
-        if st == -2:   # ETK_EHPARAM: a scheduled or callable value out of range
-            for i in range(self.count):
-                self.t[i].grad = NULL
-            return -3
-        if st != 0:
-            # the Python layer validated everything the C layer checks
-            raise RuntimeError("etakit kernel refused the step: " + etk_strerror(st).decode())
-        for i in range(self.count):
-            self.t[i].grad = NULL
-            self.t[i].step += 1
-            self.t[i].flags = 0
-        return -1
-
+    # ---- queries ------------------------------------------------------
     def completed_steps(self):
         cdef Py_ssize_t i
         return [self.t[i].step - 1 for i in range(self.count)]
 
-    cdef bint _overlaps_written(self, uintptr_t lo, uintptr_t hi) noexcept:
+    def params_match(self, list groups):
+        """True if the "params" lists of ``groups`` (parameter-group dicts) hold,
+        in order, exactly the arrays this plan points at."""
+        cdef Py_ssize_t i = 0, j, m
+        cdef object lst
+        for group in groups:
+            lst = group["params"]
+            if not PyList_Check(lst):
+                return False
+            m = PyList_GET_SIZE(lst)
+            if i + m > self.count:
+                return False
+            for j in range(m):
+                if <object>PyList_GET_ITEM(lst, j) is not self.params[i + j]:
+                    return False
+            i += m
+        return i == self.count
+
+    # ---- the step -----------------------------------------------------
+    cdef bint _overlaps_written(self, uintptr_t lo, uintptr_t hi, Py_ssize_t *at) noexcept:
         # first written interval whose end is past lo (ends are sorted too: the
         # written buffers never overlap each other)
         cdef Py_ssize_t a = 0, b = self.nwritten, m
@@ -363,43 +481,213 @@ cdef class Plan:
                 a = m + 1
             else:
                 b = m
+        at[0] = a
         return a < self.nwritten and self.written[a].lo < hi
 
-    def run(self, grads, int64_t k=0):
+    cdef str _what(self, Py_ssize_t w):
+        cdef _Interval s = self.written[w]
+        label = self.labels[s.tensor]
+        if s.slot < 0:
+            return label
+        return f"the optimizer state {self.info.slots[s.slot].name.decode()!r} of {label}"
+
+    cdef _refuse(self, Py_ssize_t i, object g):
+        """Raise the error for gradient ``i``, which failed the fast check."""
+        cdef object p = self.params[i]
+        cdef Py_ssize_t w = 0
+        label = self.labels[i]
+        if g is None:
+            raise GradientTypeError(f"grads[{i}] is None; every parameter needs a gradient array "
+                                    f"(pass np.zeros_like for {label} if it has none)", i)
+        if not cnp.PyArray_Check(g):
+            raise GradientTypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}", i)
+        if g.dtype != p.dtype or not g.dtype.isnative:
+            raise GradientTypeError(f"grads[{i}] has dtype {g.dtype}, expected {p.dtype} (the dtype of {label})", i)
+        if g.shape != p.shape:
+            raise GradientError(f"grads[{i}] has shape {g.shape}, expected {p.shape} (the shape of {label})", i)
+        if not g.flags.c_contiguous:
+            raise GradientError(f"grads[{i}] is not C-contiguous (strides {g.strides}); pass "
+                                "np.ascontiguousarray(grad)", i)
+        if not g.flags.aligned:
+            raise GradientError(f"grads[{i}] is not aligned to its dtype", i)
+        if not p.flags.writeable:
+            raise GradientError(f"{label} has become read-only; parameters are updated in place", i)
+        if self._overlaps_written(<uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>g),
+                                  <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>g) + <uintptr_t>cnp.PyArray_NBYTES(<cnp.ndarray>g),
+                                  &w):
+            raise GradientError(f"grads[{i}] shares memory with {self._what(w)}, which the step writes; "
+                                "pass a separate gradient array", i)
+        raise GradientError(f"grads[{i}] was refused", i)
+
+    cdef _refuse_moved(self, Py_ssize_t i):
+        cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
+        if <size_t>cnp.PyArray_SIZE(p) != self.t[i].n:
+            raise StateError(f"{self.labels[i]} was resized from {self.t[i].n} to {cnp.PyArray_SIZE(p)} "
+                             "elements after the optimizer took it; its optimizer state no longer fits. "
+                             "Build a new optimizer for the new array (load_state_dict carries the "
+                             "hyperparameters over)")
+        raise _Moved(i)
+
+    cdef int _launch(self, int64_t k) except -1:
+        cdef etk_step_opts o
+        cdef etk_error err
+        cdef int st
+        cdef Py_ssize_t i
+        o.sched = self.sched
+        o.nsched = <size_t>self.nsched
+        o.k = k
+        self.busy = True
+        with nogil:
+            if self.info == NULL:
+                st = etk_probe_multi(self.t, <size_t>self.count)
+            else:
+                st = etk_step(self.rule, self.t, <size_t>self.count, self.hps, <size_t>self.nhps, &o, &err)
+        self.busy = False
+        for i in range(self.count):
+            self.t[i].grad = NULL
+        if st != ETK_OK:
+            self._raise_status(st, &err, k)
+        for i in range(self.count):
+            self.t[i].step += 1
+            self.t[i].flags = 0
+        return 0
+
+    cdef _raise_status(self, int st, etk_error *err, int64_t k):
+        field = err.field.decode() if err.field != NULL else None
+        why = err.message.decode() if err.message != NULL else etk_strerror(st).decode()
+        if st == ETK_EHPARAM and err.group >= 0:
+            key = self.keys.get(field, field)
+            value = None
+            for g, offset, compiled in self.sched_keep:
+                if g == err.group and any(self.info.fields[j].offset == offset and
+                                          self.info.fields[j].name.decode() == field
+                                          for j in range(self.info.nfields)):
+                    value = compiled.eval(k)
+            if value is None and field is not None:
+                value = self._field_value(err.group, field)
+            rng = ""
+            for j in range(self.info.nfields):
+                if self.info.fields[j].name.decode() == field:
+                    rng = f" (expected {_range_text(&self.info.fields[j])})"
+            if not why.endswith("out of range"):
+                rng = f": {why}"
+            raise HyperparameterError(f"param_groups[{err.group}] (scheduled values at step {k}): Invalid {key}: "
+                                      f"{value!r}{rng}", err.group, key, value)
+        where = f" (tensor {err.tensor}: {self.labels[err.tensor]})" if 0 <= err.tensor < self.count else ""
+        raise RuntimeError(f"etakit kernel refused the step: {why}{where}")
+
+    cdef object _field_value(self, int32_t g, str field):
+        cdef size_t j
+        cdef double d
+        cdef int v
+        for j in range(self.info.nfields):
+            if self.info.fields[j].name.decode() == field:
+                if self.info.fields[j].kind == ETK_FIELD_REAL:
+                    memcpy(&d, self.hps + g * self.info.hp_size + self.info.fields[j].offset, sizeof(double))
+                    return d
+                memcpy(&v, self.hps + g * self.info.hp_size + self.info.fields[j].offset, sizeof(int))
+                return v
+        return None
+
+    def run(self, grads, int64_t k=0, bint check_only=False):
         """One step, the k-th (from 0: scheduled hyperparameters use it).
-        Returns -1 when done, else the index of the first gradient that
-        failed the pre-flight (nothing written), -2 when ``grads`` is not a
-        list/tuple of the right length, or -3 when a hyperparameter (a
-        scheduled value) is out of range (nothing written)."""
-        cdef Py_ssize_t i, n, d
+
+        Raises GradientError / GradientTypeError for a refused gradient,
+        HyperparameterError for a scheduled value out of range, StateError for
+        a parameter resized since the plan was built; nothing is written then.
+        With ``check_only`` the gradients are checked and nothing is run.
+        """
+        cdef Py_ssize_t i, n, d, w = 0
         cdef cnp.ndarray g, p
         cdef PyObject *o
         cdef int nd
-        cdef _Interval span
-        if type(grads) is not list and type(grads) is not tuple:
-            return -2
+        cdef uintptr_t lo, hi
+        if self.busy:
+            raise RuntimeError("this optimizer is already stepping in another thread")
+        if not (PyList_Check(grads) or PyTuple_Check(grads)):
+            raise GradientTypeError("grads must be a list or tuple of arrays, one per parameter in group "
+                                    f"order; got {type(grads).__name__}")
         # our own references: the arrays stay alive while the GIL is released,
         # whatever another thread does to the caller's list
         cdef tuple held = tuple(grads)
         n = len(held)
         if n != self.count:
-            return -2
+            raise GradientError(f"expected {self.count} gradients (one per parameter, in group order), got {n}")
         for i in range(n):
+            p = <cnp.ndarray>self.params[i]
+            if cnp.PyArray_DATA(p) != self.t[i].param or <size_t>cnp.PyArray_SIZE(p) != self.t[i].n:
+                self._refuse_moved(i)
             o = <PyObject *>held[i]
             if not cnp.PyArray_Check(<object>o):
-                return i
+                self._refuse(i, <object>o)
             g = <cnp.ndarray>o
-            p = <cnp.ndarray>self.params[i]
             nd = cnp.PyArray_NDIM(p)
             if (cnp.PyArray_TYPE(g) != cnp.PyArray_TYPE(p) or not cnp.PyArray_ISNOTSWAPPED(g)
                     or cnp.PyArray_NDIM(g) != nd or not cnp.PyArray_IS_C_CONTIGUOUS(g)
                     or not cnp.PyArray_ISALIGNED(g) or not cnp.PyArray_ISWRITEABLE(p)):
-                return i
+                self._refuse(i, g)
             for d in range(nd):
                 if cnp.PyArray_DIM(g, d) != cnp.PyArray_DIM(p, d):
-                    return i
-            span = _span(g)
-            if self._overlaps_written(span.lo, span.hi):
-                return i
+                    self._refuse(i, g)
+            lo = <uintptr_t>cnp.PyArray_DATA(g)
+            hi = lo + <uintptr_t>cnp.PyArray_NBYTES(g)
+            if self._overlaps_written(lo, hi, &w):
+                self._refuse(i, g)
             self.t[i].grad = cnp.PyArray_DATA(g)
-        return self._launch(k)
+        if check_only:
+            for i in range(n):
+                self.t[i].grad = NULL
+            return
+        self._launch(k)
+
+    def run_torch(self, list params, list grads, int64_t k=0, bint check_only=False):
+        """``run`` for PyTorch tensors, without numpy views (etakit.torch's hot path).
+
+        Checks what PyTorch does not guarantee once a ``.grad`` exists: dtype
+        and size (``.data`` can be swapped), contiguity (a non-contiguous
+        gradient is read through a contiguous copy), no overlap with a written
+        buffer, and that each parameter still has the memory the plan points
+        at.  Returns False, with nothing written, when the plan is stale.
+        """
+        cdef Py_ssize_t i, n = len(grads), w = 0
+        cdef uintptr_t ptr, nbytes
+        cdef list copies = None
+        if self.busy:
+            raise RuntimeError("this optimizer is already stepping in another thread")
+        if n != self.count or len(params) != n:
+            return False
+        for i in range(n):
+            if <uintptr_t>params[i].data_ptr() != <uintptr_t>self.t[i].param:
+                return False
+            g = grads[i]
+            if g.dtype is not self.torch_dtypes[i] or <size_t>g.numel() != self.t[i].n:
+                raise GradientTypeError(f"the gradient of {self.labels[i]} is {g.dtype} with {g.numel()} "
+                                        f"elements; expected {self.torch_dtypes[i]} with {self.t[i].n}", i)
+            if not g.is_contiguous():
+                if g.is_sparse or str(g.layout) != "torch.strided":
+                    raise GradientError(f"the gradient of {self.labels[i]} is {g.layout}; etakit.torch supports "
+                                        "dense gradients only", i)
+                g = g.contiguous()
+                if copies is None:
+                    copies = []
+                copies.append(g)
+            ptr = <uintptr_t>g.data_ptr()
+            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 8)
+            if self._overlaps_written(ptr, ptr + nbytes, &w):
+                raise GradientError(f"the gradient of {self.labels[i]} shares memory with {self._what(w)}, "
+                                    "which the step writes", i)
+            self.t[i].grad = <const void *>ptr
+        if check_only:
+            for i in range(n):
+                self.t[i].grad = NULL
+            return True
+        self._launch(k)
+        return True
+
+
+class _Moved(Exception):
+    """Internal: a parameter's buffer moved (same size); the front end rebuilds the plan."""
+
+    def __init__(self, index):
+        super().__init__(index)
+        self.index = index

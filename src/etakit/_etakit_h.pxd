@@ -1,49 +1,44 @@
-# Cython declarations of csrc/etakit.h, shared by etakit._core and
-# etakit.cykernels (and usable by any Cython code that links the C library).
+# Cython declarations of the rule-agnostic part of csrc/etakit.h (the generic
+# step, the rule table, schedules, configuration), shared by etakit._core and
+# the generated etakit/cykernels.pxd.  The per-rule structs and typed entry
+# points are generated from the header into cykernels.pxd by setup.py.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 
 cdef extern from "etakit.h" nogil:
+    enum: ETK_MAX_SLOTS
+    enum: ETK_NRULES
+    enum: ETK_OK
+    enum: ETK_EHPARAM
+    enum: ETK_FIELD_REAL
+    enum: ETK_FIELD_FLAG
+    enum: ETK_FIELD_INT
+    enum: ETK_SLOT_FULL
+    enum: ETK_SLOT_SCALAR
+    enum: ETK_SLOT_ROWS
+    enum: ETK_SLOT_COLS
+    enum: ETK_RULE_USES_STEP
+    enum: ETK_RULE_MATRIX
+    int ETK_FLOAT32, ETK_FLOAT64
+
     ctypedef struct etk_tensor:
         void *param
         const void *grad
-        void *state[3]
+        void *state[6]
         size_t n
+        int64_t rows, cols
         int64_t step
         uint32_t group
         uint8_t dtype
         uint8_t state_dtype
         uint16_t flags
 
-    ctypedef struct etk_sgd_hp:
-        double lr, momentum, dampening, weight_decay
-        int nesterov, maximize
-    ctypedef struct etk_adam_hp:
-        double lr, beta1, beta2, eps, weight_decay
-        int amsgrad, maximize, decoupled_weight_decay
-    ctypedef struct etk_rmsprop_hp:
-        double lr, alpha, eps, weight_decay, momentum
-        int centered, maximize
-    ctypedef struct etk_adagrad_hp:
-        double lr, lr_decay, weight_decay, eps
-        int maximize
-
-    int ETK_FLOAT32, ETK_FLOAT64
-    unsigned ETK_FRESH_STATE
-
-    const char *etk_strerror(int status)
-    int etk_sgd_multi(const etk_tensor *t, size_t count, const etk_sgd_hp *hps, size_t nhps)
-    int etk_adam_multi(const etk_tensor *t, size_t count, const etk_adam_hp *hps, size_t nhps)
-    int etk_rmsprop_multi(const etk_tensor *t, size_t count, const etk_rmsprop_hp *hps, size_t nhps)
-    int etk_adagrad_multi(const etk_tensor *t, size_t count, const etk_adagrad_hp *hps, size_t nhps)
-    int etk_probe_multi(const etk_tensor *t, size_t count)
-    int etk_sgd_f32(float *, const float *, float *, size_t, const etk_sgd_hp *, int)
-    int etk_sgd_f64(double *, const double *, double *, size_t, const etk_sgd_hp *, int)
-    int etk_adam_f32(float *, const float *, float *, float *, float *, size_t, const etk_adam_hp *, int64_t)
-    int etk_adam_f64(double *, const double *, double *, double *, double *, size_t, const etk_adam_hp *, int64_t)
-    int etk_rmsprop_f32(float *, const float *, float *, float *, float *, size_t, const etk_rmsprop_hp *)
-    int etk_rmsprop_f64(double *, const double *, double *, double *, double *, size_t, const etk_rmsprop_hp *)
-    int etk_adagrad_f32(float *, const float *, float *, size_t, const etk_adagrad_hp *, int64_t)
-    int etk_adagrad_f64(double *, const double *, double *, size_t, const etk_adagrad_hp *, int64_t)
+    ctypedef struct etk_error:
+        int status
+        int64_t tensor
+        int32_t group
+        int32_t slot
+        const char *field
+        const char *message
 
     ctypedef struct etk_sched_node:
         int32_t kind
@@ -60,17 +55,45 @@ cdef extern from "etakit.h" nogil:
         uint32_t group
         uint32_t offset
         const etk_schedule *schedule
+
+    ctypedef struct etk_step_opts:
+        const etk_hp_schedule *sched
+        size_t nsched
+        int64_t k
+
+    ctypedef struct etk_field_info:
+        const char *name
+        uint32_t offset
+        uint8_t kind
+        uint8_t schedulable
+        uint8_t lo_open, hi_open
+        double lo, hi
+    ctypedef struct etk_slot_info:
+        const char *name
+        uint8_t shape
+        uint8_t init
+        uint16_t init_field
+    ctypedef struct etk_rule_info:
+        const char *name
+        size_t hp_size
+        const etk_field_info *fields
+        size_t nfields
+        const etk_slot_info *slots
+        size_t nslots
+        unsigned flags
+
+    const char *etk_strerror(int status)
+    int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps, size_t nhps,
+                 const etk_step_opts *opts, etk_error *err)
+    int etk_probe_multi(const etk_tensor *t, size_t count)
+    const etk_rule_info *etk_rule_info_get(int rule)
+    int etk_rule_find(const char *name)
+    int etk_rule_check(int rule, const void *hp, etk_error *err)
+    unsigned etk_rule_needs(int rule, const void *hp)
+
     int etk_schedule_check(const etk_schedule *s)
     double etk_schedule_eval(const etk_schedule *s, int64_t k)
     int etk_schedule_values(const etk_schedule *s, int64_t k0, double *out, size_t n)
-    int etk_sgd_multi_scheduled(const etk_tensor *t, size_t count, const etk_sgd_hp *hps, size_t nhps,
-                                const etk_hp_schedule *sc, size_t nsc, int64_t k)
-    int etk_adam_multi_scheduled(const etk_tensor *t, size_t count, const etk_adam_hp *hps, size_t nhps,
-                                 const etk_hp_schedule *sc, size_t nsc, int64_t k)
-    int etk_rmsprop_multi_scheduled(const etk_tensor *t, size_t count, const etk_rmsprop_hp *hps, size_t nhps,
-                                    const etk_hp_schedule *sc, size_t nsc, int64_t k)
-    int etk_adagrad_multi_scheduled(const etk_tensor *t, size_t count, const etk_adagrad_hp *hps, size_t nhps,
-                                    const etk_hp_schedule *sc, size_t nsc, int64_t k)
 
     int etk_get_num_threads()
     void etk_set_num_threads(int n)

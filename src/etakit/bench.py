@@ -40,43 +40,47 @@ from etakit import _core, reference
 
 __all__ = ["Case", "measure", "mixed_sizes", "run_case", "format_table", "check_targets", "main"]
 
-# name: (class, kwargs, state slots in the C order, reference function)
-RULES = {
-    "SGD": (etakit.SGD, dict(lr=1e-3, momentum=0.9), ("momentum_buffer",)),
-    "Adam": (etakit.Adam, dict(lr=1e-3), ("exp_avg", "exp_avg_sq")),
-    "AdamW": (etakit.AdamW, dict(lr=1e-3), ("exp_avg", "exp_avg_sq")),
-    "RMSprop": (etakit.RMSprop, dict(lr=1e-3), ("square_avg",)),
-    "Adagrad": (etakit.Adagrad, dict(lr=1e-3), ("sum",)),
-}
-# PyTorch has no fused CPU RMSprop; its foreach path is the fastest it offers.
-TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+# Benchmark settings where the defaults would leave a rule's state unused.
+BENCH_KW = {"SGD": dict(momentum=0.9)}
+RULES = list(etakit.OPTIMIZERS)
+
+
+def _settings(name):
+    cls = etakit.OPTIMIZERS[name]
+    return cls, dict(BENCH_KW.get(name, {}))
 
 
 def _reference_stepper(name, params):
-    kw = RULES[name][1]
+    cls, kw = _settings(name)
+    hp = {**cls([np.zeros(1, np.float32)]).defaults, **kw}
     state = [{} for _ in params]
     step = [0]
 
-    def zeros(i, key):
-        if key not in state[i]:
-            state[i][key] = np.zeros_like(params[i])
-        return state[i][key]
-
     def run(grads):
         step[0] += 1
-        k = step[0]
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if name == "SGD":
-                reference.sgd_step(p, g, zeros(i, "b"), first_step=k == 1, **kw)
-            elif name in ("Adam", "AdamW"):
-                reference.adam_step(p, g, zeros(i, "m"), zeros(i, "v"), step=k,
-                                    decoupled_weight_decay=name == "AdamW",
-                                    weight_decay=1e-2 if name == "AdamW" else 0.0, **kw)
-            elif name == "RMSprop":
-                reference.rmsprop_step(p, g, zeros(i, "s"), **kw)
-            else:
-                reference.adagrad_step(p, g, zeros(i, "s"), step=k, **kw)
+        for p, g, st in zip(params, grads, state):
+            reference.step_rule(cls.rule, p, g, st, step=step[0], **hp)
     return run
+
+
+def torch_contender(name, params, kw):
+    """The reference implementation's fastest CPU path for rule ``name``:
+    (optimizer, "fused" | "foreach" | "loop"), or None when it is not installed."""
+    ref = etakit.OPTIMIZERS[name].reference_impl or f"torch.optim.{name}"
+    module, _, attr = ref.rpartition(".")
+    try:
+        import importlib
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+    for mode, extra in (("fused", {"fused": True}), ("foreach", {"foreach": True}), ("loop", {})):
+        try:
+            opt = cls(params, **kw, **extra)
+            opt.step()
+            return opt, mode
+        except (TypeError, RuntimeError, ValueError):
+            continue
+    return None
 
 
 class Case:
@@ -100,8 +104,11 @@ class Case:
         rng = np.random.default_rng(seed)
         self.grads = [(rng.standard_normal(n, dtype=np.float32) * 1e-3).astype(dtype) for n in self.sizes]
         self._init = [rng.standard_normal(n, dtype=np.float32).astype(dtype) for n in self.sizes]
-        cls, kw, slots = RULES[name]
-        self.n_state = len(slots)
+        cls, kw = _settings(name)
+        # the state buffers the rule keeps at these settings: what a step reads and writes
+        probe = cls([np.zeros(3, self.dtype)], **kw)
+        probe.step([np.ones(3, self.dtype)])
+        self.n_state = sum(1 for a in probe._state[0].values() if a.shape == (3,))
 
     @property
     def elements(self):
@@ -116,7 +123,7 @@ class Case:
         return [p.copy() for p in self._init]
 
     def etakit_step(self):
-        cls, kw, _ = RULES[self.name]
+        cls, kw = _settings(self.name)
         opt = cls(self._params(), **kw)
         grads = self.grads
         opt.step(grads)  # allocate state outside the timed region
@@ -124,10 +131,10 @@ class Case:
 
     def probe_step(self):
         params = self._params()
-        plan = _core.Plan(_core.RULE_PROBE, len(params), 0)
+        plan = _core.Plan(_core.NRULES, len(params), 0)    # the probe runs as one more rule
         for i, p in enumerate(params):
-            states = tuple(np.zeros_like(p) if j < self.n_state else None for j in range(3))
-            plan.set_tensor(i, p, states, 0, 0, False)
+            states = tuple(np.zeros_like(p) if j < self.n_state else None for j in range(6))
+            plan.set_tensor(i, p, states, 0, 0)
         plan.index_written()
         grads = self.grads
         return lambda: plan.run(grads)
@@ -139,19 +146,20 @@ class Case:
         return lambda: run(grads)
 
     def torch_step(self):
-        """(callable, fused?) or None when torch is not installed."""
+        """(callable, mode) for the reference implementation, or None when it is not installed."""
         try:
             import torch
         except ImportError:
             return None
-        cls, kw, _ = RULES[self.name]
+        _, kw = _settings(self.name)
         params = [torch.from_numpy(p).requires_grad_() for p in self._params()]
         for p, g in zip(params, self.grads):
             p.grad = torch.from_numpy(g)
-        fused = self.name in TORCH_FUSED
-        opt = getattr(torch.optim, self.name)(params, **kw, **({"fused": True} if fused else {"foreach": True}))
-        opt.step()
-        return opt.step, fused
+        found = torch_contender(self.name, params, kw)
+        if found is None:
+            return None
+        opt, mode = found
+        return opt.step, mode
 
 
 def _calibrate(fn, min_time):
@@ -228,7 +236,7 @@ def run_case(case, repeats, min_time, with_torch=True):
         "frac_probe": t["probe"] / t["etakit"],
         "x_numpy": t["numpy"] / t["etakit"],
         "x_torch": t["torch"] / t["etakit"] if "torch" in t else None,
-        "torch_fused": torch_fn[1] if torch_fn is not None else None,
+        "torch_mode": torch_fn[1] if torch_fn is not None else None,
         "numpy_us": t["numpy"] * 1e6,
         "torch_us": t["torch"] * 1e6 if "torch" in t else None,
     }
@@ -255,7 +263,8 @@ def format_table(rows, markdown=False):
     head = ["optimizer", "tensors", "elements", "us/step", "GB/s", "% probe", "x numpy", "x torch"]
     lines = []
     for r in rows:
-        xt = "-" if r["x_torch"] is None else f"{r['x_torch']:.2f}" + ("" if r["torch_fused"] else "*")
+        xt = "-" if r["x_torch"] is None else f"{r['x_torch']:.2f}" + {"fused": "", "foreach": "*"}.get(
+            r["torch_mode"], "**")
         lines.append([r["optimizer"], str(r["tensors"]), _fmt_n(r["elements"]), f"{r['us_per_step']:.1f}",
                       f"{r['gb_per_s']:.1f}", f"{100 * r['frac_probe']:.0f}%", f"{r['x_numpy']:.1f}", xt])
     if markdown:
@@ -358,7 +367,7 @@ def main(argv=None):
     print("\nus/step: median time per optimizer step; GB/s: compulsory traffic / time; % probe: "
           "fraction of the bandwidth of a same-access-pattern C probe; x numpy / x torch: how many "
           "times faster than in-place numpy (etakit.reference) / torch.optim fused=True "
-          "(* foreach, no fused CPU kernel)")
+          "(* foreach where there is no fused CPU kernel, ** a per-parameter loop)")
     return rows
 
 

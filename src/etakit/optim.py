@@ -1,59 +1,33 @@
-"""Optimizers over numpy arrays: PyTorch's semantics, one fused C call per step.
+"""Optimizers over numpy arrays: each rule's reference semantics, one fused C call per step.
 
 The Python layer owns everything but the arithmetic: parameter groups,
 validation (all of it before anything is written), optimizer state and its
-serialisation.  The element loops live in ``csrc/`` and are reached through
-``etakit._core.Plan``, which keeps the C descriptors of all tensors so that a
-step costs one pass over the gradient list and one C call.
+serialisation.  A rule is declared once, by its class below: the C rule name,
+the group keys that pack several C fields (``betas``), the signature with its
+defaults, and the docstring.  Everything else (fields, ranges, which fields
+can follow a schedule, state slots and when each is needed) comes from the C
+rule table through ``etakit._step.RuleSpec``, and the link to the engine
+(``Stepper``) is shared with the PyTorch drop-ins of ``etakit.torch``.
 
 Per step, the hyperparameters of every group are read and compared with the
 last validated values; only a change triggers validation again (and, where
 the options need a state buffer that does not exist yet, its allocation).
 """
-import math
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
-from . import _core
+from ._step import RuleSpec, Stepper, is_scheduled, value_at
+from .errors import StateError
 from .schedules import Schedule, from_dict, is_schedule_dict
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "OPTIMIZERS"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-# ---------------------------------------------------------------- checks
-
-def _real(group, key, where, lo=0.0, hi=math.inf, hi_open=False):
-    v = group[key]
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{where}: {key} must be a real number, got {type(v).__name__} {v!r}")
-    f = float(v)
-    if not (math.isfinite(f) and lo <= f and (f < hi if hi_open else f <= hi)):
-        upper = "" if hi == math.inf else (f", < {hi}" if hi_open else f", <= {hi}")
-        raise ValueError(f"Invalid {key} for {where}: {v!r} (expected a finite number >= {lo}{upper})")
-    return f
-
-
-def _scheduled(v):
-    """A hyperparameter given as a schedule: built-in, or any callable f(k)."""
-    return isinstance(v, Schedule) or (callable(v) and not isinstance(v, numbers.Number))
-
-
-def _hp(group, key, where, sched, field, lo=0.0, hi=math.inf, hi_open=False):
-    """A schedulable hyperparameter: a number (checked now) or a schedule
-    (recorded in ``sched[field]``; its values are checked at each step)."""
-    v = group[key]
-    if _scheduled(v):
-        sched[field] = v
-        return 0.0   # placeholder: the step writes schedule(k)
-    return _real(group, key, where, lo, hi, hi_open)
-
-
-def _value_at(v, k):
-    return float(v(k)) if _scheduled(v) else float(v)
+# a step count a C int64 step counter can still advance from
+_MAX_STEP = 2**62
 
 
 def _encode(v):
@@ -71,22 +45,6 @@ def _decode(v):
     if isinstance(v, (tuple, list)) and any(is_schedule_dict(x) for x in v):
         return tuple(_decode(x) for x in v)
     return v
-
-
-def _flag(group, key, where):
-    v = group[key]
-    # 0 and 1 compare equal to False and True, so they are taken as such
-    if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1))):
-        raise TypeError(f"{where}: {key} must be a bool, got {type(v).__name__} {v!r}")
-    return int(bool(v))
-
-
-def _betas(group, where, sched):
-    b = group["betas"]
-    if isinstance(b, (str, bytes)) or not hasattr(b, "__len__") or len(b) != 2:
-        raise TypeError(f"{where}: betas must be a pair (beta1, beta2), got {b!r}")
-    beta1 = _hp({"betas": b[0]}, "betas", f"{where} (betas[0])", sched, "beta1", 0.0, 1.0, True)
-    return beta1, _real({"betas": b[1]}, "betas", f"{where} (betas[1])", 0.0, 1.0, True)
 
 
 def _span(a):
@@ -111,7 +69,7 @@ def _check_param(p, where):
 
 
 def _check_no_overlap(arrays, labels):
-    """Raise if two arrays are the same object or share memory."""
+    """Raise if two arrays are the same object or share memory (O(n log n))."""
     seen = {}
     for a, label in zip(arrays, labels):
         if id(a) in seen:
@@ -124,13 +82,21 @@ def _check_no_overlap(arrays, labels):
             raise ValueError(f"{l0} and {l1} overlap in memory; parameters must be distinct buffers")
 
 
+def _step_value(v, where):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or not 0 <= v < _MAX_STEP:
+        raise ValueError(f"{where} must be an integer >= 0 and < 2**62, got {v!r}")
+    return int(v)
+
+
 # ------------------------------------------------------------- optimizer
 
 class Optimizer:
     """Base class of etakit's optimizers.
 
-    Subclasses declare the C rule, the group keys the kernel reads, the
-    names of their state buffers, and how a group is validated and packed.
+    A subclass declares its rule: ``rule`` (the C rule name), ``_tuples``
+    (group keys that pack several C fields, ``{"betas": ("beta1", "beta2")}``),
+    ``_extra`` (group keys outside the C struct), its ``__init__`` signature
+    with PyTorch-style defaults, and its docstring.
 
     Parameters
     ----------
@@ -140,6 +106,12 @@ class Optimizer:
         whose values override ``defaults`` (as in PyTorch).
     defaults : dict
         Default hyperparameters.
+
+    Notes
+    -----
+    One optimizer may be stepped from several threads: steps are serialised
+    (a second thread waits for the first), so none is lost.  Separate
+    optimizers step in parallel, with the GIL released.
 
     Examples
     --------
@@ -151,14 +123,20 @@ class Optimizer:
     array([-0.5, -0.5, -0.5, -0.5], dtype=float32)
     """
 
-    _rule = None
-    _hp_keys = ()       # group keys that feed the kernel, read every step
-    _state_names = ()   # names of the C state slots 0..2 (None: unused)
+    rule = None
+    reference_impl = None   # the implementation the rule matches (default: torch.optim.<class name>)
+    _tuples = {}
+    _extra = {}
+    _torch_step = "state"   # where etakit.torch keeps the step count: "state", "group" or None
+    _implied = {}           # group entries the class sets beyond its signature
 
     def __init__(self, params, defaults):
-        self.defaults = dict(defaults)
-        self._validate_group(self.defaults, "defaults")
-        self._get_hp = operator.itemgetter(*self._hp_keys)
+        self._stepper = Stepper(RuleSpec.of(type(self)))
+        spec = self._stepper.spec
+        self.defaults = {**defaults, **self._implied}
+        spec.pack(self.defaults, "defaults")
+        self._get_hp = operator.itemgetter(*spec.keys)
+        self._warned = set()
         self.param_groups = []
         self._params = []
         self._labels = []
@@ -169,11 +147,8 @@ class Optimizer:
         n = len(self._params)
         self._state = [{} for _ in range(n)]
         self._steps = [0] * n
-        self._fresh = set()
-        self._plan = None
-        self._hp_cache = None
+        self._fresh = {}
         self._k = 0            # completed steps: what schedules are evaluated at
-        self._py_sched = []    # (group, byte offset, callable, key) for Python-callable schedules
 
     # ---- construction -------------------------------------------------
     @staticmethod
@@ -201,7 +176,7 @@ class Optimizer:
         ps = group["params"]
         if isinstance(ps, np.ndarray):
             ps = [ps]
-        elif isinstance(ps, (set, dict)) or not hasattr(ps, "__iter__"):
+        elif isinstance(ps, (set, dict, str, bytes)) or not hasattr(ps, "__iter__"):
             raise TypeError(f"param_groups[{gi}]['params'] must be a list of arrays, "
                             f"got {type(ps).__name__}")
         ps = list(ps)
@@ -215,8 +190,17 @@ class Optimizer:
         group["params"] = ps
         for k, v in self.defaults.items():
             group.setdefault(k, v)
-        self._validate_group(group, f"param_groups[{gi}]")
+        self._warn_unknown(group, f"param_groups[{gi}]")
+        self._stepper.spec.pack(group, f"param_groups[{gi}]", self._k if hasattr(self, "_k") else 0)
         self.param_groups.append(group)
+
+    def _warn_unknown(self, group, where):
+        spec = self._stepper.spec
+        for key in spec.unknown_keys(group):
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(f"{where} has the key {key!r}, which {type(self).__name__} does not use (a typo?); "
+                              f"its keys are {list(spec.keys)}", UserWarning, stacklevel=4)
 
     def add_param_group(self, param_group):
         """Add a parameter group, as ``torch.optim.Optimizer.add_param_group``.
@@ -231,34 +215,20 @@ class Optimizer:
         """
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        n_groups, n_params = len(self.param_groups), len(self._params)
-        try:
-            self._append_group(dict(param_group), n_groups)
-            _check_no_overlap(self._params, self._labels)
-        except (TypeError, ValueError):
-            del self.param_groups[n_groups:], self._params[n_params:], self._labels[n_params:]
-            raise
-        added = len(self._params) - n_params
-        self._sync_steps()
-        self._state += [{} for _ in range(added)]
-        self._steps += [0] * added
-        self._plan = None
-        self._hp_cache = None
-
-    # ---- per-rule hooks -----------------------------------------------
-    def _validate_group(self, group, where, sched=None):
-        """Validate a group's hyperparameters; return the kernel's tuple.
-
-        Scheduled hyperparameters are recorded in ``sched`` (C field name ->
-        schedule) and packed as placeholders."""
-        raise NotImplementedError
-
-    def _needed_state(self, group):
-        """Names of the state buffers the group's options need."""
-        raise NotImplementedError
-
-    def _init_state(self, name, p, group):
-        return np.zeros_like(p)
+        with self._stepper:
+            n_groups, n_params = len(self.param_groups), len(self._params)
+            try:
+                self._append_group(dict(param_group), n_groups)
+                _check_no_overlap(self._params, self._labels)
+            except (TypeError, ValueError):
+                del self.param_groups[n_groups:], self._params[n_params:], self._labels[n_params:]
+                raise
+            added = len(self._params) - n_params
+            self._sync_steps()
+            self._state += [{} for _ in range(added)]
+            self._steps += [0] * added
+            self._stepper.plan = None
+            self._stepper.key = None
 
     # ---- stepping ----------------------------------------------------
     def step(self, grads):
@@ -273,13 +243,13 @@ class Optimizer:
 
         Raises
         ------
-        TypeError, ValueError
+        etakit.GradientError, etakit.HyperparameterError (ValueError, TypeError)
             On a bad gradient or hyperparameter; nothing has been written.
 
         Notes
         -----
         The GIL is released during the update, so other Python threads run
-        meanwhile; one optimizer must not be stepped from two threads at once.
+        meanwhile.  Steps of one optimizer from several threads are serialised.
 
         Examples
         --------
@@ -290,23 +260,23 @@ class Optimizer:
         >>> w
         array([-0.1,  0.1])
         """
-        hp = tuple(map(self._get_hp, self.param_groups))
-        if hp != self._hp_cache:
-            self._reconfigure(grads, hp)
-        k = self._k
-        if self._py_sched:
-            self._apply_callables(k)
-        r = self._plan.run(grads, k)
-        if r != -1:
-            if r == -3:
-                self._raise_for_scheduled(k)
-            self._check_grads(grads)
-            # a sequence type the fast path does not take, but otherwise valid
-            if self._plan.run(list(grads), k) != -1:
-                raise RuntimeError("etakit internal error: gradients passed validation but were refused")
-        self._k = k + 1
-        if self._fresh:
-            self._fresh.clear()
+        st = self._stepper
+        with st._lock:
+            groups = self.param_groups
+            key = (tuple(map(self._get_hp, groups)), tuple(map(len, groups)))
+            if key != st.key or st.plan is None or not st.plan.params_match(groups):
+                self._reconfigure(grads, key)
+            k = self._k
+            if st.callables:
+                st.apply_callables(k)
+            try:
+                st.plan.run(grads, k)
+            except _Moved:
+                self._build_plan()
+                st.plan.run(grads, k)
+            self._k = k + 1
+            if self._fresh:
+                self._fresh.clear()
 
     def current_lr(self):
         """The learning rate of each group for the next step (its schedule's value now).
@@ -321,122 +291,75 @@ class Optimizer:
         >>> opt.step([np.ones(1)]); opt.current_lr()
         [0.5]
         """
-        return [_value_at(g["lr"], self._k) for g in self.param_groups]
+        return [value_at(g["lr"], self._k) for g in self.param_groups]
 
     @property
     def step_count(self):
         """Completed steps: the ``k`` at which schedules are evaluated next."""
         return self._k
 
-    def _apply_callables(self, k):
-        for gi, offset, f, key in self._py_sched:
-            v = f(k)
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-                raise TypeError(f"param_groups[{gi}]: the {key} schedule returned {v!r} at step {k}; "
-                                "expected a real number")
-            self._plan.set_hparam_at(gi, offset, float(v))
-
-    def _raise_for_scheduled(self, k):
-        """A scheduled value is out of range at step k: say which (nothing was written)."""
-        for gi, group in enumerate(self.param_groups):
-            now = {key: (tuple(_value_at(x, k) if _scheduled(x) else x for x in v) if key == "betas"
-                         else _value_at(v, k) if _scheduled(v) else v)
-                   for key, v in group.items() if key != "params"}
-            g = dict(now, params=group["params"])
-            self._validate_group(g, f"param_groups[{gi}] (scheduled values at step {k})")
-        raise RuntimeError(f"etakit internal error: a scheduled value was refused at step {k}")
-
-    def _reconfigure(self, grads, hp):
-        scheds = [{} for _ in self.param_groups]
-        packed = [self._validate_group(g, f"param_groups[{gi}]", scheds[gi])
-                  for gi, g in enumerate(self.param_groups)]
-        needs = []
-        for gi, group in enumerate(self.param_groups):
-            names = self._needed_state(group)
-            needs += [names] * len(group["params"])
-        missing = [(i, name) for i, names in enumerate(needs) for name in names
-                   if name not in self._state[i]]
-        if missing or self._plan is None:
-            # allocate only for a step that will happen
-            self._check_grads(grads)
-            groups = self._group_of_params()
-            for i, name in missing:
-                self._state[i][name] = self._init_state(name, self._params[i], self.param_groups[groups[i]])
-                if name == "momentum_buffer" and self._rule == _core.RULE_SGD:
-                    self._fresh.add(i)
+    def _reconfigure(self, grads, key):
+        st = self._stepper
+        self._adopt_replaced_params()
+        for gi, g in enumerate(self.param_groups):
+            self._warn_unknown(g, f"param_groups[{gi}]")
+        st.configure(self.param_groups, self._k)
+        group_of = self._group_of_params()
+        missing = st.missing([p.shape for p in self._params], group_of, self._state)
+        if missing or st.plan is None or not st.plan.params_match(self.param_groups):
+            if missing:
+                # allocate only for a step that will happen: check the gradients
+                # against a plan of the state as it is
+                self._build_plan()
+                st.plan.run(grads, self._k, check_only=True)
+                spec = st.spec
+                for i, j in missing:
+                    self._state[i][spec.slot_names[j]] = spec.new_state(j, self._params[i],
+                                                                        self.param_groups[group_of[i]])
+                    self._fresh[i] = self._fresh.get(i, 0) | (1 << j)
             self._build_plan()
-        for gi, v in enumerate(packed):
-            self._plan.set_hparams(gi, v)
-        builtin, py = [], []
-        for gi, sched in enumerate(scheds):
-            for field, f in sched.items():
-                offset = _core.field_offset(self._rule, field)
-                if isinstance(f, Schedule):
-                    builtin.append((gi, offset, f._c))
-                else:
-                    py.append((gi, offset, f, field))
-        self._plan.set_schedules(builtin)
-        self._py_sched = py
-        self._hp_cache = hp
+        else:
+            st.bind()
+        st.key = key
+
+    def _adopt_replaced_params(self):
+        """Take arrays a user put into ``param_groups[g]["params"]`` in place of the old ones.
+
+        State is per position (as in ``state_dict``): a replacement keeps it if
+        it has the old array's shape and dtype; otherwise it is refused."""
+        new, labels = [], []
+        for gi, g in enumerate(self.param_groups):
+            ps = g["params"]
+            if not isinstance(ps, list):
+                raise TypeError(f"param_groups[{gi}]['params'] must be a list of arrays, got {type(ps).__name__}")
+            for j, p in enumerate(ps):
+                labels.append(f"param_groups[{gi}]['params'][{j}]")
+                new.append(p)
+        if len(new) != len(self._params):
+            raise ValueError(f"the parameter groups now hold {len(new)} parameters, the optimizer was built with "
+                             f"{len(self._params)}; add parameters with add_param_group, or build a new optimizer")
+        for i, (old, p) in enumerate(zip(self._params, new)):
+            if p is old:
+                continue
+            _check_param(p, labels[i])
+            if self._state[i] and (p.shape != old.shape or p.dtype != old.dtype):
+                raise StateError(f"{labels[i]} was replaced by an array of shape {p.shape} and dtype {p.dtype}; "
+                                 f"its optimizer state is for shape {old.shape} and dtype {old.dtype}. Build a "
+                                 "new optimizer for it")
+        _check_no_overlap(new, labels)
+        self._params = new
 
     def _group_of_params(self):
         return [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
 
     def _sync_steps(self):
-        if self._plan is not None:
-            self._steps = self._plan.completed_steps()
+        if self._stepper.plan is not None:
+            self._steps = self._stepper.plan.completed_steps()
 
     def _build_plan(self):
         self._sync_steps()
-        plan = _core.Plan(self._rule, len(self._params), len(self.param_groups))
-        for i, (p, gi) in enumerate(zip(self._params, self._group_of_params())):
-            st = self._state[i]
-            states = tuple(st.get(name) if name else None for name in self._state_names)
-            plan.set_tensor(i, p, states, gi, self._steps[i], i in self._fresh)
-        plan.index_written()
-        self._plan = plan
-
-    def _check_grads(self, grads):
-        """Full gradient validation with messages (the fast path's twin)."""
-        n = len(self._params)
-        if not isinstance(grads, (list, tuple)):
-            raise TypeError("grads must be a list or tuple of arrays, one per parameter in group "
-                            f"order; got {type(grads).__name__}")
-        if len(grads) != n:
-            raise ValueError(f"expected {n} gradients (one per parameter, in group order), "
-                             f"got {len(grads)}")
-        written = []
-        for i, p in enumerate(self._params):
-            written.append((p, self._labels[i]))
-            written += [(s, f"the optimizer state {name!r} of {self._labels[i]}")
-                        for name, s in self._state[i].items()]
-        spans = [(*_span(a), label) for a, label in written if a.nbytes]
-        for k, (g, p) in enumerate(zip(grads, self._params)):
-            label = self._labels[k]
-            if g is None:
-                raise TypeError(f"grads[{k}] is None; every parameter needs a gradient array "
-                                f"(pass np.zeros_like for {label} if it has none)")
-            if not isinstance(g, np.ndarray):
-                raise TypeError(f"grads[{k}] must be a numpy.ndarray, got {type(g).__name__}")
-            if g.dtype != p.dtype or not g.dtype.isnative:
-                raise TypeError(f"grads[{k}] has dtype {g.dtype}, expected {p.dtype} "
-                                f"(the dtype of {label})")
-            if g.shape != p.shape:
-                raise ValueError(f"grads[{k}] has shape {g.shape}, expected {p.shape} "
-                                 f"(the shape of {label})")
-            if not g.flags.c_contiguous:
-                raise ValueError(f"grads[{k}] is not C-contiguous (strides {g.strides}); pass "
-                                 "np.ascontiguousarray(grad)")
-            if not g.flags.aligned:
-                raise ValueError(f"grads[{k}] is not aligned to its dtype")
-            if not p.flags.writeable:
-                raise ValueError(f"{label} has become read-only; parameters are updated in place")
-            if g.nbytes:
-                lo, hi = _span(g)
-                for a, b, what in spans:
-                    if a < hi and lo < b:
-                        raise ValueError(f"grads[{k}] shares memory with {what}, which the step "
-                                         "writes; pass a separate gradient array")
+        self._stepper.build(self._params, self._state, self._group_of_params(), self._steps, self._fresh,
+                            self._labels)
 
     # ---- state ------------------------------------------------------
     def state_dict(self):
@@ -446,9 +369,8 @@ class Optimizer:
         "param_groups": [{<hyperparameters>, "params": [indices]}],
         "step_count": int}``, with parameters numbered in group order, as in
         PyTorch.  Schedules appear in their ``to_dict()`` form; Python
-        callables as themselves.  Arrays are copies,
-        so the dict is a snapshot that later steps do not change; it can be
-        pickled or stored with numpy.
+        callables as themselves.  Arrays are copies, so the dict is a snapshot
+        that later steps do not change; ``etakit.save`` writes it to a file.
 
         Examples
         --------
@@ -460,20 +382,21 @@ class Optimizer:
         >>> sd["state"][0]["step"], sorted(sd["state"][0])
         (1, ['exp_avg', 'exp_avg_sq', 'step'])
         """
-        self._sync_steps()
-        state = {}
-        for i, st in enumerate(self._state):
-            if st or self._steps[i]:
-                entry = {"step": int(self._steps[i])}
-                entry.update((k, v.copy()) for k, v in st.items())
-                state[i] = entry
-        groups, start = [], 0
-        for g in self.param_groups:
-            d = {k: _encode(v) for k, v in g.items() if k != "params"}
-            d["params"] = list(range(start, start + len(g["params"])))
-            start += len(g["params"])
-            groups.append(d)
-        return {"state": state, "param_groups": groups, "step_count": self._k}
+        with self._stepper:
+            self._sync_steps()
+            state = {}
+            for i, st in enumerate(self._state):
+                if st or self._steps[i]:
+                    entry = {"step": int(self._steps[i])}
+                    entry.update((k, v.copy()) for k, v in st.items())
+                    state[i] = entry
+            groups, start = [], 0
+            for g in self.param_groups:
+                d = {k: _encode(v) for k, v in g.items() if k != "params"}
+                d["params"] = list(range(start, start + len(g["params"])))
+                start += len(g["params"])
+                groups.append(d)
+            return {"state": state, "param_groups": groups, "step_count": self._k}
 
     def load_state_dict(self, state_dict):
         """Restore a state from :meth:`state_dict`; the run continues bit-identically.
@@ -492,36 +415,48 @@ class Optimizer:
         >>> opt2.state_dict()["state"][0]["step"]
         1
         """
+        with self._stepper:
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict):
+        spec = self._stepper.spec
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict) or \
                 not set(state_dict) <= {"state", "param_groups", "step_count"}:
+            got = sorted(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError("state_dict must be a dict with the keys 'state', 'param_groups' "
-                             "and optionally 'step_count'")
-        step_count = state_dict.get("step_count", 0)
-        if isinstance(step_count, (bool, np.bool_)) or not isinstance(step_count, numbers.Integral) \
-                or step_count < 0:
-            raise ValueError(f"loaded step_count must be an integer >= 0, got {step_count!r}")
+                             f"and optionally 'step_count'; got {got}")
+        step_count = _step_value(state_dict.get("step_count", 0), "loaded step_count")
         groups, state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
-            raise ValueError(f"loaded state dict has {len(groups) if hasattr(groups, '__len__') else '?'} "
-                             f"parameter groups, this optimizer has {len(self.param_groups)}")
+        if not isinstance(groups, (list, tuple)):
+            raise ValueError(f"loaded 'param_groups' must be a list of group dicts, got {type(groups).__name__}")
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(groups)} parameter groups, this optimizer has "
+                             f"{len(self.param_groups)}")
         new_groups = []
         for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
+            where = f"loaded param_groups[{gi}]"
             if not isinstance(theirs, dict) or "params" not in theirs:
-                raise ValueError(f"loaded param_groups[{gi}] is not a parameter-group dict")
-            if len(theirs["params"]) != len(mine["params"]):
-                raise ValueError(f"loaded param_groups[{gi}] has {len(theirs['params'])} parameters, "
-                                 f"this optimizer's has {len(mine['params'])}")
+                raise ValueError(f"{where} is not a parameter-group dict with a 'params' entry")
+            ps = theirs["params"]
+            if not isinstance(ps, (list, tuple)):
+                raise ValueError(f"{where}['params'] must be a list of parameter indices, got {type(ps).__name__}")
+            if len(ps) != len(mine["params"]):
+                raise ValueError(f"{where} has {len(ps)} parameters, this optimizer's has {len(mine['params'])}")
+            missing = [k for k in spec.kernel_keys if k not in theirs]
+            if missing:
+                raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
+                                 f"{list(spec.keys)} (was it saved by another optimizer?)")
             g = {k: _decode(v) for k, v in theirs.items() if k != "params"}
             g["params"] = mine["params"]
-            self._validate_group(g, f"loaded param_groups[{gi}]")
+            spec.pack(g, where, step_count)
             new_groups.append(g)
         if not isinstance(state, dict):
             raise ValueError("loaded 'state' must be a dict {parameter index: {name: value}}")
-        allowed = {n for n in self._state_names if n}
+        allowed = set(spec.slot_names)
         new_state = [{} for _ in self._params]
         new_steps = [0] * len(self._params)
         for key, entry in state.items():
-            if not isinstance(key, numbers.Integral) or not 0 <= key < len(self._params):
+            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(self._params):
                 raise ValueError(f"loaded state has an entry for parameter {key!r}; "
                                  f"expected indices 0..{len(self._params) - 1}")
             if not isinstance(entry, dict):
@@ -529,18 +464,20 @@ class Optimizer:
             p = self._params[key]
             for name, v in entry.items():
                 if name == "step":
-                    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < 0:
-                        raise ValueError(f"loaded state[{key}]['step'] must be an integer >= 0, got {v!r}")
-                    new_steps[key] = int(v)
+                    new_steps[key] = _step_value(v, f"loaded state[{key}]['step']")
                 elif name in allowed:
+                    j = spec.slot_names.index(name)
                     a = np.asarray(v)
-                    if a.shape != p.shape:
-                        raise ValueError(f"loaded state[{key}][{name!r}] has shape {a.shape}, expected "
-                                         f"{p.shape} (the shape of {self._labels[key]})")
+                    scalar = spec.slots[j]["shape"] == "scalar"
+                    shape = spec.slot_shape(j, p.shape)
+                    if a.shape != shape:
+                        raise StateError(f"loaded state[{key}][{name!r}] has shape {a.shape}, expected "
+                                         f"{shape} (for {self._labels[key]} of shape {p.shape})")
                     if a.dtype.kind != "f":
                         raise TypeError(f"loaded state[{key}][{name!r}] has dtype {a.dtype}; "
                                         "expected a floating-point array")
-                    new_state[key][name] = np.array(a, dtype=p.dtype, order="C", copy=True)
+                    new_state[key][name] = np.array(a, dtype=np.float64 if scalar else p.dtype, order="C",
+                                                    copy=True)
                 else:
                     raise ValueError(f"loaded state[{key}] has an unknown entry {name!r}; "
                                      f"{type(self).__name__} keeps {sorted(allowed)} and 'step'")
@@ -548,10 +485,23 @@ class Optimizer:
             mine.clear()
             mine.update(g)
         self._state, self._steps = new_state, new_steps
-        self._k = int(step_count)
-        self._fresh = set()
-        self._plan = None
-        self._hp_cache = None
+        self._k = step_count
+        self._fresh = {}
+        self._stepper.plan = None
+        self._stepper.key = None
+
+    # ---- copying ------------------------------------------------------
+    def __getstate__(self):
+        with self._stepper:
+            self._sync_steps()
+            d = dict(self.__dict__)
+        del d["_stepper"], d["_get_hp"]
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._stepper = Stepper(RuleSpec.of(type(self)))
+        self._get_hp = operator.itemgetter(*self._stepper.spec.keys)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -562,6 +512,9 @@ class Optimizer:
                     lines.append(f"    {k}: {g[k]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+from ._core import _Moved  # noqa: E402  (after the class, which does not need it at import)
 
 
 # ----------------------------------------------------------------- rules
@@ -580,10 +533,10 @@ class SGD(Optimizer):
     ----------
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
-    lr : float, default 1e-3
-    momentum : float, default 0
+    lr : float or schedule, default 1e-3
+    momentum : float or schedule, default 0
     dampening : float, default 0
-    weight_decay : float, default 0
+    weight_decay : float or schedule, default 0
     nesterov : bool, default False
         Needs ``momentum > 0`` and ``dampening == 0``.
     maximize : bool, default False
@@ -599,30 +552,13 @@ class SGD(Optimizer):
     array([ 0.46, -0.46])
     """
 
-    _rule = _core.RULE_SGD
-    _hp_keys = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
-    _state_names = ("momentum_buffer", None, None)
+    rule = "sgd"
+    _torch_step = None
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
-
-    def _validate_group(self, g, where, sched=None):
-        sched = {} if sched is None else sched
-        lr = _hp(g, "lr", where, sched, "lr")
-        momentum = _hp(g, "momentum", where, sched, "momentum")
-        dampening = _real(g, "dampening", where, 0.0, 1.0)
-        wd = _hp(g, "weight_decay", where, sched, "weight_decay")
-        nesterov, maximize = _flag(g, "nesterov", where), _flag(g, "maximize", where)
-        # a scheduled momentum is checked against nesterov at each step
-        if nesterov and ((momentum <= 0 and "momentum" not in sched) or dampening != 0):
-            raise ValueError(f"Invalid nesterov for {where}: Nesterov momentum requires momentum > 0 "
-                             f"and dampening == 0 (got momentum={momentum}, dampening={dampening})")
-        return (lr, momentum, dampening, wd, nesterov, maximize)
-
-    def _needed_state(self, g):
-        return ("momentum_buffer",) if g["momentum"] != 0 else ()
 
 
 class Adam(Optimizer):
@@ -630,7 +566,8 @@ class Adam(Optimizer):
 
     ::
 
-        g = -grad if maximize else grad;  g += weight_decay * p   (L2; AdamW decays p instead)
+        g = -grad if maximize else grad
+        g += weight_decay * p   (or, decoupled_weight_decay: p *= 1 - lr * weight_decay, as AdamW)
         m = m + (1 - beta1) (g - m);  v = beta2 v + (1 - beta2) g^2;  vmax = max(vmax, v) if amsgrad
         p -= lr / (1 - beta1^t) * m / (sqrt(v or vmax) / sqrt(1 - beta2^t) + eps)
 
@@ -638,14 +575,16 @@ class Adam(Optimizer):
     ----------
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
-    lr : float, default 1e-3
+    lr : float or schedule, default 1e-3
     betas : (float, float), default (0.9, 0.999)
-        Each in [0, 1).
+        Each in [0, 1); ``betas[0]`` may be a schedule.
     eps : float, default 1e-8
-    weight_decay : float, default 0
+    weight_decay : float or schedule, default 0
         L2 penalty added to the gradient.
     amsgrad : bool, default False
     maximize : bool, default False
+    decoupled_weight_decay : bool, default False
+        Decay the parameters instead (AdamW).
 
     Examples
     --------
@@ -658,27 +597,14 @@ class Adam(Optimizer):
     True
     """
 
-    _rule = _core.RULE_ADAM
-    _hp_keys = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
-    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _decoupled = 0
+    rule = "adam"
+    _tuples = {"betas": ("beta1", "beta2")}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False):
+                 amsgrad=False, maximize=False, decoupled_weight_decay=False):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize))
-
-    def _validate_group(self, g, where, sched=None):
-        sched = {} if sched is None else sched
-        lr = _hp(g, "lr", where, sched, "lr")
-        beta1, beta2 = _betas(g, where, sched)
-        eps = _real(g, "eps", where)
-        wd = _hp(g, "weight_decay", where, sched, "weight_decay")
-        return (lr, beta1, beta2, eps, wd, _flag(g, "amsgrad", where), _flag(g, "maximize", where),
-                self._decoupled)
-
-    def _needed_state(self, g):
-        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if g["amsgrad"] else ("exp_avg", "exp_avg_sq")
+                                      amsgrad=amsgrad, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay))
 
 
 class AdamW(Adam):
@@ -698,7 +624,7 @@ class AdamW(Adam):
     array([0.95, 0.95])
     """
 
-    _decoupled = 1
+    _implied = {"decoupled_weight_decay": True}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, maximize=False):
@@ -720,12 +646,12 @@ class RMSprop(Optimizer):
     ----------
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
-    lr : float, default 1e-2
+    lr : float or schedule, default 1e-2
     alpha : float, default 0.99
         In [0, 1].
     eps : float, default 1e-8
-    weight_decay : float, default 0
-    momentum : float, default 0
+    weight_decay : float or schedule, default 0
+    momentum : float or schedule, default 0
     centered : bool, default False
     maximize : bool, default False
 
@@ -739,28 +665,12 @@ class RMSprop(Optimizer):
     array([ 0.9, -0.9])
     """
 
-    _rule = _core.RULE_RMSPROP
-    _hp_keys = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
-    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
+    rule = "rmsprop"
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, maximize=False):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
-
-    def _validate_group(self, g, where, sched=None):
-        sched = {} if sched is None else sched
-        return (_hp(g, "lr", where, sched, "lr"), _real(g, "alpha", where, 0.0, 1.0), _real(g, "eps", where),
-                _hp(g, "weight_decay", where, sched, "weight_decay"), _hp(g, "momentum", where, sched, "momentum"),
-                _flag(g, "centered", where), _flag(g, "maximize", where))
-
-    def _needed_state(self, g):
-        names = ["square_avg"]
-        if _scheduled(g["momentum"]) or g["momentum"] > 0:
-            names.append("momentum_buffer")
-        if g["centered"]:
-            names.append("grad_avg")
-        return tuple(names)
 
 
 class Adagrad(Optimizer):
@@ -775,9 +685,9 @@ class Adagrad(Optimizer):
     ----------
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
-    lr : float, default 1e-2
+    lr : float or schedule, default 1e-2
     lr_decay : float, default 0
-    weight_decay : float, default 0
+    weight_decay : float or schedule, default 0
     initial_accumulator_value : float, default 0
         Starting value of ``sum``.
     eps : float, default 1e-10
@@ -793,9 +703,7 @@ class Adagrad(Optimizer):
     array([ 0.9, -0.9])
     """
 
-    _rule = _core.RULE_ADAGRAD
-    _hp_keys = ("lr", "lr_decay", "weight_decay", "eps", "maximize", "initial_accumulator_value")
-    _state_names = ("sum", None, None)
+    rule = "adagrad"
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, maximize=False):
@@ -803,15 +711,55 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
 
-    def _validate_group(self, g, where, sched=None):
-        sched = {} if sched is None else sched
-        _real(g, "initial_accumulator_value", where)
-        return (_hp(g, "lr", where, sched, "lr"), _real(g, "lr_decay", where),
-                _hp(g, "weight_decay", where, sched, "weight_decay"), _real(g, "eps", where),
-                _flag(g, "maximize", where))
 
-    def _needed_state(self, g):
-        return ("sum",)
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as ``pytorch_optimizer.Lion``.
 
-    def _init_state(self, name, p, group):
-        return np.full_like(p, float(group["initial_accumulator_value"]))
+    ::
+
+        g = -grad if maximize else grad
+        p *= 1 - weight_decay * (1 if fixed_decay else lr)   (weight_decouple)   or   g += weight_decay * p
+        p -= lr * sign(m + (1 - beta1) (g - m));  m = m + (1 - beta2) (g - m)
+
+    Lion's update has the same size for every element, so its learning rate
+    is typically 3-10x smaller than AdamW's, and its weight decay larger.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-4
+    betas : (float, float), default (0.9, 0.99)
+        Interpolation of the update and decay of the momentum, each in [0, 1);
+        ``betas[0]`` may be a schedule.
+    weight_decay : float or schedule, default 0
+    weight_decouple : bool, default True
+        Decay the parameters (AdamW-style) rather than add to the gradient.
+    fixed_decay : bool, default False
+        Decoupled decay by ``weight_decay`` alone, not scaled by ``lr``.
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.Lion([w], lr=0.1)
+    >>> opt.step([np.array([0.5, -3.0])])
+    >>> w
+    array([ 0.9, -1.9])
+    """
+
+    rule = "lion"
+    reference_impl = "pytorch_optimizer.Lion"
+    _tuples = {"betas": ("beta1", "beta2")}
+    _torch_step = "group"
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, weight_decouple=True,
+                 fixed_decay=False, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      weight_decouple=weight_decouple, fixed_decay=fixed_decay,
+                                      maximize=maximize))
+
+
+#: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion)}

@@ -17,8 +17,7 @@ from . import optim
 
 __all__ = ["minimize", "scipy_method"]
 
-_METHODS = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop,
-            "adagrad": optim.Adagrad}
+_METHODS = {name.lower(): cls for name, cls in optim.OPTIMIZERS.items()}
 
 
 def _optimize_result(**kw):

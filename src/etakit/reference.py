@@ -1,29 +1,60 @@
 """Pure-numpy reference implementations of etakit's update rules.
 
-This module is the readable specification of every rule (PyTorch's
-``torch.optim`` semantics), the oracle the tests compare the C kernels
-against, and the numpy baseline of the benchmarks.  Each function updates
-``param`` and the state arrays in place, one numpy operation at a time, in
-the same order and precision as the C kernels: scalars are computed in
-Python floats (double) once per step and applied in the arrays' dtype.
+This module is the readable specification of every rule (the semantics of
+the reference implementation each optimizer's docstring names), the oracle
+the tests compare the C kernels against, and the numpy baseline of the
+benchmarks.  Every rule has one function::
 
-The functions do no validation; use the optimizer classes for that.
+    <rule>_step(param, grad, state, *, step, **hyperparameters)
+
+that updates ``param`` and the arrays in the dict ``state`` in place, one
+numpy operation at a time, in the same order and precision as the C kernels:
+scalars are computed in Python floats (double) once per step and applied in
+the arrays' dtype.  ``state`` starts empty; the function creates each buffer
+when the options first need it, as the reference implementations do, under
+their names.  ``step`` is the 1-based number of this step.  The keyword
+arguments are the optimizer's group keys (``lr``, ``betas``, ...).
+
+``step_rule(rule, ...)`` calls the function of a rule by its name.  The
+functions do no validation; use the optimizer classes for that.
 
 Examples
 --------
 >>> import numpy as np
 >>> from etakit import reference
 >>> p = np.ones(3, dtype=np.float32); g = np.full(3, 0.5, dtype=np.float32)
->>> m = np.zeros_like(p); v = np.zeros_like(p)
->>> reference.adam_step(p, g, m, v, step=1, lr=0.1)
+>>> state = {}
+>>> reference.adam_step(p, g, state, step=1, lr=0.1)
 >>> p     # one float32 step of lr along -sign(g)
 array([0.90000004, 0.90000004, 0.90000004], dtype=float32)
+>>> sorted(state)
+['exp_avg', 'exp_avg_sq']
 """
 import math
 
 import numpy as np
 
-__all__ = ["sgd_step", "adam_step", "rmsprop_step", "adagrad_step"]
+__all__ = ["step_rule", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step"]
+
+
+def step_rule(rule, param, grad, state, *, step, **hyperparameters):
+    """One step of the rule called ``rule`` (the C rule name, ``"adam"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); st = {}
+    >>> step_rule("sgd", p, np.ones(2), st, step=1, lr=0.5)
+    >>> p
+    array([-0.5, -0.5])
+    """
+    return globals()[f"{rule}_step"](param, grad, state, step=step, **hyperparameters)
+
+
+def _zeros(state, name, like, fill=0.0):
+    if name not in state:
+        state[name] = np.full_like(like, fill)
+    return state[name]
 
 
 def _grad(param, grad, weight_decay, maximize):
@@ -34,53 +65,53 @@ def _grad(param, grad, weight_decay, maximize):
     return g
 
 
-def sgd_step(param, grad, momentum_buffer=None, *, lr=1e-3, momentum=0.0, dampening=0.0,
-             weight_decay=0.0, nesterov=False, maximize=False, first_step=False):
-    """One SGD step (PyTorch ``torch.optim.SGD``), in place.
+def sgd_step(param, grad, state, *, step, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+             nesterov=False, maximize=False):
+    """One SGD step (``torch.optim.SGD``), in place.
 
-    ``momentum_buffer`` is needed when ``momentum != 0``; on the first step
-    (``first_step=True``) it becomes a copy of the gradient.
+    ``momentum_buffer`` is created, as a copy of the gradient, at the first
+    step with ``momentum != 0``.
 
     Examples
     --------
     >>> import numpy as np
     >>> p = np.array([1.0, 2.0]); g = np.array([0.5, -0.5])
-    >>> sgd_step(p, g, lr=0.1)
+    >>> sgd_step(p, g, {}, step=1, lr=0.1)
     >>> p
     array([0.95, 2.05])
     """
     lr, momentum, dampening = float(lr), float(momentum), float(dampening)
     g = _grad(param, grad, weight_decay, maximize)
     if momentum != 0:
-        if first_step:
-            momentum_buffer[...] = g
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = np.array(g, dtype=param.dtype, copy=True)
         else:
-            momentum_buffer *= momentum
-            momentum_buffer += (1.0 - dampening) * g
-        g = g + momentum * momentum_buffer if nesterov else momentum_buffer
+            buf = state["momentum_buffer"]
+            buf *= momentum
+            buf += (1.0 - dampening) * g
+        buf = state["momentum_buffer"]
+        g = g + momentum * buf if nesterov else buf
     param += -lr * g
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
-              betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-              decoupled_weight_decay=False):
+def adam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+              amsgrad=False, maximize=False, decoupled_weight_decay=False):
     """One Adam step (``decoupled_weight_decay=True``: AdamW), in place.
 
-    ``step`` is the 1-based number of this step (PyTorch increments its step
-    count before the update).  ``max_exp_avg_sq`` is needed when ``amsgrad``.
+    State: ``exp_avg``, ``exp_avg_sq`` and, with ``amsgrad``, ``max_exp_avg_sq``.
 
     Examples
     --------
     >>> import numpy as np
     >>> p = np.zeros(2); g = np.array([1.0, -2.0])
-    >>> m, v = np.zeros(2), np.zeros(2)
-    >>> adam_step(p, g, m, v, step=1, lr=0.01)
+    >>> adam_step(p, g, {}, step=1, lr=0.01)
     >>> np.round(p, 6)
     array([-0.01,  0.01])
     """
     lr, eps = float(lr), float(eps)
     beta1, beta2 = float(betas[0]), float(betas[1])
     weight_decay = float(weight_decay)
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
     g = np.negative(grad) if maximize else grad
     if weight_decay != 0:
         if decoupled_weight_decay:
@@ -99,8 +130,9 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr
     exp_avg_sq += tmp
     v = exp_avg_sq
     if amsgrad:
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        v = max_exp_avg_sq
+        vmax = _zeros(state, "max_exp_avg_sq", param)
+        np.maximum(vmax, exp_avg_sq, out=vmax)
+        v = vmax
     bias_correction1 = 1.0 - beta1 ** int(step)
     bias_correction2 = 1.0 - beta2 ** int(step)
     step_size = lr / bias_correction1
@@ -112,30 +144,31 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr
     param += tmp
 
 
-def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, lr=1e-2,
-                 alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                 maximize=False):
-    """One RMSprop step (PyTorch ``torch.optim.RMSprop``), in place.
+def rmsprop_step(param, grad, state, *, step, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+    """One RMSprop step (``torch.optim.RMSprop``), in place.
 
-    ``momentum_buffer`` is needed when ``momentum > 0``, ``grad_avg`` when
-    ``centered``; both start at zero.
+    State: ``square_avg``; ``momentum_buffer`` when ``momentum > 0``;
+    ``grad_avg`` when ``centered``; all start at zero.
 
     Examples
     --------
     >>> import numpy as np
-    >>> p = np.zeros(2); g = np.array([1.0, -1.0]); s = np.zeros(2)
-    >>> rmsprop_step(p, g, s, lr=0.01, alpha=0.0)
+    >>> p = np.zeros(2); g = np.array([1.0, -1.0])
+    >>> rmsprop_step(p, g, {}, step=1, lr=0.01, alpha=0.0)
     >>> np.round(p, 6)
     array([-0.01,  0.01])
     """
     lr, alpha, eps, momentum = float(lr), float(alpha), float(eps), float(momentum)
     g = _grad(param, grad, weight_decay, maximize)
+    square_avg = _zeros(state, "square_avg", param)
     square_avg *= alpha
     tmp = np.empty_like(param)
     np.multiply(g, 1.0 - alpha, out=tmp)
     tmp *= g
     square_avg += tmp
     if centered:
+        grad_avg = _zeros(state, "grad_avg", param)
         np.subtract(g, grad_avg, out=tmp)
         tmp *= 1.0 - alpha
         grad_avg += tmp
@@ -144,33 +177,34 @@ def rmsprop_step(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *
         avg = np.sqrt(square_avg)
     avg += eps
     if momentum > 0:
-        momentum_buffer *= momentum
+        buf = _zeros(state, "momentum_buffer", param)
+        buf *= momentum
         np.divide(g, avg, out=tmp)
-        momentum_buffer += tmp
-        param += -lr * momentum_buffer
+        buf += tmp
+        param += -lr * buf
     else:
         np.multiply(g, -lr, out=tmp)
         tmp /= avg
         param += tmp
 
 
-def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 eps=1e-10, maximize=False):
-    """One Adagrad step (PyTorch ``torch.optim.Adagrad``), in place.
+def adagrad_step(param, grad, state, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, maximize=False):
+    """One Adagrad step (``torch.optim.Adagrad``), in place.
 
-    ``state_sum`` starts at ``initial_accumulator_value``; ``step`` is the
-    1-based number of this step.
+    State: ``sum``, starting at ``initial_accumulator_value``.
 
     Examples
     --------
     >>> import numpy as np
-    >>> p = np.zeros(2); g = np.array([2.0, -2.0]); s = np.zeros(2)
-    >>> adagrad_step(p, g, s, step=1, lr=0.1)
+    >>> p = np.zeros(2); g = np.array([2.0, -2.0])
+    >>> adagrad_step(p, g, {}, step=1, lr=0.1)
     >>> np.round(p, 6)
     array([-0.1,  0.1])
     """
     lr, lr_decay, eps = float(lr), float(lr_decay), float(eps)
     g = _grad(param, grad, weight_decay, maximize)
+    state_sum = _zeros(state, "sum", param, float(initial_accumulator_value))
     clr = lr / (1.0 + (int(step) - 1) * lr_decay)
     tmp = np.empty_like(param)
     np.multiply(g, g, out=tmp)
@@ -180,3 +214,37 @@ def adagrad_step(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_
     np.multiply(g, -clr, out=tmp)
     tmp /= std
     param += tmp
+
+
+def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, weight_decouple=True,
+              fixed_decay=False, maximize=False):
+    """One Lion step (``pytorch_optimizer.Lion``), in place.
+
+    State: ``exp_avg``.  ``sign`` is numpy's (0 for a zero interpolation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(3); g = np.array([1.0, -1.0, 0.0])
+    >>> lion_step(p, g, {}, step=1, lr=0.1)
+    >>> p
+    array([-0.1,  0.1,  0. ])
+    """
+    lr, weight_decay = float(lr), float(weight_decay)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    exp_avg = _zeros(state, "exp_avg", param)
+    g = np.negative(grad) if maximize else grad
+    if weight_decay != 0:
+        if weight_decouple:
+            param *= 1.0 - weight_decay * (1.0 if fixed_decay else lr)
+        else:
+            g = g + weight_decay * param
+    update = np.subtract(g, exp_avg)
+    update *= 1.0 - beta1
+    update += exp_avg
+    np.sign(update, out=update)
+    d = np.subtract(g, exp_avg)
+    d *= 1.0 - beta2
+    exp_avg += d
+    update *= -lr
+    param += update

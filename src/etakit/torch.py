@@ -1,16 +1,22 @@
 """Drop-in replacements for ``torch.optim`` on CPU, running etakit's fused kernels.
 
-``etakit.torch.SGD``, ``Adam``, ``AdamW``, ``RMSprop`` and ``Adagrad`` are
-``torch.optim.Optimizer`` subclasses with PyTorch's signatures, defaults,
-update rules and state layout (``step``, ``exp_avg``, ``exp_avg_sq``,
-``max_exp_avg_sq``, ``momentum_buffer``, ``square_avg``, ``grad_avg``,
-``sum``), so checkpoints move both ways between ``torch.optim.AdamW`` and
-``etakit.torch.AdamW``, and ``torch.optim.lr_scheduler`` drives them.
+Every etakit optimizer has a drop-in here of the same name (``etakit.torch.AdamW``,
+``etakit.torch.Lion``, ...): a ``torch.optim.Optimizer`` subclass with the
+signature, defaults, update rule and state layout of its reference
+(``torch.optim`` or the package its numpy class names), so checkpoints move
+both ways between, say, ``torch.optim.AdamW`` and ``etakit.torch.AdamW``, and
+``torch.optim.lr_scheduler`` drives them.  etakit's own schedules and Python
+callables work as hyperparameters too, as with the numpy optimizers.
 
 Parameters, gradients and optimizer state are used in place, zero-copy: the
 kernels write straight into the tensors' memory, all parameters of a step in
 one C call with the GIL released.  Supported: dense, contiguous float32 or
 float64 CPU tensors.  Parameters without a gradient are skipped, as in PyTorch.
+
+The drop-ins are derived from the numpy optimizers (``etakit.optim``): the
+rule, its checks and the link to the engine are the same objects
+(``etakit._step``); this module adds only what PyTorch needs (state in
+``self.state`` under the reference's names, tensors instead of arrays).
 
 torch is imported by this module only (``import etakit.torch``).
 
@@ -22,16 +28,20 @@ Examples
 >>> loss = model(torch.ones(8, 4)).pow(2).mean()
 >>> loss.backward(); opt.step(); opt.zero_grad()
 """
+import inspect
+import numbers
 import operator
 
 import torch
 
-from . import _core
 from . import optim as _optim
+from ._step import RuleSpec, Stepper
+from .errors import StateError
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+__all__ = list(_optim.OPTIMIZERS)
 
 _DTYPES = (torch.float32, torch.float64)
+_EXTRAS = (("foreach", None), ("fused", None), ("capturable", False), ("differentiable", False))
 
 
 def _check_param(p, where):
@@ -51,55 +61,133 @@ def _check_param(p, where):
                          "and never works on a copy")
 
 
-class _Optimizer(torch.optim.Optimizer):
-    """Shared machinery: validation, PyTorch-layout state, one C call per step."""
+def _floats(group):
+    """The group with 0-d tensor hyperparameters (PyTorch allows a Tensor lr) as floats."""
+    if not any(isinstance(v, torch.Tensor) or (k == "betas" and isinstance(v, (tuple, list)) and
+                                               any(isinstance(b, torch.Tensor) for b in v))
+               for k, v in group.items() if k != "params"):
+        return group
+    out = dict(group)
+    for k, v in group.items():
+        if isinstance(v, torch.Tensor) and k != "params":
+            out[k] = float(v)
+        elif k == "betas" and isinstance(v, (tuple, list)):
+            out[k] = tuple(float(b) if isinstance(b, torch.Tensor) else b for b in v)
+    return out
 
-    _etakit = None          # the numpy optimizer class whose rules and checks apply
-    _state_names = ()       # PyTorch's names of the C state slots 0..2
-    _has_step = True
+
+class _DropIn(torch.optim.Optimizer):
+    """Shared machinery of the drop-ins: PyTorch-layout state, one C call per step."""
+
+    _numpy = None           # the numpy optimizer class whose rule this runs
 
     def __init__(self, params, defaults):
         for flag in ("capturable", "differentiable"):
             if defaults.get(flag):
                 raise ValueError(f"etakit.torch does not support {flag}=True")
-        self._validator = object.__new__(self._etakit)   # only its class attributes are used
-        self._get_hp = operator.itemgetter(*self._etakit._hp_keys)
-        self._plan = None
+        self._stepper = Stepper(RuleSpec.of(self._numpy))
+        spec = self._stepper.spec
+        self._get_hp = operator.itemgetter(*spec.kernel_keys)
         self._plan_key = None
         self._steps = None
-        self._needs_cache = None
         self._state_version = 0
-        self._hp_cache = None
+        self._k = 0
+        spec.pack(_floats(defaults), "defaults")
         super().__init__(params, defaults)
 
+    # ---- groups and checkpoints -----------------------------------------
     def add_param_group(self, param_group):
+        n = len(self.param_groups)
         super().add_param_group(param_group)
-        gi = len(self.param_groups) - 1
-        group = self.param_groups[gi]
-        for j, p in enumerate(group["params"]):
-            _check_param(p, f"param_groups[{gi}]['params'][{j}]")
-        self._validator._validate_group(_floats(group), f"param_groups[{gi}]")
-        self._plan = None
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self._state_version += 1
-        self._hp_cache = None
+        try:
+            group = self.param_groups[n]
+            for j, p in enumerate(group["params"]):
+                _check_param(p, f"param_groups[{n}]['params'][{j}]")
+            self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)
+            if self._numpy._torch_step == "group":
+                group.setdefault("step", 0)
+        except Exception:
+            del self.param_groups[n:]   # torch keeps no other record of the group
+            raise
+        self._plan_key = None
 
     def state_dict(self):
-        sd = super().state_dict()
+        with self._stepper:
+            sd = super().state_dict()
         # "step" tensors are views into one buffer the kernel advances: hand out
         # copies, in new dicts (torch's state_dict shares the per-parameter dicts)
         sd["state"] = {k: ({**st, "step": st["step"].clone()} if isinstance(st.get("step"), torch.Tensor) else st)
                        for k, st in sd["state"].items()}
+        sd["step_count"] = self._k
         return sd
 
-    def _needed(self, group):
-        return [n for n in self._validator._needed_state(_floats(group)) if n in self._state_names]
+    def load_state_dict(self, state_dict):
+        with self._stepper:
+            self._check_loaded(state_dict)
+            state_dict = dict(state_dict)
+            step_count = state_dict.pop("step_count", 0)
+            super().load_state_dict(state_dict)
+            spec = self._stepper.spec
+            scalars = [name for j, name in enumerate(spec.slot_names) if spec.slots[j]["shape"] == "scalar"]
+            for st in self.state.values():
+                for name in scalars:   # torch casts state to the parameter dtype; these are float64
+                    if isinstance(st.get(name), torch.Tensor):
+                        st[name] = st[name].to(torch.float64)
+            self._k = int(step_count)
+            self._state_version += 1
+            self._plan_key = None
+            self._stepper.key = None
 
-    def _init_state(self, name, p, group):
-        return torch.zeros_like(p, memory_format=torch.preserve_format)
+    def _check_loaded(self, sd):
+        """What torch.optim's load_state_dict does not check, before anything changes."""
+        spec = self._stepper.spec
+        if not isinstance(sd, dict) or not isinstance(sd.get("param_groups"), (list, tuple)) or \
+                not isinstance(sd.get("state"), dict):
+            raise ValueError("state_dict must be a dict with a 'state' dict and a 'param_groups' list")
+        step_count = sd.get("step_count", 0)
+        if isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral) or \
+                not 0 <= step_count < 2**62:
+            raise ValueError(f"loaded step_count must be an integer >= 0 and < 2**62, got {step_count!r}")
+        if len(sd["param_groups"]) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(sd['param_groups'])} parameter groups, this optimizer "
+                             f"has {len(self.param_groups)}")
+        params = []
+        for gi, (g, mine) in enumerate(zip(sd["param_groups"], self.param_groups)):
+            where = f"loaded param_groups[{gi}]"
+            if not isinstance(g, dict) or not isinstance(g.get("params"), (list, tuple)):
+                raise ValueError(f"{where} is not a parameter-group dict with a 'params' list")
+            if len(g["params"]) != len(mine["params"]):
+                raise ValueError(f"{where} has {len(g['params'])} parameters, this optimizer's has "
+                                 f"{len(mine['params'])}")
+            missing = [k for k in spec.kernel_keys if k not in g]
+            if missing:
+                raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
+                                 f"{list(spec.kernel_keys)} (was it saved by another optimizer?)")
+            spec.pack(_floats(g), where, int(step_count))
+            params += list(zip(g["params"], mine["params"]))
+        index = dict(params)
+        for key, entry in sd["state"].items():
+            if key not in index or not isinstance(entry, dict):
+                raise ValueError(f"loaded state has an entry {key!r} that is not a parameter index of the groups")
+            p = index[key]
+            for name, v in entry.items():
+                if name == "step":
+                    if not (isinstance(v, torch.Tensor) and v.numel() == 1) and \
+                            (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+                        raise ValueError(f"loaded state[{key}]['step'] must be a number, got {v!r}")
+                    if not 0 <= float(v) < 2**62:
+                        raise ValueError(f"loaded state[{key}]['step'] must be >= 0 and < 2**62, got {float(v)!r}")
+                    continue
+                if name not in spec.slot_names:
+                    continue   # a key of another implementation; torch would keep it, the kernel ignores it
+                j = spec.slot_names.index(name)
+                shape = spec.slot_shape(j, tuple(p.shape))
+                if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape or not v.is_floating_point():
+                    got = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+                    raise StateError(f"loaded state[{key}][{name!r}] is {got}; expected a floating-point tensor "
+                                     f"of shape {shape}")
 
+    # ---- stepping ---------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
         """One optimizer step for every parameter that has a gradient (one C call)."""
@@ -107,237 +195,154 @@ class _Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        hp = tuple(self._get_hp(_floats(g)) for g in self.param_groups)
-        params, gis, grads = [], [], []
-        for gi, group in enumerate(self.param_groups):
-            for p in group["params"]:
-                g = p.grad
-                if g is not None:
-                    params.append(p)
-                    gis.append(gi)
-                    grads.append(g)
-        if not params:
-            return loss
-        if hp != self._hp_cache:
-            packed = [self._validator._validate_group(_floats(g), f"param_groups[{gi}]")
-                      for gi, g in enumerate(self.param_groups)]
-            needs = tuple(tuple(self._needed(g)) for g in self.param_groups)
-            if needs != self._needs_cache:   # an option that needs new state (amsgrad, momentum...)
-                self._plan_key, self._needs_cache = None, needs
-        key = (self._state_version, tuple(map(id, params)), tuple(gis))
-        if key != self._plan_key:
-            self._check_grads(params, gis, grads)
-            fresh = self._ensure_state(params, gis)
-            self._build_plan(params, gis, fresh)
-            self._plan_key = (self._state_version, key[1], key[2])
-            packed = [self._validator._validate_group(_floats(g), f"param_groups[{gi}]")
-                      for gi, g in enumerate(self.param_groups)]
-        if hp != self._hp_cache:
-            for gi, v in enumerate(packed):
-                self._plan.set_hparams(gi, v)
-            self._hp_cache = hp
-        try:
-            r = self._plan.run_torch(params, grads)
-        except RuntimeError:   # is_contiguous() on a sparse gradient, say
-            r = 0
-        if r == -4:            # a parameter's memory was replaced (p.data = ...)
-            self._plan_key = None
-            return self.step() if closure is None else self._rerun(loss)
-        if r != -1:
-            self._check_grads(params, gis, grads)
-            r = self._plan.run([g.contiguous().numpy() for g in grads])
-            if r != -1:
-                raise ValueError(f"the gradient of parameter {r} (counting those with gradients) shares memory "
-                                 "with a parameter or optimizer state")
-        if self._steps is not None:
-            self._steps += 1
+        st = self._stepper
+        with st._lock:
+            params, grads, gis = [], [], []
+            groups = self.param_groups
+            for gi, group in enumerate(groups):
+                for p in group["params"]:
+                    g = p.grad
+                    if g is not None:
+                        params.append(p)
+                        grads.append(g)
+                        gis.append(gi)
+            if not params:
+                return loss
+            hp = tuple(self._get_hp(_floats(g)) for g in groups)
+            configured = hp != st.key
+            if configured:
+                st.configure([_floats(g) for g in groups], self._k)
+                st.key = hp
+            pkey = (self._state_version, tuple(map(id, params)), tuple(gis), st.needs)
+            if pkey != self._plan_key:
+                self._prepare(params, grads, gis)
+                self._plan_key = pkey
+            elif configured:
+                st.bind()
+            k = self._k
+            if st.callables:
+                st.apply_callables(k)
+            if not st.plan.run_torch(params, grads, k):   # a parameter's memory was replaced (p.data = ...)
+                self._prepare(params, grads, gis)
+                if st.callables:
+                    st.apply_callables(k)
+                st.plan.run_torch(params, grads, k)
+            if self._steps is not None:
+                self._steps += 1
+            if self._numpy._torch_step == "group":
+                for g in groups:
+                    g["step"] = g.get("step", 0) + 1
+            self._k = k + 1
         return loss
 
-    def _rerun(self, loss):
-        self.step()
-        return loss
-
-    def _check_grads(self, params, gis, grads):
-        for p, gi, g in zip(params, gis, grads):
-            where = f"the gradient of a parameter of param_groups[{gi}]"
-            if g.is_sparse or g.layout != torch.strided:
-                raise ValueError(f"{where} is sparse; etakit.torch supports dense gradients only")
-            if g.dtype != p.dtype or g.shape != p.shape or g.device != p.device:
-                raise ValueError(f"{where} is {g.dtype} {tuple(g.shape)} on {g.device}; expected {p.dtype} "
-                                 f"{tuple(p.shape)} on cpu")
-
-    def _ensure_state(self, params, gis):
-        """PyTorch-layout state for every stepping parameter; returns the freshly created SGD buffers."""
-        fresh = set()
-        needed = [self._needed(g) for g in self.param_groups]
-        for p, gi in zip(params, gis):
-            st = self.state[p]
-            if self._has_step and "step" not in st:
-                st["step"] = torch.tensor(0.0, dtype=torch.float32)
-            for name in needed[gi]:
-                if st.get(name) is None:
-                    st[name] = self._init_state(name, p, self.param_groups[gi])
-                    if self._etakit is _optim.SGD:
-                        fresh.add(id(p))
-        return fresh
-
-    def _build_plan(self, params, gis, fresh):
-        plan = _core.Plan(self._etakit._rule, len(params), len(self.param_groups))
-        steps = [int(self.state[p]["step"]) if self._has_step else 0 for p in params]
-        self._steps = torch.tensor(steps, dtype=torch.float32) if self._has_step else None
+    def _prepare(self, params, grads, gis):
+        """Check the gradients, create missing state, build the plan."""
+        st = self._stepper
+        spec = st.spec
+        self._build_plan(params, gis, {}, final=False)
+        st.plan.run_torch(params, grads, self._k, check_only=True)
+        fresh = {}
         for i, (p, gi) in enumerate(zip(params, gis)):
-            st = self.state[p]
-            if self._has_step:
-                st["step"] = self._steps[i]   # a view: one += advances every parameter's step
-            states = []
-            for name in self._state_names:
-                t = st.get(name) if name else None
+            s = self.state[p]
+            if self._numpy._torch_step == "state" and "step" not in s:
+                s["step"] = torch.tensor(0.0, dtype=torch.float32)
+            for j in st.needs[gi]:
+                name = spec.slot_names[j]
+                if s.get(name) is None and spec.slot_applies(j, tuple(p.shape)):
+                    s[name] = self._new_state(j, p, self.param_groups[gi])
+                    fresh[i] = fresh.get(i, 0) | (1 << j)
+        self._build_plan(params, gis, fresh)
+
+    def _new_state(self, j, p, group):
+        spec = self._stepper.spec
+        fill = spec.slot_fill(j, _floats(group))
+        if fill is None:
+            return p.detach().clone(memory_format=torch.contiguous_format)
+        if spec.slots[j]["shape"] == "scalar":
+            return torch.tensor(fill, dtype=torch.float64)
+        return torch.full(spec.slot_shape(j, tuple(p.shape)), fill, dtype=p.dtype)
+
+    def _build_plan(self, params, gis, fresh, final=True):
+        st = self._stepper
+        spec = st.spec
+        where = {id(p): f"param_groups[{gi}]['params'][{j}]"
+                 for gi, g in enumerate(self.param_groups) for j, p in enumerate(g["params"])}
+        labels = [where[id(p)] for p in params]
+        mode = self._numpy._torch_step
+        if mode == "state":
+            steps = [int(self.state[p]["step"]) if "step" in self.state[p] else 0 for p in params]
+        elif mode == "group":
+            steps = [int(self.param_groups[gi].get("step", 0)) for gi in gis]
+        else:
+            steps = [0] * len(params)
+        states = []
+        for p, label in zip(params, labels):
+            s = self.state[p]
+            arrays = {}
+            for name in spec.slot_names:
+                t = s.get(name)
                 if t is not None:
-                    _check_param(t, f"optimizer state {name!r}")
-                    if t.dtype != p.dtype or t.shape != p.shape:
-                        raise ValueError(f"optimizer state {name!r} is {t.dtype} {tuple(t.shape)}; expected "
-                                         f"{p.dtype} {tuple(p.shape)} like its parameter")
-                states.append(None if t is None else t.numpy())
-            plan.set_tensor(i, p.detach().numpy(), tuple(states), gi, steps[i], id(p) in fresh)
-        plan.index_written()
-        self._plan = plan
-        self._hp_cache = None
+                    if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
+                        raise StateError(f"the optimizer state {name!r} of {label} must be a CPU tensor")
+                    arrays[name] = t.detach().numpy()
+            states.append(arrays)
+        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels)
+        st.plan.set_torch_dtypes([p.dtype for p in params])
+        if mode == "state" and final:
+            self._steps = torch.tensor(steps, dtype=torch.float32)
+            for i, p in enumerate(params):
+                self.state[p]["step"] = self._steps[i]   # a view: one += advances every parameter's step
+        elif final:
+            self._steps = None
+
+    def __getstate__(self):
+        d = super().__getstate__()
+        d = dict(d)
+        for key in ("_stepper", "_get_hp", "_plan_key", "_steps"):
+            d.pop(key, None)
+        return d
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._stepper = Stepper(RuleSpec.of(self._numpy))
+        self._get_hp = operator.itemgetter(*self._stepper.spec.kernel_keys)
+        self._plan_key = None
+        self._steps = None
 
 
-def _floats(group):
-    """The group with 0-d tensor hyperparameters (PyTorch allows a Tensor lr) as floats."""
-    if not any(isinstance(v, torch.Tensor) for v in group.values() if not isinstance(v, list)):
-        return group
-    out = dict(group)
-    for k, v in group.items():
-        if isinstance(v, torch.Tensor) and k != "params":
-            out[k] = float(v)
-        elif k == "betas" and any(isinstance(b, torch.Tensor) for b in v):
-            out[k] = tuple(float(b) for b in v)
-    return out
+def _drop_in(np_cls):
+    """The etakit.torch class of a numpy optimizer class: its signature plus PyTorch's extra flags."""
+    name = np_cls.__name__
+    sig = inspect.signature(np_cls.__init__)
+    params = list(sig.parameters.values())
+    extras = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d in _EXTRAS
+              if n not in sig.parameters]
+    new_sig = sig.replace(parameters=params + extras)
+
+    def __init__(self, *args, **kwargs):
+        bound = new_sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        defaults = dict(bound.arguments)
+        defaults.pop("self")
+        params_ = defaults.pop("params")
+        _DropIn.__init__(self, params_, {**defaults, **np_cls._implied})
+
+    __init__.__signature__ = new_sig
+    doc = (f"``{name}`` for PyTorch tensors: a ``torch.optim.Optimizer`` running etakit's fused kernels.\n\n"
+           f"Same arguments, defaults, update and state names as :class:`etakit.{name}` (whose docstring\n"
+           f"describes the rule), plus PyTorch's ``foreach``, ``fused`` (accepted, ignored: etakit has one\n"
+           f"fused implementation), ``capturable`` and ``differentiable`` (refused when True).\n\n"
+           f"Examples\n--------\n"
+           f">>> import torch, etakit.torch\n"
+           f">>> w = torch.nn.Parameter(torch.ones(3))\n"
+           f">>> opt = etakit.torch.{name}([w], lr=0.1)\n"
+           f">>> w.grad = torch.ones(3); opt.step()\n"
+           f">>> bool((w < 1).all())\n"
+           f"True\n")
+    return type(name, (_DropIn,), {"__init__": __init__, "_numpy": np_cls, "__doc__": doc,
+                                   "__module__": __name__, "__qualname__": name})
 
 
-def _torch_extras(foreach, fused, capturable, differentiable):
-    # accepted for signature compatibility; etakit has one (fused) implementation
-    return dict(foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable)
-
-
-class SGD(_Optimizer):
-    """``torch.optim.SGD`` on etakit's kernels (``momentum_buffer`` state).
-
-    Examples
-    --------
-    >>> import torch, etakit.torch
-    >>> w = torch.nn.Parameter(torch.ones(3))
-    >>> opt = etakit.torch.SGD([w], lr=0.5, momentum=0.9)
-    >>> w.grad = torch.ones(3); opt.step()
-    >>> w.detach()
-    tensor([0.5000, 0.5000, 0.5000])
-    """
-
-    _etakit = _optim.SGD
-    _state_names = ("momentum_buffer", None, None)
-    _has_step = False
-
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False,
-                 foreach=None, differentiable=False, fused=None):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov, maximize=maximize,
-                                      **_torch_extras(foreach, fused, False, differentiable)))
-
-
-class Adam(_Optimizer):
-    """``torch.optim.Adam`` on etakit's kernels (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``).
-
-    Examples
-    --------
-    >>> import torch, etakit.torch
-    >>> w = torch.nn.Parameter(torch.zeros(2))
-    >>> opt = etakit.torch.Adam([w], lr=0.1)
-    >>> w.grad = torch.tensor([1.0, -1.0]); opt.step()
-    >>> w.detach()
-    tensor([-0.1000,  0.1000])
-    """
-
-    _etakit = _optim.Adam
-    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
-                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=None,
-                 decoupled_weight_decay=False):
-        if decoupled_weight_decay:
-            self._etakit = _optim.AdamW
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-                                      **_torch_extras(foreach, fused, capturable, differentiable)))
-
-
-class AdamW(Adam):
-    """``torch.optim.AdamW`` on etakit's kernels; checkpoints load into and from ``torch.optim.AdamW``.
-
-    Examples
-    --------
-    >>> import torch, etakit.torch
-    >>> w = torch.nn.Parameter(torch.ones(2))
-    >>> opt = etakit.torch.AdamW([w], lr=0.1, weight_decay=0.5)
-    >>> w.grad = torch.zeros(2); opt.step()
-    >>> w.detach()
-    tensor([0.9500, 0.9500])
-    """
-
-    _etakit = _optim.AdamW
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
-                         fused=fused, decoupled_weight_decay=True)
-
-
-class RMSprop(_Optimizer):
-    """``torch.optim.RMSprop`` on etakit's kernels (``step``, ``square_avg``, ``momentum_buffer``, ``grad_avg``).
-
-    Examples
-    --------
-    >>> import torch, etakit.torch
-    >>> w = torch.nn.Parameter(torch.ones(2))
-    >>> opt = etakit.torch.RMSprop([w], lr=0.01)
-    >>> w.grad = torch.ones(2); opt.step()
-    >>> w.detach()
-    tensor([0.9000, 0.9000])
-    """
-
-    _etakit = _optim.RMSprop
-    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
-
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-                 capturable=False, foreach=None, maximize=False, differentiable=False):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize,
-                                      **_torch_extras(foreach, None, capturable, differentiable)))
-
-
-class Adagrad(_Optimizer):
-    """``torch.optim.Adagrad`` on etakit's kernels (``step``, ``sum``).
-
-    Examples
-    --------
-    >>> import torch, etakit.torch
-    >>> w = torch.nn.Parameter(torch.ones(2))
-    >>> opt = etakit.torch.Adagrad([w], lr=0.1)
-    >>> w.grad = torch.ones(2); opt.step()
-    >>> w.detach()
-    tensor([0.9000, 0.9000])
-    """
-
-    _etakit = _optim.Adagrad
-    _state_names = ("sum", None, None)
-
-    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
-                 foreach=None, *, maximize=False, differentiable=False, fused=None):
-        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      maximize=maximize, **_torch_extras(foreach, fused, False, differentiable)))
-
-    def _init_state(self, name, p, group):
-        return torch.full_like(p, float(group["initial_accumulator_value"]), memory_format=torch.preserve_format)
+for _cls in _optim.OPTIMIZERS.values():
+    globals()[_cls.__name__] = _drop_in(_cls)
+del _cls

@@ -1,0 +1,11 @@
+/*
+ * rules/all.h -- every rule's file, included by rules.c and kernels.c once
+ * per mode (see etk_internal.h).  Each rule here is also in ETK_RULE_LIST
+ * (etakit.h); a rule missing from either list does not compile.
+ */
+#include "sgd.h"
+#include "adam.h"
+#include "rmsprop.h"
+#include "adagrad.h"
+#include "lion.h"
+#include "probe.h"

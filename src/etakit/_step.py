@@ -1,0 +1,293 @@
+"""What every optimizer front end shares: a rule's spec and its link to the C engine.
+
+``RuleSpec`` reads a rule's hyperparameter fields, their ranges and its state
+slots from the C rule table (``etakit._core.rule_info``) and maps the group
+keys of the optimizer class onto them (``betas`` -> ``beta1``, ``beta2``).
+Ranges, schedulable fields and state slots are therefore described once, in
+C; the Python class adds only its signature and docstring.
+
+``Stepper`` is one optimizer's link to the engine: validating and packing the
+groups, binding schedules, allocating state, building the plan (the C
+descriptors) and rebuilding it when something it points at changes, and the
+per-optimizer lock.  The numpy optimizers (``etakit.optim``) and the PyTorch
+drop-ins (``etakit.torch``) each own one (composition), so both front ends run
+the same code.
+"""
+import numbers
+import threading
+
+import numpy as np
+
+from . import _core
+from .errors import HyperparameterError
+from .schedules import Schedule
+
+__all__ = ["RuleSpec", "Stepper", "is_scheduled", "value_at"]
+
+
+def is_scheduled(v):
+    """A hyperparameter given as a schedule: built-in, or any callable f(k)."""
+    return isinstance(v, Schedule) or (callable(v) and not isinstance(v, numbers.Number))
+
+
+def value_at(v, k):
+    return float(v(k)) if is_scheduled(v) else float(v)
+
+
+def _real(v, label, where):
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{where}: {label} must be a real number, got {type(v).__name__} {v!r}")
+    if isinstance(v, numbers.Real):
+        return float(v)
+    # 0-d arrays and tensors (PyTorch accepts a Tensor lr)
+    if getattr(v, "ndim", None) == 0 and not isinstance(v, (str, bytes)):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"{where}: {label} must be a real number, got {type(v).__name__} {v!r}")
+
+
+def _flag(v, label, where):
+    # 0 and 1 compare equal to False and True, so they are taken as such
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1)):
+        return int(bool(v))
+    raise TypeError(f"{where}: {label} must be a bool, got {type(v).__name__} {v!r}")
+
+
+def _integer(v, label, where):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{where}: {label} must be an integer, got {type(v).__name__} {v!r}")
+    if not -2**31 <= v < 2**31:
+        raise ValueError(f"Invalid {label} for {where}: {v!r} (out of the range of a C int)")
+    return int(v)
+
+
+class RuleSpec:
+    """A rule as the C table describes it, seen through an optimizer class's group keys.
+
+    The class declares ``rule`` (the C rule name), ``_tuples`` (group keys
+    that pack several fields, ``{"betas": ("beta1", "beta2")}``) and
+    ``_extra`` (group keys outside the C struct, ``{key: check(value, where)}``).
+    Every other field of the C struct is the group key of the same name.
+    """
+
+    _cache = {}
+
+    @classmethod
+    def of(cls, opt_cls):
+        spec = cls._cache.get(opt_cls)
+        if spec is None:
+            spec = cls._cache[opt_cls] = cls(opt_cls)
+        return spec
+
+    def __init__(self, opt_cls):
+        info = _core.rule_info(opt_cls.rule)
+        self.name = opt_cls.__name__
+        self.id = info["id"]
+        self.fields = info["fields"]
+        self.slots = info["slots"]
+        self.slot_names = tuple(s["name"] for s in self.slots)
+        self.uses_step = info["uses_step"]
+        self.matrix = info["matrix"]
+        component = {f: (key, j) for key, fs in opt_cls._tuples.items() for j, f in enumerate(fs)}
+        self.sources = []       # per field: (group key, index in the tuple or None)
+        keys = []
+        for f in self.fields:
+            key, j = component.get(f["name"], (f["name"], None))
+            self.sources.append((key, j))
+            if key not in keys:
+                keys.append(key)
+        self.tuples = dict(opt_cls._tuples)
+        self.extra = dict(opt_cls._extra)
+        self.kernel_keys = tuple(keys)                 # what the kernel reads
+        self.keys = self.kernel_keys + tuple(k for k in self.extra if k not in keys)
+        self.labels = {f["name"]: (key if j is None else f"{key}[{j}]")
+                       for f, (key, j) in zip(self.fields, self.sources)}
+        self.schedulable = [self.labels[f["name"]] for f in self.fields if f["schedulable"]]
+
+    # ---- groups -------------------------------------------------------
+    def pack(self, group, where, k=0, sched=None):
+        """Check a group's hyperparameters and pack them into the rule's C struct.
+
+        A scheduled field is recorded in ``sched`` as (byte offset, schedule,
+        label) and packed as its value at step ``k``, which the C check then
+        validates like any other value."""
+        values, seen = [], {}
+        for key in self.kernel_keys:
+            if key not in group:
+                raise ValueError(f"{where} has no {key!r} entry; {self.name} groups need "
+                                 f"{list(self.keys)}")
+        for key, check in self.extra.items():
+            if key in group and check is not None:
+                check(group[key], where)
+        scheduled = {}
+        for f, (key, j) in zip(self.fields, self.sources):
+            label = self.labels[f["name"]]
+            v = group[key]
+            if j is not None:
+                if key not in seen:
+                    n = len(self.tuples[key])
+                    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != n:
+                        what = "a pair" if n == 2 else f"a tuple of {n}"
+                        names = ", ".join(self.tuples[key])
+                        raise TypeError(f"{where}: {key} must be {what} ({names}), got {v!r}")
+                    seen[key] = v
+                v = v[j]
+            if f["kind"] == "real":
+                if is_scheduled(v):
+                    if not f["schedulable"]:
+                        raise TypeError(f"{where}: {label} cannot follow a schedule; {self.name} can schedule "
+                                        f"{', '.join(self.schedulable) or 'nothing'}")
+                    if sched is not None:
+                        sched.append((f["offset"], v, label))
+                    scheduled[f["name"]] = v
+                    x = v(k)
+                    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+                        raise TypeError(f"{where}: the {label} schedule returned {x!r} at step {k}; "
+                                        "expected a real number")
+                    v = float(x)
+                else:
+                    v = _real(v, label, where)
+            elif f["kind"] == "flag":
+                v = _flag(v, label, where)
+            else:
+                v = _integer(v, label, where)
+            values.append(v)
+        packed = _core.pack_hparams(self.id, tuple(values))
+        bad = _core.check_hparams(self.id, packed)
+        if bad is not None:
+            field, why = bad
+            f = next(f for f in self.fields if f["name"] == field)
+            i = self.fields.index(f)
+            label, value = self.labels[field], values[i]
+            if field in scheduled:
+                raise HyperparameterError(f"Invalid {label} for {where}: its schedule gives {value!r} at step {k} "
+                                          f"(expected {f['range']})", None, label, value)
+            if why.endswith("out of range"):
+                raise HyperparameterError(f"Invalid {label} for {where}: {value!r} (expected {f['range']})",
+                                          None, label, value)
+            shown = ", ".join(f"{self.labels[g['name']]}={values[n]!r}" for n, g in enumerate(self.fields)
+                              if g["kind"] == "real")
+            raise HyperparameterError(f"Invalid {label} for {where}: {why} (got {shown})", None, label, value)
+        return packed
+
+    def needed(self, packed):
+        """Indices of the state slots these packed hyperparameters need."""
+        mask = _core.rule_needs(self.id, packed)
+        return tuple(j for j in range(len(self.slots)) if mask >> j & 1)
+
+    def unknown_keys(self, group, also=()):
+        return [k for k in group if k != "params" and k not in self.keys and k not in also]
+
+    # ---- state ----------------------------------------------------------
+    def matrix_shape(self, shape):
+        """(rows, cols) of the trailing matrix for rules that factor it, else (0, 0)."""
+        if self.matrix and len(shape) >= 2 and shape[-1] and shape[-2]:
+            return int(shape[-2]), int(shape[-1])
+        return 0, 0
+
+    def slot_shape(self, j, shape):
+        kind = self.slots[j]["shape"]
+        if kind == "full":
+            return tuple(shape)
+        if kind == "scalar":
+            return ()
+        if kind == "rows":
+            return tuple(shape[:-1]) + (1,)
+        return tuple(shape[:-2]) + (1, shape[-1])
+
+    def slot_applies(self, j, shape):
+        kind = self.slots[j]["shape"]
+        return kind not in ("rows", "cols") or self.matrix_shape(shape) != (0, 0)
+
+    def slot_fill(self, j, group):
+        """The value a new slot starts at, or None for a copy of the parameter."""
+        slot = self.slots[j]
+        if slot["init"] == "param":
+            return None
+        if slot["init"] == "field":
+            return float(group[self.labels[slot["init_field"]]])
+        return 1.0 if slot["init"] == "one" else 0.0
+
+    def new_state(self, j, p, group):
+        """A new numpy state array for slot ``j`` of parameter ``p``."""
+        fill = self.slot_fill(j, group)
+        if fill is None:
+            return p.copy()
+        if self.slots[j]["shape"] == "scalar":
+            return np.full((), fill, dtype=np.float64)
+        return np.full(self.slot_shape(j, p.shape), fill, dtype=p.dtype)
+
+
+class Stepper:
+    """One optimizer's link to the C engine (see the module docstring)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.plan = None
+        self.key = None          # the group values the configuration was made from
+        self.packed = ()         # per group: the C struct
+        self.needs = ()          # per group: the state slots it needs
+        self.builtin = []        # (group, byte offset, Schedule, label): evaluated in C
+        self.callables = []      # (group, byte offset, callable, label): evaluated here
+        self._lock = threading.RLock()
+
+    # ---- one step at a time --------------------------------------------
+    # A step holds the optimizer's lock: a second thread waits for the first,
+    # so no step is lost.  Re-entrant (a callable schedule or closure stepping
+    # the same optimizer cannot deadlock); the plan refuses a C step while
+    # another is running on the same descriptors.
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+    # ---- configuration ---------------------------------------------------
+    def configure(self, groups, k, prefix=""):
+        """Validate and pack every group (raises before anything changes)."""
+        packed, needs, builtin, calls = [], [], [], []
+        for gi, g in enumerate(groups):
+            sched = []
+            b = self.spec.pack(g, f"{prefix}param_groups[{gi}]", k, sched)
+            packed.append(b)
+            needs.append(self.spec.needed(b))
+            for offset, f, label in sched:
+                (builtin if isinstance(f, Schedule) else calls).append((gi, offset, f, label))
+        self.packed, self.needs, self.builtin, self.callables = tuple(packed), tuple(needs), builtin, calls
+
+    def build(self, params, states, group_of, steps, fresh, labels):
+        """A new plan over ``params`` (numpy arrays) and their ``states`` ({slot name: array})."""
+        spec = self.spec
+        plan = _core.Plan(spec.id, len(params), len(self.packed), labels, spec.labels)
+        for i, p in enumerate(params):
+            rows, cols = spec.matrix_shape(p.shape)
+            st = states[i]
+            plan.set_tensor(i, p, tuple(st.get(name) for name in spec.slot_names), group_of[i], steps[i],
+                            fresh.get(i, 0), rows, cols)
+        plan.index_written()
+        self.plan = plan
+        self.bind()
+        return plan
+
+    def bind(self):
+        """Push the packed groups and built-in schedules into the plan."""
+        for gi, b in enumerate(self.packed):
+            self.plan.set_hparams(gi, b)
+        self.plan.set_schedules([(gi, offset, f._c) for gi, offset, f, _ in self.builtin])
+
+    def apply_callables(self, k):
+        for gi, offset, f, label in self.callables:
+            v = f(k)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise TypeError(f"param_groups[{gi}]: the {label} schedule returned {v!r} at step {k}; "
+                                "expected a real number")
+            self.plan.set_hparam_at(gi, offset, float(v))
+
+    def missing(self, shapes, group_of, states):
+        """[(tensor, slot)] the current configuration needs and ``states`` lacks."""
+        spec = self.spec
+        return [(i, j) for i, gi in enumerate(group_of) for j in self.needs[gi]
+                if spec.slot_names[j] not in states[i] and spec.slot_applies(j, shapes[i])]
