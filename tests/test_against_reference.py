@@ -11,45 +11,10 @@ import pytest
 
 import etakit
 from conftest import ReferenceOptimizer, make_grads, make_params
+from rule_cases import CASES, PARAMS
 
 STEPS = 100
 
-CASES = {
-    "SGD": [
-        dict(lr=0.05),
-        dict(lr=0.05, weight_decay=1e-2),
-        dict(lr=0.02, momentum=0.9),
-        dict(lr=0.02, momentum=0.9, dampening=0.3, weight_decay=1e-3),
-        dict(lr=0.02, momentum=0.9, nesterov=True),
-        dict(lr=0.02, momentum=0.5, nesterov=True, weight_decay=1e-2, maximize=True),
-        dict(lr=0.05, maximize=True),
-    ],
-    "Adam": [
-        dict(),
-        dict(lr=1e-2, weight_decay=1e-2),
-        dict(lr=1e-2, amsgrad=True),
-        dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.1, amsgrad=True, maximize=True),
-        dict(lr=3e-3, betas=(0.0, 0.0)),
-    ],
-    "AdamW": [
-        dict(),
-        dict(lr=1e-2, weight_decay=0.1, amsgrad=True),
-        dict(lr=1e-2, weight_decay=0.0, maximize=True),
-    ],
-    "RMSprop": [
-        dict(),
-        dict(lr=1e-3, centered=True),
-        dict(lr=1e-3, momentum=0.9),
-        dict(lr=1e-3, momentum=0.9, centered=True, weight_decay=1e-2),
-        dict(lr=1e-3, alpha=0.5, eps=1e-4, maximize=True),
-    ],
-    "Adagrad": [
-        dict(),
-        dict(lr=0.1, lr_decay=1e-2, weight_decay=1e-2),
-        dict(lr=0.1, initial_accumulator_value=0.1, eps=1e-6, maximize=True),
-    ],
-}
-PARAMS = [(kind, i) for kind, hps in CASES.items() for i in range(len(hps))]
 
 
 def _second_group(kind, hp):

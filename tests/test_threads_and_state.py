@@ -7,12 +7,9 @@ import pytest
 import etakit
 from etakit import reference
 from conftest import make_grads, make_params, run_trajectory
+from rule_cases import RICHEST
 
-KINDS = [("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
-         ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=1e-3)),
-         ("AdamW", dict(lr=1e-2)),
-         ("RMSprop", dict(lr=1e-3, momentum=0.9, centered=True)),
-         ("Adagrad", dict(lr=0.1, lr_decay=1e-3))]
+KINDS = RICHEST
 
 
 
