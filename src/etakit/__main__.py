@@ -148,7 +148,7 @@ def main(argv=None):
     --------
     >>> main(["schedule", "cosine(0.1, 10)", "--steps", "3"])
     cosine(lr=0.1, total_steps=10, min_lr=0.0)
-      steps 0..2: first 0.1, max 0.1 at step 0, last 0.0975528
+      steps 0..2: first 0.1, max 0.1 at step 0, last 0.0904508
     0
     """
     ap = argparse.ArgumentParser(prog="etakit", description="etakit: fast optimizer steps and learning-rate tools")
