@@ -13,12 +13,13 @@ import numbers as _numbers
 
 from . import _core, reference, schedules
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from .checkpoint import load, save
 from .lr_finder import LRFindResult, lr_find
 from .optimize import minimize, scipy_method
 from .plateau import ReduceLROnPlateau
 
 __version__ = "0.1.0"
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ReduceLROnPlateau", "lr_find", "LRFindResult", "minimize", "scipy_method", "reference", "schedules",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ReduceLROnPlateau", "lr_find", "LRFindResult", "minimize", "scipy_method", "reference", "schedules", "save", "load",
            "get_include", "get_num_threads", "set_num_threads", "set_flush_denormal", "simd_variant", "__version__"]
 
 
