@@ -93,7 +93,8 @@ def cheap(cmd, tmp_path):
         raise AssertionError(f"README command {cmd!r} is not covered by tests/test_readme.py")
     rest = argv[argv.index("etakit.bench") + 1:] if "etakit.bench" in argv else \
         argv[argv.index("bench") + 1:] if "bench" in argv else None
-    if "demo" in argv[-2:] or argv[-1] == "schedule" or "benchmarks/" in cmd or (rest is not None and "--targets" in rest):
+    slow = "demo" in argv[-2:] or "benchmarks/" in cmd or (rest is not None and "--targets" in rest)
+    if slow or argv[-1] == "schedule":
         return argv + ["--help"]                    # minutes of work: check the command and its flags exist
     if rest is not None:
         return argv + TINY_BENCH

@@ -58,9 +58,6 @@ def leaf_call(draw):
 
 
 def _extend(children):
-    def combine(draw_kind, child, many, number, count):
-        return draw_kind
-
     return st.one_of(
         st.tuples(children, st.integers(-2, 50), floats).map(
             lambda t: (f"warmup({t[0][0]}, {t[1]}, start_lr={_literal(t[2])})",

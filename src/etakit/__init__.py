@@ -19,7 +19,8 @@ from .optimize import minimize, scipy_method
 from .plateau import ReduceLROnPlateau
 
 __version__ = "0.1.0"
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ReduceLROnPlateau", "lr_find", "LRFindResult", "minimize", "scipy_method", "reference", "schedules", "save", "load",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "ReduceLROnPlateau", "lr_find", "LRFindResult",
+           "minimize", "scipy_method", "reference", "schedules", "save", "load",
            "get_include", "get_num_threads", "set_num_threads", "set_flush_denormal", "simd_variant", "__version__"]
 
 

@@ -82,8 +82,8 @@ class _Encoder:
                     items = []
                     for k, x in v.items():
                         if type(k) not in (str, int):
-                            raise TypeError(f"cannot save {path}: it has a key {k!r} of type {type(k).__name__}; checkpoint dicts "
-                                            "take str or int keys")
+                            raise TypeError(f"cannot save {path}: it has a key {k!r} of type {type(k).__name__}; "
+                                            "checkpoint dicts take str or int keys")
                         items.append([k, self.encode(x, path + _key_text(k), depth + 1, active)])
                     return {"dict": items}
                 enc = [self.encode(x, f"{path}[{i}]", depth + 1, active) for i, x in enumerate(v)]

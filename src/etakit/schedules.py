@@ -101,9 +101,11 @@ class Schedule:
                 self._depth = max(self._depth, 1 + v._depth)
             elif isinstance(v, (list, tuple)):
                 self._size += 1
+                self._depth = max(self._depth, 2)
                 for x in v:
                     self._size += x._size if isinstance(x, Schedule) else 1
-                    self._depth = max(self._depth, 2 + x._depth if isinstance(x, Schedule) else 2)
+                    if isinstance(x, Schedule):
+                        self._depth = max(self._depth, 2 + x._depth)
             else:
                 self._size += 1
         if self._size > MAX_ITEMS:
@@ -874,7 +876,7 @@ class _Parser:
     def segment(self, node):
         try:
             seg = ast.get_source_segment(self.src, node)
-        except Exception:   # a position ast could not map back: show the node's kind instead
+        except (IndexError, TypeError, ValueError):   # a position ast cannot map back: show the kind
             seg = None
         return _SHORT.repr(seg)[1:-1] if seg else type(node).__name__
 
