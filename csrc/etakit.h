@@ -206,7 +206,8 @@ typedef struct etk_schedule {
 int etk_schedule_check(const etk_schedule *s);
 /* s(k) for k >= 0 (a negative k is taken as 0).  s must have passed the check. */
 double etk_schedule_eval(const etk_schedule *s, int64_t k);
-/* out[i] = s(k0 + i) for i < n, threaded for large n; equal to etk_schedule_eval. */
+/* out[i] = s(k0 + i) for i < n, threaded for large n; equal to etk_schedule_eval.
+ * ETK_EARG when k0 + n - 1 does not fit in int64 (nothing is written). */
 int etk_schedule_values(const etk_schedule *s, int64_t k0, double *out, size_t n);
 
 /* A hyperparameter that follows a schedule: before a step, the double at

@@ -31,6 +31,13 @@
  *   WARMUP           child; p0 warmup_steps, p1 start_lr
  *   SCALE            child; p0 factor
  *   PLATEAU          child; p0 scale, p1 min_lr: max(scale * v, min(min_lr, v))
+ *
+ * Any int64 k is valid (a negative k is taken as 0) and the arithmetic on
+ * step counts never overflows: a step count is only compared with, divided
+ * by or reduced by integral parameters in [0, 2^62], and comparisons with
+ * boundaries and warmup lengths are exact integer comparisons (kd rounds
+ * above 2^53; a rounded comparison could hand a child a negative count).
+ * values() refuses a range k0 .. k0 + n - 1 that does not fit in int64.
  */
 #include <math.h>
 #include <string.h>
@@ -53,13 +60,21 @@ static int etk_is_int(double x, double lo) { return x == x && x >= lo && x <= ET
 
 static int etk_fin(double x) { return x == x && x - x == 0.0; }
 
-/* Number of the first n entries of d that are <= x (d non-decreasing). */
-static size_t etk_upper_bound(const double *d, size_t n, double x)
+/* x <= k, exactly, for a finite double x and any int64 k (no rounding of k). */
+static int etk_le_k(double x, int64_t k)
+{
+    if (x < -9223372036854775808.0) return 1;  /* below INT64_MIN */
+    if (x >= 9223372036854775808.0) return 0;  /* 2^63 and above */
+    return (int64_t)floor(x) <= k;             /* floor(x) <= k <=> x <= k */
+}
+
+/* Number of the first n entries of d that are <= k (d non-decreasing). */
+static size_t etk_upper_bound(const double *d, size_t n, int64_t k)
 {
     size_t a = 0, b = n;
     while (a < b) {
         size_t m = a + (b - a) / 2;
-        if (d[m] <= x) a = m + 1;
+        if (etk_le_k(d[m], k)) a = m + 1;
         else b = m;
     }
     return a;
@@ -160,7 +175,7 @@ static double etk_eval_node(const etk_schedule *s, int32_t at, int64_t k)
     case ETK_S_STEP:
         return p[0] * pow(p[2], (double)(k / (int64_t)p[1]));
     case ETK_S_MULTISTEP:
-        return p[0] * pow(p[1], (double)etk_upper_bound(d, n->data_len, kd));
+        return p[0] * pow(p[1], (double)etk_upper_bound(d, n->data_len, k));
     case ETK_S_EXPONENTIAL:
         return p[0] * pow(p[1], kd);
     case ETK_S_POLYNOMIAL:
@@ -213,14 +228,15 @@ static double etk_eval_node(const etk_schedule *s, int32_t at, int64_t k)
     }
     case ETK_S_PIECEWISE: {
         size_t nb = (size_t)p[0];
-        return d[nb + etk_upper_bound(d, nb, kd)];
+        return d[nb + etk_upper_bound(d, nb, k)];
     }
     case ETK_S_JOIN: {
-        size_t nb = (size_t)p[0], j = etk_upper_bound(d, nb, kd);
+        size_t nb = (size_t)p[0], j = etk_upper_bound(d, nb, k);
+        /* 0 <= d[j - 1] <= k: no overflow, and the child's count is >= 0 */
         return etk_eval_node(s, (int32_t)d[nb + j], j ? k - (int64_t)d[j - 1] : k);
     }
     case ETK_S_WARMUP:
-        if (kd < p[0]) {
+        if (k < (int64_t)p[0]) { /* exact: kd may round up to p[0] */
             double v0 = etk_eval_node(s, n->child, 0);
             return p[1] + (v0 - p[1]) * (kd / p[0]);
         }
@@ -247,6 +263,8 @@ int etk_schedule_values(const etk_schedule *s, int64_t k0, double *out, size_t n
     size_t i;
     if (st != ETK_OK) return st;
     if (n && !out) return ETK_EARG;
+    /* k0 + i must not overflow for i < n */
+    if (n && ((uint64_t)(n - 1) > (uint64_t)INT64_MAX || k0 > INT64_MAX - (int64_t)(n - 1))) return ETK_EARG;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (n >= etk_parallel_min())
 #endif

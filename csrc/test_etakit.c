@@ -356,6 +356,97 @@ static void test_schedules(void)
     }
 }
 
+/* Every kind at the extremes of int64: no signed overflow (UBSan aborts the
+ * sanitizer build on one), finite values, exact boundaries above 2^53, and
+ * values() refuses a range past INT64_MAX instead of wrapping around. */
+static void test_schedules_large_k(void)
+{
+    static const double two62 = 4611686018427387904.0;
+    static const int64_t ks[] = {INT64_MAX, INT64_MAX - 1, INT64_MAX / 2, 4611686018427387904LL,
+                                 4611686018427387903LL, 9007199254740993LL, 1, 0, -1, INT64_MIN};
+    etk_sched_node leaf[20];
+    double leafdata[8] = {10.0, two62, 10.0, two62, 1.0, 0.5, 0.25, 0.0};
+    size_t nleaf = 0, i, j;
+    double out[5];
+    memset(leaf, 0, sizeof leaf);
+    leaf[nleaf++] = node(ETK_S_CONSTANT, -1, 1.0, 0.0, 0.0);
+    leaf[nleaf++] = node(ETK_S_LINEAR, -1, 1.0, 0.0, 100.0);
+    leaf[nleaf++] = node(ETK_S_STEP, -1, 1.0, 10.0, 0.5);
+    leaf[nleaf++] = node(ETK_S_STEP, -1, 1.0, two62, 0.5);
+    leaf[nleaf] = node(ETK_S_MULTISTEP, -1, 1.0, 0.5, 0.0);
+    leaf[nleaf].data_off = 0, leaf[nleaf++].data_len = 2;
+    leaf[nleaf++] = node(ETK_S_EXPONENTIAL, -1, 1.0, 0.5, 0.0);
+    leaf[nleaf] = node(ETK_S_POLYNOMIAL, -1, 1.0, 100.0, 2.0);
+    leaf[nleaf++].p[3] = 0.0;
+    leaf[nleaf++] = node(ETK_S_COSINE, -1, 1.0, 100.0, 0.1);
+    leaf[nleaf] = node(ETK_S_COSINE_RESTARTS, -1, 1.0, 10.0, 2.0);
+    leaf[nleaf++].p[4] = 0.5;
+    leaf[nleaf] = node(ETK_S_COSINE_RESTARTS, -1, 1.0, 1.0, 1.0);
+    leaf[nleaf++].p[4] = 0.5;
+    leaf[nleaf] = node(ETK_S_COSINE_RESTARTS, -1, 1.0, 1.0, two62);
+    leaf[nleaf++].p[4] = 0.5;
+    for (j = 0; j < 4; j++) {
+        leaf[nleaf] = node(ETK_S_ONE_CYCLE, -1, 100.0, 0.3, 0.04);
+        leaf[nleaf].p[3] = 1.0, leaf[nleaf].p[4] = 4e-6, leaf[nleaf++].mode = (int32_t)j;
+    }
+    for (j = 0; j < 3; j++) {
+        leaf[nleaf] = node(ETK_S_CYCLIC, -1, 0.1, 1.0, 10.0);
+        leaf[nleaf].p[3] = 10.0, leaf[nleaf].p[4] = 0.99, leaf[nleaf++].mode = (int32_t)j;
+    }
+    leaf[nleaf++] = node(ETK_S_INVERSE_SQRT, -1, 1.0, 100.0, 100.0);
+    for (i = 0; i < nleaf; i++) {
+        etk_schedule s = {&leaf[i], 1, leafdata, 8};
+        CHECK(etk_schedule_check(&s) == ETK_OK, "leaf %zu valid", i);
+        for (j = 0; j < sizeof ks / sizeof ks[0]; j++) {
+            double v = etk_schedule_eval(&s, ks[j]);
+            CHECK(v == v && v - v == 0.0, "leaf %zu (kind %d) at k = %lld: %g", i, (int)leaf[i].kind,
+                  (long long)ks[j], v);
+        }
+        CHECK(etk_schedule_values(&s, INT64_MAX - 4, out, 5) == ETK_OK, "values up to INT64_MAX");
+        for (j = 0; j < 5; j++)
+            CHECK(out[j] == etk_schedule_eval(&s, INT64_MAX - 4 + (int64_t)j), "values[%zu] == eval", j);
+        CHECK(etk_schedule_values(&s, INT64_MAX - 3, out, 5) == ETK_EARG, "a range past INT64_MAX");
+        CHECK(etk_schedule_values(&s, 0, out, (size_t)-1) == ETK_EARG, "n - 1 > INT64_MAX");
+        CHECK(etk_schedule_values(&s, INT64_MIN, out, 5) == ETK_OK, "negative k0 are taken as 0");
+        CHECK(out[4] == etk_schedule_eval(&s, 0), "negative k0 are taken as 0");
+    }
+    {
+        /* 2^62 - 1 rounds to 2^62 as a double: the boundaries must still be exact */
+        const int64_t b = 4611686018427387904LL;
+        etk_sched_node t[6];
+        double data[6] = {two62, 1.0, 0.5, two62, 0.0, 1.0};
+        etk_schedule pw = {t, 1, data, 6}, ms = {t + 1, 1, data, 6}, jn = {t + 3, 3, data, 6};
+        memset(t, 0, sizeof t);
+        t[0] = node(ETK_S_PIECEWISE, -1, 1.0, 0.0, 0.0);        /* [2^62], values 1, 0.5 */
+        t[0].data_off = 0, t[0].data_len = 3;
+        t[1] = node(ETK_S_MULTISTEP, -1, 1.0, 0.5, 0.0);        /* milestone 2^62 */
+        t[1].data_off = 0, t[1].data_len = 1;
+        /* join([constant(1), step(1, 1, 0.5)], [2^62]): nodes t[3..5] as their own tree */
+        t[3] = node(ETK_S_CONSTANT, -1, 1.0, 0.0, 0.0);
+        t[4] = node(ETK_S_STEP, -1, 1.0, 1.0, 0.5);
+        t[5] = node(ETK_S_JOIN, -1, 1.0, 0.0, 0.0);             /* data: [2^62], children 0, 1 */
+        t[5].data_off = 3, t[5].data_len = 3;
+        CHECK(etk_schedule_check(&pw) == ETK_OK && etk_schedule_check(&ms) == ETK_OK, "valid");
+        CHECK(etk_schedule_eval(&pw, b - 1) == 1.0 && etk_schedule_eval(&pw, b) == 0.5, "piecewise at 2^62");
+        CHECK(etk_schedule_eval(&ms, b - 1) == 1.0 && etk_schedule_eval(&ms, b) == 0.5, "multistep at 2^62");
+        {
+            etk_sched_node w[2];
+            etk_schedule ws = {w, 2, NULL, 0};
+            /* warmup(step(1, 1, 0.5), 2^62): the ramp (<= 1) up to 2^62 - 1, never step(-1) = 2 */
+            w[0] = node(ETK_S_STEP, -1, 1.0, 1.0, 0.5);
+            w[1] = node(ETK_S_WARMUP, 0, two62, 0.0, 0.0);
+            CHECK(etk_schedule_check(&ws) == ETK_OK, "valid warmup");
+            CHECK(etk_schedule_eval(&ws, b - 1) <= 1.0, "still warming up at 2^62 - 1: %g",
+                  etk_schedule_eval(&ws, b - 1));
+            CHECK(etk_schedule_eval(&ws, b) == 1.0 && etk_schedule_eval(&ws, b + 1) == 0.5, "after warmup");
+        }
+        CHECK(etk_schedule_check(&jn) == ETK_OK, "valid join");
+        CHECK(etk_schedule_eval(&jn, b - 1) == 1.0, "join: first schedule up to 2^62 - 1");
+        CHECK(etk_schedule_eval(&jn, b) == 1.0 && etk_schedule_eval(&jn, b + 1) == 0.5, "join: restarts at 2^62");
+        CHECK(etk_schedule_eval(&jn, INT64_MAX) == 0.0, "join at INT64_MAX: %g", etk_schedule_eval(&jn, INT64_MAX));
+    }
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -366,6 +457,7 @@ int main(void)
     test_validation_writes_nothing();
     test_rule_table();
     test_schedules();
+    test_schedules_large_k();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

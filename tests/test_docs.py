@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["etakit", "etakit.optim", "etakit.reference", "etakit.bench", "etakit.schedules", "etakit.plateau",
-           "etakit.lr_finder", "etakit.demo", "etakit.optimize", "etakit.torch"]
+           "etakit.lr_finder", "etakit.demo", "etakit.optimize", "etakit.torch", "etakit.__main__",
+           "etakit.checkpoint"]
 
 
 @pytest.mark.parametrize("name", MODULES)

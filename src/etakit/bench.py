@@ -27,6 +27,7 @@ Examples
 True
 """
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -293,16 +294,22 @@ def machine_line():
             f"{etakit.simd_variant()}, {etakit.get_num_threads()} threads; numpy {np.__version__}; {tv}")
 
 
-def check_targets(repeats=9, with_torch=True):
+def check_targets(repeats=9, with_torch=True, progress=None):
     """Measure the project's performance targets; return [(target, measured, ok)].
+
+    ``progress``, if given, is called with a label before each measurement.
 
     Examples
     --------
     >>> for target, measured, ok in check_targets():     # doctest: +SKIP
     ...     print(ok, target, measured)
     """
+    progress = progress or (lambda label: None)
+    progress("Adam, 1 tensor of 50M")
     big = run_case(Case("Adam", [50_000_000]), repeats, 0.1, with_torch)
+    progress("Adam, 200 tensors of 18M in all")
     mixed = run_case(Case("Adam", mixed_sizes(18_000_000)), repeats, 0.1, with_torch)
+    progress("Adam, 1 tensor of 1k")
     small = run_case(Case("Adam", [1000]), repeats, 0.05, with_torch)
     torch_small = "" if small["torch_us"] is None else f", torch fused {small['torch_us']:.1f} us"
     return [
@@ -319,24 +326,85 @@ def check_targets(repeats=9, with_torch=True):
     ]
 
 
-def main(argv=None):
+class _Progress:
+    """A progress bar over the cases, on stderr: tqdm's when installed, else one line per case.
+
+    ``enabled=None`` shows it only when stderr is a terminal (as lr_find does);
+    ``True`` always, ``False`` never.  Call it with a label before each case.
+    """
+
+    def __init__(self, total, enabled=None, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.done = total, -1
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.enabled = isatty() if enabled is None else bool(enabled)
+        self.bar = None
+        if self.enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, unit="case", file=self.stream, leave=False, dynamic_ncols=True)
+
+    def __call__(self, label):
+        self.done += 1
+        if self.bar is not None:
+            if self.done:
+                self.bar.update(1)
+            self.bar.set_description_str(label)
+        elif self.enabled:
+            print(f"[{self.done + 1}/{self.total}] {label}", file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.update(self.total - self.bar.n)
+            self.bar.close()
+
+
+def _count_arg(lo, hi=None, what="an integer"):
+    def check(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+        if not math.isfinite(v) or v != int(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {what} between {lo:,} and {hi:,}, got {text}" if hi
+                                             else f"must be {what} >= {lo}, got {text}")
+        return int(v)
+    return check
+
+
+def main(argv=None, prog="python -m etakit.bench"):
     """``python -m etakit.bench`` (see the module docstring); returns the measured rows.
+
+    Bad arguments exit with status 2 and one line on stderr (argparse's way),
+    a missed target with status 1.  Progress goes to stderr when it is a
+    terminal (or with ``--progress``); the table, once, to stdout.
 
     Examples
     --------
     >>> rows = main(["--quick", "--optimizers", "Adam"])     # doctest: +SKIP
     """
-    ap = argparse.ArgumentParser(prog="python -m etakit.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (about 30 s)")
     ap.add_argument("--optimizers", nargs="+", choices=list(RULES), default=list(RULES))
-    ap.add_argument("--sizes", nargs="+", type=float, help="element counts (default 1e3 .. 5e7)")
-    ap.add_argument("--repeats", type=int, help="interleaved rounds per measurement (median reported)")
-    ap.add_argument("--threads", type=int, help="etakit threads (default: OpenMP's)")
+    ap.add_argument("--sizes", nargs="+", type=_count_arg(1, 10**10, "an element count"),
+                    help="element counts (default 1e3 .. 5e7)")
+    ap.add_argument("--repeats", type=_count_arg(1, what="an integer"),
+                    help="interleaved rounds per measurement (median reported)")
+    ap.add_argument("--threads", type=_count_arg(1, what="an integer"), help="etakit threads (default: OpenMP's)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     ap.add_argument("--no-mixed", action="store_true", help="skip the 200-tensor case")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--targets", action="store_true",
                     help="measure only the performance targets and report pass/fail (exit 1 on a miss)")
+    shown = ap.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true", default=None,
+                       help="show progress on stderr (default: only when stderr is a terminal; a bar needs tqdm)")
+    shown.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -348,21 +416,35 @@ def main(argv=None):
         sizes = args.sizes or [1e3, 1e4, 1e5, 1e6, 1e7, 5e7]
         repeats, min_time, mixed_total = args.repeats or 9, 0.1, 18_000_000
     print(machine_line(), flush=True)
-    if args.targets:
-        results = check_targets(args.repeats or 9, not args.no_torch)
-        for target, measured, ok in results:
-            print(f"{'PASS' if ok else 'MISS'}  {target}: {measured}")
-        if not all(ok for _, _, ok in results):
-            sys.exit(1)
-        return results
-    rows = []
-    for name in args.optimizers:
-        for n in sizes:
-            rows.append(run_case(Case(name, [int(n)]), repeats, min_time, not args.no_torch))
-            print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-    if not args.no_mixed:
-        for name in [o for o in ("Adam",) if o in args.optimizers]:
-            rows.append(run_case(Case(name, mixed_sizes(mixed_total)), repeats, min_time, not args.no_torch))
+    try:
+        if args.targets:
+            bar = _Progress(3, args.progress)
+            try:
+                results = check_targets(args.repeats or 9, not args.no_torch, progress=bar)
+            finally:
+                bar.close()
+            for target, measured, ok in results:
+                print(f"{'PASS' if ok else 'MISS'}  {target}: {measured}")
+            if not all(ok for _, _, ok in results):
+                sys.exit(1)
+            return results
+        cases = [(name, [int(n)]) for name in args.optimizers for n in sizes]
+        if not args.no_mixed:
+            cases += [(name, None) for name in ("Adam",) if name in args.optimizers]
+        rows = []
+        bar = _Progress(len(cases), args.progress)
+        try:
+            for name, case_sizes in cases:
+                if case_sizes is None:
+                    bar(f"{name}, 200 tensors of {_fmt_n(mixed_total)} in all")
+                    rows.append(run_case(Case(name, mixed_sizes(mixed_total)), repeats, min_time, not args.no_torch))
+                else:
+                    bar(f"{name}, 1 tensor of {_fmt_n(case_sizes[0])}")
+                    rows.append(run_case(Case(name, case_sizes), repeats, min_time, not args.no_torch))
+        finally:
+            bar.close()
+    except MemoryError:
+        ap.error("not enough memory for these sizes; pass smaller --sizes")
     print(format_table(rows, markdown=args.markdown))
     print("\nus/step: median time per optimizer step; GB/s: compulsory traffic / time; % probe: "
           "fraction of the bandwidth of a same-access-pattern C probe; x numpy / x torch: how many "

@@ -166,11 +166,14 @@ class LRFindResult:
             ax = fig.subplots()
         ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
         ax.plot(self.lrs, self.smoothed_losses, color="C0", lw=2, label="smoothed loss")
-        finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
-        if len(finite):
-            lo, hi = finite.min(), finite[: max(1, len(finite) // 10)].max()
-            pad = 0.1 * (hi - lo) if hi > lo else max(abs(lo) * 0.1, 1e-12)
-            ax.set_ylim(lo - pad, max(hi, finite.max() if len(finite) < 10 else hi) + 3 * pad)
+        limits = _loss_axis_limits(self.losses, self.smoothed_losses)
+        if limits is not None:
+            lo, hi = limits
+            ax.set_ylim(lo, hi)
+            above = np.isfinite(self.losses) & (self.losses > hi)
+            if above.any():   # the divergence spike: marked on the top edge rather than scaled into view
+                ax.plot(self.lrs[above], np.full(int(above.sum()), hi), ls="none", marker="^", ms=4, color="0.45",
+                        clip_on=False, label=f"loss above the axis ({int(above.sum())} steps)")
         styles = {"robust": ("C3", "-"), "valley": ("C2", "--"), "steepest": ("C1", ":"), "minimum": ("C4", "-.")}
         for name, lr in self.suggestions.items():
             color, ls = styles[name]
@@ -186,6 +189,32 @@ class LRFindResult:
         if path is not None:
             ax.figure.savefig(path, dpi=120)
         return ax
+
+
+def _loss_axis_limits(losses, smoothed):
+    """The loss axis of the plot: every raw loss that matters, not the final blow-up.
+
+    From the lowest raw (or smoothed) loss up to the starting level (the
+    highest raw loss of the first 10% of the sweep, or the 80th percentile of
+    all raw losses if higher), plus a quarter of that range so the rise into
+    divergence shows.  The raw losses beyond (the divergence spike) would
+    otherwise flatten the interesting part.  None when no loss is finite.
+    """
+    raw = np.asarray(losses, dtype=np.float64)
+    raw = raw[np.isfinite(raw)]
+    sm = np.asarray(smoothed, dtype=np.float64)
+    sm = sm[np.isfinite(sm)]
+    if not len(raw) and not len(sm):
+        return None
+    both = np.concatenate([raw, sm])
+    lo = float(both.min())
+    ref = raw if len(raw) else sm
+    top = max(float(ref[: max(1, len(ref) // 10)].max()), float(np.quantile(ref, 0.8)))
+    top = max(top, lo)
+    span = top - lo
+    if span <= 0:
+        span = max(abs(lo) * 0.1, 1e-12)
+    return lo - 0.05 * span, top + 0.25 * span
 
 
 def _check_positive(v, name):

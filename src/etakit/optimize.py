@@ -32,6 +32,59 @@ def _new_style(callback):
         return False
 
 
+_FD_JAC = ("2-point", "3-point")
+
+
+def _scalar(f, what):
+    """fun's value as a float: a scalar, or an array of one element (as SciPy accepts)."""
+    try:
+        a = np.asarray(f, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must return a real number, got {type(f).__name__} {f!r:.80}") from None
+    if a.size != 1:
+        raise ValueError(f"{what} must return a scalar, got an array of shape {a.shape}")
+    return float(a.reshape(()))
+
+
+def _gradient(g, n, what):
+    """The gradient as a fresh 1-D float64 array of n elements, or a clear error."""
+    if g is None:
+        raise TypeError(f"{what} returned None; it must return the gradient, an array of {n} numbers "
+                        "(one per element of x)")
+    try:
+        a = np.asarray(g, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must return the gradient, an array of {n} numbers; got "
+                        f"{type(g).__name__} {g!r:.80}") from None
+    if a.size != n or a.ndim > 1 and a.shape != (n, 1) and a.shape != (1, n):
+        raise ValueError(f"{what} returned a gradient of shape {a.shape}; x has shape ({n},), so the gradient "
+                         f"must have shape ({n},)")
+    return np.array(a.ravel(), dtype=np.float64)
+
+
+def _forward_differences(f, x, f0):
+    """``scipy.optimize.approx_fprime``'s: (f(x + h e_i) - f(x)) / h, h = sqrt(eps), reusing f(x)."""
+    h = np.sqrt(np.finfo(np.float64).eps)
+    g = np.empty_like(x)
+    for i in range(x.size):
+        up = x.copy()
+        up[i] += h
+        g[i] = (f(up) - f0) / (up[i] - x[i])
+    return g
+
+
+def _central_differences(f, x):
+    """SciPy's '3-point' scheme: (f(x + h e_i) - f(x - h e_i)) / 2h, h = eps**(1/3) * max(1, |x_i|)."""
+    h = np.finfo(np.float64).eps ** (1 / 3) * np.maximum(1.0, np.abs(x))
+    g = np.empty_like(x)
+    for i in range(x.size):
+        up, down = x.copy(), x.copy()
+        up[i] += h[i]
+        down[i] -= h[i]
+        g[i] = (f(up) - f(down)) / (up[i] - down[i])
+    return g
+
+
 def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, gtol=1e-6, callback=None,
              **optimizer_kwargs):
     """Minimise ``fun(x, *args)`` with an etakit optimizer; SciPy's result conventions.
@@ -40,14 +93,17 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
     ----------
     fun : callable
         ``fun(x, *args) -> float``, or ``-> (float, gradient)`` with ``jac=True``.
+        ``x`` is a fresh copy at each call (as with SciPy), so ``fun`` may keep it.
     x0 : array_like
-        Starting point (flattened to 1-D float64, as SciPy does).
+        Starting point: a scalar or a 1-D array (as for ``scipy.optimize.minimize``,
+        which refuses more dimensions), converted to float64.
     args : tuple
         Extra arguments of ``fun`` and ``jac``.
-    jac : bool, callable or None
+    jac : bool, callable, {"2-point", "3-point"} or None
         ``True``: ``fun`` returns the gradient too.  A callable ``jac(x, *args)``.
-        ``None``: forward differences (``scipy.optimize.approx_fprime``), n + 1
-        evaluations per iteration.
+        ``None`` or ``"2-point"``: forward differences (as ``scipy.optimize.approx_fprime``),
+        n + 1 evaluations per iteration.  ``"3-point"``: central differences, 2n + 1
+        evaluations, more accurate.  (SciPy's ``"cs"``, complex step, is not supported.)
     method : {"adam", "adamw", "sgd", "rmsprop", "adagrad"}
     lr : float or schedule
         Learning rate, or an ``etakit.schedules`` schedule / callable of the iteration.
@@ -66,7 +122,9 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
     scipy.optimize.OptimizeResult
         ``x``, ``fun``, ``jac``, ``nit``, ``nfev``, ``njev``, ``success``,
         ``status`` (0 converged, 1 iteration limit, 2 non-finite value,
-        99 stopped by the callback) and ``message``.
+        99 stopped by the callback) and ``message``.  With status 2, ``x``,
+        ``fun`` and ``jac`` are those of the last point where the objective and
+        its gradient were finite.
 
     Examples
     --------
@@ -83,43 +141,63 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
         raise ValueError(f"maxiter must be an integer >= 0, got {maxiter!r}")
     if isinstance(gtol, bool) or not isinstance(gtol, numbers.Real) or not gtol >= 0:
         raise ValueError(f"gtol must be a number >= 0, got {gtol!r}")
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    if isinstance(jac, str):
+        if jac not in _FD_JAC:
+            raise ValueError(f"jac={jac!r} is not supported; use True (fun returns the gradient too), a callable, "
+                             f"None or '2-point' (forward differences) or '3-point' (central differences)")
+    elif not (jac is None or isinstance(jac, bool) or callable(jac)):
+        raise TypeError(f"jac must be True, a callable, '2-point', '3-point' or None, got {jac!r:.80}")
     if not isinstance(args, tuple):
         args = (args,)
-    x = np.array(np.atleast_1d(np.asarray(x0, dtype=np.float64)).ravel(), dtype=np.float64)
+    if np.iscomplexobj(x0):
+        raise TypeError("x0 must be real; complex numbers are not supported")
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.ndim > 1:
+        raise ValueError(f"x0 must be a scalar or a 1-D array, got shape {x0.shape} (scipy.optimize.minimize "
+                         "refuses it too); pass x0.ravel() and reshape inside fun")
+    x = np.array(np.atleast_1d(x0), dtype=np.float64)
+    n = x.size
     nfev = njev = 0
 
+    def value(z):
+        nonlocal nfev
+        nfev += 1
+        return _scalar(fun(z.copy(), *args), "fun")
+
     def evaluate(xk):
+        # fun and jac get copies: the optimizer's array changes in place at each step
         nonlocal nfev, njev
         if jac is True:
-            f, g = fun(xk, *args)
+            out = fun(xk.copy(), *args)
             nfev += 1
             njev += 1
-        elif callable(jac):
-            f = fun(xk, *args)
-            g = jac(xk, *args)
+            if not isinstance(out, (tuple, list)) or len(out) != 2:
+                raise TypeError(f"with jac=True, fun must return (value, gradient), got {type(out).__name__}")
+            return _scalar(out[0], "fun"), _gradient(out[1], n, "fun (the gradient, with jac=True)")
+        if callable(jac):
+            f = _scalar(fun(xk.copy(), *args), "fun")
+            g = jac(xk.copy(), *args)
             nfev += 1
             njev += 1
-        elif jac is None or jac is False:
-            from scipy.optimize import approx_fprime
-            f = fun(xk, *args)
-            g = approx_fprime(xk, lambda z: float(fun(z, *args)))
-            nfev += 1 + xk.size
-        else:
-            raise TypeError(f"jac must be True, a callable or None, got {jac!r}")
-        g = np.array(np.asarray(g, dtype=np.float64).ravel(), dtype=np.float64)
-        if g.shape != xk.shape:
-            raise ValueError(f"the gradient has {g.size} elements, x has {xk.size}")
-        return float(f), g
+            return f, _gradient(g, n, "jac")
+        f = value(xk)
+        if jac == "3-point":
+            return f, _central_differences(value, xk.copy())
+        return f, _forward_differences(value, xk.copy(), f)    # None, False or "2-point"
 
     opt = _METHODS[name]([x], lr=lr, **optimizer_kwargs)
     new_style = callback is not None and _new_style(callback)
     status, message = 1, "Maximum number of iterations has been exceeded."
     f, g = evaluate(x)
+    best = (x.copy(), f, g)        # the last point where everything was finite
     nit = 0
     while True:
         if not (math.isfinite(f) and np.all(np.isfinite(g))):
             status, message = 2, "The objective or its gradient is not finite."
             break
+        best = (x.copy(), f, g)
         if np.max(np.abs(g), initial=0.0) <= gtol:
             status, message = 0, "Optimization terminated successfully."
             break
@@ -136,8 +214,13 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
                     callback(x.copy())
             except StopIteration:
                 status, message = 99, "`callback` raised `StopIteration`."
+                if math.isfinite(f) and np.all(np.isfinite(g)):
+                    best = (x.copy(), f, g)
                 break
-    return _optimize_result(x=x, fun=f, jac=g, nit=nit, nfev=nfev, njev=njev, success=status == 0,
+    if status == 2 and nit == 0:
+        best = (x.copy(), f, g)    # not even the start is finite: report it as it is
+    x_out, f_out, g_out = best
+    return _optimize_result(x=x_out, fun=f_out, jac=g_out, nit=nit, nfev=nfev, njev=njev, success=status == 0,
                             status=status, message=message)
 
 

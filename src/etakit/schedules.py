@@ -25,8 +25,12 @@ array([0.e+00, 1.e-05, 2.e-05, 3.e-05])
 True
 """
 import ast
+import inspect
+import itertools
 import math
 import numbers
+import re
+import reprlib
 
 import numpy as np
 
@@ -43,6 +47,21 @@ __all__ = [
  _CYCLIC, _INVERSE_SQRT, _WARMUP_COSINE, _WSD, _PIECEWISE, _JOIN, _WARMUP, _SCALE, _PLATEAU) = range(18)
 
 _REGISTRY = {}
+
+# Resource bounds.  A schedule's plain-data form (``to_dict``) has at most
+# MAX_ITEMS items (dicts, lists and scalars, counted along the tree) and is at
+# most MAX_DEPTH containers deep; every schedule is built within them, so
+# from_dict (and pickle, which goes through it) reads back any schedule, and
+# rejects anything larger before building.  ``parse`` reads at most
+# PARSE_MAX_CHARS characters and PARSE_MAX_NODES syntax nodes, nested at most
+# PARSE_MAX_DEPTH deep, and checks all three before evaluating anything.
+MAX_ITEMS = 1_000_000
+MAX_DEPTH = 64
+PARSE_MAX_CHARS = 20_000
+PARSE_MAX_NODES = 10_000
+PARSE_MAX_DEPTH = 100
+MAX_STEP = 2**63 - 1            # a step count k is an int64 in C
+MAX_COUNT = 2**62               # integral schedule parameters (ETK_SCHED_INT_MAX in csrc/schedule.c)
 
 
 def _register(fn):
@@ -67,13 +86,34 @@ class Schedule:
     (0.1, 0.05, 0.1)
     """
 
-    __slots__ = ("_name", "_args", "_kind", "_mode", "_params", "_data", "_children", "_c")
+    __slots__ = ("_name", "_args", "_kind", "_mode", "_params", "_data", "_children", "_c", "_size", "_depth")
 
     def __init__(self, name, args, kind, params=(), mode=0, data=(), children=()):
         self._name, self._args, self._kind, self._mode = name, dict(args), kind, mode
         self._params = [float(p) for p in params]
         self._data = [float(d) for d in data]
         self._children = tuple(children)
+        # the size and depth of to_dict(), counted as from_dict counts them
+        self._size, self._depth = 2, 1
+        for v in self._args.values():
+            if isinstance(v, Schedule):
+                self._size += v._size
+                self._depth = max(self._depth, 1 + v._depth)
+            elif isinstance(v, (list, tuple)):
+                self._size += 1
+                self._depth = max(self._depth, 2)
+                for x in v:
+                    self._size += x._size if isinstance(x, Schedule) else 1
+                    if isinstance(x, Schedule):
+                        self._depth = max(self._depth, 2 + x._depth)
+            else:
+                self._size += 1
+        if self._size > MAX_ITEMS:
+            raise ValueError(f"{name}: the schedule is too large ({self._size} items in its to_dict() form; "
+                             f"the limit is {MAX_ITEMS})")
+        if self._depth > MAX_DEPTH:
+            raise ValueError(f"{name}: schedules nested too deeply ({self._depth} levels in the to_dict() form; "
+                             f"the limit is {MAX_DEPTH})")
         nodes, flat = [], []
         self._emit(nodes, flat)
         self._c = _core.CompiledSchedule(nodes, flat)
@@ -87,8 +127,12 @@ class Schedule:
         return len(nodes) - 1
 
     def __call__(self, k):
-        """The value after ``k`` completed steps (``k`` an int >= 0)."""
+        """The value after ``k`` completed steps (``k`` an int, 0 <= k <= 2**63 - 1)."""
         return self._c.eval(_step_count(k))
+
+    def __reduce__(self):
+        # the compiled C form is rebuilt from the plain-data form: pickle and deepcopy
+        return from_dict, (self.to_dict(),)
 
     def values(self, steps, start=0):
         """``[s(start), ..., s(start + steps - 1)]`` as a float64 array, computed in C.
@@ -99,7 +143,10 @@ class Schedule:
         >>> S.linear(1.0, 0.0, steps=4).values(6)
         array([1.  , 0.75, 0.5 , 0.25, 0.  , 0.  ])
         """
-        return self._c.values(_step_count(start, "start"), _step_count(steps, "steps"))
+        start, steps = _step_count(start, "start"), _step_count(steps, "steps")
+        if steps and start + steps - 1 > MAX_STEP:
+            raise ValueError(f"start + steps - 1 = {start + steps - 1} is past the largest step count 2**63 - 1")
+        return self._c.values(start, steps)
 
     def to_dict(self):
         """Plain-data form (nested dicts, lists, numbers, strings); see :func:`from_dict`.
@@ -121,7 +168,9 @@ class Schedule:
 
     def __repr__(self):
         if self._name == "scale":
-            return f"{self._args['factor']!r} * {self._args['schedule']!r}"
+            inner = self._args["schedule"]
+            # (a * s) parenthesised: a * b * s would parse as (a * b) * s, a different schedule
+            return f"{self._args['factor']!r} * " + (f"({inner!r})" if inner._name == "scale" else repr(inner))
         return f"{self._name}({', '.join(f'{k}={v!r}' for k, v in self._args.items())})"
 
     def label(self):
@@ -133,10 +182,9 @@ class Schedule:
         >>> S.cosine(0.1, 100).label()
         'cosine(0.1, 100)'
         """
-        import inspect
-
         if self._name == "scale":
-            return f"{self._args['factor']:g} * {self._args['schedule'].label()}"
+            inner = self._args["schedule"]
+            return f"{self._args['factor']:g} * " + (f"({inner.label()})" if inner._name == "scale" else inner.label())
         params = inspect.signature(_REGISTRY[self._name]).parameters
         parts = []
         for i, (k, v) in enumerate(self._args.items()):
@@ -227,13 +275,18 @@ def _step_count(k, what="k"):
         raise TypeError(f"{what} must be an integer step count, got {type(k).__name__} {k!r}")
     if k < 0:
         raise ValueError(f"{what} must be >= 0, got {k}")
+    if k > MAX_STEP:
+        raise ValueError(f"{what} must be <= 2**63 - 1 (step counts are 64-bit integers), got {k}")
     return int(k)
 
 
 def _real(v, name, fn):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__} {v!r}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
     if not math.isfinite(f):
         raise ValueError(f"{fn}: {name} must be finite, got {v!r}")
     return f
@@ -258,6 +311,8 @@ def _count(v, name, fn, lo=1):
         raise TypeError(f"{fn}: {name} must be an integer, got {type(v).__name__} {v!r}")
     if v < lo:
         raise ValueError(f"{fn}: {name} must be an integer >= {lo}, got {v!r}")
+    if v > MAX_COUNT:
+        raise ValueError(f"{fn}: {name} must be an integer <= 2**62, got {v!r}")
     return int(v)
 
 
@@ -267,9 +322,19 @@ def _choice(v, name, fn, options):
     return options.index(v)
 
 
+def _bounded_list(vs, name, fn, what):
+    """``vs`` as a list, refused (before reading it all) beyond MAX_ITEMS entries."""
+    if isinstance(vs, (str, bytes, dict)) or not hasattr(vs, "__iter__"):
+        raise TypeError(f"{fn}: {name} must be a list of {what}, got {type(vs).__name__}")
+    n = len(vs) if hasattr(vs, "__len__") else None
+    out = list(vs if n is not None and n <= MAX_ITEMS else itertools.islice(vs, MAX_ITEMS + 1))
+    if (n if n is not None else len(out)) > MAX_ITEMS:
+        raise ValueError(f"{fn}: {name} has more than {MAX_ITEMS} entries")
+    return out
+
+
 def _sorted_counts(vs, name, fn, strict=False):
-    if isinstance(vs, (str, bytes)) or not hasattr(vs, "__iter__"):
-        raise TypeError(f"{fn}: {name} must be a list of step counts, got {type(vs).__name__}")
+    vs = _bounded_list(vs, name, fn, "step counts")
     out = [_count(v, f"{name}[{i}]", fn, 0) for i, v in enumerate(vs)]
     for i in range(1, len(out)):
         if out[i] < out[i - 1] or (strict and out[i] == out[i - 1]):
@@ -567,7 +632,7 @@ def piecewise_constant(boundaries, values):
     (1.0, 0.5, 0.1)
     """
     b = _sorted_counts(boundaries, "boundaries", "piecewise_constant", strict=True)
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != len(b) + 1:
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or len(values) != len(b) + 1:
         raise ValueError(f"piecewise_constant: needs len(boundaries) + 1 = {len(b) + 1} values, got {values!r}")
     v = [_rate(x, f"values[{i}]", "piecewise_constant") for i, x in enumerate(values)]
     return Schedule("piecewise_constant", dict(boundaries=b, values=v), _PIECEWISE, [len(b)], data=b + v)
@@ -583,8 +648,9 @@ def join(schedules, boundaries):
     >>> s(5), s(10), s(100)
     (0.5, 1.0, 0.0)
     """
-    if isinstance(schedules, Schedule) or not hasattr(schedules, "__len__"):
+    if isinstance(schedules, (Schedule, str, bytes, dict)) or not hasattr(schedules, "__len__"):
         raise TypeError("join: schedules must be a list of schedules")
+    schedules = _bounded_list(schedules, "schedules", "join", "schedules")
     ss = [_schedule(s, f"schedules[{i}]", "join") for i, s in enumerate(schedules)]
     b = _sorted_counts(boundaries, "boundaries", "join", strict=True)
     if len(ss) != len(b) + 1:
@@ -644,8 +710,68 @@ def plateau_scaled(schedule, scale, min_lr=0.0):
 
 # --------------------------------------------------- serialise and parse
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 120
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
+_SHORT.maxlevel = 3
+_MAX_STR = 1000   # no schedule argument is a long string
+
+
+def _path(parts):
+    return "d" + "".join(f"[{p!r}]" for p in parts)
+
+
+def _check_plain(d):
+    """Size, depth and types of a plain-data schedule, checked without recursion before anything is built.
+
+    Items are counted along the tree (a dict or list referenced twice counts
+    twice), so shared references cannot multiply the work either.
+    """
+    items = 0
+    stack = [(d, 1, ())]
+    while stack:
+        v, depth, parts = stack.pop()
+        if isinstance(v, Schedule):
+            items += v._size
+            if depth + v._depth - 1 > MAX_DEPTH:
+                raise ValueError(f"schedule dict nested too deeply: more than {MAX_DEPTH} levels (at {_path(parts)})")
+            continue
+        if depth > MAX_DEPTH:
+            raise ValueError(f"schedule dict nested too deeply: more than {MAX_DEPTH} levels (at {_path(parts)})")
+        if isinstance(v, dict):
+            for k in v:
+                if not isinstance(k, str):
+                    raise ValueError(f"schedule dict keys must be strings, got {_SHORT.repr(k)} in {_path(parts)}")
+            entries = v.items()
+        else:
+            entries = enumerate(v)
+        items += 1 + len(v)
+        if items > MAX_ITEMS:
+            raise ValueError(f"schedule dict too large: more than {MAX_ITEMS} items (at {_path(parts)})")
+        for k, x in entries:
+            if type(x) in _SCALARS:         # the common case, counted above
+                continue
+            if isinstance(x, (dict, list, tuple, Schedule)):
+                items -= 1                  # counted when popped: itself and what it holds
+                stack.append((x, depth + 1, parts + (k,)))
+            elif isinstance(x, str):
+                if len(x) > _MAX_STR:
+                    raise ValueError(f"{_path(parts + (k,))} is a string of {len(x)} characters; "
+                                     f"no schedule argument is longer than {_MAX_STR}")
+            elif x is not None and not isinstance(x, numbers.Number):
+                raise TypeError(f"{_path(parts + (k,))} is a {type(x).__name__}; a schedule dict holds only "
+                                "dicts, lists, numbers, strings, booleans and None")
+
+
+_SCALARS = {int, float, bool, type(None)}
+
+
 def from_dict(d):
     """Rebuild a schedule from :meth:`Schedule.to_dict`.
+
+    The input is checked first (at most ``MAX_ITEMS`` items, ``MAX_DEPTH``
+    levels, plain data only); junk raises ``ValueError`` or ``TypeError``
+    naming where in ``d`` it is.
 
     Examples
     --------
@@ -653,23 +779,35 @@ def from_dict(d):
     >>> from_dict(s.to_dict()) == s
     True
     """
+    if not isinstance(d, dict):
+        raise TypeError(f"from_dict needs a schedule dict ({{'type': <schedule name>, ...}}), "
+                        f"got {type(d).__name__}")
+    _check_plain(d)
+    return _build(d, ())
+
+
+def _build(d, parts):
     if not is_schedule_dict(d):
-        raise ValueError(f"not a schedule dict (expected {{'type': <schedule name>, ...}}): {d!r}")
+        raise ValueError(f"not a schedule dict (expected {{'type': <schedule name>, ...}}) at {_path(parts)}: "
+                         f"{_SHORT.repr(d)}")
     args = {}
     for k, v in d.items():
         if k == "type":
             continue
         if is_schedule_dict(v):
-            v = from_dict(v)
-        elif isinstance(v, list) and v and all(is_schedule_dict(x) for x in v):
-            v = [from_dict(x) for x in v]
+            v = _build(v, parts + (k,))
+        elif isinstance(v, (list, tuple)) and any(isinstance(x, dict) for x in v):
+            v = [_build(x, parts + (k, i)) if isinstance(x, dict) else x for i, x in enumerate(v)]
         args[k] = v
+    fn = _REGISTRY[d["type"]]
     try:
-        return _REGISTRY[d["type"]](**args)
+        inspect.signature(fn).bind(**args)
     except TypeError as e:
-        if "argument" in str(e):
-            raise ValueError(f"bad schedule dict {d!r}: {e}") from None
-        raise
+        raise ValueError(f"bad schedule dict at {_path(parts)} ({d['type']}): {e}") from None
+    try:
+        return fn(**args)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{e} (at {_path(parts)})") from None
 
 
 def is_schedule_dict(v):
@@ -682,51 +820,171 @@ def parse(text):
     ``"warmup(cosine(3e-4, total_steps=10000), warmup_steps=500)"``.
 
     Only this module's schedule functions, numbers, strings, lists,
-    ``None``/``True``/``False`` and multiplication or division by a number
-    are allowed; nothing is evaluated by Python.  Any schedule's ``repr`` parses.
+    ``None``/``True``/``False`` and multiplication or division of a schedule
+    or a number by a number are allowed; nothing is evaluated by Python.  The
+    expression is checked before anything is evaluated: at most
+    ``PARSE_MAX_CHARS`` characters and ``PARSE_MAX_NODES`` syntax nodes,
+    nested at most ``PARSE_MAX_DEPTH`` deep.  Every error is a ``ValueError``
+    that gives the column (``TypeError`` if ``text`` is not a string).  The
+    ``repr`` of any schedule within those bounds parses.
 
     Examples
     --------
     >>> parse("0.5 * step(lr=0.1, step_size=10)")
     0.5 * step(lr=0.1, step_size=10, gamma=0.1)
+    >>> parse("cosine(0.1, 0)")
+    Traceback (most recent call last):
+    ...
+    ValueError: cosine: total_steps must be an integer >= 1, got 0 (at column 1)
     """
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"cannot parse schedule expression {text!r}: {e.msg}") from None
-    result = _eval_node(tree.body, text)
-    if not isinstance(result, Schedule):
-        raise ValueError(f"{text!r} is not a schedule expression")
-    return result
+    if not isinstance(text, str):
+        raise TypeError(f"a schedule expression must be a str, got {type(text).__name__}")
+    return _Parser(text).run()
 
 
-def _eval_node(node, text):
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _eval_node(node.operand, text)
-        if isinstance(v, numbers.Real) and not isinstance(v, bool):
-            return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return [_eval_node(e, text) for e in node.elts]
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
-        a, b = _eval_node(node.left, text), _eval_node(node.right, text)
+_ALLOWED_CONSTANTS = (int, float, str, bool, type(None))
+
+
+class _Parser:
+    """``parse``: the bounds, then a whitelist walk of the syntax tree, then the evaluation."""
+
+    def __init__(self, text):
+        self.text = text
+        self.src = text.strip()
+        lead = text[:len(text) - len(text.lstrip())]
+        self.line0, self.col0 = lead.count("\n"), len(lead) - (lead.rfind("\n") + 1)
+        self.multiline = "\n" in self.src or "\r" in self.src
+        self.lines = re.split(r"\r\n|\r|\n", self.src)
+
+    def where(self, lineno=1, col=0, utf8=True):
+        """'(at column C)' for a position of the stripped source (ast gives UTF-8 byte offsets)."""
+        lineno = lineno or 1
+        col = col or 0
+        if utf8 and 0 < lineno <= len(self.lines):
+            col = len(self.lines[lineno - 1].encode("utf-8")[:col].decode("utf-8", "replace"))
+        col += (self.col0 if lineno == 1 else 0) + 1
+        if self.multiline or self.line0:
+            return f"(at line {lineno + self.line0}, column {col})"
+        return f"(at column {col})"
+
+    def at(self, node):
+        return self.where(getattr(node, "lineno", 1), getattr(node, "col_offset", 0))
+
+    def error(self, node, msg):
+        return ValueError(f"{msg} {self.at(node)}")
+
+    def segment(self, node):
         try:
-            return a * b if isinstance(node.op, ast.Mult) else a / b
-        except TypeError:
-            pass
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        fn = _REGISTRY.get(node.func.id)
-        if fn is None:
-            raise ValueError(f"unknown schedule {node.func.id!r}; known: {', '.join(sorted(_REGISTRY))}")
-        args = [_eval_node(a, text) for a in node.args]
-        kwargs = {k.arg: _eval_node(k.value, text) for k in node.keywords if k.arg is not None}
-        if len(kwargs) != len(node.keywords):
-            raise ValueError("** arguments are not allowed in a schedule expression")
+            seg = ast.get_source_segment(self.src, node)
+        except (IndexError, TypeError, ValueError):   # a position ast cannot map back: show the kind
+            seg = None
+        return _SHORT.repr(seg)[1:-1] if seg else type(node).__name__
+
+    def run(self):
+        if len(self.text) > PARSE_MAX_CHARS:
+            raise ValueError(f"schedule expression too long: {len(self.text)} characters, the limit is "
+                             f"{PARSE_MAX_CHARS} (at column {PARSE_MAX_CHARS + 1})")
+        if not self.src:
+            raise ValueError("empty schedule expression (at column 1)")
+        try:
+            tree = ast.parse(self.src, mode="eval")
+        except SyntaxError as e:
+            raise ValueError(f"cannot parse schedule expression: {e.msg} "
+                             f"{self.where(e.lineno, (e.offset or 1) - 1, utf8=False)}") from None
+        except (RecursionError, MemoryError):   # the parser's own nesting limits
+            raise ValueError("cannot parse schedule expression: nested too deeply (at column 1)") from None
+        except ValueError as e:                 # null bytes, on some Python versions
+            raise ValueError(f"cannot parse schedule expression: {e} (at column 1)") from None
+        self.check(tree.body)
+        result = self.eval(tree.body)
+        if not isinstance(result, Schedule):
+            raise self.error(tree.body, f"{_SHORT.repr(self.src)} is not a schedule expression "
+                                        f"(it gives a {type(result).__name__})")
+        return result
+
+    def check(self, root):
+        """Whitelist, node count and depth, iteratively, before anything is evaluated."""
+        count = 0
+        stack = [(root, 1)]
+        while stack:
+            node, depth = stack.pop()
+            count += 1
+            if count > PARSE_MAX_NODES:
+                raise self.error(node, f"schedule expression too large: more than {PARSE_MAX_NODES} elements")
+            if depth > PARSE_MAX_DEPTH:
+                raise self.error(node, f"schedule expression nested too deeply: more than {PARSE_MAX_DEPTH} levels")
+            children = []
+            if isinstance(node, ast.Constant) and type(node.value) in _ALLOWED_CONSTANTS:
+                if isinstance(node.value, str) and len(node.value) > _MAX_STR:
+                    raise self.error(node, f"string of {len(node.value)} characters; no schedule argument is "
+                                           f"longer than {_MAX_STR}")
+            elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+                children = [node.operand]
+            elif isinstance(node, (ast.List, ast.Tuple)):
+                children = node.elts
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+                children = [node.left, node.right]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                if node.func.id not in _REGISTRY:
+                    raise self.error(node, f"unknown schedule {_SHORT.repr(node.func.id)}; "
+                                           f"known: {', '.join(sorted(_REGISTRY))}")
+                seen = set()
+                for k in node.keywords:
+                    if k.arg is None:
+                        raise self.error(k, "** arguments are not allowed in a schedule expression")
+                    if k.arg in seen:
+                        raise self.error(k, f"keyword argument repeated: {k.arg}")
+                    seen.add(k.arg)
+                children = list(node.args) + [k.value for k in node.keywords]
+            else:
+                raise self.error(node, f"not allowed in a schedule expression: {self.segment(node)}")
+            stack.extend((c, depth + 1) for c in children)
+
+    def eval(self, node):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.UnaryOp):
+            v = self.eval(node.operand)
+            if not _is_number(v):
+                raise self.error(node, f"unary {'-' if isinstance(node.op, ast.USub) else '+'} needs a number, "
+                                       f"got {type(v).__name__}")
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self.eval(e) for e in node.elts]
+        if isinstance(node, ast.BinOp):
+            return self.binop(node, self.eval(node.left), self.eval(node.right))
+        fn = _REGISTRY[node.func.id]
+        args = [self.eval(a) for a in node.args]
+        kwargs = {k.arg: self.eval(k.value) for k in node.keywords}
+        try:
+            inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as e:
+            raise self.error(node, f"{node.func.id}: {e}") from None
         try:
             return fn(*args, **kwargs)
-        except TypeError as e:
-            if "argument" in str(e):
-                raise ValueError(f"{node.func.id}: {e}") from None
-            raise
-    raise ValueError(f"not allowed in a schedule expression: {ast.get_source_segment(text, node) or ast.dump(node)}")
+        except (TypeError, ValueError) as e:
+            raise self.error(node, str(e)) from None
+
+    def binop(self, node, a, b):
+        op = "*" if isinstance(node.op, ast.Mult) else "/"
+        if _is_number(a) and _is_number(b):
+            if op == "/" and b == 0:
+                raise self.error(node, "division by zero")
+            try:
+                r = a * b if op == "*" else a / b
+            except OverflowError:
+                r = None
+            if r is None or (isinstance(r, int) and abs(r) > MAX_STEP):
+                raise self.error(node, f"number too large: {self.segment(node)}")
+            return r
+        if isinstance(a, Schedule) and _is_number(b) or op == "*" and _is_number(a) and isinstance(b, Schedule):
+            try:
+                return a * b if op == "*" else a / b
+            except (TypeError, ValueError) as e:
+                raise self.error(node, str(e)) from None
+        raise self.error(node, f"{op} {'multiplies' if op == '*' else 'divides'} a schedule or a number by a "
+                               f"number, got {type(a).__name__} {op} {type(b).__name__}")
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
