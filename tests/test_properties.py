@@ -1,4 +1,4 @@
-"""Property tests: any shape, any valid hyperparameters, agree with the reference."""
+"""Property tests: any shape, any valid hyperparameters (drawn from each rule's C table), agree with the reference."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -6,32 +6,49 @@ from hypothesis.extra import numpy as hnp
 
 import etakit
 from conftest import ReferenceOptimizer
+from etakit._step import RuleSpec
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9)
 dtypes = st.sampled_from([np.float32, np.float64])
-unit = st.floats(0.0, 0.999)
-rate = st.floats(0.0, 0.5)
-small = st.floats(0.0, 1e-1)
 
-HPS = {
-    "SGD": st.fixed_dictionaries(dict(lr=rate, momentum=unit, weight_decay=small, maximize=st.booleans()),
-                                 optional=dict(dampening=st.floats(0.0, 1.0))),
-    "Adam": st.fixed_dictionaries(dict(lr=rate, betas=st.tuples(unit, unit), eps=st.floats(1e-12, 1.0),
-                                       weight_decay=small, amsgrad=st.booleans(), maximize=st.booleans())),
-    "AdamW": st.fixed_dictionaries(dict(lr=rate, betas=st.tuples(unit, unit), weight_decay=small,
-                                        amsgrad=st.booleans())),
-    "RMSprop": st.fixed_dictionaries(dict(lr=rate, alpha=st.floats(0.0, 1.0), eps=st.floats(1e-10, 1.0),
-                                          weight_decay=small, momentum=unit, centered=st.booleans(),
-                                          maximize=st.booleans())),
-    "Adagrad": st.fixed_dictionaries(dict(lr=rate, lr_decay=small, weight_decay=small,
-                                          initial_accumulator_value=small, eps=st.floats(1e-12, 1e-2))),
-}
+
+def _field(f):
+    """Values inside a field's range (the C table's), kept moderate where it is unbounded."""
+    if f["kind"] == "flag":
+        return st.booleans()
+    if f["kind"] == "int":
+        return st.integers(int(f["lo"]), int(min(f["hi"], f["lo"] + 10)))
+    lo, hi = f["lo"], min(f["hi"], f["lo"] + 1.0)
+    return st.floats(lo, hi, exclude_min=f["lo_open"], exclude_max=f["hi_open"] and hi == f["hi"])
+
+
+def _group(kind):
+    """A strategy for the hyperparameters of optimizer ``kind``, derived from its rule's table."""
+    cls = etakit.OPTIMIZERS[kind]
+    spec = RuleSpec.of(cls)
+    parts = {}
+    for f, (key, j) in zip(spec.fields, spec.sources):
+        if key in cls._implied:
+            continue
+        parts.setdefault(key, []).append((j, _field(f)))
+    out = {}
+    for key, items in parts.items():
+        out[key] = items[0][1] if items[0][0] is None else st.tuples(*[s for _, s in sorted(items, key=lambda t: t[0])])
+    return st.fixed_dictionaries(out)
+
+
+def _valid(kind, hp):
+    try:
+        etakit.OPTIMIZERS[kind]([np.zeros(1)], **hp)
+        return True
+    except ValueError:          # a constraint across fields (nesterov needs momentum)
+        return False
 
 
 @st.composite
 def problems(draw):
-    kind = draw(st.sampled_from(sorted(HPS)))
-    hp = draw(HPS[kind])
+    kind = draw(st.sampled_from(sorted(etakit.OPTIMIZERS)))
+    hp = draw(_group(kind).filter(lambda h: _valid(kind, h)))
     dtype = draw(dtypes)
     shp = draw(st.lists(shapes, min_size=1, max_size=4))
     return kind, hp, dtype, shp, draw(st.integers(0, 2**32 - 1))

@@ -129,6 +129,7 @@ class Optimizer:
     _extra = {}
     _torch_step = "state"   # where etakit.torch keeps the step count: "state", "group" or None
     _implied = {}           # group entries the class sets beyond its signature
+    _group_optional = ()    # group keys a reference checkpoint may lack (it keeps them elsewhere)
 
     def __init__(self, params, defaults):
         self._stepper = Stepper(RuleSpec.of(type(self)))
@@ -611,8 +612,14 @@ class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay (``torch.optim.AdamW``).
 
     Before the Adam update, ``p *= 1 - lr * weight_decay``; the gradient is
-    not changed.  Same arguments as :class:`Adam`, but ``weight_decay``
-    defaults to 1e-2.
+    not changed.
+
+    Parameters
+    ----------
+    params, lr, betas, eps, amsgrad, maximize
+        As for :class:`Adam`.
+    weight_decay : float or schedule, default 1e-2
+        Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
 
     Examples
     --------
@@ -752,6 +759,7 @@ class Lion(Optimizer):
     rule = "lion"
     reference_impl = "pytorch_optimizer.Lion"
     _tuples = {"betas": ("beta1", "beta2")}
+    _group_optional = ("maximize",)
     _torch_step = "group"
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, weight_decouple=True,

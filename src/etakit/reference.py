@@ -239,11 +239,13 @@ def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_de
             param *= 1.0 - weight_decay * (1.0 if fixed_decay else lr)
         else:
             g = g + weight_decay * param
-    update = np.subtract(g, exp_avg)
+    update = np.empty_like(param)
+    np.subtract(g, exp_avg, out=update)
     update *= 1.0 - beta1
     update += exp_avg
     np.sign(update, out=update)
-    d = np.subtract(g, exp_avg)
+    d = np.empty_like(param)
+    np.subtract(g, exp_avg, out=d)
     d *= 1.0 - beta2
     exp_avg += d
     update *= -lr

@@ -126,7 +126,11 @@ class _DropIn(torch.optim.Optimizer):
             self._check_loaded(state_dict)
             state_dict = dict(state_dict)
             step_count = state_dict.pop("step_count", 0)
+            kept = [{k: g[k] for k in self._numpy._group_optional if k in g} for g in self.param_groups]
             super().load_state_dict(state_dict)
+            for g, old in zip(self.param_groups, kept):
+                for k, v in old.items():
+                    g.setdefault(k, v)   # the reference keeps it on the optimizer, not in its groups
             spec = self._stepper.spec
             scalars = [name for j, name in enumerate(spec.slot_names) if spec.slots[j]["shape"] == "scalar"]
             for st in self.state.values():
@@ -159,11 +163,12 @@ class _DropIn(torch.optim.Optimizer):
             if len(g["params"]) != len(mine["params"]):
                 raise ValueError(f"{where} has {len(g['params'])} parameters, this optimizer's has "
                                  f"{len(mine['params'])}")
-            missing = [k for k in spec.kernel_keys if k not in g]
+            missing = [k for k in spec.kernel_keys if k not in g and k not in self._numpy._group_optional]
             if missing:
                 raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
                                  f"{list(spec.kernel_keys)} (was it saved by another optimizer?)")
-            spec.pack(_floats(g), where, int(step_count))
+            kept = {k: mine[k] for k in self._numpy._group_optional if k in mine and k not in g}
+            spec.pack(_floats({**kept, **g}), where, int(step_count))
             params += list(zip(g["params"], mine["params"]))
         index = dict(params)
         for key, entry in sd["state"].items():
