@@ -63,10 +63,23 @@ typedef struct etk_call {
     size_t count;
     const unsigned char *hps; /* with scheduled values written in */
     size_t total;             /* elements over all tensors */
+    size_t nhps;
     size_t *bbase;            /* per tensor: index of its first block (reducing rules) */
     double *part;             /* per block: ETK_MAX_RED partial sums of the current phase */
     double *tred;             /* per tensor: ETK_TRED_STRIDE reduced values, by phase */
+    double *gsum;             /* per group: the same, summed over its tensors in order */
+    double *gstate;           /* per group: the rule's persistent scalars */
 } etk_call;
+
+static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
+{
+    etk_reduced r;
+    const uint32_t g = c->ts[i].group;
+    r.tensor = c->tred ? c->tred + i * ETK_TRED_STRIDE : NULL;
+    r.group = c->gsum ? c->gsum + (size_t)g * ETK_TRED_STRIDE : NULL;
+    r.gstate = c->gstate ? c->gstate + (size_t)g * c->r->info.ngroup_state : NULL;
+    return r;
+}
 
 static const void *etk_hp_of(const etk_call *c, const etk_tensor *t)
 {
@@ -102,7 +115,10 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
         a = lo > off ? lo - off : 0;
         b = hi - off < t->n ? hi - off : t->n;
         fn = c->loops->fn[phase][ETK_PAIR(t->dtype, t->state_dtype)];
-        if (c->r->prepare) c->r->prepare(phase, etk_hp_of(c, t), t, c->tred ? c->tred + i * ETK_TRED_STRIDE : NULL, &coef);
+        if (c->r->prepare) {
+            etk_reduced r = etk_reduced_of(c, i);
+            c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
+        }
         if (nred) {
             size_t j;
             for (j = a; j < b; j += ETK_BLOCK)
@@ -115,20 +131,27 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
     etk_ftz_end(saved);
 }
 
-/* Sum the block partials of `phase` per tensor, in block order. */
+/* After `phase`: sum its block partials per tensor in block order, then per
+ * group in tensor order, and let the rule update its group scalars. */
 static void etk_combine(const etk_call *c, unsigned phase)
 {
-    size_t i, j;
+    size_t i, j, g;
     unsigned v, nred = c->r->nred[phase];
-    for (i = 0; i < c->count; i++) {
+    for (i = 0; nred && i < c->count; i++) {
         size_t nb = (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
         double *out = c->tred + i * ETK_TRED_STRIDE + phase * ETK_MAX_RED;
+        double *gout = c->gsum + (size_t)c->ts[i].group * ETK_TRED_STRIDE + phase * ETK_MAX_RED;
         for (v = 0; v < nred; v++) {
             double s = 0.0;
             for (j = 0; j < nb; j++) s += c->part[(c->bbase[i] + j) * ETK_MAX_RED + v];
             out[v] = s;
+            gout[v] += s;
         }
     }
+    if (c->r->between)
+        for (g = 0; g < c->nhps; g++)
+            c->r->between(phase, c->hps + g * c->r->info.hp_size, c->gsum ? c->gsum + g * ETK_TRED_STRIDE : NULL,
+                          c->gstate ? c->gstate + g * c->r->info.ngroup_state : NULL);
 }
 
 #ifdef _OPENMP
@@ -156,20 +179,20 @@ static void etk_run_phases(const etk_call *c)
                 etk_run_range(c, p, lo, hi);
                 if (p + 1 < np) {
 #pragma omp barrier
-                    if (c->r->nred[p]) {
+                    if (c->r->nred[p] || c->r->between) {
 #pragma omp single
                         etk_combine(c, p);
                     }
                 }
             }
         }
-        if (c->r->nred[np - 1]) etk_combine(c, np - 1);
+        if (c->r->nred[np - 1] || c->r->between) etk_combine(c, np - 1);
         return;
     }
 #endif
     for (p = 0; p < np; p++) {
         etk_run_range(c, p, 0, c->total);
-        if (c->r->nred[p]) etk_combine(c, p);
+        if (c->r->nred[p] || c->r->between) etk_combine(c, p);
     }
 }
 
@@ -255,7 +278,13 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
     c.loops = &etk_kernels_now()->rule[rule];
     c.ts = ts;
     c.count = count;
+    c.nhps = nhps;
     c.hps = (const unsigned char *)hps;
+    if (r->info.ngroup_state && nhps) {
+        if (!o || !o->group_state)
+            return etk_fail(err, ETK_EARG, -1, -1, -1, NULL, "this rule needs group_state (etk_step_opts)");
+        c.gstate = o->group_state;
+    }
 
     if (o && o->nsched) {
         if (!o->sched || !hps) return etk_fail(err, ETK_EARG, -1, -1, -1, NULL, "sched or hps is NULL");
@@ -285,17 +314,19 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
 
     for (i = 0; i < count; i++) c.total += ts[i].n;
     for (p = 0; p < r->nphases; p++) reduces |= r->nred[p] != 0;
-    if (reduces) {
+    if (reduces || r->between) {
         size_t nblocks = 0;
         for (i = 0; i < count; i++) nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
-        scratch = calloc(count * sizeof(size_t) + (nblocks * ETK_MAX_RED + count * ETK_TRED_STRIDE) * sizeof(double) + 1,
+        scratch = calloc(count * sizeof(size_t) +
+                             (nblocks * ETK_MAX_RED + (count + nhps) * ETK_TRED_STRIDE) * sizeof(double) + 1,
                          1);
         if (!scratch) {
             st = etk_fail(err, ETK_ENOMEM, -1, -1, -1, NULL, "out of memory");
             goto done;
         }
         c.tred = (double *)scratch;
-        c.part = c.tred + count * ETK_TRED_STRIDE;
+        c.gsum = c.tred + count * ETK_TRED_STRIDE;
+        c.part = c.gsum + nhps * ETK_TRED_STRIDE;
         c.bbase = (size_t *)(c.part + nblocks * ETK_MAX_RED);
         for (i = 0, nblocks = 0; i < count; i++) {
             c.bbase[i] = nblocks;
@@ -304,8 +335,10 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
     }
     if (count) etk_run_phases(&c);
     if (r->finish)
-        for (i = 0; i < count; i++)
-            r->finish(etk_hp_of(&c, &ts[i]), &ts[i], c.tred ? c.tred + i * ETK_TRED_STRIDE : NULL);
+        for (i = 0; i < count; i++) {
+            etk_reduced red = etk_reduced_of(&c, i);
+            r->finish(etk_hp_of(&c, &ts[i]), &ts[i], &red);
+        }
     st = ETK_OK;
 done:
     if (hbuf && hbuf != local.bytes) free(hbuf);

@@ -225,6 +225,9 @@ typedef struct etk_step_opts {
     const etk_hp_schedule *sched; /* scheduled hyperparameters, evaluated at k */
     size_t nsched;
     int64_t k;                    /* the step count schedules are evaluated at */
+    /* Rules with per-group scalar state (etk_rule_info.ngroup_state > 0, e.g.
+     * an adapted step size): nhps * ngroup_state doubles, read and written. */
+    double *group_state;
 } etk_step_opts;
 
 /* One step of `rule` over `count` tensors with `nhps` hyperparameter structs
@@ -294,6 +297,9 @@ typedef struct etk_rule_info {
     const etk_slot_info *slots;
     size_t nslots;
     unsigned flags;     /* ETK_RULE_* */
+    /* names of the rule's per-group scalar state (etk_step_opts.group_state) */
+    const char *const *group_state;
+    size_t ngroup_state;
 } etk_rule_info;
 
 /* NULL for an unknown id. */

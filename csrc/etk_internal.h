@@ -64,6 +64,13 @@ typedef union etk_coef {
 typedef void (*etk_loop_fn)(const etk_tensor *t, size_t lo, size_t hi, const void *coef, double *red);
 
 /* ---- the rule descriptor (host side) ---------------------------------- */
+/* What the reductions of earlier phases produced, for one tensor. */
+typedef struct etk_reduced {
+    const double *tensor; /* this tensor's sums: ETK_MAX_RED per phase, by phase */
+    const double *group;  /* the same sums over every tensor of its group, in tensor order */
+    double *gstate;       /* its group's persistent scalars (etk_step_opts.group_state) */
+} etk_reduced;
+
 typedef struct etk_rule_desc {
     etk_rule_info info;
     unsigned nphases;
@@ -73,11 +80,14 @@ typedef struct etk_rule_desc {
     int (*check)(const void *hp, etk_error *err);
     /* bit j: slot j is needed for these hyperparameters */
     unsigned (*needs)(const void *hp);
-    /* the per-step scalars of tensor t for `phase`; red holds the tensor's
-     * reduced values of the earlier phases, ETK_MAX_RED per phase */
-    void (*prepare)(unsigned phase, const void *hp, const etk_tensor *t, const double *red, void *coef);
-    /* after a successful step, once per tensor, serially: scalar state */
-    void (*finish)(const void *hp, const etk_tensor *t, const double *red);
+    /* the per-step scalars of tensor t for `phase` (reduced values of earlier
+     * phases in *r) */
+    void (*prepare)(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *r, void *coef);
+    /* after each phase's reductions, once per group, serially: may update the
+     * group's persistent scalars from the group sums; NULL if none */
+    void (*between)(unsigned phase, const void *hp, const double *group_sums, double *gstate);
+    /* after a successful step, once per tensor, serially: scalar state; NULL if none */
+    void (*finish)(const void *hp, const etk_tensor *t, const etk_reduced *r);
 } etk_rule_desc;
 
 /* The bandwidth probe runs through the engine as one more rule. */

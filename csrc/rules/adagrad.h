@@ -27,7 +27,7 @@ static const etk_field_info adagrad_fields[] = {
 static const etk_slot_info adagrad_slots[] = {{"sum", ETK_SLOT_FULL, ETK_INIT_FIELD, 4}};
 
 static unsigned adagrad_needs(const void *hp) { (void)hp; return 1u; }
-static void adagrad_prepare(unsigned phase, const void *hp, const etk_tensor *t, const double *red, void *cf)
+static void adagrad_prepare(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *red, void *cf)
 {
     const etk_adagrad_hp *h = (const etk_adagrad_hp *)hp;
     etk_adagrad_coef *c = (etk_adagrad_coef *)cf;
@@ -42,8 +42,8 @@ ETK_COEF_FITS(etk_adagrad_coef);
 
 static const etk_rule_desc etk_rule_desc_adagrad = {
     {"adagrad", sizeof(etk_adagrad_hp), adagrad_fields, ETK_NFIELDS(adagrad_fields), adagrad_slots, 1,
-     ETK_RULE_USES_STEP},
-    1, {0}, NULL, adagrad_needs, adagrad_prepare, NULL,
+     ETK_RULE_USES_STEP, NULL, 0},
+    1, {0}, NULL, adagrad_needs, adagrad_prepare, NULL, NULL,
 };
 
 #elif defined(ETK_RULE_LOOPS)

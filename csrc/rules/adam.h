@@ -38,7 +38,7 @@ static const etk_slot_info adam_slots[] = {
 };
 
 static unsigned adam_needs(const void *hp) { return ((const etk_adam_hp *)hp)->amsgrad ? 7u : 3u; }
-static void adam_prepare(unsigned phase, const void *hp, const etk_tensor *t, const double *red, void *cf)
+static void adam_prepare(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *red, void *cf)
 {
     const etk_adam_hp *h = (const etk_adam_hp *)hp;
     etk_adam_coef *c = (etk_adam_coef *)cf;
@@ -61,8 +61,8 @@ static void adam_prepare(unsigned phase, const void *hp, const etk_tensor *t, co
 ETK_COEF_FITS(etk_adam_coef);
 
 static const etk_rule_desc etk_rule_desc_adam = {
-    {"adam", sizeof(etk_adam_hp), adam_fields, ETK_NFIELDS(adam_fields), adam_slots, 3, ETK_RULE_USES_STEP},
-    1, {0}, NULL, adam_needs, adam_prepare, NULL,
+    {"adam", sizeof(etk_adam_hp), adam_fields, ETK_NFIELDS(adam_fields), adam_slots, 3, ETK_RULE_USES_STEP, NULL, 0},
+    1, {0}, NULL, adam_needs, adam_prepare, NULL, NULL,
 };
 
 #elif defined(ETK_RULE_LOOPS)

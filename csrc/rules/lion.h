@@ -30,7 +30,7 @@ static const etk_field_info lion_fields[] = {
 static const etk_slot_info lion_slots[] = {{"exp_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0}};
 
 static unsigned lion_needs(const void *hp) { (void)hp; return 1u; }
-static void lion_prepare(unsigned phase, const void *hp, const etk_tensor *t, const double *red, void *cf)
+static void lion_prepare(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *red, void *cf)
 {
     const etk_lion_hp *h = (const etk_lion_hp *)hp;
     etk_lion_coef *c = (etk_lion_coef *)cf;
@@ -46,8 +46,8 @@ static void lion_prepare(unsigned phase, const void *hp, const etk_tensor *t, co
 ETK_COEF_FITS(etk_lion_coef);
 
 static const etk_rule_desc etk_rule_desc_lion = {
-    {"lion", sizeof(etk_lion_hp), lion_fields, ETK_NFIELDS(lion_fields), lion_slots, 1, 0u},
-    1, {0}, NULL, lion_needs, lion_prepare, NULL,
+    {"lion", sizeof(etk_lion_hp), lion_fields, ETK_NFIELDS(lion_fields), lion_slots, 1, 0u, NULL, 0},
+    1, {0}, NULL, lion_needs, lion_prepare, NULL, NULL,
 };
 
 #elif defined(ETK_RULE_LOOPS)

@@ -8,7 +8,7 @@
 #if defined(ETK_RULE_HOST)
 
 static const etk_rule_desc etk_rule_desc_probe = {
-    {"probe", 0, NULL, 0, NULL, 0, 0u}, 1, {0}, NULL, NULL, NULL, NULL,
+    {"probe", 0, NULL, 0, NULL, 0, 0u, NULL, 0}, 1, {0}, NULL, NULL, NULL, NULL, NULL,
 };
 
 #elif defined(ETK_RULE_LOOPS)

@@ -36,7 +36,7 @@ static unsigned rmsprop_needs(const void *hp)
     const etk_rmsprop_hp *h = (const etk_rmsprop_hp *)hp;
     return 1u | (h->momentum > 0.0 ? 2u : 0u) | (h->centered ? 4u : 0u);
 }
-static void rmsprop_prepare(unsigned phase, const void *hp, const etk_tensor *t, const double *red, void *cf)
+static void rmsprop_prepare(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *red, void *cf)
 {
     const etk_rmsprop_hp *h = (const etk_rmsprop_hp *)hp;
     etk_rmsprop_coef *c = (etk_rmsprop_coef *)cf;
@@ -55,8 +55,8 @@ static void rmsprop_prepare(unsigned phase, const void *hp, const etk_tensor *t,
 ETK_COEF_FITS(etk_rmsprop_coef);
 
 static const etk_rule_desc etk_rule_desc_rmsprop = {
-    {"rmsprop", sizeof(etk_rmsprop_hp), rmsprop_fields, ETK_NFIELDS(rmsprop_fields), rmsprop_slots, 3, 0u},
-    1, {0}, NULL, rmsprop_needs, rmsprop_prepare, NULL,
+    {"rmsprop", sizeof(etk_rmsprop_hp), rmsprop_fields, ETK_NFIELDS(rmsprop_fields), rmsprop_slots, 3, 0u, NULL, 0},
+    1, {0}, NULL, rmsprop_needs, rmsprop_prepare, NULL, NULL,
 };
 
 #elif defined(ETK_RULE_LOOPS)

@@ -37,7 +37,7 @@ static int sgd_check(const void *hp, etk_error *err)
     return ETK_OK;
 }
 static unsigned sgd_needs(const void *hp) { return ((const etk_sgd_hp *)hp)->momentum != 0.0 ? 1u : 0u; }
-static void sgd_prepare(unsigned phase, const void *hp, const etk_tensor *t, const double *red, void *cf)
+static void sgd_prepare(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *red, void *cf)
 {
     const etk_sgd_hp *h = (const etk_sgd_hp *)hp;
     etk_sgd_coef *c = (etk_sgd_coef *)cf;
@@ -55,8 +55,8 @@ static void sgd_prepare(unsigned phase, const void *hp, const etk_tensor *t, con
 ETK_COEF_FITS(etk_sgd_coef);
 
 static const etk_rule_desc etk_rule_desc_sgd = {
-    {"sgd", sizeof(etk_sgd_hp), sgd_fields, ETK_NFIELDS(sgd_fields), sgd_slots, 1, 0u},
-    1, {0}, sgd_check, sgd_needs, sgd_prepare, NULL,
+    {"sgd", sizeof(etk_sgd_hp), sgd_fields, ETK_NFIELDS(sgd_fields), sgd_slots, 1, 0u, NULL, 0},
+    1, {0}, sgd_check, sgd_needs, sgd_prepare, NULL, NULL,
 };
 
 #elif defined(ETK_RULE_LOOPS)

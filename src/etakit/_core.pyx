@@ -161,8 +161,10 @@ def rule_info(rule):
                   init=inits[info.slots[i].init],
                   init_field=fields[info.slots[i].init_field]["name"] if info.slots[i].init == 1 else None)
              for i in range(info.nslots)]
+    group_state = [info.group_state[i].decode() for i in range(info.ngroup_state)]
     return dict(id=r, name=info.name.decode(), hp_size=info.hp_size, fields=fields, slots=slots,
-                uses_step=bool(info.flags & ETK_RULE_USES_STEP), matrix=bool(info.flags & ETK_RULE_MATRIX))
+                uses_step=bool(info.flags & ETK_RULE_USES_STEP), matrix=bool(info.flags & ETK_RULE_MATRIX),
+                group_state=group_state)
 
 
 def rule_names():
@@ -306,6 +308,7 @@ cdef class Plan:
     cdef list sched_keep
     cdef list torch_dtypes
     cdef bint busy
+    cdef cnp.ndarray gstate
 
     def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps, list labels=None, dict keys=None):
         self.info = etk_rule_info_get(rule) if rule != ETK_NRULES else NULL
@@ -329,6 +332,7 @@ cdef class Plan:
         self.sched_keep = []
         self.torch_dtypes = None
         self.busy = False
+        self.gstate = None
 
     def __dealloc__(self):
         free(self.t)
@@ -441,6 +445,18 @@ cdef class Plan:
         self.nwritten = k
         qsort(self.written, k, sizeof(_Interval), _cmp_interval)
 
+    def set_group_state(self, cnp.ndarray values):
+        """The rule's per-group scalars (``rule_info()["group_state"]``), a C-contiguous float64
+        array of shape (groups, names) the step reads and updates in place."""
+        cdef Py_ssize_t ngs = self.info.ngroup_state if self.info != NULL else 0
+        if values is not None and (cnp.PyArray_TYPE(values) != cnp.NPY_FLOAT64 or
+                                   not cnp.PyArray_IS_C_CONTIGUOUS(values) or
+                                   cnp.PyArray_SIZE(values) != self.nhps * ngs or
+                                   not cnp.PyArray_ISWRITEABLE(values)):
+            raise ValueError(f"group state must be a writable C-contiguous float64 array of "
+                             f"{self.nhps} x {ngs} values")
+        self.gstate = values
+
     def set_torch_dtypes(self, list dtypes):
         """The torch dtype of each parameter, checked against its gradient by ``run_torch``."""
         self.torch_dtypes = dtypes
@@ -536,6 +552,7 @@ cdef class Plan:
         o.sched = self.sched
         o.nsched = <size_t>self.nsched
         o.k = k
+        o.group_state = <double *>cnp.PyArray_DATA(self.gstate) if self.gstate is not None else NULL
         self.busy = True
         with nogil:
             if self.info == NULL:

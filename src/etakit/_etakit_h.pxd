@@ -60,6 +60,7 @@ cdef extern from "etakit.h" nogil:
         const etk_hp_schedule *sched
         size_t nsched
         int64_t k
+        double *group_state
 
     ctypedef struct etk_field_info:
         const char *name
@@ -81,6 +82,8 @@ cdef extern from "etakit.h" nogil:
         const etk_slot_info *slots
         size_t nslots
         unsigned flags
+        const char *const *group_state
+        size_t ngroup_state
 
     const char *etk_strerror(int status)
     int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps, size_t nhps,

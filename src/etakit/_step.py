@@ -90,6 +90,7 @@ class RuleSpec:
         self.slot_names = tuple(s["name"] for s in self.slots)
         self.uses_step = info["uses_step"]
         self.matrix = info["matrix"]
+        self.group_state = tuple(info["group_state"])   # per-group scalars the step updates: group keys
         component = {f: (key, j) for key, fs in opt_cls._tuples.items() for j, f in enumerate(fs)}
         self.sources = []       # per field: (group key, index in the tuple or None)
         keys = []
@@ -178,7 +179,8 @@ class RuleSpec:
         return tuple(j for j in range(len(self.slots)) if mask >> j & 1)
 
     def unknown_keys(self, group, also=()):
-        return [k for k in group if k != "params" and k not in self.keys and k not in also]
+        return [k for k in group if k != "params" and k not in self.keys and k not in self.group_state
+                and k not in also]
 
     # ---- state ----------------------------------------------------------
     def matrix_shape(self, shape):
@@ -277,6 +279,20 @@ class Stepper:
         for gi, b in enumerate(self.packed):
             self.plan.set_hparams(gi, b)
         self.plan.set_schedules([(gi, offset, f._c) for gi, offset, f, _ in self.builtin])
+
+    def load_group_state(self, groups):
+        """Hand the groups' values of the rule's per-group scalars to the plan (before a step)."""
+        names = self.spec.group_state
+        if names:
+            values = np.array([[float(g[n]) for n in names] for g in groups], dtype=np.float64)
+            self.plan.set_group_state(values)
+            self._group_state = values
+
+    def store_group_state(self, groups):
+        """Write the per-group scalars the step updated back into the groups."""
+        if self.spec.group_state:
+            for g, row in zip(groups, self._group_state.tolist()):
+                g.update(zip(self.spec.group_state, row))
 
     def apply_callables(self, k):
         for gi, offset, f, label in self.callables:

@@ -270,11 +270,17 @@ class Optimizer:
             k = self._k
             if st.callables:
                 st.apply_callables(k)
+            if st.spec.group_state:
+                st.load_group_state(groups)
             try:
                 st.plan.run(grads, k)
             except _Moved:
                 self._build_plan()
+                if st.spec.group_state:
+                    st.load_group_state(groups)
                 st.plan.run(grads, k)
+            if st.spec.group_state:
+                st.store_group_state(groups)
             self._k = k + 1
             if self._fresh:
                 self._fresh.clear()

@@ -227,11 +227,17 @@ class _DropIn(torch.optim.Optimizer):
             k = self._k
             if st.callables:
                 st.apply_callables(k)
+            if st.spec.group_state:
+                st.load_group_state([_floats(g) for g in groups])
             if not st.plan.run_torch(params, grads, k):   # a parameter's memory was replaced (p.data = ...)
                 self._prepare(params, grads, gis)
                 if st.callables:
                     st.apply_callables(k)
+                if st.spec.group_state:
+                    st.load_group_state([_floats(g) for g in groups])
                 st.plan.run_torch(params, grads, k)
+            if st.spec.group_state:
+                st.store_group_state(groups)
             if self._steps is not None:
                 self._steps += 1
             if self._numpy._torch_step == "group":
