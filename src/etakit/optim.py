@@ -252,6 +252,11 @@ class Optimizer:
         The GIL is released during the update, so other Python threads run
         meanwhile.  Steps of one optimizer from several threads are serialised.
 
+        Gradients are applied as given, as ``torch.optim`` does: a NaN or inf
+        (non-finite) gradient element reaches its parameter and state element
+        and no other.  Checking costs a pass over the gradients; do it where it
+        pays, e.g. with ``np.isfinite(g).all()`` before stepping.
+
         Examples
         --------
         >>> import numpy as np, etakit

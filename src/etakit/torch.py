@@ -307,8 +307,9 @@ class _DropIn(torch.optim.Optimizer):
             self._steps = None
 
     def __getstate__(self):
-        d = super().__getstate__()
-        d = dict(d)
+        # torch.optim's __getstate__ keeps only defaults, state and groups; keep ours too,
+        # less the plan (C pointers) and the lock, which are rebuilt
+        d = dict(self.__dict__)
         for key in ("_stepper", "_get_hp", "_plan_key", "_steps"):
             d.pop(key, None)
         return d
