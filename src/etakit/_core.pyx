@@ -263,6 +263,31 @@ cdef class CompiledSchedule:
 
 # ------------------------------------------------------------------------ plan
 
+def first_overlap(list arrays):
+    """(i, j) of two arrays of the list that share memory (or are the same array), or None.
+
+    Sorts the buffers once: n log n, for the construction check of thousands of parameters."""
+    cdef Py_ssize_t n = len(arrays), i, k = 0
+    cdef _Interval *iv = <_Interval *>calloc(max(n, 1), sizeof(_Interval))
+    cdef cnp.ndarray a
+    if not iv:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a = <cnp.ndarray?>arrays[i]
+            if cnp.PyArray_NBYTES(a) == 0:
+                continue
+            iv[k] = _span(a, <int32_t>i, -1)
+            k += 1
+        qsort(iv, k, sizeof(_Interval), _cmp_interval)
+        for i in range(1, k):
+            if iv[i].lo < iv[i - 1].hi:
+                return (min(iv[i - 1].tensor, iv[i].tensor), max(iv[i - 1].tensor, iv[i].tensor))
+        return None
+    finally:
+        free(iv)
+
+
 cdef struct _Interval:
     uintptr_t lo
     uintptr_t hi
@@ -307,6 +332,7 @@ cdef class Plan:
     cdef Py_ssize_t nsched
     cdef list sched_keep
     cdef list torch_dtypes
+    cdef list torch_params
     cdef bint busy
     cdef cnp.ndarray gstate
 
@@ -331,6 +357,7 @@ cdef class Plan:
         self.nsched = 0
         self.sched_keep = []
         self.torch_dtypes = None
+        self.torch_params = None
         self.busy = False
         self.gstate = None
 
@@ -457,9 +484,35 @@ cdef class Plan:
                              f"{self.nhps} x {ngs} values")
         self.gstate = values
 
-    def set_torch_dtypes(self, list dtypes):
-        """The torch dtype of each parameter, checked against its gradient by ``run_torch``."""
-        self.torch_dtypes = dtypes
+    def set_torch_params(self, list params):
+        """The torch parameters of the plan, in order (``run_torch_groups`` checks them)."""
+        self.torch_params = list(params)
+        self.torch_dtypes = [p.dtype for p in params]
+
+    def run_torch_groups(self, list groups, int64_t k=0):
+        """etakit.torch's hot path: take the ``.grad`` of every parameter of ``groups``
+        and step if exactly the plan's parameters, in order, have one.
+
+        Returns False, with nothing written, when the plan does not fit (another
+        set of parameters has gradients, a parameter's memory was replaced, or
+        there is nothing to step); the caller then rebuilds it."""
+        cdef Py_ssize_t i = 0
+        cdef list tparams = self.torch_params
+        cdef list grads = []
+        if tparams is None or self.count == 0:
+            return False
+        for group in groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if i >= self.count or p is not tparams[i]:
+                    return False
+                grads.append(g)
+                i += 1
+        if i != self.count:
+            return False
+        return self.run_torch(tparams, grads, k)
 
     # ---- queries ------------------------------------------------------
     def completed_steps(self):
@@ -677,7 +730,16 @@ cdef class Plan:
             if <uintptr_t>params[i].data_ptr() != <uintptr_t>self.t[i].param:
                 return False
             g = grads[i]
-            if g.dtype is not self.torch_dtypes[i] or <size_t>g.numel() != self.t[i].n:
+            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 8)
+            # one call per check on the hot path: the size in bytes keeps every read in
+            # bounds; PyTorch refuses a .grad of another dtype than its parameter's, and
+            # check_only (each plan build) compares dtypes too
+            try:
+                size = g.nbytes
+            except RuntimeError:    # a sparse gradient has no single buffer
+                raise GradientError(f"the gradient of {self.labels[i]} is {g.layout}; etakit.torch supports "
+                                    "dense gradients only", i) from None
+            if <uintptr_t>size != nbytes or (check_only and g.dtype is not self.torch_dtypes[i]):
                 raise GradientTypeError(f"the gradient of {self.labels[i]} is {g.dtype} with {g.numel()} "
                                         f"elements; expected {self.torch_dtypes[i]} with {self.t[i].n}", i)
             if not g.is_contiguous():
@@ -689,7 +751,6 @@ cdef class Plan:
                     copies = []
                 copies.append(g)
             ptr = <uintptr_t>g.data_ptr()
-            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 8)
             if self._overlaps_written(ptr, ptr + nbytes, &w):
                 raise GradientError(f"the gradient of {self.labels[i]} shares memory with {self._what(w)}, "
                                     "which the step writes", i)

@@ -217,8 +217,11 @@ class RuleSpec:
         fill = self.slot_fill(j, group)
         if fill is None:
             return p.copy()
-        if self.slots[j]["shape"] == "scalar":
+        kind = self.slots[j]["shape"]
+        if kind == "scalar":
             return np.full((), fill, dtype=np.float64)
+        if kind == "full":
+            return np.zeros_like(p) if fill == 0.0 else np.full_like(p, fill)
         return np.full(self.slot_shape(j, p.shape), fill, dtype=p.dtype)
 
 
@@ -264,10 +267,12 @@ class Stepper:
         """A new plan over ``params`` (numpy arrays) and their ``states`` ({slot name: array})."""
         spec = self.spec
         plan = _core.Plan(spec.id, len(params), len(self.packed), labels, spec.labels)
+        names = spec.slot_names
+        matrix = spec.matrix
         for i, p in enumerate(params):
-            rows, cols = spec.matrix_shape(p.shape)
+            rows, cols = spec.matrix_shape(p.shape) if matrix else (0, 0)
             st = states[i]
-            plan.set_tensor(i, p, tuple(st.get(name) for name in spec.slot_names), group_of[i], steps[i],
+            plan.set_tensor(i, p, tuple([st.get(name) for name in names]), group_of[i], steps[i],
                             fresh.get(i, 0), rows, cols)
         plan.index_written()
         self.plan = plan

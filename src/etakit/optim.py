@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from . import _core
 from ._step import RuleSpec, Stepper, is_scheduled, value_at
 from .errors import StateError
 from .schedules import Schedule, from_dict, is_schedule_dict
@@ -47,11 +48,6 @@ def _decode(v):
     return v
 
 
-def _span(a):
-    lo = a.__array_interface__["data"][0]
-    return lo, lo + a.nbytes
-
-
 def _check_param(p, where):
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}")
@@ -69,17 +65,17 @@ def _check_param(p, where):
 
 
 def _check_no_overlap(arrays, labels):
-    """Raise if two arrays are the same object or share memory (O(n log n))."""
+    """Raise if two arrays are the same object or share memory (n log n)."""
     seen = {}
     for a, label in zip(arrays, labels):
         if id(a) in seen:
             raise ValueError(f"{seen[id(a)]} and {label} are the same array; each parameter may "
                              "appear once")
         seen[id(a)] = label
-    spans = sorted((*_span(a), label) for a, label in zip(arrays, labels) if a.nbytes)
-    for (lo0, hi0, l0), (lo1, hi1, l1) in zip(spans, spans[1:]):
-        if lo1 < hi0:
-            raise ValueError(f"{l0} and {l1} overlap in memory; parameters must be distinct buffers")
+    pair = _core.first_overlap(list(arrays))
+    if pair is not None:
+        raise ValueError(f"{labels[pair[0]]} and {labels[pair[1]]} overlap in memory; parameters must be "
+                         "distinct buffers")
 
 
 def _step_value(v, where):
@@ -312,26 +308,28 @@ class Optimizer:
 
     def _reconfigure(self, grads, key):
         st = self._stepper
-        self._adopt_replaced_params()
         for gi, g in enumerate(self.param_groups):
             self._warn_unknown(g, f"param_groups[{gi}]")
+        needs = st.needs
         st.configure(self.param_groups, self._k)
+        if st.plan is not None and st.needs == needs and st.plan.params_match(self.param_groups):
+            st.bind()           # new values only: the plan still fits
+            st.key = key
+            return
+        self._adopt_replaced_params()
         group_of = self._group_of_params()
         missing = st.missing([p.shape for p in self._params], group_of, self._state)
-        if missing or st.plan is None or not st.plan.params_match(self.param_groups):
-            if missing:
-                # allocate only for a step that will happen: check the gradients
-                # against a plan of the state as it is
-                self._build_plan()
-                st.plan.run(grads, self._k, check_only=True)
-                spec = st.spec
-                for i, j in missing:
-                    self._state[i][spec.slot_names[j]] = spec.new_state(j, self._params[i],
-                                                                        self.param_groups[group_of[i]])
-                    self._fresh[i] = self._fresh.get(i, 0) | (1 << j)
+        if missing:
+            # allocate only for a step that will happen: check the gradients
+            # against a plan of the state as it is
             self._build_plan()
-        else:
-            st.bind()
+            st.plan.run(grads, self._k, check_only=True)
+            spec = st.spec
+            for i, j in missing:
+                self._state[i][spec.slot_names[j]] = spec.new_state(j, self._params[i],
+                                                                    self.param_groups[group_of[i]])
+                self._fresh[i] = self._fresh.get(i, 0) | (1 << j)
+        self._build_plan()
         st.key = key
 
     def _adopt_replaced_params(self):
@@ -339,14 +337,16 @@ class Optimizer:
 
         State is per position (as in ``state_dict``): a replacement keeps it if
         it has the old array's shape and dtype; otherwise it is refused."""
-        new, labels = [], []
+        new = []
         for gi, g in enumerate(self.param_groups):
             ps = g["params"]
             if not isinstance(ps, list):
                 raise TypeError(f"param_groups[{gi}]['params'] must be a list of arrays, got {type(ps).__name__}")
-            for j, p in enumerate(ps):
-                labels.append(f"param_groups[{gi}]['params'][{j}]")
-                new.append(p)
+            new += ps
+        if len(new) == len(self._params) and all(map(operator.is_, new, self._params)):
+            return
+        labels = [f"param_groups[{gi}]['params'][{j}]" for gi, g in enumerate(self.param_groups)
+                  for j in range(len(g["params"]))]
         if len(new) != len(self._params):
             raise ValueError(f"the parameter groups now hold {len(new)} parameters, the optimizer was built with "
                              f"{len(self._params)}; add parameters with add_param_group, or build a new optimizer")

@@ -88,9 +88,7 @@ class _DropIn(torch.optim.Optimizer):
         self._stepper = Stepper(RuleSpec.of(self._numpy))
         spec = self._stepper.spec
         self._get_hp = operator.itemgetter(*spec.kernel_keys)
-        self._plan_key = None
         self._steps = None
-        self._state_version = 0
         self._k = 0
         spec.pack(_floats(defaults), "defaults")
         super().__init__(params, defaults)
@@ -109,7 +107,7 @@ class _DropIn(torch.optim.Optimizer):
         except Exception:
             del self.param_groups[n:]   # torch keeps no other record of the group
             raise
-        self._plan_key = None
+        self._stepper.plan = None
 
     def state_dict(self):
         with self._stepper:
@@ -138,8 +136,7 @@ class _DropIn(torch.optim.Optimizer):
                     if isinstance(st.get(name), torch.Tensor):
                         st[name] = st[name].to(torch.float64)
             self._k = int(step_count)
-            self._state_version += 1
-            self._plan_key = None
+            self._stepper.plan = None
             self._stepper.key = None
 
     def _check_loaded(self, sd):
@@ -202,39 +199,36 @@ class _DropIn(torch.optim.Optimizer):
                 loss = closure()
         st = self._stepper
         with st._lock:
-            params, grads, gis = [], [], []
             groups = self.param_groups
-            for gi, group in enumerate(groups):
-                for p in group["params"]:
-                    g = p.grad
-                    if g is not None:
-                        params.append(p)
-                        grads.append(g)
-                        gis.append(gi)
-            if not params:
-                return loss
             hp = tuple(self._get_hp(_floats(g)) for g in groups)
-            configured = hp != st.key
-            if configured:
+            if hp != st.key:
+                needs = st.needs
                 st.configure([_floats(g) for g in groups], self._k)
                 st.key = hp
-            pkey = (self._state_version, tuple(map(id, params)), tuple(gis), st.needs)
-            if pkey != self._plan_key:
-                self._prepare(params, grads, gis)
-                self._plan_key = pkey
-            elif configured:
-                st.bind()
+                if st.plan is not None:
+                    if st.needs != needs:
+                        st.plan = None       # an option that needs new state (amsgrad, momentum...)
+                    else:
+                        st.bind()
             k = self._k
-            if st.callables:
-                st.apply_callables(k)
-            if st.spec.group_state:
-                st.load_group_state([_floats(g) for g in groups])
-            if not st.plan.run_torch(params, grads, k):   # a parameter's memory was replaced (p.data = ...)
+            ran = False
+            if st.plan is not None:
+                self._before_run(groups, k)
+                ran = st.plan.run_torch_groups(groups, k)
+            if not ran:
+                # the plan does not fit (first step, another set of gradients, p.data
+                # replaced, new state needed): build it from what the groups hold now
+                params, grads, gis = [], [], []
+                for gi, group in enumerate(groups):
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            params.append(p)
+                            grads.append(p.grad)
+                            gis.append(gi)
+                if not params:
+                    return loss
                 self._prepare(params, grads, gis)
-                if st.callables:
-                    st.apply_callables(k)
-                if st.spec.group_state:
-                    st.load_group_state([_floats(g) for g in groups])
+                self._before_run(groups, k)
                 st.plan.run_torch(params, grads, k)
             if st.spec.group_state:
                 st.store_group_state(groups)
@@ -245,6 +239,13 @@ class _DropIn(torch.optim.Optimizer):
                     g["step"] = g.get("step", 0) + 1
             self._k = k + 1
         return loss
+
+    def _before_run(self, groups, k):
+        st = self._stepper
+        if st.callables:
+            st.apply_callables(k)
+        if st.spec.group_state:
+            st.load_group_state([_floats(g) for g in groups])
 
     def _prepare(self, params, grads, gis):
         """Check the gradients, create missing state, build the plan."""
@@ -298,11 +299,12 @@ class _DropIn(torch.optim.Optimizer):
                     arrays[name] = t.detach().numpy()
             states.append(arrays)
         st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels)
-        st.plan.set_torch_dtypes([p.dtype for p in params])
+        st.plan.set_torch_params(params)
         if mode == "state" and final:
-            self._steps = torch.tensor(steps, dtype=torch.float32)
+            steps_t = torch.tensor(steps, dtype=torch.float32)
             for i, p in enumerate(params):
-                self.state[p]["step"] = self._steps[i]   # a view: one += advances every parameter's step
+                self.state[p]["step"] = steps_t[i]   # a view: one += advances every parameter's step
+            self._steps = steps_t.numpy()            # += on the numpy view costs less than a torch op
         elif final:
             self._steps = None
 
@@ -310,7 +312,7 @@ class _DropIn(torch.optim.Optimizer):
         # torch.optim's __getstate__ keeps only defaults, state and groups; keep ours too,
         # less the plan (C pointers) and the lock, which are rebuilt
         d = dict(self.__dict__)
-        for key in ("_stepper", "_get_hp", "_plan_key", "_steps"):
+        for key in ("_stepper", "_get_hp", "_steps"):
             d.pop(key, None)
         return d
 
@@ -318,7 +320,6 @@ class _DropIn(torch.optim.Optimizer):
         super().__setstate__(state)
         self._stepper = Stepper(RuleSpec.of(self._numpy))
         self._get_hp = operator.itemgetter(*self._stepper.spec.kernel_keys)
-        self._plan_key = None
         self._steps = None
 
 
