@@ -323,7 +323,11 @@ class Optimizer:
             # allocate only for a step that will happen: check the gradients
             # against a plan of the state as it is
             self._build_plan()
-            st.plan.run(grads, self._k, check_only=True)
+            try:
+                st.plan.run(grads, self._k, check_only=True)
+            except BaseException:
+                st.plan = None      # that plan lacks the new state: never step with it
+                raise
             spec = st.spec
             for i, j in missing:
                 self._state[i][spec.slot_names[j]] = spec.new_state(j, self._params[i],

@@ -252,7 +252,11 @@ class _DropIn(torch.optim.Optimizer):
         st = self._stepper
         spec = st.spec
         self._build_plan(params, gis, {}, final=False)
-        st.plan.run_torch(params, grads, self._k, check_only=True)
+        try:
+            st.plan.run_torch(params, grads, self._k, check_only=True)
+        except BaseException:
+            st.plan = None          # that plan lacks the new state: never step with it
+            raise
         fresh = {}
         for i, (p, gi) in enumerate(zip(params, gis)):
             s = self.state[p]
