@@ -18,6 +18,9 @@
  */
 #ifndef ETK_RULE_NADAM_COMMON
 #define ETK_RULE_NADAM_COMMON
+#ifndef ETK_WD_NONE
+#error "rules/adam.h (ETK_WD_*) must come before rules/nadam.h in rules/all.h"
+#endif
 typedef struct etk_nadam_coef {
     double one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay;
     double bias_correction2, grad_coef, avg_coef, gsign;

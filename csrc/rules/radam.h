@@ -18,6 +18,9 @@
  */
 #ifndef ETK_RULE_RADAM_COMMON
 #define ETK_RULE_RADAM_COMMON
+#ifndef ETK_WD_NONE
+#error "rules/adam.h (ETK_WD_*) must come before rules/radam.h in rules/all.h"
+#endif
 typedef struct etk_radam_coef {
     double one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay;
     double lr, bias_correction1, bias_correction2_sqrt, rect, gsign;
