@@ -113,6 +113,28 @@ typedef struct etk_lion_hp {
     int weight_decouple, fixed_decay, maximize;
 } etk_lion_hp;
 
+/* torch.optim.NAdam: Adam with Nesterov momentum whose coefficient mu_t =
+ * beta1 (1 - 0.96^(t momentum_decay) / 2) warms up; the product of the mu_t
+ * is per-tensor scalar state (mu_product).  decoupled_weight_decay = 1 is
+ * NAdamW. */
+typedef struct etk_nadam_hp {
+    double lr, beta1, beta2, eps, weight_decay, momentum_decay;
+    int decoupled_weight_decay, maximize;
+} etk_nadam_hp;
+
+/* torch.optim.RAdam: Adam with its adaptive step rectified, or plain
+ * momentum SGD while the variance estimate is too young (rho_t <= 5). */
+typedef struct etk_radam_hp {
+    double lr, beta1, beta2, eps, weight_decay;
+    int decoupled_weight_decay, maximize;
+} etk_radam_hp;
+
+/* torch.optim.Adamax: Adam with an exponentially weighted infinity norm. */
+typedef struct etk_adamax_hp {
+    double lr, beta1, beta2, eps, weight_decay;
+    int maximize;
+} etk_adamax_hp;
+
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
 #define ETK_RULE_LIST(X) \
@@ -120,7 +142,10 @@ typedef struct etk_lion_hp {
     X(adam, ADAM)        \
     X(rmsprop, RMSPROP)  \
     X(adagrad, ADAGRAD)  \
-    X(lion, LION)
+    X(lion, LION)        \
+    X(nadam, NADAM)      \
+    X(radam, RADAM)      \
+    X(adamax, ADAMAX)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;

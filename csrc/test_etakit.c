@@ -82,6 +82,120 @@ static void test_adam_f64_matches_reference(void)
         }
 }
 
+/* Scalar double transcriptions of NAdam, RAdam and Adamax (torch.optim), in
+ * the kernels' order of operations: the f64 kernels must equal them bit for
+ * bit.  mu_product (NAdam's scalar slot) advances once per step. */
+static double nadam_mu_ref(const etk_nadam_hp *h, double k)
+{
+    return h->beta1 * (1.0 - 0.5 * pow(0.96, k * h->momentum_decay));
+}
+
+static void ref_nadam(double *p, double g, double *m, double *v, double mu_product, const etk_nadam_hp *h,
+                      int64_t k)
+{
+    double t = (double)k, mu = nadam_mu_ref(h, t), mu_next = nadam_mu_ref(h, t + 1.0), den;
+    double mp = mu_product * mu, mpn = mp * mu_next;
+    if (h->maximize) g = -g;
+    if (h->weight_decay != 0.0) {
+        if (h->decoupled_weight_decay) *p *= 1.0 - h->lr * h->weight_decay;
+        else g += h->weight_decay * *p;
+    }
+    *m = *m + (1.0 - h->beta1) * (g - *m);
+    *v = *v * h->beta2 + ((1.0 - h->beta2) * g) * g;
+    den = sqrt(*v / (1.0 - pow(h->beta2, t))) + h->eps;
+    *p = *p + (-h->lr * (1.0 - mu) / (1.0 - mp) * g) / den;
+    *p = *p + (-h->lr * mu_next / (1.0 - mpn) * *m) / den;
+}
+
+static void ref_radam(double *p, double g, double *m, double *v, const etk_radam_hp *h, int64_t k)
+{
+    double t = (double)k, bc2 = 1.0 - pow(h->beta2, t), rho_inf = 2.0 / (1.0 - h->beta2) - 1.0;
+    double rho_t = rho_inf - 2.0 * t * pow(h->beta2, t) / bc2, u;
+    if (h->maximize) g = -g;
+    if (h->weight_decay != 0.0) {
+        if (h->decoupled_weight_decay) *p *= 1.0 - h->lr * h->weight_decay;
+        else g += h->weight_decay * *p;
+    }
+    *m = *m + (1.0 - h->beta1) * (g - *m);
+    *v = *v * h->beta2 + ((1.0 - h->beta2) * g) * g;
+    u = *m / (1.0 - pow(h->beta1, t)) * h->lr;
+    if (rho_t > 5.0) {
+        u = u * (pow(bc2, 0.5) / (sqrt(*v) + h->eps));
+        u = u * pow((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5);
+    }
+    *p = *p - u;
+}
+
+static void ref_adamax(double *p, double g, double *m, double *u, const etk_adamax_hp *h, int64_t k)
+{
+    double b;
+    if (h->maximize) g = -g;
+    if (h->weight_decay != 0.0) g += h->weight_decay * *p;
+    *m = *m + (1.0 - h->beta1) * (g - *m);
+    *u = *u * h->beta2;
+    b = fabs(g) + h->eps;
+    *u = *u > b ? *u : b;
+    *p = *p + (-(h->lr / (1.0 - pow(h->beta1, (double)k))) * *m) / *u;
+}
+
+static void test_nadam_radam_adamax_f64_match_reference(void)
+{
+    enum { N = 1001, STEPS = 50 };
+    static double p[N], g[N], m[N], v[N], rp[N], rm[N], rv[N];
+    int mode, i, bad;
+    int64_t k;
+    for (mode = 0; mode < 9; mode++) {
+        const int rule = mode / 3, wd = mode % 3; /* wd: none, L2, decoupled (Adamax: L2 twice) */
+        etk_nadam_hp nh = {1e-2, 0.9, 0.999, 1e-8, wd ? 0.1 : 0.0, 4e-3, wd == 2, wd == 1};
+        etk_radam_hp rh = {1e-2, 0.8, wd == 1 ? 0.9 : 0.999, 1e-8, wd ? 0.1 : 0.0, wd == 2, wd == 1};
+        etk_adamax_hp xh = {1e-2, 0.9, 0.999, 1e-8, wd ? 0.1 : 0.0, wd == 1};
+        double mu_product = 1.0, rmu = 1.0;
+        void *st[3];
+        for (i = 0; i < N; i++) {
+            rp[i] = p[i] = urand();
+            rm[i] = m[i] = rv[i] = v[i] = 0.0;
+        }
+        st[0] = m, st[1] = v, st[2] = &mu_product;
+        for (k = 1; k <= STEPS; k++) {
+            for (i = 0; i < N; i++) g[i] = urand() + 0.1 * p[i];
+            if (rule == 0) {
+                CHECK(etk_nadam_f64(p, g, st, N, &nh, k) == ETK_OK, "nadam f64 step");
+                for (i = 0; i < N; i++) ref_nadam(&rp[i], g[i], &rm[i], &rv[i], rmu, &nh, k);
+                rmu *= nadam_mu_ref(&nh, (double)k);
+                CHECK(mu_product == rmu, "nadam mu_product %.17g vs %.17g at step %d", mu_product, rmu, (int)k);
+            } else if (rule == 1) {
+                CHECK(etk_radam_f64(p, g, st, N, &rh, k) == ETK_OK, "radam f64 step");
+                for (i = 0; i < N; i++) ref_radam(&rp[i], g[i], &rm[i], &rv[i], &rh, k);
+            } else {
+                CHECK(etk_adamax_f64(p, g, st, N, &xh, k) == ETK_OK, "adamax f64 step");
+                for (i = 0; i < N; i++) ref_adamax(&rp[i], g[i], &rm[i], &rv[i], &xh, k);
+            }
+        }
+        for (i = 0, bad = 0; i < N && !bad; i++) {
+            if (p[i] != rp[i] || m[i] != rm[i] || v[i] != rv[i]) {
+                CHECK(0, "rule %d wd %d differs at %d: %.17g vs %.17g", rule, wd, i, p[i], rp[i]);
+                bad = 1;
+            }
+        }
+    }
+    {
+        /* NAdam's mu_product: needed even for an empty tensor, advanced once per step
+         * whatever the thread count, and untouched by a refused step */
+        etk_nadam_hp h = {1e-3, 0.9, 0.999, 1e-8, 0.0, 4e-3, 0, 0}, badh;
+        double mp = 1.0, q[1] = {1.0}, gq[1] = {1.0}, mq[1] = {0.0}, vq[1] = {0.0};
+        void *st[3];
+        st[0] = NULL, st[1] = NULL, st[2] = NULL;
+        CHECK(etk_nadam_f64(NULL, NULL, st, 0, &h, 1) == ETK_ESTATE, "an empty tensor still needs mu_product");
+        st[2] = &mp;
+        CHECK(etk_nadam_f64(NULL, NULL, st, 0, &h, 1) == ETK_OK && mp == nadam_mu_ref(&h, 1.0),
+              "an empty tensor advances mu_product");
+        st[0] = mq, st[1] = vq;
+        badh = h, badh.momentum_decay = -1.0;
+        CHECK(etk_nadam_f64(q, gq, st, 1, &badh, 2) == ETK_EHPARAM && mp == nadam_mu_ref(&h, 1.0) && q[0] == 1.0,
+              "a refused step leaves mu_product alone");
+    }
+}
+
 static void test_sgd_f32_momentum_first_step(void)
 {
     float p[5] = {1, 2, 3, 4, 5}, g[5] = {1, 1, 1, 1, 1}, buf[5] = {9, 9, 9, 9, 9};
@@ -139,6 +253,28 @@ static void run_all_rules(etk_tensor *ts)
     CHECK(etk_rmsprop_multi(ts, NT, rh, 2) == ETK_OK, "rmsprop multi");
     CHECK(etk_adagrad_multi(ts, NT, gh, 2) == ETK_OK, "adagrad multi");
     CHECK(etk_lion_multi(ts, NT, lh, 2) == ETK_OK, "lion multi");
+    {
+        /* RAdam rectified (step 7, beta2 0.999) and not (beta2 0.5); NAdam's scalar
+         * slot lives apart from the float buffers */
+        etk_radam_hp ra[2] = {{1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 0}, {1e-2, 0.8, 0.5, 1e-6, 0.1, 0, 1}};
+        etk_adamax_hp xa[2] = {{2e-3, 0.9, 0.999, 1e-8, 0.01, 0}, {1e-2, 0.5, 0.9, 1e-6, 0.0, 1}};
+        etk_nadam_hp na[2] = {{2e-3, 0.9, 0.999, 1e-8, 0.01, 4e-3, 1, 0}, {1e-2, 0.5, 0.9, 1e-6, 0.1, 1e-2, 0, 1}};
+        etk_tensor nt[NT];
+        double mu[NT];
+        size_t i;
+        for (i = 0; i < NT; i++) {
+            nt[i] = ts[i];
+            nt[i].step = 7;
+            nt[i].state[2] = &mu[i];
+            mu[i] = 0.5;
+        }
+        CHECK(etk_radam_multi(nt, NT, ra, 2) == ETK_OK, "radam multi");
+        CHECK(etk_adamax_multi(nt, NT, xa, 2) == ETK_OK, "adamax multi");
+        CHECK(etk_nadam_multi(nt, NT, na, 2) == ETK_OK, "nadam multi");
+        for (i = 0; i < NT; i++)
+            CHECK(mu[i] == 0.5 * (na[i % 2].beta1 * (1.0 - 0.5 * pow(0.96, 7.0 * na[i % 2].momentum_decay))),
+                  "mu_product of tensor %zu advanced once", i);
+    }
     CHECK(etk_probe_multi(ts, NT) == ETK_OK, "probe multi");
 }
 
@@ -453,6 +589,7 @@ int main(void)
            etk_simd_available(), etk_has_openmp(), etk_get_num_threads());
     test_adam_f64_matches_reference();
     test_sgd_f32_momentum_first_step();
+    test_nadam_radam_adamax_f64_match_reference();
     test_bit_identical_threads_and_variants();
     test_validation_writes_nothing();
     test_rule_table();

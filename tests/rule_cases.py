@@ -5,6 +5,7 @@ combination (the thread/SIMD identity tests use it).  Learning rates are set
 so that 100 steps on the tests' small problems stay finite.  Adding a rule
 means adding its entry here; every generic test then covers it.
 """
+import contextlib
 import importlib
 
 import etakit
@@ -52,6 +53,33 @@ CASES = {
         dict(lr=1e-3, weight_decay=1e-2, fixed_decay=True),
         dict(lr=1e-3, betas=(0.95, 0.98), weight_decay=0.5, maximize=True),
     ],
+    "NAdam": [
+        dict(),
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=1e-2, momentum_decay=0.0),
+        dict(lr=1e-2, momentum_decay=0.5),
+        dict(lr=3e-3, betas=(0.0, 0.0)),
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+        dict(lr=1e-2, maximize=True),
+        dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.1, momentum_decay=1e-2,
+             decoupled_weight_decay=True, maximize=True),
+    ],
+    "RAdam": [
+        dict(),                                  # rectified from step 6 on
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=1e-2, betas=(0.9, 0.5)),         # rho_inf = 3: never rectified
+        dict(lr=3e-3, betas=(0.0, 0.0)),
+        dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+        dict(lr=1e-2, maximize=True),
+        dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+    ],
+    "Adamax": [
+        dict(),
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=3e-3, betas=(0.0, 0.0)),
+        dict(lr=1e-2, eps=1e-3, maximize=True),
+        dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.1, maximize=True),
+    ],
 }
 
 # rules whose update is a sign: float32 trajectories may differ by a whole step where
@@ -70,3 +98,18 @@ def reference_class(kind):
         return getattr(importlib.import_module(module), name)
     except ImportError:
         return None
+
+
+@contextlib.contextmanager
+def torch_default_dtype(torch, dtype):
+    """torch's default dtype set to ``dtype`` inside the block (restored after).
+
+    torch.optim keeps some per-parameter scalar state in its default dtype
+    (NAdam's ``mu_product``: float32 unless changed), etakit keeps it in
+    float64; float64 runs are compared with a float64 reference."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)

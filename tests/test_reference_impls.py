@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import etakit
-from rule_cases import CASES, PARAMS, reference_class
+from rule_cases import CASES, PARAMS, reference_class, torch_default_dtype
 
 torch = pytest.importorskip("torch")
 
@@ -22,6 +22,12 @@ def run_both(kind, hp, dtype, steps=STEPS, seed=0):
     ref_cls = reference_class(kind)
     if ref_cls is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")
+    # scalar state the reference keeps in torch's default dtype follows the run's dtype
+    with torch_default_dtype(torch, torch.float64 if dtype == np.float64 else torch.float32):
+        return _run_both(ref_cls, kind, hp, dtype, steps, seed)
+
+
+def _run_both(ref_cls, kind, hp, dtype, steps, seed):
     rng = np.random.default_rng(seed)
     mine = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
     theirs = [torch.tensor(p.copy(), requires_grad=True) for p in mine]

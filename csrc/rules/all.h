@@ -8,4 +8,7 @@
 #include "rmsprop.h"
 #include "adagrad.h"
 #include "lion.h"
+#include "nadam.h"
+#include "radam.h"
+#include "adamax.h"
 #include "probe.h"

@@ -24,7 +24,7 @@ from ._step import RuleSpec, Stepper, is_scheduled, value_at
 from .errors import StateError
 from .schedules import Schedule, from_dict, is_schedule_dict
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "OPTIMIZERS"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax", "OPTIMIZERS"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -784,5 +784,151 @@ class Lion(Optimizer):
                                       maximize=maximize))
 
 
+class NAdam(Optimizer):
+    """NAdam: Adam with Nesterov momentum, as ``torch.optim.NAdam`` (Dozat 2016).
+
+    ::
+
+        g = -grad if maximize else grad
+        g += weight_decay * p   (or, decoupled_weight_decay: p *= 1 - lr * weight_decay, as NAdamW)
+        mu_t = beta1 (1 - 0.96^(t momentum_decay) / 2);  mu_product *= mu_t
+        m = m + (1 - beta1) (g - m);  v = beta2 v + (1 - beta2) g^2;  den = sqrt(v / (1 - beta2^t)) + eps
+        p -= lr (1 - mu_t) / (1 - mu_product) * g / den + lr mu_{t+1} / (1 - mu_product mu_{t+1}) * m / den
+
+    ``mu_product`` is per-parameter scalar state (a float64 0-d array; torch
+    keeps it in its default dtype, float32 unless changed, and checkpoints
+    move between the two either way).
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 2e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1); ``betas[0]`` may be a schedule.
+    eps : float, default 1e-8
+    weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient (decoupled: see below).
+    momentum_decay : float, default 4e-3
+        How fast ``mu_t`` warms up towards ``beta1``.
+    decoupled_weight_decay : bool, default False
+        Decay the parameters instead (NAdamW).
+    maximize : bool, default False
+        Keyword-only, as in torch.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([3.0, -2.0], dtype=np.float32)
+    >>> opt = etakit.NAdam([w], lr=0.5)
+    >>> for _ in range(100):
+    ...     opt.step([2 * w])
+    >>> bool(np.abs(w).max() < 0.1)
+    True
+    >>> opt.state_dict()["state"][0]["mu_product"].dtype
+    dtype('float64')
+    """
+
+    rule = "nadam"
+    _tuples = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                 decoupled_weight_decay=False, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
+
+
+class RAdam(Optimizer):
+    """RAdam: Adam with a rectified adaptive step, as ``torch.optim.RAdam`` (Liu et al. 2020).
+
+    ::
+
+        g = -grad if maximize else grad
+        g += weight_decay * p   (or, decoupled_weight_decay: p *= 1 - lr * weight_decay)
+        m = m + (1 - beta1) (g - m);  v = beta2 v + (1 - beta2) g^2
+        rho_inf = 2 / (1 - beta2) - 1;  rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+        rho_t > 5:   p -= lr m / (1 - beta1^t) * sqrt(1 - beta2^t) / (sqrt(v) + eps) * r_t
+                     r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+        otherwise:   p -= lr m / (1 - beta1^t)
+
+    With the default ``beta2`` the first five steps are unrectified
+    (momentum SGD); with ``beta2 < 0.6`` every step is.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1); ``betas[0]`` may be a schedule.
+    eps : float, default 1e-8
+    weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient (decoupled: see below).
+    decoupled_weight_decay : bool, default False
+        Decay the parameters instead, as AdamW.
+    maximize : bool, default False
+        Keyword-only, as in torch.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.RAdam([w], lr=0.1)
+    >>> opt.step([np.array([0.5, -3.0])])    # step 1 is not rectified: w -= lr * g
+    >>> w
+    array([ 0.95, -1.7 ])
+    """
+
+    rule = "radam"
+    _tuples = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled_weight_decay=False, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
+
+
+class Adamax(Optimizer):
+    """Adamax: Adam with an infinity norm, as ``torch.optim.Adamax`` (Kingma and Ba 2015).
+
+    ::
+
+        g = -grad if maximize else grad;  g += weight_decay * p
+        m = m + (1 - beta1) (g - m);  u = max(beta2 u, |g| + eps)
+        p -= lr / (1 - beta1^t) * m / u
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 2e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1); ``betas[0]`` may be a schedule.
+    eps : float, default 1e-8
+    weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient.
+    maximize : bool, default False
+        Keyword-only, as in torch.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.Adamax([w], lr=0.1)
+    >>> opt.step([np.array([0.5, -3.0])])    # step 1: w -= lr * sign(g)
+    >>> w
+    array([ 0.9, -1.9])
+    """
+
+    rule = "adamax"
+    _tuples = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
-OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion)}
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam,
+                                                     Adamax)}

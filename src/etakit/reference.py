@@ -34,7 +34,8 @@ import math
 
 import numpy as np
 
-__all__ = ["step_rule", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step"]
+__all__ = ["step_rule", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step", "nadam_step", "radam_step",
+           "adamax_step"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -250,3 +251,142 @@ def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_de
     exp_avg += d
     update *= -lr
     param += update
+
+
+def nadam_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+               momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
+    """One NAdam step (``torch.optim.NAdam``; ``decoupled_weight_decay=True``: NAdamW), in place.
+
+    State: ``exp_avg``, ``exp_avg_sq`` and ``mu_product``, the product of
+    the momentum coefficients so far (a float64 0-d array, starting at 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); g = np.array([1.0, -2.0]); st = {}
+    >>> nadam_step(p, g, st, step=1, lr=0.01)
+    >>> np.round(p, 6)
+    array([-0.010565,  0.010565])
+    >>> float(st["mu_product"])     # 0.9 * (1 - 0.96**0.004 / 2)
+    0.45007347359129607
+    """
+    lr, eps, weight_decay, momentum_decay = float(lr), float(eps), float(weight_decay), float(momentum_decay)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
+    if "mu_product" not in state:
+        state["mu_product"] = np.array(1.0, dtype=np.float64)
+    g = np.negative(grad) if maximize else grad
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1.0 - lr * weight_decay
+        else:
+            g = g + weight_decay * param
+    t = float(int(step))
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1.0) * momentum_decay))
+    mu_product = float(state["mu_product"]) * mu
+    mu_product_next = mu_product * mu_next
+    bias_correction2 = 1.0 - beta2 ** t
+    # the moments as Adam's
+    tmp = np.empty_like(param)
+    np.subtract(g, exp_avg, out=tmp)
+    tmp *= 1.0 - beta1
+    exp_avg += tmp
+    exp_avg_sq *= beta2
+    np.multiply(g, 1.0 - beta2, out=tmp)
+    tmp *= g
+    exp_avg_sq += tmp
+    denom = np.divide(exp_avg_sq, bias_correction2, out=np.empty_like(param))
+    np.sqrt(denom, out=denom)
+    denom += eps
+    # two additions into param, each rounded, in torch's order
+    np.multiply(g, -lr * (1.0 - mu) / (1.0 - mu_product), out=tmp)
+    tmp /= denom
+    param += tmp
+    np.multiply(exp_avg, -lr * mu_next / (1.0 - mu_product_next), out=tmp)
+    tmp /= denom
+    param += tmp
+    state["mu_product"][...] = mu_product
+
+
+def radam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+               decoupled_weight_decay=False, maximize=False):
+    """One RAdam step (``torch.optim.RAdam``), in place.
+
+    State: ``exp_avg`` and ``exp_avg_sq``.  While ``rho_t <= 5`` (the first
+    steps; always when ``beta2`` is small) the step is ``lr`` times the
+    bias-corrected momentum, without the adaptive denominator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); g = np.array([1.0, -2.0])
+    >>> radam_step(p, g, {}, step=1, lr=0.01)    # not rectified yet: p -= lr * g
+    >>> p
+    array([-0.01,  0.02])
+    """
+    lr, eps, weight_decay = float(lr), float(eps), float(weight_decay)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
+    g = np.negative(grad) if maximize else grad
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1.0 - lr * weight_decay
+        else:
+            g = g + weight_decay * param
+    tmp = np.empty_like(param)
+    np.subtract(g, exp_avg, out=tmp)
+    tmp *= 1.0 - beta1
+    exp_avg += tmp
+    exp_avg_sq *= beta2
+    np.multiply(g, 1.0 - beta2, out=tmp)
+    tmp *= g
+    exp_avg_sq += tmp
+    t = float(int(step))
+    bias_correction1 = 1.0 - beta1 ** t
+    bias_correction2 = 1.0 - beta2 ** t
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * t * beta2 ** t / bias_correction2
+    update = np.divide(exp_avg, bias_correction1, out=np.empty_like(param))
+    update *= lr
+    if rho_t > 5.0:
+        rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) ** 0.5
+        np.sqrt(exp_avg_sq, out=tmp)
+        tmp += eps
+        np.divide(bias_correction2 ** 0.5, tmp, out=tmp)
+        update *= tmp
+        update *= rect
+    param -= update
+
+
+def adamax_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                maximize=False):
+    """One Adamax step (``torch.optim.Adamax``), in place.
+
+    State: ``exp_avg`` and ``exp_inf``, the exponentially weighted infinity
+    norm ``max(beta2 * exp_inf, |g| + eps)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); g = np.array([1.0, -2.0])
+    >>> adamax_step(p, g, {}, step=1, lr=0.01)
+    >>> np.round(p, 6)
+    array([-0.01,  0.01])
+    """
+    lr, eps = float(lr), float(eps)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    g = _grad(param, grad, weight_decay, maximize)
+    exp_avg, exp_inf = _zeros(state, "exp_avg", param), _zeros(state, "exp_inf", param)
+    tmp = np.empty_like(param)
+    np.subtract(g, exp_avg, out=tmp)
+    tmp *= 1.0 - beta1
+    exp_avg += tmp
+    exp_inf *= beta2
+    np.abs(g, out=tmp)
+    tmp += eps
+    np.maximum(exp_inf, tmp, out=exp_inf)
+    clr = lr / (1.0 - beta1 ** float(int(step)))
+    np.multiply(exp_avg, -clr, out=tmp)
+    tmp /= exp_inf
+    param += tmp
