@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from etakit import schedules as S
 
-SECONDS, BYTES = 1.0, 50 * 2**20
+SECONDS, BYTES = 2.0, 50 * 2**20   # CPU seconds: the bound holds on a loaded machine
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 NAMES = sorted(S._REGISTRY)
@@ -102,14 +102,14 @@ junk_dicts = st.one_of(
 def bounded(fn, arg):
     """fn(arg) under the time and memory budget; returns the result, or None on ValueError/TypeError."""
     tracemalloc.start()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     try:
         return fn(arg)
     except (ValueError, TypeError) as e:
         assert str(e), "an error without a message"
         return None
     finally:
-        dt = time.perf_counter() - t0
+        dt = time.process_time() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert dt < SECONDS, f"{fn.__name__}({arg!r:.200}) took {dt:.2f} s"

@@ -138,10 +138,10 @@ def test_plateau_reduced_schedule_in_an_optimizer_group_pickles():
     ("a\0b", r"cannot parse"),
 ])
 def test_parse_is_bounded_and_gives_the_column(text, match):
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(ValueError, match=match):
         S.parse(text)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 2.0   # CPU time: the bound holds on a loaded machine
 
 
 @pytest.mark.parametrize("arg", [0.1, None, b"cosine(0.1, 10)", ["cosine(0.1, 10)"]])
@@ -171,12 +171,12 @@ def test_schedule_size_and_depth_are_bounded_so_pickle_always_reads_back():
     assert pickle.loads(pickle.dumps(deepest)) == deepest
     with pytest.raises(ValueError, match="nested too deeply"):
         S.warmup(deepest, 1)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(ValueError, match="milestones has more than 1000000 entries"):
         S.multistep(0.1, [0] * 30_000_000)
     with pytest.raises(ValueError, match="milestones has more than 1000000 entries"):
         S.multistep(0.1, iter(range(30_000_000)))
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 2.0   # CPU time: the bound holds on a loaded machine
 
 
 @pytest.mark.parametrize("make", [
@@ -216,10 +216,10 @@ def test_from_dict_is_bounded():
     leaf = {"type": "constant", "lr": 1.0}
     for _ in range(6):
         leaf = {"type": "join", "schedules": [leaf] * 100, "boundaries": list(range(1, 100))}
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(ValueError, match="too large: more than 1000000 items"):
         S.from_dict(leaf)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 2.0   # CPU time: the bound holds on a loaded machine
 
 
 @pytest.mark.parametrize("junk,exc,match", [
