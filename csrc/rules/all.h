@@ -8,4 +8,7 @@
 #include "rmsprop.h"
 #include "adagrad.h"
 #include "lion.h"
+#include "adan.h"
+#include "adopt.h"
+#include "ademamix.h"
 #include "probe.h"
