@@ -98,7 +98,7 @@ ETK_TGT static ETK_ALWAYS_INLINE void FN(adopt_loop)(T *restrict p, const T *res
             pi = pi + nlr * mi;
             v[i] = ST(vi * b2 + (omb2 * gi) * gi);
         }
-        p[i] = pi;
+        if (!first || wd == 2) p[i] = pi; /* the first step moves p only by a decoupled decay */
     }
 }
 

@@ -810,9 +810,10 @@ class Adan(Optimizer):
     max_grad_norm : float, default 0
         When > 0, scale the gradients down to this global L2 norm (never
         up).  The norm is taken over the gradients of every group with
-        ``max_grad_norm > 0`` together, in double precision; the reference
-        reads one value for all groups (its defaults) and rounds the norm
-        to float32.  One more read of the gradients per step.
+        ``max_grad_norm > 0`` together, in double precision, each group
+        with its own ``max_grad_norm`` and ``eps``; the reference reads both
+        from its defaults for every group and rounds the norm to float32.
+        One more read of the gradients per step.
     eps : float, default 1e-8
     maximize : bool, default False
 
@@ -846,7 +847,7 @@ def _check_clip_lambda(v, where):
 
 
 class ADOPT(Optimizer):
-    """ADOPT (Taniguchi et al. 2024, "ADOPT: Modified Adam Can Converge with Any beta2"), as ``pytorch_optimizer.ADOPT``.
+    """ADOPT (Taniguchi et al. 2024, "ADOPT: Modified Adam Can Converge with Any beta2"), as pytorch_optimizer.ADOPT.
 
     ::
 
