@@ -134,6 +134,35 @@ typedef struct etk_adamax_hp {
     double lr, beta1, beta2, eps, weight_decay;
     int maximize;
 } etk_adamax_hp;
+/* Adan (Xie et al. 2022), as pytorch_optimizer.Adan: Nesterov-style momentum
+ * of the gradient and of its difference from the last step.  max_grad_norm >
+ * 0 first scales the gradients by min(1, max_grad_norm / (norm + eps)), norm
+ * being the L2 norm of the gradients of every tensor of the call whose group
+ * has max_grad_norm > 0.  weight_decay divides p by 1 + lr * weight_decay
+ * after the update (proximal), or with weight_decouple multiplies it by
+ * 1 - lr * weight_decay before. */
+typedef struct etk_adan_hp {
+    double lr, beta1, beta2, beta3, weight_decay, max_grad_norm, eps;
+    int weight_decouple, maximize;
+} etk_adan_hp;
+
+/* ADOPT (Taniguchi et al. 2024), as pytorch_optimizer.ADOPT: the gradient
+ * normalised by the second moment of earlier steps, then momentum; the first
+ * step only initialises the second moment.  clip_lambda = 1 clips the
+ * normalised gradient to +-step^0.25 (the reference's default clip_lambda),
+ * 0 does not (clip_lambda=None). */
+typedef struct etk_adopt_hp {
+    double lr, beta1, beta2, weight_decay, eps;
+    int clip_lambda, weight_decouple, fixed_decay, maximize;
+} etk_adopt_hp;
+
+/* AdEMAMix (Pagliardini et al. 2024), as pytorch_optimizer.AdEMAMix: Adam
+ * plus alpha times a slow momentum (beta3).  t_alpha_beta3 > 0 warms alpha
+ * and beta3 up over that many steps; 0 does not (the reference's None). */
+typedef struct etk_ademamix_hp {
+    double lr, beta1, beta2, beta3, weight_decay, alpha, t_alpha_beta3, eps;
+    int weight_decouple, fixed_decay, maximize;
+} etk_ademamix_hp;
 
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
@@ -145,7 +174,10 @@ typedef struct etk_adamax_hp {
     X(lion, LION)        \
     X(nadam, NADAM)      \
     X(radam, RADAM)      \
-    X(adamax, ADAMAX)
+    X(adamax, ADAMAX)    \
+    X(adan, ADAN)        \
+    X(adopt, ADOPT)      \
+    X(ademamix, ADEMAMIX)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;

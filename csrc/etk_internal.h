@@ -69,6 +69,8 @@ typedef struct etk_reduced {
     const double *tensor; /* this tensor's sums: ETK_MAX_RED per phase, by phase */
     const double *group;  /* the same sums over every tensor of its group, in tensor order */
     double *gstate;       /* its group's persistent scalars (etk_step_opts.group_state) */
+    const double *call;   /* the same sums over every tensor of the call, in tensor order (a clip by
+                           * the norm of all gradients, whatever their group) */
 } etk_reduced;
 
 typedef struct etk_rule_desc {

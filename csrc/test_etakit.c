@@ -583,6 +583,185 @@ static void test_schedules_large_k(void)
     }
 }
 
+/* ---- Adan, ADOPT, AdEMAMix ---------------------------------------------- */
+
+/* sum(g^2) as the engine forms it: per block of 4096 over 16 lanes, lanes in
+ * order, blocks in order. */
+static double blocked_sum_sq(const double *g, size_t n)
+{
+    double total = 0.0;
+    size_t lo, i, j;
+    for (lo = 0; lo < n; lo += 4096) {
+        size_t m = n - lo < 4096 ? n - lo : 4096;
+        double acc[16] = {0}, s = 0.0;
+        for (i = 0; i < m; i++) acc[i % 16] += g[lo + i] * g[lo + i];
+        for (j = 0; j < 16; j++) s += acc[j];
+        total += s;
+    }
+    return total;
+}
+
+/* One element of Adan (pytorch_optimizer.Adan), clip factor given. */
+static void ref_adan(double *p, double g0, double *m, double *v, double *dm, double *prev, int fresh, double clip,
+                     const etk_adan_hp *h, int64_t k)
+{
+    double g = (h->maximize ? -g0 : g0) * clip, pv = fresh ? g0 * -clip : *prev, d = pv + g, u, den;
+    *m = *m + (1.0 - h->beta1) * (g - *m);
+    *dm = *dm + (1.0 - h->beta2) * (d - *dm);
+    u = d * h->beta2 + g;
+    *v = *v * h->beta3 + ((1.0 - h->beta3) * u) * u;
+    den = sqrt(*v) / sqrt(1.0 - pow(h->beta3, (double)k)) + h->eps;
+    if (h->weight_decay != 0.0 && h->weight_decouple) *p *= 1.0 - h->lr * h->weight_decay;
+    *p = *p + (-(h->lr / (1.0 - pow(h->beta1, (double)k))) * *m) / den;
+    *p = *p + (-(h->lr * h->beta2 / (1.0 - pow(h->beta2, (double)k))) * *dm) / den;
+    if (h->weight_decay != 0.0 && !h->weight_decouple) *p /= 1.0 + h->lr * h->weight_decay;
+    *prev = -g;
+}
+
+/* Two tensors in two groups: the first clips by max_grad_norm, the second does
+ * not and is not counted in the norm.  Then a third tensor joins the first
+ * group: the norm is over both of its tensors. */
+static void test_adan_f64_clips_by_the_call_norm(void)
+{
+    enum { NA = 5000, NB = 37, STEPS = 20 };
+    static double buf[3][6][NA], ref[3][6][NA];
+    const size_t n[3] = {NA, NB, 9};
+    etk_adan_hp h[2] = {{1e-2, 0.9, 0.92, 0.99, 0.1, 3.0, 1e-8, 0, 1}, {1e-3, 0.98, 0.9, 0.999, 0.05, 0.0, 1e-6, 1, 0}};
+    const uint32_t group[3] = {0, 1, 0};
+    etk_tensor ts[3];
+    size_t i, j, nt;
+    int64_t k;
+    for (nt = 2; nt <= 3; nt++) {
+        memset(buf, 0, sizeof buf);
+        for (i = 0; i < nt; i++)
+            for (j = 0; j < n[i]; j++) buf[i][0][j] = urand();
+        memcpy(ref, buf, sizeof buf);
+        for (k = 1; k <= STEPS; k++) {
+            double sq = 0.0, clip;
+            for (i = 0; i < nt; i++) {
+                for (j = 0; j < n[i]; j++) ref[i][1][j] = buf[i][1][j] = 3.0 * urand() + 0.1 * buf[i][0][j];
+                memset(&ts[i], 0, sizeof ts[i]);
+                ts[i].param = buf[i][0];
+                ts[i].grad = buf[i][1];
+                for (j = 0; j < 4; j++) ts[i].state[j] = buf[i][2 + j];
+                ts[i].n = n[i];
+                ts[i].step = k;
+                ts[i].group = group[i];
+                ts[i].dtype = ts[i].state_dtype = ETK_FLOAT64;
+                ts[i].flags = k == 1 ? (uint16_t)15u : 0u;
+                if (group[i] == 0) sq += blocked_sum_sq(ref[i][1], n[i]);
+            }
+            CHECK(etk_adan_multi(ts, nt, h, 2) == ETK_OK, "adan multi");
+            clip = h[0].max_grad_norm / (sqrt(sq) + h[0].eps);
+            clip = clip > 1.0 ? 1.0 : clip;
+            CHECK(clip < 1.0, "the clip acts (%g)", clip);
+            for (i = 0; i < nt; i++)
+                for (j = 0; j < n[i]; j++)
+                    ref_adan(&ref[i][0][j], ref[i][1][j], &ref[i][2][j], &ref[i][3][j], &ref[i][4][j], &ref[i][5][j],
+                             k == 1, group[i] == 0 ? clip : 1.0, &h[group[i]], k);
+        }
+        for (i = 0; i < nt; i++)
+            CHECK(memcmp(buf[i], ref[i], sizeof buf[i]) == 0, "adan tensor %zu of %zu differs from the scalar form", i,
+                  nt);
+    }
+}
+
+/* The three rules on tensors of every size class, first and later steps, in
+ * one call each: bit-identical over thread counts and SIMD variants. */
+static void run_adan_adopt_ademamix(float *const *bufs, int64_t step)
+{
+    etk_tensor ts[NT];
+    etk_adan_hp an[2] = {{1e-3, 0.98, 0.92, 0.99, 0.01, 20.0, 1e-8, 1, 0}, {1e-2, 0.5, 0.8, 0.9, 0.1, 0.0, 1e-6, 0, 1}};
+    etk_adopt_hp ao[2] = {{1e-3, 0.9, 0.9999, 0.01, 1e-6, 1, 1, 0, 0}, {1e-2, 0.5, 0.99, 0.1, 1e-4, 0, 0, 0, 1}};
+    etk_ademamix_hp am[2] = {{1e-3, 0.9, 0.999, 0.9999, 0.01, 5.0, 40.0, 1e-8, 1, 1, 0},
+                             {1e-2, 0.8, 0.99, 0.999, 0.1, 2.0, 0.0, 1e-6, 0, 0, 1}};
+    size_t i, j;
+    for (i = 0; i < NT; i++) {
+        memset(&ts[i], 0, sizeof ts[i]);
+        ts[i].param = bufs[i];
+        ts[i].grad = bufs[i] + sizes[i];
+        for (j = 0; j < 4; j++) ts[i].state[j] = bufs[i] + (2 + j) * sizes[i];
+        ts[i].n = sizes[i];
+        ts[i].step = step;
+        ts[i].group = (uint32_t)(i % 2);
+        ts[i].dtype = ts[i].state_dtype = ETK_FLOAT32;
+        ts[i].flags = step == 1 ? (uint16_t)15u : 0u;
+    }
+    CHECK(etk_adan_multi(ts, NT, an, 2) == ETK_OK, "adan multi");
+    CHECK(etk_adopt_multi(ts, NT, ao, 2) == ETK_OK, "adopt multi");
+    CHECK(etk_ademamix_multi(ts, NT, am, 2) == ETK_OK, "ademamix multi");
+}
+
+static void fill_six(float **bufs)
+{
+    size_t i, j;
+    for (i = 0; i < NT; i++) {
+        for (j = 0; j < 6 * sizes[i]; j++) bufs[i][j] = (float)urand();
+        for (j = 3 * sizes[i]; j < 4 * sizes[i]; j++) bufs[i][j] = bufs[i][j] * bufs[i][j]; /* exp_avg_sq >= 0 */
+    }
+}
+
+static void test_adan_adopt_ademamix_threads_and_variants(void)
+{
+    float *a[NT], *b[NT];
+    size_t i;
+    int64_t step;
+    char variants[64], *name;
+    unsigned long long seed = rng;
+    int threads = etk_get_num_threads();
+    for (i = 0; i < NT; i++) {
+        a[i] = (float *)malloc(6 * sizes[i] * sizeof(float) + 1);
+        b[i] = (float *)malloc(6 * sizes[i] * sizeof(float) + 1);
+    }
+    strncpy(variants, etk_simd_available(), sizeof variants - 1);
+    variants[sizeof variants - 1] = 0;
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline always available");
+    etk_set_num_threads(1);
+    rng = seed;
+    fill_six(a);
+    for (step = 1; step <= 3; step++) run_adan_adopt_ademamix(a, step);
+    for (name = strtok(variants, " "); name; name = strtok(NULL, " ")) {
+        int nth;
+        for (nth = 1; nth <= 3; nth++) {
+            CHECK(etk_set_simd_variant(name) == ETK_OK, "variant %s", name);
+            etk_set_num_threads(nth);
+            rng = seed;
+            fill_six(b);
+            for (step = 1; step <= 3; step++) run_adan_adopt_ademamix(b, step);
+            for (i = 0; i < NT; i++)
+                CHECK(same_floats(a[i], b[i], 6 * sizes[i]),
+                      "adan/adopt/ademamix: variant %s with %d threads differs from baseline in tensor %zu", name,
+                      nth, i);
+        }
+    }
+    etk_set_num_threads(threads);
+    for (i = 0; i < NT; i++) {
+        free(a[i]);
+        free(b[i]);
+    }
+}
+
+static void test_adopt_first_step_and_ademamix_check(void)
+{
+    float p[3] = {1, -2, 3}, g[3] = {0.5f, -1, 2}, m[3] = {0}, v[3] = {0};
+    void *st[2];
+    etk_adopt_hp h = {0.1, 0.9, 0.9999, 0.0, 1e-6, 1, 0, 0, 0};
+    etk_ademamix_hp a = {1e-3, 0.9, 0.999, 0.9999, 0.0, 5.0, 100.0, 1e-8, 0, 0, 0};
+    etk_error err;
+    st[0] = m, st[1] = v;
+    CHECK(etk_adopt_f32(p, g, st, 3, &h, 1) == ETK_OK, "adopt step 1");
+    CHECK(p[0] == 1.0f && p[1] == -2.0f && p[2] == 3.0f && m[0] == 0.0f, "step 1 moves nothing but exp_avg_sq");
+    CHECK(v[0] == 0.25f && v[1] == 1.0f && v[2] == 4.0f, "step 1 sets exp_avg_sq = g^2");
+    CHECK(etk_adopt_f32(p, g, st, 3, &h, 2) == ETK_OK, "adopt step 2");
+    CHECK(p[0] < 1.0f && p[1] > -2.0f && p[2] < 3.0f, "step 2 moves against the gradient");
+    CHECK(etk_rule_check(ETK_RULE_ADEMAMIX, &a, &err) == ETK_OK, "warmup with beta1, beta3 > 0");
+    a.beta1 = 0.0;
+    CHECK(etk_rule_check(ETK_RULE_ADEMAMIX, &a, &err) == ETK_EHPARAM && strcmp(err.field, "t_alpha_beta3") == 0,
+          "warmup needs beta1 > 0");
+    a.t_alpha_beta3 = 0.0;
+    CHECK(etk_rule_check(ETK_RULE_ADEMAMIX, &a, &err) == ETK_OK, "no warmup: beta1 = 0 is fine");
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -595,6 +774,9 @@ int main(void)
     test_rule_table();
     test_schedules();
     test_schedules_large_k();
+    test_adan_f64_clips_by_the_call_norm();
+    test_adan_adopt_ademamix_threads_and_variants();
+    test_adopt_first_step_and_ademamix_check();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

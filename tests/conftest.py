@@ -26,11 +26,11 @@ class ReferenceOptimizer:
         self.steps = [0] * len(params)
 
     def step(self, grads):
-        for idx, hp in self.groups:
-            for i in idx:
-                self.steps[i] += 1
-                reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i],
-                                    **{**self.defaults, **hp})
+        order = [(i, {**self.defaults, **hp}) for idx, hp in self.groups for i in idx]
+        extra = reference.call_reductions(self.rule, [grads[i] for i, _ in order], [hp for _, hp in order])
+        for (i, hp), kw in zip(order, extra):
+            self.steps[i] += 1
+            reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i], **hp, **kw)
 
 
 def make_params(rng, dtype, sizes=SIZES):

@@ -80,6 +80,34 @@ CASES = {
         dict(lr=1e-2, eps=1e-3, maximize=True),
         dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=0.1, maximize=True),
     ],
+    "Adan": [
+        dict(),
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=1e-2, weight_decay=0.1, weight_decouple=True),
+        dict(lr=1e-2, max_grad_norm=1.0),
+        dict(lr=1e-2, betas=(0.9, 0.9, 0.999), eps=1e-6, maximize=True),
+        # the clip acts on the large tensors of the bit-exact and thread tests, not on the small ones
+        # the reference is compared with (see test_reference_impls for why)
+        dict(lr=1e-2, betas=(0.5, 0.8, 0.9), weight_decay=0.1, max_grad_norm=50.0, maximize=True),
+    ],
+    "ADOPT": [
+        dict(),
+        dict(lr=1e-2, clip_lambda=None),
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=1e-2, weight_decay=0.1, weight_decouple=True),
+        dict(lr=1e-2, weight_decay=0.1, weight_decouple=True, fixed_decay=True),
+        dict(lr=1e-2, betas=(0.5, 0.99), eps=1e-4, clip_lambda=None, maximize=True),
+        dict(lr=1e-2, betas=(0.8, 0.999), eps=1e-4, weight_decay=1e-2, maximize=True),
+    ],
+    "AdEMAMix": [
+        dict(),
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=1e-2, weight_decay=0.1, weight_decouple=True),
+        dict(lr=1e-2, weight_decay=0.1, weight_decouple=True, fixed_decay=True),
+        dict(lr=1e-2, alpha=2.0, t_alpha_beta3=50.0),
+        dict(lr=1e-2, betas=(0.9, 0.99, 0.999), alpha=0.0, eps=1e-6, maximize=True),
+        dict(lr=1e-2, betas=(0.8, 0.99, 0.999), alpha=3.0, t_alpha_beta3=40.0, weight_decay=1e-2, maximize=True),
+    ],
 }
 
 # rules whose update is a sign: float32 trajectories may differ by a whole step where

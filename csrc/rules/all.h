@@ -11,4 +11,7 @@
 #include "nadam.h"
 #include "radam.h"
 #include "adamax.h"
+#include "adan.h"
+#include "adopt.h"
+#include "ademamix.h"
 #include "probe.h"

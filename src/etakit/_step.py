@@ -34,9 +34,10 @@ def value_at(v, k):
     return float(v(k)) if is_scheduled(v) else float(v)
 
 
-def _real(v, label, where):
+def _real(v, label, where, optional=False):
+    what = "a real number or None" if optional else "a real number"
     if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{where}: {label} must be a real number, got {type(v).__name__} {v!r}")
+        raise TypeError(f"{where}: {label} must be {what}, got {type(v).__name__} {v!r}")
     if isinstance(v, numbers.Real):
         return float(v)
     # 0-d arrays and tensors (PyTorch accepts a Tensor lr)
@@ -45,14 +46,15 @@ def _real(v, label, where):
             return float(v)
         except (TypeError, ValueError):
             pass
-    raise TypeError(f"{where}: {label} must be a real number, got {type(v).__name__} {v!r}")
+    raise TypeError(f"{where}: {label} must be {what}, got {type(v).__name__} {v!r}")
 
 
-def _flag(v, label, where):
+def _flag(v, label, where, optional=False):
     # 0 and 1 compare equal to False and True, so they are taken as such
     if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1)):
         return int(bool(v))
-    raise TypeError(f"{where}: {label} must be a bool, got {type(v).__name__} {v!r}")
+    what = "a bool or None" if optional else "a bool"
+    raise TypeError(f"{where}: {label} must be {what}, got {type(v).__name__} {v!r}")
 
 
 def _integer(v, label, where):
@@ -68,7 +70,9 @@ class RuleSpec:
 
     The class declares ``rule`` (the C rule name), ``_tuples`` (group keys
     that pack several fields, ``{"betas": ("beta1", "beta2")}``) and
-    ``_extra`` (group keys outside the C struct, ``{key: check(value, where)}``).
+    ``_extra`` (group keys outside the C struct, ``{key: check(value, where)}``)
+    and ``_none_means`` (group keys whose ``None``, an Optional argument of
+    the reference, stands for a value of the C field: ``{key: value}``).
     Every other field of the C struct is the group key of the same name.
     """
 
@@ -101,6 +105,7 @@ class RuleSpec:
                 keys.append(key)
         self.tuples = dict(opt_cls._tuples)
         self.extra = dict(opt_cls._extra)
+        self.none_means = dict(opt_cls._none_means)
         self.kernel_keys = tuple(keys)                 # what the kernel reads
         self.keys = self.kernel_keys + tuple(k for k in self.extra if k not in keys)
         self.labels = {f["name"]: (key if j is None else f"{key}[{j}]")
@@ -135,6 +140,8 @@ class RuleSpec:
                         raise TypeError(f"{where}: {key} must be {what} ({names}), got {v!r}")
                     seen[key] = v
                 v = v[j]
+            elif v is None and key in self.none_means:
+                v = self.none_means[key]
             if f["kind"] == "real":
                 if is_scheduled(v):
                     if not f["schedulable"]:
@@ -149,9 +156,9 @@ class RuleSpec:
                                         "expected a real number")
                     v = float(x)
                 else:
-                    v = _real(v, label, where)
+                    v = _real(v, label, where, key in self.none_means)
             elif f["kind"] == "flag":
-                v = _flag(v, label, where)
+                v = _flag(v, label, where, key in self.none_means)
             else:
                 v = _integer(v, label, where)
             values.append(v)

@@ -24,7 +24,8 @@ from ._step import RuleSpec, Stepper, is_scheduled, value_at
 from .errors import StateError
 from .schedules import Schedule, from_dict, is_schedule_dict
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax", "OPTIMIZERS"]
+__all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
+           "Adan", "ADOPT", "AdEMAMix"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -91,7 +92,8 @@ class Optimizer:
 
     A subclass declares its rule: ``rule`` (the C rule name), ``_tuples``
     (group keys that pack several C fields, ``{"betas": ("beta1", "beta2")}``),
-    ``_extra`` (group keys outside the C struct), its ``__init__`` signature
+    ``_extra`` (group keys outside the C struct), ``_none_means`` (group keys
+    whose ``None`` stands for a value of the C field), its ``__init__`` signature
     with PyTorch-style defaults, and its docstring.
 
     Parameters
@@ -126,6 +128,7 @@ class Optimizer:
     _torch_step = "state"   # where etakit.torch keeps the step count: "state", "group" or None
     _implied = {}           # group entries the class sets beyond its signature
     _group_optional = ()    # group keys a reference checkpoint may lack (it keeps them elsewhere)
+    _none_means = {}        # {group key: the C value its None stands for} (the reference's Optional arguments)
 
     def __init__(self, params, defaults):
         self._stepper = Stepper(RuleSpec.of(type(self)))
@@ -929,6 +932,194 @@ class Adamax(Optimizer):
                                       maximize=maximize))
 
 
+class Adan(Optimizer):
+    """Adan (Xie et al. 2022, "Adan: Adaptive Nesterov Momentum Algorithm"), as ``pytorch_optimizer.Adan``.
+
+    ::
+
+        g = (-grad if maximize else grad) * min(1, max_grad_norm / (|grads|_2 + eps))   (max_grad_norm > 0)
+        d = g - g_prev   (first step: 0, or 2 g with maximize, as the reference)
+        m = m + (1 - beta1) (g - m);  n = n + (1 - beta2) (d - n);  v = beta3 v + (1 - beta3) (g + beta2 d)^2
+        den = sqrt(v) / sqrt(1 - beta3^t) + eps
+        p *= 1 - lr * weight_decay                                  (weight_decouple)
+        p -= lr / (1 - beta1^t) * m / den + lr * beta2 / (1 - beta2^t) * n / den
+        p /= 1 + lr * weight_decay                                  (otherwise: proximal decay)
+
+    State: ``exp_avg`` (m), ``exp_avg_diff`` (n), ``exp_avg_sq`` (v) and
+    ``previous_grad`` (``-g``, negated as the reference keeps it).
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+    betas : (float, float, float), default (0.98, 0.92, 0.99)
+        Decay of the gradient, gradient-difference and second moments, each
+        in [0, 1); ``betas[0]`` may be a schedule.  (The reference also takes
+        ``betas[2] == 1``, which divides by zero.)
+    weight_decay : float or schedule, default 0
+    weight_decouple : bool, default False
+        Decay the parameters before the update (AdamW-style) instead of
+        dividing them by ``1 + lr * weight_decay`` after it.
+    max_grad_norm : float, default 0
+        When > 0, scale the gradients down to this global L2 norm (never
+        up).  The norm is taken over the gradients of every group with
+        ``max_grad_norm > 0`` together, in double precision, each group
+        with its own ``max_grad_norm`` and ``eps``; the reference reads both
+        from its defaults for every group and rounds the norm to float32.
+        One more read of the gradients per step.
+    eps : float, default 1e-8
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.Adan([w], lr=0.1)
+    >>> opt.step([np.array([0.5, -3.0])])
+    >>> w
+    array([ 0.9, -1.9])
+    """
+
+    rule = "adan"
+    reference_impl = "pytorch_optimizer.Adan"
+    _tuples = {"betas": ("beta1", "beta2", "beta3")}
+    _group_optional = ("maximize",)
+    _torch_step = "group"
+
+    def __init__(self, params, lr=1e-3, betas=(0.98, 0.92, 0.99), weight_decay=0.0, weight_decouple=False,
+                 max_grad_norm=0.0, eps=1e-8, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      weight_decouple=weight_decouple, max_grad_norm=max_grad_norm, eps=eps,
+                                      maximize=maximize))
+
+
+def _check_clip_lambda(v, where):
+    if callable(v):
+        raise TypeError(f"{where}: clip_lambda must be True (clip to +-step**0.25, the reference's default "
+                        f"clip_lambda) or None (no clip); etakit cannot call a Python function, got {v!r}")
+
+
+class ADOPT(Optimizer):
+    """ADOPT (Taniguchi et al. 2024, "ADOPT: Modified Adam Can Converge with Any beta2"), as pytorch_optimizer.ADOPT.
+
+    ::
+
+        g = -grad if maximize else grad
+        p *= 1 - weight_decay * (1 if fixed_decay else lr)   (weight_decouple)   or   g += weight_decay * p
+        first step:  v = g^2   (and nothing else)
+        later:       u = clip(g / max(sqrt(v), eps), -t^0.25, t^0.25)    (the clip with clip_lambda)
+                     m = m + (1 - beta1) (u - m);  p -= lr * m;  v = beta2 v + (1 - beta2) g^2
+
+    The gradient is normalised by the second moment of the earlier steps,
+    not including its own.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+    betas : (float, float), default (0.9, 0.9999)
+        Each in [0, 1); ``betas[0]`` may be a schedule.
+    clip_lambda : True or None, default True
+        True clips the normalised gradient to ``+-t ** 0.25`` at step ``t``
+        (the reference's default ``clip_lambda``); None does not clip.  The
+        reference takes any function of the step; etakit runs these two.
+    weight_decay : float or schedule, default 0
+    weight_decouple : bool, default False
+        Decay the parameters (AdamW-style) rather than add to the gradient.
+    fixed_decay : bool, default False
+        Decoupled decay by ``weight_decay`` alone, not scaled by ``lr``.
+    eps : float, default 1e-6
+        Lower bound of ``sqrt(v)``.
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.ADOPT([w], lr=0.1)
+    >>> opt.step([np.array([0.5, -3.0])])     # the first step only measures the gradient
+    >>> opt.step([np.array([0.5, -3.0])])
+    >>> w
+    array([ 0.99, -1.99])
+    """
+
+    rule = "adopt"
+    reference_impl = "pytorch_optimizer.ADOPT"
+    _tuples = {"betas": ("beta1", "beta2")}
+    _extra = {"clip_lambda": _check_clip_lambda}
+    _none_means = {"clip_lambda": False}
+    _group_optional = ("maximize", "clip_lambda")
+    _torch_step = "group"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.9999), clip_lambda=True, weight_decay=0.0,
+                 weight_decouple=False, fixed_decay=False, eps=1e-6, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, clip_lambda=clip_lambda, weight_decay=weight_decay,
+                                      weight_decouple=weight_decouple, fixed_decay=fixed_decay, eps=eps,
+                                      maximize=maximize))
+
+
+class AdEMAMix(Optimizer):
+    """AdEMAMix (Pagliardini et al. 2024, "The AdEMAMix Optimizer"), as ``pytorch_optimizer.AdEMAMix``.
+
+    Adam plus ``alpha`` times a slow momentum::
+
+        g = -grad if maximize else grad
+        p *= 1 - weight_decay * (1 if fixed_decay else lr)   (weight_decouple)   or   g += weight_decay * p
+        m = m + (1 - beta1) (g - m);  v = beta2 v + (1 - beta2) g^2;  s = s + (1 - beta3_t) (g - s)
+        p -= lr * (m / (1 - beta1^t) + alpha_t * s) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    With ``t_alpha_beta3 = T``, ``alpha_t = min(t * alpha / T, alpha)`` and
+    ``beta3_t`` rises from ``beta1`` to ``beta3`` over T steps (linearly in
+    half-life, as the paper); otherwise they are ``alpha`` and ``beta3``.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+    betas : (float, float, float), default (0.9, 0.999, 0.9999)
+        Decay of the fast momentum, the second moment (each in [0, 1)) and
+        the slow momentum (in [0, 1]); ``betas[0]`` may be a schedule.
+    weight_decay : float or schedule, default 0
+    weight_decouple : bool, default False
+        Decay the parameters (AdamW-style) rather than add to the gradient.
+    fixed_decay : bool, default False
+        Decoupled decay by ``weight_decay`` alone, not scaled by ``lr``.
+    alpha : float, default 5
+        Weight of the slow momentum.
+    t_alpha_beta3 : float or None, default None
+        Steps over which ``alpha`` and ``beta3`` warm up; None (or 0) for no
+        warmup.  With a warmup, ``betas[0]`` and ``betas[2]`` must be > 0
+        (it takes their logarithms).
+    eps : float, default 1e-8
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.AdEMAMix([w], lr=0.1, alpha=0.0)
+    >>> opt.step([np.array([0.5, -3.0])])
+    >>> np.round(w, 6)
+    array([ 0.9, -1.9])
+    """
+
+    rule = "ademamix"
+    reference_impl = "pytorch_optimizer.AdEMAMix"
+    _tuples = {"betas": ("beta1", "beta2", "beta3")}
+    _none_means = {"t_alpha_beta3": 0.0}
+    _group_optional = ("maximize",)
+    _torch_step = "group"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 0.9999), weight_decay=0.0, weight_decouple=False,
+                 fixed_decay=False, alpha=5.0, t_alpha_beta3=None, eps=1e-8, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      weight_decouple=weight_decouple, fixed_decay=fixed_decay, alpha=alpha,
+                                      t_alpha_beta3=t_alpha_beta3, eps=eps, maximize=maximize))
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
-OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam,
-                                                     Adamax)}
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
+                                             Adan, ADOPT, AdEMAMix)}

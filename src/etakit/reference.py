@@ -34,8 +34,8 @@ import math
 
 import numpy as np
 
-__all__ = ["step_rule", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step", "nadam_step", "radam_step",
-           "adamax_step"]
+__all__ = ["step_rule", "call_reductions", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step",
+           "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -253,6 +253,39 @@ def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_de
     param += update
 
 
+# ---- reductions over a whole step --------------------------------------
+# The engine sums a reduction over blocks of _BLOCK elements of each tensor,
+# each block over _LANES lanes (element i of the block in lane i % _LANES),
+# lanes in order, then blocks in order, then tensors in order (csrc/engine.c,
+# etk_internal.h); these helpers form the same sums in the same order.
+_BLOCK = 4096
+_LANES = 16
+
+
+def _block_sums(x):
+    """Per block of ``x`` (a float64 array), the sum the engine forms in that block."""
+    out = []
+    for lo in range(0, x.size, _BLOCK):
+        b = x[lo:lo + _BLOCK]
+        lanes = np.zeros(-(-b.size // _LANES) * _LANES)
+        lanes[:b.size] = b
+        acc = np.cumsum(lanes.reshape(-1, _LANES), axis=0)[-1]   # each lane summed in element order
+        s = 0.0
+        for a in acc.tolist():
+            s += a
+        out.append(s)
+    return out
+
+
+def _sum_sq(grad):
+    """sum(grad ** 2) in double, summed as the engine sums it."""
+    x = np.asarray(grad, dtype=np.float64).ravel()
+    s = 0.0
+    for b in _block_sums(x * x):
+        s += b
+    return s
+
+
 def nadam_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
     """One NAdam step (``torch.optim.NAdam``; ``decoupled_weight_decay=True``: NAdamW), in place.
@@ -308,7 +341,6 @@ def nadam_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-
     param += tmp
     state["mu_product"][...] = mu_product
 
-
 def radam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                decoupled_weight_decay=False, maximize=False):
     """One RAdam step (``torch.optim.RAdam``), in place.
@@ -358,7 +390,6 @@ def radam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-
         update *= rect
     param -= update
 
-
 def adamax_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                 maximize=False):
     """One Adamax step (``torch.optim.Adamax``), in place.
@@ -390,3 +421,232 @@ def adamax_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e
     np.multiply(exp_avg, -clr, out=tmp)
     tmp /= exp_inf
     param += tmp
+
+
+def call_reductions(rule, grads, hyperparameters):
+    """The keyword arguments each tensor's ``<rule>_step`` takes from sums over the whole step.
+
+    Most rules update each tensor on its own and need none (a list of empty
+    dicts).  Adan's ``max_grad_norm`` clips by the norm of the gradients of
+    every tensor whose group has ``max_grad_norm > 0``: those tensors get
+    ``grad_sq_sum``, their squares summed in tensor order as the engine does.
+    ``grads`` and ``hyperparameters`` are per tensor, in the order of the step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hp = dict(max_grad_norm=1.0)
+    >>> call_reductions("adan", [np.ones(3), np.full(2, 2.0)], [hp, hp])
+    [{'grad_sq_sum': 11.0}, {'grad_sq_sum': 11.0}]
+    >>> call_reductions("adam", [np.ones(3)], [{}])
+    [{}]
+    """
+    if rule != "adan":
+        return [{} for _ in grads]
+    clipped = [float(hp.get("max_grad_norm", 0.0)) > 0 for hp in hyperparameters]
+    total = 0.0
+    for g, c in zip(grads, clipped):
+        if c:
+            total += _sum_sq(g)
+    return [{"grad_sq_sum": total} if c else {} for c in clipped]
+
+
+def adan_step(param, grad, state, *, step, lr=1e-3, betas=(0.98, 0.92, 0.99), weight_decay=0.0,
+              weight_decouple=False, max_grad_norm=0.0, eps=1e-8, maximize=False, grad_sq_sum=None):
+    """One Adan step (``pytorch_optimizer.Adan``), in place.
+
+    State: ``exp_avg``, ``exp_avg_sq``, ``exp_avg_diff`` and ``previous_grad``
+    (the negated clipped gradient of the last step; it starts as
+    ``-(grad * clip)``, taken before ``maximize`` as the reference does).
+    ``grad_sq_sum`` is the sum of squares the clip by ``max_grad_norm``
+    uses: of every gradient clipped together (see :func:`call_reductions`);
+    None for this gradient's alone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); g = np.array([1.0, -2.0])
+    >>> adan_step(p, g, {}, step=1, lr=0.01)
+    >>> np.round(p, 6)
+    array([-0.01,  0.01])
+    """
+    lr, weight_decay, eps = float(lr), float(weight_decay), float(eps)
+    beta1, beta2, beta3 = float(betas[0]), float(betas[1]), float(betas[2])
+    clip = 1.0
+    if max_grad_norm > 0:
+        total = _sum_sq(grad) if grad_sq_sum is None else float(grad_sq_sum)
+        x = float(max_grad_norm) / (math.sqrt(total) + eps)
+        clip = 1.0 if x > 1.0 else x
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
+    exp_avg_diff = _zeros(state, "exp_avg_diff", param)
+    if "previous_grad" not in state:
+        state["previous_grad"] = np.multiply(grad, -clip, out=np.empty_like(param))
+    prev = state["previous_grad"]
+    g = np.negative(grad) if maximize else grad
+    g = np.multiply(g, clip)
+    d = prev + g
+    tmp = np.empty_like(param)
+    np.subtract(g, exp_avg, out=tmp)
+    tmp *= 1.0 - beta1
+    exp_avg += tmp
+    np.subtract(d, exp_avg_diff, out=tmp)
+    tmp *= 1.0 - beta2
+    exp_avg_diff += tmp
+    # v = v * beta3 + ((1 - beta3) * u) * u,  u = d * beta2 + g
+    u = d
+    u *= beta2
+    u += g
+    exp_avg_sq *= beta3
+    np.multiply(u, 1.0 - beta3, out=tmp)
+    tmp *= u
+    exp_avg_sq += tmp
+    denom = np.sqrt(exp_avg_sq)
+    denom /= math.sqrt(1.0 - beta3 ** int(step))
+    denom += eps
+    if weight_decay != 0 and weight_decouple:
+        param *= 1.0 - lr * weight_decay
+    np.multiply(exp_avg, -(lr / (1.0 - beta1 ** int(step))), out=tmp)
+    tmp /= denom
+    param += tmp
+    np.multiply(exp_avg_diff, -(lr * beta2 / (1.0 - beta2 ** int(step))), out=tmp)
+    tmp /= denom
+    param += tmp
+    if weight_decay != 0 and not weight_decouple:
+        param /= 1.0 + lr * weight_decay
+    np.negative(g, out=prev)
+
+
+def _weight_decay(param, g, lr, weight_decay, weight_decouple, fixed_decay):
+    """pytorch_optimizer's apply_weight_decay: the gradient to use (a new array when changed)."""
+    if weight_decay == 0:
+        return g
+    if weight_decouple:
+        param *= 1.0 - weight_decay * (1.0 if fixed_decay else lr)
+        return g
+    return g + weight_decay * param
+
+
+def adopt_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.9999), clip_lambda=True, weight_decay=0.0,
+               weight_decouple=False, fixed_decay=False, eps=1e-6, maximize=False):
+    """One ADOPT step (``pytorch_optimizer.ADOPT``), in place.
+
+    State: ``exp_avg`` and ``exp_avg_sq``.  Step 1 only sets ``exp_avg_sq``
+    (and applies a decoupled weight decay).  ``clip_lambda``: True clips the
+    normalised gradient to ``+-step ** 0.25``, None or False does not.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); st = {}
+    >>> adopt_step(p, np.array([1.0, -2.0]), st, step=1, lr=0.1)
+    >>> p, st["exp_avg_sq"]
+    (array([0., 0.]), array([1., 4.]))
+    >>> adopt_step(p, np.array([1.0, -2.0]), st, step=2, lr=0.1)
+    >>> np.round(p, 6)
+    array([-0.01,  0.01])
+    """
+    lr, weight_decay, eps = float(lr), float(weight_decay), float(eps)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
+    g = np.negative(grad) if maximize else grad
+    g = _weight_decay(param, g, lr, weight_decay, weight_decouple, fixed_decay)
+    if int(step) == 1:
+        exp_avg_sq += g * g
+        return
+    denom = np.maximum(np.sqrt(exp_avg_sq), eps)          # NaN stays NaN, as torch's clamp_min
+    u = g / denom
+    if clip_lambda:
+        c = math.pow(int(step), 0.25)
+        u = np.minimum(np.maximum(u, -c), c)
+    tmp = np.empty_like(param)
+    np.subtract(u, exp_avg, out=tmp)
+    tmp *= 1.0 - beta1
+    exp_avg += tmp
+    np.multiply(exp_avg, -lr, out=tmp)
+    param += tmp
+    exp_avg_sq *= beta2
+    np.multiply(g, 1.0 - beta2, out=tmp)
+    tmp *= g
+    exp_avg_sq += tmp
+
+
+def _c_div(a, b):
+    """a / b as C computes it in double (IEEE: a zero divisor gives +-inf or NaN)."""
+    if b != 0:
+        return a / b
+    if a == 0 or a != a:
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _c_exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def ademamix_alpha_beta3(step, alpha, betas, t_alpha_beta3):
+    """AdEMAMix's alpha and beta3 at ``step`` (pytorch_optimizer's schedule_alpha and schedule_beta3).
+
+    Examples
+    --------
+    >>> ademamix_alpha_beta3(10, 5.0, (0.9, 0.999, 0.9999), None)
+    (5.0, 0.9999)
+    >>> a, b3 = ademamix_alpha_beta3(10, 5.0, (0.9, 0.999, 0.9999), 100.0)
+    >>> a, round(b3, 6)
+    (0.5, 0.999009)
+    """
+    alpha, beta1, beta3 = float(alpha), float(betas[0]), float(betas[2])
+    if not t_alpha_beta3:
+        return alpha, beta3
+    t = float(t_alpha_beta3)
+    a = int(step) * alpha / t
+    lb1, lb3, f = math.log(beta1), math.log(beta3), int(step) / t
+    b = _c_exp(_c_div(lb1 * lb3, (1.0 - f) * lb3 + f * lb1))
+    return (alpha if alpha < a else a), (beta3 if beta3 < b else b)
+
+
+def ademamix_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999, 0.9999), weight_decay=0.0,
+                  weight_decouple=False, fixed_decay=False, alpha=5.0, t_alpha_beta3=None, eps=1e-8,
+                  maximize=False):
+    """One AdEMAMix step (``pytorch_optimizer.AdEMAMix``), in place.
+
+    State: ``exp_avg``, ``exp_avg_sq`` and ``exp_avg_slow``.
+    ``t_alpha_beta3`` None or 0: no warmup of alpha and beta3.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); g = np.array([1.0, -2.0])
+    >>> ademamix_step(p, g, {}, step=1, lr=0.01, alpha=0.0)
+    >>> np.round(p, 6)
+    array([-0.01,  0.01])
+    """
+    lr, weight_decay, eps = float(lr), float(weight_decay), float(eps)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    alpha_t, beta3_t = ademamix_alpha_beta3(step, alpha, betas, t_alpha_beta3)
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
+    exp_avg_slow = _zeros(state, "exp_avg_slow", param)
+    g = np.negative(grad) if maximize else grad
+    g = _weight_decay(param, g, lr, weight_decay, weight_decouple, fixed_decay)
+    tmp = np.empty_like(param)
+    np.subtract(g, exp_avg, out=tmp)
+    tmp *= 1.0 - beta1
+    exp_avg += tmp
+    exp_avg_sq *= beta2
+    np.multiply(g, 1.0 - beta2, out=tmp)
+    tmp *= g
+    exp_avg_sq += tmp
+    np.subtract(g, exp_avg_slow, out=tmp)
+    tmp *= 1.0 - beta3_t
+    exp_avg_slow += tmp
+    denom = np.sqrt(exp_avg_sq)
+    denom /= math.sqrt(1.0 - beta2 ** int(step))
+    denom += eps
+    update = exp_avg / (1.0 - beta1 ** int(step))
+    np.multiply(exp_avg_slow, alpha_t, out=tmp)
+    update += tmp
+    update *= -lr
+    update /= denom
+    param += update

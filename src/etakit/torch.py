@@ -353,7 +353,7 @@ def _drop_in(np_cls):
            f">>> import torch, etakit.torch\n"
            f">>> w = torch.nn.Parameter(torch.ones(3))\n"
            f">>> opt = etakit.torch.{name}([w], lr=0.1)\n"
-           f">>> w.grad = torch.ones(3); opt.step()\n"
+           f">>> w.grad = torch.ones(3); opt.step(); opt.step()\n"
            f">>> bool((w < 1).all())\n"
            f"True\n")
     return type(name, (_DropIn,), {"__init__": __init__, "_numpy": np_cls, "__doc__": doc,
