@@ -68,6 +68,7 @@ typedef struct etk_call {
     double *part;             /* per block: ETK_MAX_RED partial sums of the current phase */
     double *tred;             /* per tensor: ETK_TRED_STRIDE reduced values, by phase */
     double *gsum;             /* per group: the same, summed over its tensors in order */
+    double *asum;             /* the same, summed over every tensor of the call in order */
     double *gstate;           /* per group: the rule's persistent scalars */
 } etk_call;
 
@@ -77,6 +78,7 @@ static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
     const uint32_t g = c->ts[i].group;
     r.tensor = c->tred ? c->tred + i * ETK_TRED_STRIDE : NULL;
     r.group = c->gsum ? c->gsum + (size_t)g * ETK_TRED_STRIDE : NULL;
+    r.all = c->asum;
     r.gstate = c->gstate ? c->gstate + (size_t)g * c->r->info.ngroup_state : NULL;
     return r;
 }
@@ -132,7 +134,8 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
 }
 
 /* After `phase`: sum its block partials per tensor in block order, then per
- * group in tensor order, and let the rule update its group scalars. */
+ * group and over the whole call in tensor order, and let the rule update its
+ * group scalars. */
 static void etk_combine(const etk_call *c, unsigned phase)
 {
     size_t i, j, g;
@@ -141,11 +144,13 @@ static void etk_combine(const etk_call *c, unsigned phase)
         size_t nb = (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
         double *out = c->tred + i * ETK_TRED_STRIDE + phase * ETK_MAX_RED;
         double *gout = c->gsum + (size_t)c->ts[i].group * ETK_TRED_STRIDE + phase * ETK_MAX_RED;
+        double *aout = c->asum + phase * ETK_MAX_RED;
         for (v = 0; v < nred; v++) {
             double s = 0.0;
             for (j = 0; j < nb; j++) s += c->part[(c->bbase[i] + j) * ETK_MAX_RED + v];
             out[v] = s;
             gout[v] += s;
+            aout[v] += s;
         }
     }
     if (c->r->between)
@@ -318,7 +323,7 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
         size_t nblocks = 0;
         for (i = 0; i < count; i++) nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
         scratch = calloc(count * sizeof(size_t) +
-                             (nblocks * ETK_MAX_RED + (count + nhps) * ETK_TRED_STRIDE) * sizeof(double) + 1,
+                             (nblocks * ETK_MAX_RED + (count + nhps + 1) * ETK_TRED_STRIDE) * sizeof(double) + 1,
                          1);
         if (!scratch) {
             st = etk_fail(err, ETK_ENOMEM, -1, -1, -1, NULL, "out of memory");
@@ -326,7 +331,8 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
         }
         c.tred = (double *)scratch;
         c.gsum = c.tred + count * ETK_TRED_STRIDE;
-        c.part = c.gsum + nhps * ETK_TRED_STRIDE;
+        c.asum = c.gsum + nhps * ETK_TRED_STRIDE;
+        c.part = c.asum + ETK_TRED_STRIDE;
         c.bbase = (size_t *)(c.part + nblocks * ETK_MAX_RED);
         for (i = 0, nblocks = 0; i < count; i++) {
             c.bbase[i] = nblocks;

@@ -68,6 +68,7 @@ typedef void (*etk_loop_fn)(const etk_tensor *t, size_t lo, size_t hi, const voi
 typedef struct etk_reduced {
     const double *tensor; /* this tensor's sums: ETK_MAX_RED per phase, by phase */
     const double *group;  /* the same sums over every tensor of its group, in tensor order */
+    const double *all;    /* the same sums over every tensor of the call, in tensor order */
     double *gstate;       /* its group's persistent scalars (etk_step_opts.group_state) */
 } etk_reduced;
 

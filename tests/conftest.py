@@ -26,11 +26,14 @@ class ReferenceOptimizer:
         self.steps = [0] * len(params)
 
     def step(self, grads):
+        hps = {i: {**self.defaults, **hp} for idx, hp in self.groups for i in idx}
+        order = sorted(hps)
+        extra = reference.global_inputs(self.rule, [grads[i] for i in order], [hps[i] for i in order])
         for idx, hp in self.groups:
             for i in idx:
                 self.steps[i] += 1
                 reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i],
-                                    **{**self.defaults, **hp})
+                                    **hps[i], **extra)
 
 
 def make_params(rng, dtype, sizes=SIZES):

@@ -8,4 +8,6 @@
 #include "rmsprop.h"
 #include "adagrad.h"
 #include "lion.h"
+#include "lamb.h"
+#include "lars.h"
 #include "probe.h"

@@ -34,7 +34,13 @@ import math
 
 import numpy as np
 
-__all__ = ["step_rule", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step"]
+__all__ = ["step_rule", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step", "blocked_lane_sum",
+           "global_inputs", "lamb_step", "lamb_global", "lars_step"]
+
+# The C engine's reductions (csrc/etk_internal.h): blocks of BLOCK elements of
+# a tensor, summed over LANES fixed lanes.
+BLOCK = 4096
+LANES = 16
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -49,6 +55,64 @@ def step_rule(rule, param, grad, state, *, step, **hyperparameters):
     array([-0.5, -0.5])
     """
     return globals()[f"{rule}_step"](param, grad, state, step=step, **hyperparameters)
+
+
+def global_inputs(rule, grads, hyperparameters):
+    """Keyword arguments of every ``<rule>_step`` of one optimizer step beyond its hyperparameters.
+
+    Some rules reduce over all the tensors of a step (LAMB's ``pre_norm``: the
+    joint norm of the gradients).  ``grads`` are the gradients of the step in
+    the optimizer's order (groups in order, then parameters in their group)
+    and ``hyperparameters`` each one's group dict; the result is passed to
+    each tensor's step.  ``{}`` for rules without such inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> global_inputs("adam", [np.ones(2)], [{}])
+    {}
+    >>> global_inputs("lamb", [np.ones(2), np.ones(2)], [dict(pre_norm=True)] * 2)
+    {'global_grad_sq': 4.0}
+    """
+    fn = globals().get(f"{rule}_global")
+    return fn(grads, hyperparameters) if fn is not None else {}
+
+
+def blocked_lane_sum(x):
+    """The sum of ``x`` (converted to float64) formed exactly as the C engine forms a reduction.
+
+    The flattened array is cut into blocks of ``BLOCK`` elements; in each
+    block, element ``i`` is added to lane ``i % LANES`` (lanes start at 0 and
+    are summed in element order), the lanes are summed in lane order, and the
+    blocks in block order.  The result does not depend on threads or vector
+    width, and a kernel's reducing phase reproduces it bit for bit when it
+    adds the same float64 values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> blocked_lane_sum(np.arange(5.0))
+    10.0
+    >>> blocked_lane_sum(np.zeros(0))
+    0.0
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size == 0:
+        return 0.0
+    nb = -(-x.size // BLOCK)
+    buf = np.zeros(nb * BLOCK)
+    buf[:x.size] = x
+    # lanes: sequential sums over the rows of each block (accumulate is strictly in order);
+    # + 0.0 as the C accumulators start at +0.0
+    lanes = np.add.accumulate(buf.reshape(nb, BLOCK // LANES, LANES), axis=1)[:, -1, :] + 0.0
+    blocks = np.add.accumulate(lanes, axis=1)[:, -1]
+    return float(np.add.accumulate(blocks)[-1])
+
+
+def _sum_sq(x):
+    """sum(x^2) as a reducing phase forms it: each square in float64 (exact for float32)."""
+    x = np.asarray(x, dtype=np.float64)
+    return blocked_lane_sum(x * x)
 
 
 def _zeros(state, name, like, fill=0.0):
@@ -250,3 +314,143 @@ def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_de
     exp_avg += d
     update *= -lr
     param += update
+
+
+def lamb_global(grads, hyperparameters):
+    """LAMB's input reduced over all the tensors of a step (see :func:`global_inputs`).
+
+    ``global_grad_sq``: the sum of the squared gradients of every tensor
+    whose group has ``pre_norm``, each tensor's sum formed by
+    :func:`blocked_lane_sum`, the tensors added in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lamb_global([np.ones(3), np.ones(2)], [dict(pre_norm=True), dict(pre_norm=False)])
+    {'global_grad_sq': 3.0}
+    """
+    total = 0.0
+    for g, hp in zip(grads, hyperparameters):
+        if hp.get("pre_norm", False):
+            total += _sum_sq(g)
+    return {"global_grad_sq": total}
+
+
+def _lamb_step_size(step, lr, beta1, beta2, rectify, degenerated_to_sgd, n_sma_threshold, adam_debias):
+    """(step size, update form) of LAMB at ``step``: pytorch_optimizer's get_rectify_step_size and
+    apply_adam_debias; the form is "adam", "rect", "sgd" or "skip" (rectify with a step size <= 0)."""
+    step_size, form = lr, "adam"
+    if rectify:
+        n_sma_max = 2.0 / (1.0 - beta2) - 1.0
+        beta2_t = beta2 ** step
+        n_sma = n_sma_max - 2.0 * step * beta2_t / (1.0 - beta2_t)
+        if n_sma >= n_sma_threshold:
+            rt = math.sqrt((1.0 - beta2_t) * (n_sma - 4.0) / (n_sma_max - 4.0) * (n_sma - 2.0) / n_sma * n_sma_max
+                           / (n_sma_max - 2.0))
+            form = "rect"
+        else:
+            rt = 1.0 if degenerated_to_sgd else -1.0
+            form = "sgd"
+        step_size = step_size * rt
+    if not adam_debias:
+        step_size = step_size / (1.0 - beta1 ** step)
+    if rectify and step_size <= 0.0:
+        form = "skip"
+    return step_size, form
+
+
+def lamb_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, weight_decouple=True,
+              fixed_decay=False, rectify=False, degenerated_to_sgd=False, n_sma_threshold=5, grad_averaging=True,
+              max_grad_norm=1.0, adam=False, pre_norm=False, eps=1e-6, maximize=False, adam_debias=False,
+              global_grad_sq=None):
+    """One LAMB step (``pytorch_optimizer.Lamb``), in place.
+
+    State: ``exp_avg``, ``exp_avg_sq``.  ``global_grad_sq`` is the squared
+    joint norm of the step's gradients for ``pre_norm`` (:func:`lamb_global`);
+    by default this gradient's own.  Norms are square roots of
+    :func:`blocked_lane_sum` sums, as the kernel forms them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([3.0, 4.0]); g = np.array([1.0, -1.0])
+    >>> lamb_step(p, g, {}, step=1, lr=0.01)
+    >>> np.round(p, 4)     # each element moves by 0.01 / (1 - 0.9) * ||p|| / ||update|| * |update| = 0.5 / sqrt(2)
+    array([2.6464, 4.3536])
+    """
+    lr, weight_decay, eps, max_grad_norm = float(lr), float(weight_decay), float(eps), float(max_grad_norm)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
+    step_size, form = _lamb_step_size(int(step), lr, beta1, beta2, rectify, degenerated_to_sgd,
+                                      int(n_sma_threshold), adam_debias)
+    scale = 1.0
+    if pre_norm:
+        if global_grad_sq is None:
+            global_grad_sq = _sum_sq(grad)
+        d = math.sqrt(global_grad_sq) + eps
+        if max_grad_norm != 0.0 and d != 0.0:
+            scale = max_grad_norm / d
+            scale = 1.0 if scale > 1.0 else scale
+    g = grad * (-scale if maximize else scale)
+    # m = beta1 m + beta3 g;  v = beta2 v + ((1 - beta2) g) g
+    exp_avg *= beta1
+    exp_avg += g * (1.0 - beta1 if grad_averaging else 1.0)
+    exp_avg_sq *= beta2
+    tmp = g * (1.0 - beta2)
+    tmp *= g
+    exp_avg_sq += tmp
+    wd = "none" if weight_decay == 0.0 else "decay" if weight_decouple else "none" if rectify else "l2"
+    pd = param * (1.0 - weight_decay * (1.0 if fixed_decay else lr)) if wd == "decay" else param
+    if form == "skip":
+        param[...] = pd
+        return
+
+    def update(neg_step):
+        """(the quantity whose norm is taken, the new parameter) for a step of -neg_step."""
+        if form == "adam":
+            u = exp_avg / (np.sqrt(exp_avg_sq) + eps)
+            if wd == "l2":
+                u = u + weight_decay * pd
+            return u, pd + neg_step * u
+        d = (neg_step * exp_avg) / (np.sqrt(exp_avg_sq) + eps) if form == "rect" else neg_step * exp_avg
+        return pd + d, pd + d
+
+    ratio = 1.0
+    if not adam:
+        u, _ = update(-step_size)
+        wn, un = math.sqrt(_sum_sq(pd)), math.sqrt(_sum_sq(u))
+        wn = 10.0 if wn > 10.0 else wn
+        ratio = 1.0 if wn == 0.0 or un == 0.0 else wn / (un + eps)
+    param[...] = update(-step_size * ratio)[1]
+
+
+def lars_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.0, momentum=0.9, dampening=0.0,
+              trust_coefficient=1e-3, nesterov=False, maximize=False):
+    """One LARS step (``pytorch_optimizer.LARS``), in place.
+
+    State: ``momentum_buffer`` (from zero) when ``momentum > 0``.  Only
+    parameters of two or more dimensions get weight decay and the trust
+    ratio; their norms are square roots of :func:`blocked_lane_sum` sums.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([[3.0, 4.0]]); g = np.array([[0.0, 1.0]])
+    >>> lars_step(p, g, {}, step=1, lr=0.1, momentum=0.0, trust_coefficient=0.5)
+    >>> p     # trust ratio 0.5 * 5 / 1
+    array([[3.  , 3.75]])
+    """
+    lr, weight_decay, momentum = float(lr), float(weight_decay), float(momentum)
+    g = np.negative(grad) if maximize else grad
+    if param.ndim > 1 and param.size:
+        pn, gn = math.sqrt(_sum_sq(param)), math.sqrt(_sum_sq(g))
+        d = gn + weight_decay * pn
+        ratio = float(trust_coefficient) * pn / d if pn > 0.0 and d > 0.0 else 1.0
+        g = g + weight_decay * param
+        g *= ratio
+    if momentum > 0.0:
+        buf = _zeros(state, "momentum_buffer", param)
+        buf *= momentum
+        buf += (1.0 - float(dampening)) * g
+        g = g + momentum * buf if nesterov else buf
+    param += -lr * g
