@@ -796,8 +796,9 @@ class LAMB(Optimizer):
     bias-corrected, as in the reference.
 
     Norms are computed in double over fixed blocks (reproducible whatever
-    the thread count). Three passes over memory per step: the gradient norm
-    (with ``pre_norm`` only), the moments and the norms, the update.
+    the thread count).  Two passes over memory per step (the moments and the
+    norms, then the update; one with ``adam``), plus a read of the gradients
+    with ``pre_norm``.
 
     Parameters
     ----------
