@@ -163,6 +163,24 @@ typedef struct etk_ademamix_hp {
     double lr, beta1, beta2, beta3, weight_decay, alpha, t_alpha_beta3, eps;
     int weight_decouple, fixed_decay, maximize;
 } etk_ademamix_hp;
+/* LAMB (You et al. 2020), as pytorch_optimizer.Lamb: Adam moments, a
+ * per-tensor trust ratio ||p|| / ||update||; rectify (RAdam), pre_norm (the
+ * gradients scaled by their joint norm against max_grad_norm, over every
+ * tensor of the call whose group has pre_norm), adam (trust ratio 1),
+ * adam_debias (no 1 - beta1^t in the step size). */
+typedef struct etk_lamb_hp {
+    double lr, beta1, beta2, weight_decay, max_grad_norm, eps;
+    int weight_decouple, fixed_decay, rectify, degenerated_to_sgd, n_sma_threshold, grad_averaging;
+    int adam, pre_norm, maximize, adam_debias;
+} etk_lamb_hp;
+
+/* LARS (You et al. 2017), as pytorch_optimizer.LARS: SGD whose gradient,
+ * for tensors of two or more dimensions (rows > 0), gets weight decay and
+ * the trust ratio trust_coefficient ||p|| / (||g|| + weight_decay ||p||). */
+typedef struct etk_lars_hp {
+    double lr, weight_decay, momentum, dampening, trust_coefficient;
+    int nesterov, maximize;
+} etk_lars_hp;
 
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
@@ -177,7 +195,9 @@ typedef struct etk_ademamix_hp {
     X(adamax, ADAMAX)    \
     X(adan, ADAN)        \
     X(adopt, ADOPT)      \
-    X(ademamix, ADEMAMIX)
+    X(ademamix, ADEMAMIX) \
+    X(lamb, LAMB)        \
+    X(lars, LARS)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;

@@ -248,6 +248,18 @@ static void run_all_rules(etk_tensor *ts)
     etk_rmsprop_hp rh[2] = {{1e-2, 0.99, 1e-8, 0.0, 0.9, 1, 0}, {1e-3, 0.9, 1e-6, 0.01, 0.0, 0, 1}};
     etk_adagrad_hp gh[2] = {{1e-2, 0.01, 0.0, 1e-10, 0.0, 0}, {0.1, 0.0, 0.1, 1e-10, 0.0, 1}};
     etk_lion_hp lh[2] = {{1e-4, 0.9, 0.99, 0.1, 1, 0, 0}, {1e-3, 0.5, 0.9, 0.01, 0, 0, 1}};
+    /* lr, beta1, beta2, weight_decay, max_grad_norm, eps; weight_decouple, fixed_decay, rectify,
+     * degenerated_to_sgd, n_sma_threshold, grad_averaging; adam, pre_norm, maximize, adam_debias */
+    etk_lamb_hp mh[2] = {{1e-2, 0.9, 0.999, 0.01, 1.0, 1e-6, 1, 0, 0, 0, 5, 1, 0, 1, 0, 0},
+                         {1e-3, 0.8, 0.9, 0.1, 0.5, 1e-8, 0, 0, 1, 1, 5, 0, 0, 1, 1, 1}};
+    etk_lars_hp rl[2] = {{1e-2, 1e-2, 0.9, 0.0, 1e-3, 1, 0}, {1e-3, 0.0, 0.5, 0.1, 0.02, 0, 1}};
+    /* the reducing rules first, while exp_avg_sq (state[1]) still holds the non-negative fill;
+     * LARS with two tensors of two dimensions, one of them several blocks long */
+    CHECK(etk_lamb_multi(ts, NT, mh, 2) == ETK_OK, "lamb multi");
+    ts[3].rows = 10, ts[3].cols = 100;
+    ts[4].rows = 200, ts[4].cols = 200;
+    CHECK(etk_lars_multi(ts, NT, rl, 2) == ETK_OK, "lars multi");
+    ts[3].rows = ts[3].cols = ts[4].rows = ts[4].cols = 0;
     CHECK(etk_adam_multi(ts, NT, ah, 2) == ETK_OK, "adam multi");
     CHECK(etk_sgd_multi(ts, NT, sh, 2) == ETK_OK, "sgd multi");
     CHECK(etk_rmsprop_multi(ts, NT, rh, 2) == ETK_OK, "rmsprop multi");
@@ -326,6 +338,132 @@ static void test_bit_identical_threads_and_variants(void)
         free(a[i]);
         free(b[i]);
     }
+}
+
+/* Reducing rules on multi-block float64 and float32 tensors, several steps:
+ * byte-identical whatever the thread count and SIMD variant; LARS's trust
+ * ratio and LAMB's with adam = 1 checked against plain formulas. */
+enum { NR = 3 };
+static const size_t rsizes[NR] = {3 * 4096 + 77, 5, 2 * 4096};
+
+static void reducing_fill(double *d, float *f, etk_tensor *td, etk_tensor *tf)
+{
+    size_t i, j, off = 0;
+    for (i = 0; i < NR; i++) {
+        const size_t n = rsizes[i];
+        for (j = 0; j < 4 * n; j++) d[off + j] = urand();
+        for (j = 3 * n; j < 4 * n; j++) d[off + j] = d[off + j] * d[off + j];
+        for (j = 0; j < 4 * n; j++) f[off + j] = (float)d[off + j];
+        memset(&td[i], 0, sizeof td[i]);
+        td[i].param = d + off, td[i].grad = d + off + n, td[i].state[0] = d + off + 2 * n;
+        td[i].state[1] = d + off + 3 * n;
+        td[i].n = n, td[i].step = 1, td[i].group = (uint32_t)(i == 1), td[i].dtype = td[i].state_dtype = ETK_FLOAT64;
+        tf[i] = td[i];
+        tf[i].param = f + off, tf[i].grad = f + off + n, tf[i].state[0] = f + off + 2 * n;
+        tf[i].state[1] = f + off + 3 * n;
+        tf[i].dtype = tf[i].state_dtype = ETK_FLOAT32;
+        off += 4 * n;
+    }
+    /* the last one is a 2 x 4096 matrix (LARS) */
+    td[2].rows = tf[2].rows = 2, td[2].cols = tf[2].cols = 4096;
+}
+
+static void reducing_steps(etk_tensor *td, etk_tensor *tf)
+{
+    etk_lamb_hp mh[2] = {{1e-2, 0.9, 0.999, 0.1, 0.5, 1e-6, 1, 0, 0, 0, 5, 1, 0, 1, 1, 0},
+                         {1e-2, 0.5, 0.9, 0.01, 1.0, 1e-8, 0, 0, 1, 1, 4, 1, 0, 1, 0, 0}};
+    etk_lars_hp rl[2] = {{1e-2, 1e-2, 0.9, 0.1, 1e-2, 0, 1}, {1e-2, 0.0, 0.5, 0.0, 0.02, 1, 0}};
+    int k, i;
+    for (k = 1; k <= 6; k++) {
+        for (i = 0; i < NR; i++) td[i].step = tf[i].step = k;
+        CHECK(etk_lamb_multi(td, NR, mh, 2) == ETK_OK, "lamb f64");
+        CHECK(etk_lamb_multi(tf, NR, mh, 2) == ETK_OK, "lamb f32");
+        CHECK(etk_lars_multi(td, NR, rl, 2) == ETK_OK, "lars f64");
+        CHECK(etk_lars_multi(tf, NR, rl, 2) == ETK_OK, "lars f32");
+    }
+}
+
+static void test_reducing_rules(void)
+{
+    size_t total = 0, i, j;
+    double *d0, *d1;
+    float *f0, *f1;
+    etk_tensor td[NR], tf[NR];
+    char variants[64], *name;
+    unsigned long long seed = rng;
+    int threads = etk_get_num_threads();
+    for (i = 0; i < NR; i++) total += 4 * rsizes[i];
+    d0 = (double *)malloc(total * sizeof(double)), d1 = (double *)malloc(total * sizeof(double));
+    f0 = (float *)malloc(total * sizeof(float)), f1 = (float *)malloc(total * sizeof(float));
+    if (!d0 || !d1 || !f0 || !f1) {
+        CHECK(0, "out of memory");
+        return;
+    }
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+    etk_set_num_threads(1);
+    reducing_fill(d0, f0, td, tf);
+    reducing_steps(td, tf);
+    strncpy(variants, etk_simd_available(), sizeof variants - 1);
+    variants[sizeof variants - 1] = 0;
+    for (name = strtok(variants, " "); name; name = strtok(NULL, " ")) {
+        int nth;
+        for (nth = 1; nth <= 3; nth++) {
+            CHECK(etk_set_simd_variant(name) == ETK_OK, "variant %s", name);
+            etk_set_num_threads(nth);
+            etk_set_parallel_min(4096); /* threads even on these sizes */
+            rng = seed;
+            reducing_fill(d1, f1, td, tf);
+            reducing_steps(td, tf);
+            etk_set_parallel_min(0);
+            CHECK(memcmp(d0, d1, total * sizeof(double)) == 0, "f64: variant %s, %d threads differ", name, nth);
+            CHECK(same_floats(f0, f1, total), "f32: variant %s, %d threads differ", name, nth);
+        }
+    }
+    etk_set_num_threads(threads);
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+
+    /* LARS, one step without momentum on a matrix: p - lr tc ||p|| / (||g|| + wd ||p||) (g + wd p) */
+    {
+        const size_t n = 3 * 4096 + 4;
+        double *p = d0, *g = d0 + n, pn = 0.0, gn = 0.0, r, err = 0.0;
+        etk_lars_hp h = {0.1, 0.01, 0.0, 0.0, 0.02, 0, 0};
+        etk_tensor t;
+        for (j = 0; j < 2 * n; j++) p[j] = urand();
+        for (j = 0; j < n; j++) pn += p[j] * p[j], gn += g[j] * g[j];
+        r = 0.02 * sqrt(pn) / (sqrt(gn) + 0.01 * sqrt(pn));
+        memcpy(d1, p, n * sizeof(double));
+        memset(&t, 0, sizeof t);
+        t.param = p, t.grad = g, t.n = n, t.rows = 4, t.cols = (int64_t)n / 4, t.step = 1;
+        t.dtype = t.state_dtype = ETK_FLOAT64;
+        CHECK(etk_lars_multi(&t, 1, &h, 1) == ETK_OK, "lars matrix");
+        for (j = 0; j < n; j++) {
+            double want = d1[j] - 0.1 * r * (g[j] + 0.01 * d1[j]);
+            err = fmax(err, fabs(p[j] - want));
+        }
+        CHECK(err < 1e-13, "lars trust ratio: max error %g", err);
+        /* a vector: plain SGD, no weight decay */
+        memcpy(d1, p, n * sizeof(double));
+        t.rows = t.cols = 0;
+        CHECK(etk_lars_multi(&t, 1, &h, 1) == ETK_OK, "lars vector");
+        for (j = 0, err = 0.0; j < n; j++) err = fmax(err, fabs(p[j] - (d1[j] - 0.1 * g[j])));
+        CHECK(err == 0.0, "lars on a vector is SGD: max error %g", err);
+    }
+    /* LAMB, step 1 with adam = 1: p - lr / (1 - beta1) m / (sqrt(v) + eps) */
+    {
+        double p[3] = {1.0, -2.0, 0.5}, g[3] = {0.5, 0.25, -1.0}, m[3] = {0}, v[3] = {0}, q[3];
+        void *st[2];
+        etk_lamb_hp h = {0.1, 0.9, 0.99, 0.0, 1.0, 1e-6, 1, 0, 0, 0, 5, 1, 1, 0, 0, 0};
+        st[0] = m, st[1] = v;
+        memcpy(q, p, sizeof q);
+        CHECK(etk_lamb_f64(p, g, st, 3, &h, 1) == ETK_OK, "lamb adam");
+        for (j = 0; j < 3; j++) {
+            double mm = 0.1 * g[j], vv = 0.01 * g[j] * g[j];
+            CHECK(fabs(p[j] - (q[j] - 1.0 * mm / (sqrt(vv) + 1e-6))) < 1e-12, "lamb adam element %zu", j);
+        }
+        h.rectify = 1, h.n_sma_threshold = 3;
+        CHECK(etk_lamb_f64(p, g, st, 3, &h, 1) == ETK_EHPARAM, "rectify with n_sma_threshold < 4");
+    }
+    free(d0), free(d1), free(f0), free(f1);
 }
 
 static void test_validation_writes_nothing(void)
@@ -770,6 +908,7 @@ int main(void)
     test_sgd_f32_momentum_first_step();
     test_nadam_radam_adamax_f64_match_reference();
     test_bit_identical_threads_and_variants();
+    test_reducing_rules();
     test_validation_writes_nothing();
     test_rule_table();
     test_schedules();

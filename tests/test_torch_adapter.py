@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import etakit.torch as et  # noqa: E402
-from rule_cases import CASES, RICHEST, SIGN_RULES, reference_class, torch_default_dtype  # noqa: E402
+from rule_cases import CASES, RICHEST, SIGN_RULES, float32_in_reference, reference_class, torch_default_dtype  # noqa: E402,E501
 
 TORCH_CASES = [(kind, hp) for kind, hps in CASES.items() for hp in hps[:1] + hps[-1:]]
 
@@ -37,6 +37,8 @@ def test_trajectory_matches_the_reference(kind, hp, dtype, tol):
     ref = reference_class(kind)
     if ref is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")
+    if dtype == torch.float64 and float32_in_reference(kind, hp):
+        tol = 1e-6    # the reference rounds a scalar to float32 (LAMB's pre_norm): see float32_in_reference
     a, b = make_model(dtype), make_model(dtype)
     with torch_default_dtype(torch, dtype):    # the reference's scalar state (NAdam's mu_product) in dtype
         train(a, ref(a.parameters(), **hp), 60)
@@ -54,10 +56,10 @@ def test_checkpoints_move_both_ways(kind, hp, direction):
         pytest.skip(f"the reference implementation of {kind} is not installed")
     src_cls, dst_cls = (ref, getattr(et, kind)) if direction == "reference->etakit" else (getattr(et, kind), ref)
     with torch_default_dtype(torch, torch.float64):   # the reference's scalar state in float64, as etakit's
-        _checkpoint_round(src_cls, dst_cls, hp)
+        _checkpoint_round(src_cls, dst_cls, kind, hp)
 
 
-def _checkpoint_round(src_cls, dst_cls, hp):
+def _checkpoint_round(src_cls, dst_cls, kind, hp):
     model = make_model(torch.float64)
     opt = src_cls(model.parameters(), **hp)
     train(model, opt, 15)
@@ -71,8 +73,10 @@ def _checkpoint_round(src_cls, dst_cls, hp):
     opt2 = dst_cls(resumed.parameters(), **hp)
     opt2.load_state_dict(ckpt["opt"])
     train(resumed, opt2, 15, seed=7)  # the other library continues from the checkpoint
+    # the reference rounds a scalar to float32 with some options (LAMB's pre_norm): see float32_in_reference
+    tol = 1e-6 if float32_in_reference(kind, hp) else 1e-10
     for p, q in zip(model.parameters(), resumed.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(q, p, rtol=tol, atol=tol)
 
 
 def test_state_uses_pytorch_layout_and_shares_memory():

@@ -14,4 +14,6 @@
 #include "adan.h"
 #include "adopt.h"
 #include "ademamix.h"
+#include "lamb.h"
+#include "lars.h"
 #include "probe.h"

@@ -25,7 +25,7 @@ from .errors import StateError
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
-           "Adan", "ADOPT", "AdEMAMix"]
+           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -1120,6 +1120,142 @@ class AdEMAMix(Optimizer):
                                       t_alpha_beta3=t_alpha_beta3, eps=eps, maximize=maximize))
 
 
+class LAMB(Optimizer):
+    """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning"), as ``pytorch_optimizer.Lamb``.
+
+    Adam's moments with a trust ratio per parameter tensor::
+
+        g = c * grad, negated if maximize   (c = min(max_grad_norm / (||all grads|| + eps), 1) with pre_norm)
+        m = beta1 m + (1 - beta1 if grad_averaging else 1) g;  v = beta2 v + (1 - beta2) g^2
+        p *= 1 - weight_decay * (1 if fixed_decay else lr)   (weight_decouple)
+        s = lr / (1 - beta1^t)   (lr with adam_debias; times RAdam's rectification with rectify)
+        u = m / (sqrt(v) + eps)   (+ weight_decay p when not weight_decouple)
+        r = min(||p||, 10) / (||u|| + eps)   (1 if either norm is 0, or with adam)
+        p -= s r u
+
+    With ``rectify``, as the reference: while the variance estimate is too
+    short (``n_sma < n_sma_threshold``), no update (or, with
+    ``degenerated_to_sgd``, ``u = m``); the norm in the trust ratio is that
+    of ``p - s u`` (the reference's), and L2 weight decay is not applied.
+    The default step size divides by ``1 - beta1^t`` but ``v`` is not
+    bias-corrected, as in the reference.
+
+    Norms are computed in double over fixed blocks (reproducible whatever
+    the thread count).  Two passes over memory per step (the moments and the
+    norms, then the update; one with ``adam``), plus a read of the gradients
+    with ``pre_norm``.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1); ``betas[0]`` may be a schedule.
+    weight_decay : float or schedule, default 0
+    weight_decouple : bool, default True
+        Decay the parameters rather than add ``weight_decay * p`` to the update.
+    fixed_decay : bool, default False
+        Decoupled decay by ``weight_decay`` alone, not scaled by ``lr``.
+    rectify : bool, default False
+        RAdam's rectified step size.
+    degenerated_to_sgd : bool, default False
+        With ``rectify``: an SGD-like step (``u = m``) before the rectification applies.
+    n_sma_threshold : int, default 5
+        With ``rectify``: the length of the variance estimate from which it applies (>= 4).
+    grad_averaging : bool, default True
+    max_grad_norm : float, default 1.0
+        With ``pre_norm``: the gradients are scaled down to this joint norm (0: not scaled).
+    adam : bool, default False
+        Trust ratio 1 (Adam without bias correction of ``v``).
+    pre_norm : bool, default False
+        Scale the gradients by their joint norm over all parameters (of every
+        group with ``pre_norm``) before the update.
+    eps : float, default 1e-6
+    maximize : bool, default False
+    adam_debias : bool, default False
+        Leave ``1 - beta1^t`` out of the step size (pytorch_optimizer's AdamD option).
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([3.0, 4.0])
+    >>> opt = etakit.LAMB([w], lr=0.01)
+    >>> opt.step([np.array([1.0, -1.0])])   # a step of lr / (1 - beta1) * ||w|| along -u / ||u||
+    >>> np.round(w, 4)
+    array([2.6464, 4.3536])
+    """
+
+    rule = "lamb"
+    reference_impl = "pytorch_optimizer.Lamb"
+    _tuples = {"betas": ("beta1", "beta2")}
+    _group_optional = ("degenerated_to_sgd", "n_sma_threshold", "pre_norm", "maximize", "adam_debias")
+    _torch_step = "group"
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, weight_decouple=True,
+                 fixed_decay=False, rectify=False, degenerated_to_sgd=False, n_sma_threshold=5,
+                 grad_averaging=True, max_grad_norm=1.0, adam=False, pre_norm=False, eps=1e-6, maximize=False,
+                 adam_debias=False):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      weight_decouple=weight_decouple, fixed_decay=fixed_decay, rectify=rectify,
+                                      degenerated_to_sgd=degenerated_to_sgd, n_sma_threshold=n_sma_threshold,
+                                      grad_averaging=grad_averaging, max_grad_norm=max_grad_norm, adam=adam,
+                                      pre_norm=pre_norm, eps=eps, maximize=maximize, adam_debias=adam_debias))
+
+
+class LARS(Optimizer):
+    """LARS (You et al. 2017, "Large Batch Training of Convolutional Networks"), as ``pytorch_optimizer.LARS``.
+
+    SGD whose gradient, for parameters of two or more dimensions, gets weight
+    decay and a trust ratio per tensor (scalars and vectors, such as biases
+    and normalisation weights, take plain SGD steps without weight decay)::
+
+        g = -grad if maximize else grad
+        ndim >= 2:  r = trust_coefficient ||p|| / (||g|| + weight_decay ||p||)   (1 if ||p|| or that is 0)
+                    g = (g + weight_decay p) r
+        buf = momentum buf + (1 - dampening) g;  g = g + momentum buf if nesterov else buf   (momentum > 0)
+        p -= lr g
+
+    The momentum buffer starts at zero (unlike ``torch.optim.SGD``'s copy of
+    the first gradient).  Norms are computed in double over fixed blocks
+    (reproducible whatever the thread count).  Two passes over the parameters
+    of two or more dimensions (the norms, the update), one over the others.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+    weight_decay : float or schedule, default 0
+    momentum : float or schedule, default 0.9
+        In [0, 1).
+    dampening : float, default 0
+        In [0, 1).
+    trust_coefficient : float, default 1e-3
+    nesterov : bool, default False
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([[3.0, 4.0]])
+    >>> opt = etakit.LARS([w], lr=0.1, momentum=0.0, trust_coefficient=0.5)
+    >>> opt.step([np.array([[0.0, 1.0]])])   # trust ratio 0.5 * 5 / 1
+    >>> w
+    array([[3.  , 3.75]])
+    """
+
+    rule = "lars"
+    reference_impl = "pytorch_optimizer.LARS"
+    _group_optional = ("maximize",)
+    _torch_step = "group"
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.0, momentum=0.9, dampening=0.0, trust_coefficient=1e-3,
+                 nesterov=False, maximize=False):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, dampening=dampening,
+                                      trust_coefficient=trust_coefficient, nesterov=nesterov, maximize=maximize))
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
-                                             Adan, ADOPT, AdEMAMix)}
+                                             Adan, ADOPT, AdEMAMix, LAMB, LARS)}

@@ -34,8 +34,9 @@ import math
 
 import numpy as np
 
-__all__ = ["step_rule", "call_reductions", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "lion_step",
-           "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step"]
+__all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
+           "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
+           "lamb_step", "lars_step"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -253,37 +254,50 @@ def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_de
     param += update
 
 
-# ---- reductions over a whole step --------------------------------------
-# The engine sums a reduction over blocks of _BLOCK elements of each tensor,
-# each block over _LANES lanes (element i of the block in lane i % _LANES),
+# ---- reductions -----------------------------------------------------------
+# The engine sums a reduction over blocks of BLOCK elements of each tensor,
+# each block over LANES lanes (element i of the block in lane i % LANES),
 # lanes in order, then blocks in order, then tensors in order (csrc/engine.c,
 # etk_internal.h); these helpers form the same sums in the same order.
-_BLOCK = 4096
-_LANES = 16
+BLOCK = 4096
+LANES = 16
 
 
-def _block_sums(x):
-    """Per block of ``x`` (a float64 array), the sum the engine forms in that block."""
-    out = []
-    for lo in range(0, x.size, _BLOCK):
-        b = x[lo:lo + _BLOCK]
-        lanes = np.zeros(-(-b.size // _LANES) * _LANES)
-        lanes[:b.size] = b
-        acc = np.cumsum(lanes.reshape(-1, _LANES), axis=0)[-1]   # each lane summed in element order
-        s = 0.0
-        for a in acc.tolist():
-            s += a
-        out.append(s)
-    return out
+def blocked_lane_sum(x):
+    """The sum of ``x`` (converted to float64) formed exactly as the C engine forms a reduction.
+
+    The flattened array is cut into blocks of ``BLOCK`` elements; in each
+    block, element ``i`` is added to lane ``i % LANES`` (lanes start at 0 and
+    are summed in element order), the lanes are summed in lane order, and the
+    blocks in block order.  The result does not depend on threads or vector
+    width, and a kernel's reducing phase reproduces it bit for bit when it
+    adds the same float64 values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> blocked_lane_sum(np.arange(5.0))
+    10.0
+    >>> blocked_lane_sum(np.zeros(0))
+    0.0
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size == 0:
+        return 0.0
+    nb = -(-x.size // BLOCK)
+    buf = np.zeros(nb * BLOCK)
+    buf[:x.size] = x
+    # lanes: sequential sums over the rows of each block (accumulate is strictly in order);
+    # + 0.0 as the C accumulators start at +0.0
+    lanes = np.add.accumulate(buf.reshape(nb, BLOCK // LANES, LANES), axis=1)[:, -1, :] + 0.0
+    blocks = np.add.accumulate(lanes, axis=1)[:, -1]
+    return float(np.add.accumulate(blocks)[-1])
 
 
-def _sum_sq(grad):
-    """sum(grad ** 2) in double, summed as the engine sums it."""
-    x = np.asarray(grad, dtype=np.float64).ravel()
-    s = 0.0
-    for b in _block_sums(x * x):
-        s += b
-    return s
+def _sum_sq(x):
+    """sum(x^2) as a reducing phase forms it: each square in float64 (exact for float32)."""
+    x = np.asarray(x, dtype=np.float64)
+    return blocked_lane_sum(x * x)
 
 
 def nadam_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -427,10 +441,11 @@ def call_reductions(rule, grads, hyperparameters):
     """The keyword arguments each tensor's ``<rule>_step`` takes from sums over the whole step.
 
     Most rules update each tensor on its own and need none (a list of empty
-    dicts).  Adan's ``max_grad_norm`` clips by the norm of the gradients of
-    every tensor whose group has ``max_grad_norm > 0``: those tensors get
-    ``grad_sq_sum``, their squares summed in tensor order as the engine does.
-    ``grads`` and ``hyperparameters`` are per tensor, in the order of the step.
+    dicts).  A rule that reduces over every tensor of the step (Adan's
+    ``max_grad_norm``, LAMB's ``pre_norm``: the joint norm of the gradients)
+    has a ``<rule>_call(grads, hyperparameters)`` that forms those sums in the
+    engine's order.  ``grads`` and ``hyperparameters`` are per tensor, in the
+    order of the step (groups in order, then parameters in their group).
 
     Examples
     --------
@@ -441,14 +456,157 @@ def call_reductions(rule, grads, hyperparameters):
     >>> call_reductions("adam", [np.ones(3)], [{}])
     [{}]
     """
-    if rule != "adan":
-        return [{} for _ in grads]
+    fn = globals().get(f"{rule}_call")
+    return fn(grads, hyperparameters) if fn is not None else [{} for _ in grads]
+
+
+def adan_call(grads, hyperparameters):
+    """Adan's clip: the tensors whose group has ``max_grad_norm > 0`` get ``grad_sq_sum``,
+    their squared gradients summed in tensor order as the engine does."""
     clipped = [float(hp.get("max_grad_norm", 0.0)) > 0 for hp in hyperparameters]
     total = 0.0
     for g, c in zip(grads, clipped):
         if c:
             total += _sum_sq(g)
     return [{"grad_sq_sum": total} if c else {} for c in clipped]
+
+
+def lamb_call(grads, hyperparameters):
+    """LAMB's ``pre_norm`` input (see :func:`call_reductions`): ``global_grad_sq``, the
+    squared gradients of every tensor whose group has ``pre_norm``, each
+    tensor's sum formed by :func:`blocked_lane_sum`, the tensors added in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lamb_call([np.ones(3), np.ones(2)], [dict(pre_norm=True), dict(pre_norm=False)])
+    [{'global_grad_sq': 3.0}, {'global_grad_sq': 3.0}]
+    """
+    total = 0.0
+    for g, hp in zip(grads, hyperparameters):
+        if hp.get("pre_norm", False):
+            total += _sum_sq(g)
+    return [{"global_grad_sq": total} for _ in grads]
+
+
+def _lamb_step_size(step, lr, beta1, beta2, rectify, degenerated_to_sgd, n_sma_threshold, adam_debias):
+    """(step size, update form) of LAMB at ``step``: pytorch_optimizer's get_rectify_step_size and
+    apply_adam_debias; the form is "adam", "rect", "sgd" or "skip" (rectify with a step size <= 0)."""
+    step_size, form = lr, "adam"
+    if rectify:
+        n_sma_max = 2.0 / (1.0 - beta2) - 1.0
+        beta2_t = beta2 ** step
+        n_sma = n_sma_max - 2.0 * step * beta2_t / (1.0 - beta2_t)
+        if n_sma >= n_sma_threshold:
+            rt = math.sqrt((1.0 - beta2_t) * (n_sma - 4.0) / (n_sma_max - 4.0) * (n_sma - 2.0) / n_sma * n_sma_max
+                           / (n_sma_max - 2.0))
+            form = "rect"
+        else:
+            rt = 1.0 if degenerated_to_sgd else -1.0
+            form = "sgd"
+        step_size = step_size * rt
+    if not adam_debias:
+        step_size = step_size / (1.0 - beta1 ** step)
+    if rectify and step_size <= 0.0:
+        form = "skip"
+    return step_size, form
+
+
+def lamb_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, weight_decouple=True,
+              fixed_decay=False, rectify=False, degenerated_to_sgd=False, n_sma_threshold=5, grad_averaging=True,
+              max_grad_norm=1.0, adam=False, pre_norm=False, eps=1e-6, maximize=False, adam_debias=False,
+              global_grad_sq=None):
+    """One LAMB step (``pytorch_optimizer.Lamb``), in place.
+
+    State: ``exp_avg``, ``exp_avg_sq``.  ``global_grad_sq`` is the squared
+    joint norm of the step's gradients for ``pre_norm`` (:func:`lamb_call`);
+    by default this gradient's own.  Norms are square roots of
+    :func:`blocked_lane_sum` sums, as the kernel forms them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([3.0, 4.0]); g = np.array([1.0, -1.0])
+    >>> lamb_step(p, g, {}, step=1, lr=0.01)
+    >>> np.round(p, 4)     # each element moves by 0.01 / (1 - 0.9) * ||p|| / ||update|| * |update| = 0.5 / sqrt(2)
+    array([2.6464, 4.3536])
+    """
+    lr, weight_decay, eps, max_grad_norm = float(lr), float(weight_decay), float(eps), float(max_grad_norm)
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    exp_avg, exp_avg_sq = _zeros(state, "exp_avg", param), _zeros(state, "exp_avg_sq", param)
+    step_size, form = _lamb_step_size(int(step), lr, beta1, beta2, rectify, degenerated_to_sgd,
+                                      int(n_sma_threshold), adam_debias)
+    scale = 1.0
+    if pre_norm:
+        if global_grad_sq is None:
+            global_grad_sq = _sum_sq(grad)
+        d = math.sqrt(global_grad_sq) + eps
+        if max_grad_norm != 0.0 and d != 0.0:
+            scale = max_grad_norm / d
+            scale = 1.0 if scale > 1.0 else scale
+    g = grad * (-scale if maximize else scale)
+    # m = beta1 m + beta3 g;  v = beta2 v + ((1 - beta2) g) g
+    exp_avg *= beta1
+    exp_avg += g * (1.0 - beta1 if grad_averaging else 1.0)
+    exp_avg_sq *= beta2
+    tmp = g * (1.0 - beta2)
+    tmp *= g
+    exp_avg_sq += tmp
+    wd = "none" if weight_decay == 0.0 else "decay" if weight_decouple else "none" if rectify else "l2"
+    pd = param * (1.0 - weight_decay * (1.0 if fixed_decay else lr)) if wd == "decay" else param
+    if form == "skip":
+        param[...] = pd
+        return
+
+    def update(neg_step):
+        """(the quantity whose norm is taken, the new parameter) for a step of -neg_step."""
+        if form == "adam":
+            u = exp_avg / (np.sqrt(exp_avg_sq) + eps)
+            if wd == "l2":
+                u = u + weight_decay * pd
+            return u, pd + neg_step * u
+        d = (neg_step * exp_avg) / (np.sqrt(exp_avg_sq) + eps) if form == "rect" else neg_step * exp_avg
+        return pd + d, pd + d
+
+    ratio = 1.0
+    if not adam:
+        u, _ = update(-step_size)
+        wn, un = math.sqrt(_sum_sq(pd)), math.sqrt(_sum_sq(u))
+        wn = 10.0 if wn > 10.0 else wn
+        ratio = 1.0 if wn == 0.0 or un == 0.0 else wn / (un + eps)
+    param[...] = update(-step_size * ratio)[1]
+
+
+def lars_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.0, momentum=0.9, dampening=0.0,
+              trust_coefficient=1e-3, nesterov=False, maximize=False):
+    """One LARS step (``pytorch_optimizer.LARS``), in place.
+
+    State: ``momentum_buffer`` (from zero) when ``momentum > 0``.  Only
+    parameters of two or more dimensions get weight decay and the trust
+    ratio; their norms are square roots of :func:`blocked_lane_sum` sums.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([[3.0, 4.0]]); g = np.array([[0.0, 1.0]])
+    >>> lars_step(p, g, {}, step=1, lr=0.1, momentum=0.0, trust_coefficient=0.5)
+    >>> p     # trust ratio 0.5 * 5 / 1
+    array([[3.  , 3.75]])
+    """
+    lr, weight_decay, momentum = float(lr), float(weight_decay), float(momentum)
+    g = np.negative(grad) if maximize else grad
+    if param.ndim > 1 and param.size:
+        pn, gn = math.sqrt(_sum_sq(param)), math.sqrt(_sum_sq(g))
+        d = gn + weight_decay * pn
+        ratio = float(trust_coefficient) * pn / d if pn > 0.0 and d > 0.0 else 1.0
+        g = g + weight_decay * param
+        g *= ratio
+    if momentum > 0.0:
+        buf = _zeros(state, "momentum_buffer", param)
+        buf *= momentum
+        buf += (1.0 - float(dampening)) * g
+        g = g + momentum * buf if nesterov else buf
+    param += -lr * g
 
 
 def adan_step(param, grad, state, *, step, lr=1e-3, betas=(0.98, 0.92, 0.99), weight_decay=0.0,
