@@ -113,6 +113,28 @@ typedef struct etk_lion_hp {
     int weight_decouple, fixed_decay, maximize;
 } etk_lion_hp;
 
+/* torch.optim.Adadelta */
+typedef struct etk_adadelta_hp {
+    double lr, rho, eps, weight_decay;
+    int maximize;
+} etk_adadelta_hp;
+
+/* torch.optim.ASGD.  Besides `ax`, each tensor keeps two scalars (double):
+ * `eta` (the step size, starts at lr) and `mu` (the averaging weight, starts
+ * at 1), both advanced after each step t: eta = lr / (1 + lambd lr t)^alpha,
+ * mu = 1 / max(1, t - t0). */
+typedef struct etk_asgd_hp {
+    double lr, lambd, alpha, t0, weight_decay;
+    int maximize;
+} etk_asgd_hp;
+
+/* torch.optim.Rprop: etas = (etaminus, etaplus), step_sizes =
+ * (step_size_min, step_size_max); the state `step_size` starts at lr. */
+typedef struct etk_rprop_hp {
+    double lr, etaminus, etaplus, step_size_min, step_size_max;
+    int maximize;
+} etk_rprop_hp;
+
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
 #define ETK_RULE_LIST(X) \
@@ -120,7 +142,10 @@ typedef struct etk_lion_hp {
     X(adam, ADAM)        \
     X(rmsprop, RMSPROP)  \
     X(adagrad, ADAGRAD)  \
-    X(lion, LION)
+    X(lion, LION)        \
+    X(adadelta, ADADELTA) \
+    X(asgd, ASGD)        \
+    X(rprop, RPROP)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;

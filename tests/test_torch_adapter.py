@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import etakit.torch as et  # noqa: E402
-from rule_cases import CASES, RICHEST, SIGN_RULES, reference_class  # noqa: E402
+from rule_cases import CASES, RICHEST, SIGN_RULES, reference_class, reference_dtype  # noqa: E402
 
 TORCH_CASES = [(kind, hp) for kind, hps in CASES.items() for hp in hps[:1] + hps[-1:]]
 
@@ -38,9 +38,10 @@ def test_trajectory_matches_the_reference(kind, hp, dtype, tol):
     if ref is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")
     a, b = make_model(dtype), make_model(dtype)
-    train(a, ref(a.parameters(), **hp), 60)
-    opt = getattr(et, kind)(b.parameters(), **hp)
-    train(b, opt, 60)
+    with reference_dtype(kind, dtype == torch.float64):
+        train(a, ref(a.parameters(), **hp), 60)
+        opt = getattr(et, kind)(b.parameters(), **hp)
+        train(b, opt, 60)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(q, p, rtol=tol, atol=tol)
 
@@ -52,6 +53,11 @@ def test_checkpoints_move_both_ways(kind, hp, direction):
     if ref is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")
     src_cls, dst_cls = (ref, getattr(et, kind)) if direction == "reference->etakit" else (getattr(et, kind), ref)
+    with reference_dtype(kind, True):
+        _checkpoint_round(src_cls, dst_cls, hp)
+
+
+def _checkpoint_round(src_cls, dst_cls, hp):
     model = make_model(torch.float64)
     opt = src_cls(model.parameters(), **hp)
     train(model, opt, 15)

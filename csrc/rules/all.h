@@ -8,4 +8,7 @@
 #include "rmsprop.h"
 #include "adagrad.h"
 #include "lion.h"
+#include "adadelta.h"
+#include "asgd.h"
+#include "rprop.h"
 #include "probe.h"
