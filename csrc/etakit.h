@@ -181,6 +181,27 @@ typedef struct etk_lars_hp {
     double lr, weight_decay, momentum, dampening, trust_coefficient;
     int nesterov, maximize;
 } etk_lars_hp;
+/* torch.optim.Adadelta */
+typedef struct etk_adadelta_hp {
+    double lr, rho, eps, weight_decay;
+    int maximize;
+} etk_adadelta_hp;
+
+/* torch.optim.ASGD.  Besides `ax`, each tensor keeps two scalars (double):
+ * `eta` (the step size, starts at lr) and `mu` (the averaging weight, starts
+ * at 1), both advanced after each step t: eta = lr / (1 + lambd lr t)^alpha,
+ * mu = 1 / max(1, t - t0). */
+typedef struct etk_asgd_hp {
+    double lr, lambd, alpha, t0, weight_decay;
+    int maximize;
+} etk_asgd_hp;
+
+/* torch.optim.Rprop: etas = (etaminus, etaplus), step_sizes =
+ * (step_size_min, step_size_max); the state `step_size` starts at lr. */
+typedef struct etk_rprop_hp {
+    double lr, etaminus, etaplus, step_size_min, step_size_max;
+    int maximize;
+} etk_rprop_hp;
 
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
@@ -197,7 +218,10 @@ typedef struct etk_lars_hp {
     X(adopt, ADOPT)      \
     X(ademamix, ADEMAMIX) \
     X(lamb, LAMB)        \
-    X(lars, LARS)
+    X(lars, LARS)        \
+    X(adadelta, ADADELTA) \
+    X(asgd, ASGD)        \
+    X(rprop, RPROP)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;

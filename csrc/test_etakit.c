@@ -214,6 +214,26 @@ static void test_sgd_f32_momentum_first_step(void)
     CHECK(fabsf(p[0] - (0.5f - 0.7f)) < 1e-6f, "p %g", (double)p[0]);
 }
 
+/* Rprop's element-wise cases: same sign (grow, clamped at the top), flipped
+ * sign (shrink, no move, prev = 0), a zero product (unchanged step size) and
+ * a NaN gradient (PyTorch's sign(NaN) = 0: no move). */
+static void test_rprop_f32_sign_cases(void)
+{
+    float p[4] = {0, 0, 0, 0}, g[4] = {2, 2, 2, NAN}, prev[4] = {1, -1, 0, 1};
+    float ss[4] = {0.1f, 0.1f, 0.1f, 0.1f};
+    etk_rprop_hp h = {0.1, 0.5, 1.2, 0.01, 0.11, 0};
+    void *st[2];
+    st[0] = prev, st[1] = ss;
+    CHECK(etk_rprop_f32(p, g, st, 4, &h, 2) == ETK_OK, "rprop step");
+    CHECK(ss[0] == 0.11f && p[0] == -0.11f && prev[0] == 2.0f, "grow and clamp: %g %g", (double)ss[0], (double)p[0]);
+    CHECK(ss[1] == 0.05f && p[1] == 0.0f && prev[1] == 0.0f, "flip: %g %g %g", (double)ss[1], (double)p[1],
+          (double)prev[1]);
+    CHECK(ss[2] == 0.1f && p[2] == -0.1f && prev[2] == 2.0f, "zero product: %g %g", (double)ss[2], (double)p[2]);
+    CHECK(ss[3] == 0.1f && p[3] == 0.0f && prev[3] != prev[3], "NaN gradient: %g %g", (double)ss[3], (double)p[3]);
+    h.etaminus = 1.0;
+    CHECK(etk_rprop_f32(p, g, st, 4, &h, 3) == ETK_EHPARAM, "etaminus must be < 1");
+}
+
 /* A mixed list of tensors, one call; compare thread counts and variants. */
 enum { NT = 7 };
 static const size_t sizes[NT] = {0, 1, 17, 1000, 40000, 70001, 3};
@@ -241,6 +261,35 @@ static void fill_tensors(etk_tensor *ts, float **bufs, size_t *total)
     }
 }
 
+/* ASGD on the same tensors: ax is state[2]; eta and mu are double scalars
+ * (slots 0 and 1), advanced once per tensor and step.  Three steps with an
+ * averaging start t0 = 1, so both branches of ax's update run. */
+static void run_asgd(etk_tensor *ts)
+{
+    etk_asgd_hp hh[2] = {{1e-2, 1e-4, 0.75, 1.0, 0.0, 0}, {1e-3, 0.1, 0.5, 1.0, 0.01, 1}};
+    double eta[NT], mu[NT];
+    void *saved[NT][2];
+    size_t i;
+    int k;
+    for (i = 0; i < NT; i++) {
+        eta[i] = hh[ts[i].group].lr, mu[i] = 1.0;
+        saved[i][0] = ts[i].state[0], saved[i][1] = ts[i].state[1];
+        ts[i].state[0] = &eta[i], ts[i].state[1] = &mu[i];
+    }
+    for (k = 0; k < 3; k++) {
+        CHECK(etk_asgd_multi(ts, NT, hh, 2) == ETK_OK, "asgd multi");
+        for (i = 0; i < NT; i++) ts[i].step++;
+    }
+    for (i = 0; i < NT; i++) {
+        const etk_asgd_hp *h = &hh[ts[i].group];
+        double t = (double)(ts[i].step - 1);
+        CHECK(eta[i] == h->lr / pow(1.0 + h->lambd * h->lr * t, h->alpha), "asgd eta of tensor %zu", i);
+        CHECK(mu[i] == 1.0 / (t - 1.0), "asgd mu of tensor %zu: %g", i, mu[i]);
+        ts[i].state[0] = saved[i][0], ts[i].state[1] = saved[i][1];
+        ts[i].step -= 3;
+    }
+}
+
 static void run_all_rules(etk_tensor *ts)
 {
     etk_adam_hp ah[2] = {{1e-3, 0.9, 0.999, 1e-8, 0.01, 1, 0, 1}, {1e-2, 0.8, 0.99, 1e-6, 0.1, 0, 1, 0}};
@@ -260,6 +309,8 @@ static void run_all_rules(etk_tensor *ts)
     ts[4].rows = 200, ts[4].cols = 200;
     CHECK(etk_lars_multi(ts, NT, rl, 2) == ETK_OK, "lars multi");
     ts[3].rows = ts[3].cols = ts[4].rows = ts[4].cols = 0;
+    etk_adadelta_hp dh[2] = {{1.0, 0.9, 1e-6, 0.0, 0}, {0.5, 0.5, 1e-4, 0.01, 1}};
+    etk_rprop_hp ph[2] = {{1e-2, 0.5, 1.2, 1e-6, 50.0, 0}, {1e-3, 0.3, 2.0, 1e-4, 0.5, 1}};
     CHECK(etk_adam_multi(ts, NT, ah, 2) == ETK_OK, "adam multi");
     CHECK(etk_sgd_multi(ts, NT, sh, 2) == ETK_OK, "sgd multi");
     CHECK(etk_rmsprop_multi(ts, NT, rh, 2) == ETK_OK, "rmsprop multi");
@@ -287,6 +338,9 @@ static void run_all_rules(etk_tensor *ts)
             CHECK(mu[i] == 0.5 * (na[i % 2].beta1 * (1.0 - 0.5 * pow(0.96, 7.0 * na[i % 2].momentum_decay))),
                   "mu_product of tensor %zu advanced once", i);
     }
+    CHECK(etk_adadelta_multi(ts, NT, dh, 2) == ETK_OK, "adadelta multi");
+    CHECK(etk_rprop_multi(ts, NT, ph, 2) == ETK_OK, "rprop multi");
+    run_asgd(ts);
     CHECK(etk_probe_multi(ts, NT) == ETK_OK, "probe multi");
 }
 
@@ -907,6 +961,7 @@ int main(void)
     test_adam_f64_matches_reference();
     test_sgd_f32_momentum_first_step();
     test_nadam_radam_adamax_f64_match_reference();
+    test_rprop_f32_sign_cases();
     test_bit_identical_threads_and_variants();
     test_reducing_rules();
     test_validation_writes_nothing();

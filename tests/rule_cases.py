@@ -141,6 +141,29 @@ CASES = {
         dict(lr=1e-2, momentum=0.8, dampening=0.1, nesterov=True, weight_decay=1e-2, trust_coefficient=0.02,
              maximize=True),
     ],
+    "Adadelta": [
+        dict(),
+        dict(lr=0.5, weight_decay=1e-2),
+        dict(rho=0.5, eps=1e-4, maximize=True),
+        dict(rho=0.0),
+        dict(rho=1.0),
+        dict(lr=0.3, rho=0.95, eps=1e-3, weight_decay=0.1, maximize=True),
+    ],
+    "ASGD": [
+        dict(),
+        dict(lr=0.05, t0=10.0),
+        dict(lr=0.05, lambd=0.1, alpha=1.0, t0=0.0),
+        dict(lr=0.02, weight_decay=1e-2, maximize=True),
+        dict(lr=0.05, lambd=1e-2, alpha=-0.2, t0=-3.5, weight_decay=1e-2),
+        dict(lr=0.05, lambd=0.5, alpha=0.9, t0=10.0, weight_decay=0.1, maximize=True),
+    ],
+    "Rprop": [
+        dict(),
+        dict(lr=1e-3, etas=(0.3, 1.5)),
+        dict(lr=0.05, step_sizes=(1e-3, 0.1), maximize=True),
+        dict(lr=0.05, step_sizes=(0.2, 0.1)),
+        dict(lr=0.02, etas=(0.6, 1.1), step_sizes=(1e-4, 2.0), maximize=True),
+    ],
 }
 
 # rules whose update is a sign: float32 trajectories may differ by a whole step where

@@ -18,8 +18,11 @@ def _field(f):
         return st.booleans()
     if f["kind"] == "int":
         return st.integers(int(f["lo"]), int(min(f["hi"], f["lo"] + 10)))
-    lo, hi = f["lo"], min(f["hi"], f["lo"] + 1.0)
-    return st.floats(lo, hi, exclude_min=f["lo_open"], exclude_max=f["hi_open"] and hi == f["hi"])
+    if f["lo"] == -np.inf:      # unbounded below (ASGD's t0): a window around 0
+        lo, hi = min(f["hi"], 1.0) - 2.0, min(f["hi"], 1.0)
+    else:
+        lo, hi = f["lo"], min(f["hi"], f["lo"] + 1.0)
+    return st.floats(lo, hi, exclude_min=f["lo_open"] and lo == f["lo"], exclude_max=f["hi_open"] and hi == f["hi"])
 
 
 def _group(kind):

@@ -16,4 +16,7 @@
 #include "ademamix.h"
 #include "lamb.h"
 #include "lars.h"
+#include "adadelta.h"
+#include "asgd.h"
+#include "rprop.h"
 #include "probe.h"

@@ -129,9 +129,12 @@ cdef str _range_text(const etk_field_info *f):
         return "a bool"
     what = "a finite number" if f.kind == ETK_FIELD_REAL else "an integer"
     lo = f"{'>' if f.lo_open else '>='} {f.lo:g}"
+    hi = f"{'<' if f.hi_open else '<='} {f.hi:g}"
+    if f.lo == -float("inf"):
+        return what if f.hi == float("inf") else f"{what} {hi}"
     if f.hi == float("inf"):
         return f"{what} {lo}"
-    return f"{what} {lo} and {'<' if f.hi_open else '<='} {f.hi:g}"
+    return f"{what} {lo} and {hi}"
 
 
 def rule_id(str name):

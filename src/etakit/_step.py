@@ -210,18 +210,23 @@ class RuleSpec:
         kind = self.slots[j]["shape"]
         return kind not in ("rows", "cols") or self.matrix_shape(shape) != (0, 0)
 
-    def slot_fill(self, j, group):
-        """The value a new slot starts at, or None for a copy of the parameter."""
+    def slot_fill(self, j, group, k=0):
+        """The value a new slot starts at, or None for a copy of the parameter.
+
+        A slot that starts at a field takes the field's value at step ``k``
+        when the field follows a schedule (ASGD's ``eta`` starts at ``lr``)."""
         slot = self.slots[j]
         if slot["init"] == "param":
             return None
         if slot["init"] == "field":
-            return float(group[self.labels[slot["init_field"]]])
+            i = next(i for i, f in enumerate(self.fields) if f["name"] == slot["init_field"])
+            key, c = self.sources[i]
+            return value_at(group[key] if c is None else group[key][c], k)
         return 1.0 if slot["init"] == "one" else 0.0
 
-    def new_state(self, j, p, group):
-        """A new numpy state array for slot ``j`` of parameter ``p``."""
-        fill = self.slot_fill(j, group)
+    def new_state(self, j, p, group, k=0):
+        """A new numpy state array for slot ``j`` of parameter ``p`` (created at step ``k``)."""
+        fill = self.slot_fill(j, group, k)
         if fill is None:
             return p.copy()
         kind = self.slots[j]["shape"]

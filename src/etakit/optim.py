@@ -25,7 +25,7 @@ from .errors import StateError
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
-           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS"]
+           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -334,7 +334,7 @@ class Optimizer:
             spec = st.spec
             for i, j in missing:
                 self._state[i][spec.slot_names[j]] = spec.new_state(j, self._params[i],
-                                                                    self.param_groups[group_of[i]])
+                                                                    self.param_groups[group_of[i]], self._k)
                 self._fresh[i] = self._fresh.get(i, 0) | (1 << j)
         self._build_plan()
         st.key = key
@@ -1256,6 +1256,139 @@ class LARS(Optimizer):
                                       trust_coefficient=trust_coefficient, nesterov=nesterov, maximize=maximize))
 
 
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012), with PyTorch's update, arguments and defaults (``torch.optim.Adadelta``).
+
+    ::
+
+        g = -grad if maximize else grad;  g += weight_decay * p
+        v = rho v + (1 - rho) g^2;  delta = sqrt(u + eps) / sqrt(v + eps) * g
+        u = rho u + (1 - rho) delta^2;  p -= lr * delta
+
+    with ``v`` the state ``square_avg`` and ``u`` the state ``acc_delta``.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1.0
+        Scales ``delta`` before it is applied.
+    rho : float, default 0.9
+        Decay of both running averages, in [0, 1].
+    eps : float, default 1e-6
+    weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient.
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -1.0])
+    >>> opt = etakit.Adadelta([w], rho=0.0, eps=0.16)
+    >>> opt.step([np.array([0.3, -0.3])])     # delta = sqrt(0 + eps) / sqrt(g^2 + eps) * g = 0.8 g
+    >>> np.round(w, 6)
+    array([ 0.76, -0.76])
+    """
+
+    rule = "adadelta"
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+
+
+class ASGD(Optimizer):
+    """Averaged SGD (Polyak and Juditsky 1992), with PyTorch's update, arguments and defaults (``torch.optim.ASGD``).
+
+    ::
+
+        g = -grad if maximize else grad;  g += weight_decay * p
+        p *= 1 - lambd * eta;  p -= eta * g
+        ax = ax + mu * (p - ax)   (or ax = p while mu == 1)
+        then, after step t:  eta = lr / (1 + lambd * lr * t)^alpha;  mu = 1 / max(1, t - t0)
+
+    ``ax`` is the running average of the parameters (the answer ASGD
+    returns); ``eta`` (starting at ``lr``) and ``mu`` (starting at 1) are
+    per-parameter scalars kept in the state as float64 0-d arrays.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-2
+    lambd : float, default 1e-4
+        Decay term, >= 0 (PyTorch does not check it).
+    alpha : float, default 0.75
+        Power of the decay of ``eta``.
+    t0 : float, default 1e6
+        The step after which averaging starts.
+    weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient.
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -1.0])
+    >>> opt = etakit.ASGD([w], lr=0.1, lambd=0.0, t0=0)
+    >>> for _ in range(3):
+    ...     opt.step([np.ones(2)])
+    >>> ax = opt.state_dict()["state"][0]["ax"]  # from step 3 (mu = 1/2), the average of the iterates
+    >>> np.round(w, 6), np.round(ax, 6)
+    (array([ 0.7, -1.3]), array([ 0.75, -1.25]))
+    """
+
+    rule = "asgd"
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False):
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+
+class Rprop(Optimizer):
+    """Resilient backpropagation (Riedmiller and Braun 1993), as ``torch.optim.Rprop``.
+
+    Each element moves by its own step size against the sign of its gradient::
+
+        g = -grad if maximize else grad
+        f = etaplus if g * prev > 0, etaminus if g * prev < 0, else 1
+        step_size = clamp(step_size * f, step_size_min, step_size_max)
+        g = 0 where the sign flipped (f == etaminus);  p -= sign(g) * step_size;  prev = g
+
+    The state ``step_size`` starts at ``lr`` (later changes of ``lr`` have
+    no effect, as in PyTorch); ``prev`` at 0.  ``sign`` is PyTorch's: 0 for
+    0 and for NaN.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float, default 1e-2
+        The initial step size.
+    etas : (float, float), default (0.5, 1.2)
+        ``(etaminus, etaplus)``, the factors that shrink and grow a step
+        size: ``0 < etaminus < 1 < etaplus``.
+    step_sizes : (float, float), default (1e-6, 50)
+        ``(step_size_min, step_size_max)``, the bounds of a step size.
+    maximize : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.zeros(2)
+    >>> opt = etakit.Rprop([w], lr=0.1)
+    >>> for g in ([1.0, 1.0], [1.0, -1.0], [1.0, -1.0]):
+    ...     opt.step([np.array(g)])
+    >>> np.round(w, 6)   # 0.1, 0.12, 0.144 down; 0.1 down, no move on the flip, 0.05 back up
+    array([-0.364, -0.05 ])
+    """
+
+    rule = "rprop"
+    _tuples = {"etas": ("etaminus", "etaplus"), "step_sizes": ("step_size_min", "step_size_max")}
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False):
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize))
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
-                                             Adan, ADOPT, AdEMAMix, LAMB, LARS)}
+                                             Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop)}

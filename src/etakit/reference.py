@@ -36,7 +36,7 @@ import numpy as np
 
 __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
            "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
-           "lamb_step", "lars_step"]
+           "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -252,6 +252,116 @@ def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_de
     exp_avg += d
     update *= -lr
     param += update
+
+
+def adadelta_step(param, grad, state, *, step, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+    """One Adadelta step (``torch.optim.Adadelta``), in place.
+
+    State: ``square_avg`` and ``acc_delta``, both starting at zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); g = np.array([0.3, -0.3])
+    >>> adadelta_step(p, g, {}, step=1, rho=0.0, eps=0.16)   # delta = 0.4 / sqrt(0.09 + 0.16) * g
+    >>> np.round(p, 6)
+    array([-0.24,  0.24])
+    """
+    lr, rho, eps = float(lr), float(rho), float(eps)
+    g = _grad(param, grad, weight_decay, maximize)
+    square_avg, acc_delta = _zeros(state, "square_avg", param), _zeros(state, "acc_delta", param)
+    tmp = np.empty_like(param)
+    # square_avg = square_avg * rho + ((1 - rho) * g) * g
+    square_avg *= rho
+    np.multiply(g, 1.0 - rho, out=tmp)
+    tmp *= g
+    square_avg += tmp
+    # delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
+    std = np.sqrt(square_avg + eps)
+    delta = np.sqrt(acc_delta + eps) / std * g
+    # acc_delta = acc_delta * rho + ((1 - rho) * delta) * delta
+    acc_delta *= rho
+    np.multiply(delta, 1.0 - rho, out=tmp)
+    tmp *= delta
+    acc_delta += tmp
+    param += delta * -lr
+
+
+def _scalar(state, name, value):
+    """A per-tensor scalar state entry: a float64 0-d array, created at ``value``."""
+    if name not in state:
+        state[name] = np.array(float(value), dtype=np.float64)
+    return state[name]
+
+
+def asgd_step(param, grad, state, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
+              maximize=False):
+    """One ASGD step (``torch.optim.ASGD``), in place.
+
+    State: ``ax`` (starts at zero), and the float64 scalars ``eta`` (starts
+    at ``lr``) and ``mu`` (starts at 1); the step uses their current values,
+    then sets those of the next step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.ones(2); st = {}
+    >>> asgd_step(p, np.array([1.0, -1.0]), st, step=1, lr=0.5, lambd=0.0)
+    >>> p, st["ax"]
+    (array([0.5, 1.5]), array([0.5, 1.5]))
+    """
+    lr, lambd, alpha, t0 = float(lr), float(lambd), float(alpha), float(t0)
+    eta, mu = _scalar(state, "eta", lr), _scalar(state, "mu", 1.0)
+    ax = _zeros(state, "ax", param)
+    g = _grad(param, grad, weight_decay, maximize)
+    e, m = float(eta), float(mu)
+    param *= 1.0 - lambd * e
+    param += g * -e
+    if m != 1.0:
+        ax += (param - ax) * m
+    else:
+        ax[...] = param
+    t = float(int(step))
+    eta[...] = lr / (1.0 + lambd * lr * t) ** alpha
+    mu[...] = 1.0 / max(1.0, t - t0)
+
+
+def _torch_sign(x):
+    """PyTorch's sign: 1, -1, or 0 (for +-0 and for NaN), in x's dtype."""
+    return np.where(x > 0, 1, np.where(x < 0, -1, 0)).astype(x.dtype)
+
+
+def rprop_step(param, grad, state, *, step, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False):
+    """One Rprop step (``torch.optim.Rprop``), in place.
+
+    State: ``prev`` (starts at zero) and ``step_size`` (starts at ``lr``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(3); st = {}
+    >>> rprop_step(p, np.array([1.0, -1.0, 0.0]), st, step=1, lr=0.1)
+    >>> p
+    array([-0.1,  0.1,  0. ])
+    """
+    dt = param.dtype.type
+    etaminus, etaplus = dt(etas[0]), dt(etas[1])
+    lo, hi = dt(step_sizes[0]), dt(step_sizes[1])
+    prev = _zeros(state, "prev", param)
+    step_size = _zeros(state, "step_size", param, float(lr))
+    g = np.negative(grad) if maximize else grad
+    prod = g * prev
+    factor = np.where(prod > 0, etaplus, np.where(prod < 0, etaminus, dt(1)))
+    step_size *= factor
+    # clamp as min(max(x, lo), hi), NaN passing through
+    step_size[...] = np.where(step_size < lo, lo, step_size)
+    step_size[...] = np.where(step_size > hi, hi, step_size)
+    g = np.where(factor == etaminus, dt(0), g)
+    update = _torch_sign(g)
+    update *= dt(-1)
+    update *= step_size
+    param += update
+    prev[...] = g
 
 
 # ---- reductions -----------------------------------------------------------

@@ -271,7 +271,7 @@ class _DropIn(torch.optim.Optimizer):
 
     def _new_state(self, j, p, group):
         spec = self._stepper.spec
-        fill = spec.slot_fill(j, _floats(group))
+        fill = spec.slot_fill(j, _floats(group), self._k)
         if fill is None:
             return p.detach().clone(memory_format=torch.contiguous_format)
         if spec.slots[j]["shape"] == "scalar":
