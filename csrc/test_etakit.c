@@ -282,7 +282,8 @@ static void test_rule_table(void)
         CHECK(info->nslots <= ETK_MAX_SLOTS, "rule %s has too many slots", info->name);
         for (i = 0; i < info->nfields; i++) {
             const etk_field_info *f = &info->fields[i];
-            CHECK(f->offset + (f->kind == ETK_FIELD_REAL ? sizeof(double) : sizeof(int)) <= info->hp_size,
+            const int real = f->kind == ETK_FIELD_REAL || f->kind == ETK_FIELD_REAL_OR_NONE;
+            CHECK(f->offset + (real ? sizeof(double) : sizeof(int)) <= info->hp_size,
                   "field %s.%s inside the struct", info->name, f->name);
             CHECK(!f->schedulable || f->kind == ETK_FIELD_REAL, "only reals are schedulable");
         }

@@ -18,8 +18,13 @@ def _field(f):
         return st.booleans()
     if f["kind"] == "int":
         return st.integers(int(f["lo"]), int(min(f["hi"], f["lo"] + 10)))
-    lo, hi = f["lo"], min(f["hi"], f["lo"] + 1.0)
-    return st.floats(lo, hi, exclude_min=f["lo_open"], exclude_max=f["hi_open"] and hi == f["hi"])
+    if f["lo"] == -float("inf"):     # bounded above only: the unit below the bound
+        lo, hi = f["hi"] - 1.0, f["hi"]
+        values = st.floats(lo, hi, exclude_max=f["hi_open"])
+    else:
+        lo, hi = f["lo"], min(f["hi"], f["lo"] + 1.0)
+        values = st.floats(lo, hi, exclude_min=f["lo_open"], exclude_max=f["hi_open"] and hi == f["hi"])
+    return st.one_of(st.none(), values) if f["optional"] else values
 
 
 def _group(kind):
