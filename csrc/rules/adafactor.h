@@ -15,26 +15,31 @@
  * eps1 None (NaN here) is the machine epsilon of the tensor's dtype.
  *
  * A matrix needs its row and column sums of g^2 before any element can be
- * updated, and the update's norm before the parameter can be, so the step
+ * updated, and the update's norm before the parameter can be, so a step
  * takes four phases:
- *   0  matrices, over tiles (ETK_AF_TILE elements: up to ETK_AF_WIDTH
- *      columns by as many rows as fill it; a matrix that fits one tile is
- *      one, and small matrices of a batch are taken several to a unit):
- *      each tile writes the partial sums of g^2 of its rows (over its
- *      stripe of columns, in ETK_LANES lanes) and of its columns (over its
- *      group of rows, row after row) into scratch.  Reads g.
- *   1  matrices, over whole matrices of the batch: partial sums combined in
- *      stripe and group order, row_var and col_var updated (in double,
- *      stored in the state dtype), the mean of row_var, and
- *      col_var / max(mean, eps1) per column into scratch (in T).  O(R + C).
+ *   0  matrices, over tiles of at most ETK_AF_WIDTH columns by as many rows
+ *      as make ETK_AF_TILE elements (a matrix that fits one tile is one,
+ *      several to a unit).  A tile sums g^2 along its rows (over its stripe
+ *      of columns, in ETK_LANES lanes) and down its columns (over its group
+ *      of rows, row after row).  A sum that covers a whole row (column)
+ *      updates row_var (col_var) at once; otherwise it goes to scratch as a
+ *      partial.  A matrix that is one tile is finished here (its mean too).
+ *      Reads g.
+ *   1  matrices of more than one tile, one matrix at a time: the partials
+ *      added in stripe (group) order, row_var and col_var updated, and
+ *      max(mean(row_var), eps1) into scratch.  O(R + C) per matrix.
  *   2  every tensor, over blocks, reducing ||p||^2 and ||u||^2 (vectors
- *      also update variance here).  Reads p and g.
+ *      update variance here).  Reads p and g.
  *   3  every tensor: the update.  Reads p and g, writes p.
- * A vector makes two passes (2 and 3), a matrix three (0, 2 and 3).  Every
- * sum has a fixed order whatever the thread count and the vector width.
- * In the element loops v = row_var * (col_var / max(mean, eps1)) and
- * u = g / sqrt(v) (PyTorch: (row_var col_var) / max(...) and rsqrt(v) g):
- * the same values up to rounding, with fewer operations per element.
+ * A vector takes two passes over memory (2 and 3), a matrix three (0, 2
+ * and 3).  Row and column statistics are computed in double and stored in
+ * the state dtype; element-wise work is in T, one rounding at a time.  In
+ * the element loops v = (row_var / max(mean, eps1)) col_var and
+ * u = g / sqrt(v) (PyTorch: (row_var col_var) / max(...), rsqrt(v) g): the
+ * same values up to rounding, with one division per row instead of per
+ * element.  Every sum has a fixed order whatever the thread count and the
+ * vector width.  Scratch: a double per matrix, plus partial sums (about
+ * n / 128 doubles at most) for matrices of more than one tile.
  */
 #ifndef ETK_RULE_ADAFACTOR_COMMON
 #define ETK_RULE_ADAFACTOR_COMMON
@@ -44,13 +49,15 @@
 #define ETK_AF_TILE ((size_t)65536) /* elements of a tile, at most */
 #define ETK_AF_WIDTH ((size_t)256)  /* columns of a tile, at most */
 
-/* How a matrix tensor is cut into tiles; a function of (n, rows, cols) only. */
+/* How a matrix tensor is cut into tiles: a function of (n, rows, cols) only. */
 typedef struct etk_af_geom {
     size_t R, C, mat, nb; /* rows, columns, elements of one matrix, matrices in the batch */
     size_t w, h;          /* columns and rows of a full tile */
     size_t ns, nk;        /* stripes of columns and groups of rows of a matrix */
-    size_t q0, q1;        /* matrices per unit of phase 0 (1 unless a matrix is one tile) and of phase 1 */
-    size_t rowpart, colpart, colscale; /* offsets in the tensor's scratch (doubles) */
+    size_t q0, q1;        /* matrices per unit in phase 0 (1 unless a matrix is one tile) and in phase 1 */
+    /* scratch (doubles): row partials [nb][ns][R] if ns > 1, column partials
+     * [nb][nk][C] if nk > 1, then max(mean(row_var), eps1) [nb] */
+    size_t rowpart, colpart, denom, size;
 } etk_af_geom;
 
 static ETK_ALWAYS_INLINE etk_af_geom etk_af_geometry(const etk_tensor *t)
@@ -66,10 +73,10 @@ static ETK_ALWAYS_INLINE etk_af_geom etk_af_geometry(const etk_tensor *t)
     g.nk = (g.R + g.h - 1) / g.h;
     g.q1 = g.mat < ETK_AF_TILE ? ETK_AF_TILE / g.mat : 1;
     g.q0 = g.ns == 1 && g.nk == 1 ? g.q1 : 1;
-    /* scratch: row partials [nb][ns][R], column partials [nb][nk][C], column scales [nb][C] (as T) */
     g.rowpart = 0;
-    g.colpart = g.nb * g.ns * g.R;
-    g.colscale = g.colpart + g.nb * g.nk * g.C;
+    g.colpart = g.ns > 1 ? g.nb * g.ns * g.R : 0;
+    g.denom = g.colpart + (g.nk > 1 ? g.nb * g.nk * g.C : 0);
+    g.size = g.denom + g.nb;
     return g;
 }
 
@@ -84,6 +91,13 @@ typedef struct etk_adafactor_coef {
     double w, one_minus_w, eps1, eps1_sq, decay, gsign, neg_step;
     int lerp_hi, wd;
 } etk_adafactor_coef;
+
+/* max(mean(row_var), eps1) from the sum of a matrix's row_var */
+static ETK_ALWAYS_INLINE double etk_af_denom(double total, const etk_adafactor_coef *c)
+{
+    const double mean = total / (double)c->geo.R;
+    return mean < c->eps1 ? c->eps1 : mean; /* clamp(min=eps1): NaN stays NaN */
+}
 #endif
 
 #if defined(ETK_RULE_HOST)
@@ -116,7 +130,7 @@ static size_t adafactor_unit(unsigned phase, const etk_tensor *t, size_t at, siz
     }
     g = etk_af_geometry(t);
     b = at / g.mat;
-    if (phase == 1 || g.q0 > 1 || (g.ns == 1 && g.nk == 1)) {
+    if (phase == 1 || (g.ns == 1 && g.nk == 1)) { /* whole matrices */
         const size_t q = phase == 1 ? g.q1 : g.q0, b0 = b / q * q;
         *end = (b0 + q < g.nb ? b0 + q : g.nb) * g.mat;
         return b0 * g.mat;
@@ -139,7 +153,7 @@ static size_t adafactor_scratch(const void *hp, const etk_tensor *t)
     (void)hp;
     if (t->rows <= 0) return 0;
     g = etk_af_geometry(t);
-    return g.colscale + g.nb * g.C;
+    return g.size;
 }
 
 static void adafactor_prepare(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *red, void *cf)
@@ -180,36 +194,71 @@ static const etk_rule_desc etk_rule_desc_adafactor = {
 
 #elif defined(ETK_RULE_LOOPS)
 
-/* Phase 0, one tile of hk rows by ws columns (row stride ld): the partial
- * sums of g^2 of each column over the tile's rows into col[0..ws), and of
- * each row over the tile's columns (ETK_LANES lanes) into row[0..hk). */
-ETK_TGT static void FN(af_tile)(const T *restrict g, size_t ld, size_t hk, size_t ws, double *restrict col,
-                                double *restrict row)
+/* Phase 0, one tile of hk rows by ws columns (row stride ld) of a matrix of
+ * R rows and C columns.  Sums of g^2 down each column (over the tile's rows,
+ * row after row) into col[0..ws); along each row (over the tile's columns,
+ * in ETK_LANES lanes) into row[0..hk), or, when the tile spans whole rows
+ * (row == NULL), straight into row_var: rv[0..hk).  Returns the sum of the
+ * new row_var values in row order (0 when row != NULL). */
+ETK_TGT static double FN(af_tile)(const T *restrict g, size_t ld, size_t hk, size_t ws, double *restrict col,
+                                  double *restrict row, S *restrict rv, const etk_adafactor_coef *c)
 {
-    size_t r, c;
+    const double w = c->w, omw = c->one_minus_w, C = (double)c->geo.C;
+    const int hi_w = c->lerp_hi;
+    double total = 0.0;
+    size_t r, k;
     int j;
-    for (c = 0; c < ws; c++) col[c] = 0.0;
+    for (k = 0; k < ws; k++) col[k] = 0.0;
     for (r = 0; r < hk; r++) {
         const T *restrict gr = g + r * ld;
-        double acc[ETK_LANES];
-        for (j = 0; j < ETK_LANES; j++) acc[j] = 0.0;
-        for (c = 0; c + ETK_LANES <= ws; c += ETK_LANES) {
+        double sum;
+        if (ws < ETK_LANES) { /* one element per lane: the lane sum is the sum in column order */
+            sum = 0.0;
+            for (k = 0; k < ws; k++) {
+                double x = (double)gr[k];
+                x = x * x;
+                sum += x;
+                col[k] += x;
+            }
+        } else {
+            double acc[ETK_LANES];
+            for (j = 0; j < ETK_LANES; j++) acc[j] = 0.0;
+            for (k = 0; k + ETK_LANES <= ws; k += ETK_LANES) {
 #pragma omp simd
-            for (j = 0; j < ETK_LANES; j++) {
-                double x = (double)gr[c + (size_t)j];
+                for (j = 0; j < ETK_LANES; j++) {
+                    double x = (double)gr[k + (size_t)j];
+                    x = x * x;
+                    acc[j] += x;
+                    col[k + (size_t)j] += x;
+                }
+            }
+            for (j = 0; k + (size_t)j < ws; j++) {
+                double x = (double)gr[k + (size_t)j];
                 x = x * x;
                 acc[j] += x;
-                col[c + (size_t)j] += x;
+                col[k + (size_t)j] += x;
             }
+            sum = etk_lane_sum(acc);
         }
-        for (j = 0; c + (size_t)j < ws; j++) {
-            double x = (double)gr[c + (size_t)j];
-            x = x * x;
-            acc[j] += x;
-            col[c + (size_t)j] += x;
+        if (row) {
+            row[r] = sum;
+        } else {
+            const S x = (S)etk_af_lerp((double)rv[r], sum / C, w, omw, hi_w);
+            rv[r] = x;
+            total += (double)x;
         }
-        row[r] = etk_lane_sum(acc);
     }
+    return total;
+}
+
+/* col_var[0..n) = lerp(col_var, sums / R, w), in double, stored in S. */
+ETK_TGT static ETK_ALWAYS_INLINE void FN(af_col_update)(S *restrict cv, const double *restrict sums, size_t n,
+                                                const etk_adafactor_coef *c)
+{
+    const double w = c->w, omw = c->one_minus_w, R = (double)c->geo.R;
+    const int hi_w = c->lerp_hi;
+    size_t k;
+    for (k = 0; k < n; k++) cv[k] = (S)etk_af_lerp((double)cv[k], sums[k] / R, w, omw, hi_w);
 }
 
 ETK_TGT static void FN(adafactor_p0)(const etk_tensor *t, size_t lo, size_t hi, const void *cf, double *red)
@@ -217,82 +266,90 @@ ETK_TGT static void FN(adafactor_p0)(const etk_tensor *t, size_t lo, size_t hi, 
     const etk_adafactor_coef *c = (const etk_adafactor_coef *)cf;
     const etk_af_geom *G = &c->geo;
     const T *g = (const T *)t->grad;
-    double *rowpart = c->scratch + G->rowpart, *colpart = c->scratch + G->colpart;
+    S *rv = (S *)t->state[0], *cv = (S *)t->state[1];
+    double col[ETK_AF_WIDTH];
     (void)red;
     if (t->rows <= 0) return;
-    if (G->ns == 1 && G->nk == 1) { /* whole matrices, one tile each */
+    if (G->ns == 1 && G->nk == 1) { /* whole matrices, one tile each: finished here */
         size_t b;
-        for (b = lo / G->mat; b < hi / G->mat; b++)
-            FN(af_tile)(g + b * G->mat, G->C, G->R, G->C, colpart + b * G->C, rowpart + b * G->R);
+        for (b = lo / G->mat; b < hi / G->mat; b++) {
+            const double total = FN(af_tile)(g + b * G->mat, G->C, G->R, G->C, col, NULL, rv + b * G->R, c);
+            FN(af_col_update)(cv + b * G->C, col, G->C, c);
+            c->scratch[G->denom + b] = etk_af_denom(total, c);
+        }
     } else { /* one tile: [lo, hi) is the unit adafactor_unit gave */
         const size_t b = lo / G->mat;
-        const size_t k = (lo - b * G->mat) / (G->h * G->C);
-        const size_t hk = G->R - k * G->h < G->h ? G->R - k * G->h : G->h;
-        const size_t s = (lo - b * G->mat - k * G->h * G->C) / (hk * G->w);
-        const size_t c0 = s * G->w, ws = G->C - c0 < G->w ? G->C - c0 : G->w;
-        FN(af_tile)(g + b * G->mat + k * G->h * G->C + c0, G->C, hk, ws, colpart + (b * G->nk + k) * G->C + c0,
-                    rowpart + (b * G->ns + s) * G->R + k * G->h);
+        const size_t k = (lo - b * G->mat) / (G->h * G->C), r0 = k * G->h;
+        const size_t hk = G->R - r0 < G->h ? G->R - r0 : G->h;
+        const size_t s = (lo - b * G->mat - r0 * G->C) / (hk * G->w), c0 = s * G->w;
+        const size_t ws = G->C - c0 < G->w ? G->C - c0 : G->w;
+        double *cols = G->nk > 1 ? c->scratch + G->colpart + (b * G->nk + k) * G->C + c0 : col;
+        double *rows = G->ns > 1 ? c->scratch + G->rowpart + (b * G->ns + s) * G->R + r0 : NULL;
+        FN(af_tile)(g + b * G->mat + r0 * G->C + c0, G->C, hk, ws, cols, rows, rv + b * G->R + r0, c);
+        if (G->nk == 1) FN(af_col_update)(cv + b * G->C + c0, col, ws, c);
     }
 }
 
-/* Phase 1, whole matrices: combine the partials, update row_var and col_var,
- * and the column scales col_var / max(mean(row_var), eps1). */
+/* Phase 1, matrices of more than one tile, whole matrices: add the partials
+ * in order, update row_var and col_var, and max(mean(row_var), eps1). */
 ETK_TGT static void FN(adafactor_p1)(const etk_tensor *t, size_t lo, size_t hi, const void *cf, double *red)
 {
     const etk_adafactor_coef *c = (const etk_adafactor_coef *)cf;
     const etk_af_geom *G = &c->geo;
     const size_t R = G->R, C = G->C;
-    const double w = c->w, omw = c->one_minus_w, eps1 = c->eps1;
+    const double w = c->w, omw = c->one_minus_w;
     const int hi_w = c->lerp_hi;
     size_t b, r, j, s;
     (void)red;
-    if (t->rows <= 0) return;
+    if (t->rows <= 0 || (G->ns == 1 && G->nk == 1)) return;
     for (b = lo / G->mat; b < hi / G->mat; b++) {
-        double *rp = c->scratch + G->rowpart + b * G->ns * R, *cp = c->scratch + G->colpart + b * G->nk * C;
-        S *rv = (S *)t->state[0] + b * R, *cv = (S *)t->state[1] + b * C;
-        T *scale = (T *)(void *)(c->scratch + G->colscale) + b * C;
-        double sum = 0.0, mean;
-        for (s = 1; s < G->ns; s++)
-            for (r = 0; r < R; r++) rp[r] += rp[s * R + r];
-        for (s = 1; s < G->nk; s++)
-            for (j = 0; j < C; j++) cp[j] += cp[s * C + j];
-        for (r = 0; r < R; r++) {
-            const S x = (S)etk_af_lerp((double)rv[r], rp[r] / (double)C, w, omw, hi_w);
-            rv[r] = x;
-            sum += (double)x;
+        S *rv = (S *)t->state[0] + b * R;
+        double total = 0.0;
+        if (G->ns > 1) {
+            double *rp = c->scratch + G->rowpart + b * G->ns * R;
+            for (s = 1; s < G->ns; s++)
+                for (r = 0; r < R; r++) rp[r] += rp[s * R + r];
+            for (r = 0; r < R; r++) rv[r] = (S)etk_af_lerp((double)rv[r], rp[r] / (double)C, w, omw, hi_w);
         }
-        mean = sum / (double)R;
-        mean = mean < eps1 ? eps1 : mean; /* clamp(min=eps1): NaN stays NaN */
-        for (j = 0; j < C; j++) {
-            const S x = (S)etk_af_lerp((double)cv[j], cp[j] / (double)R, w, omw, hi_w);
-            cv[j] = x;
-            scale[j] = (T)((double)x / mean);
+        for (r = 0; r < R; r++) total += (double)rv[r];
+        c->scratch[G->denom + b] = etk_af_denom(total, c);
+        if (G->nk > 1) {
+            double *cp = c->scratch + G->colpart + b * G->nk * C;
+            for (s = 1; s < G->nk; s++)
+                for (j = 0; j < C; j++) cp[j] += cp[s * C + j];
+            FN(af_col_update)((S *)t->state[1] + b * C, cp, C, c);
         }
     }
 }
 
-/* u for elements [lo, lo + n) of a matrix tensor, one row segment at a time:
- * v = row_var[row] * scale[col], u = g / sqrt(max(v, eps1^2)). */
+/* u for the elements [lo, hi) of a matrix tensor, one row segment at a time
+ * (`at`: the element's offset from lo):
+ * v = (row_var[row] / denom[matrix]) col_var[col], u = g / sqrt(max(v, eps1^2)). */
 #define ETK_AF_ROW_SEGMENTS(BODY)                                                                              \
     do {                                                                                                     \
-        size_t i_ = lo;                                                                                      \
+        size_t row_ = lo / G->C, c0_ = lo - row_ * G->C, b_ = row_ / G->R, rib_ = row_ - b_ * G->R, i_ = lo; \
         while (i_ < hi) {                                                                                    \
-            const size_t row_ = i_ / G->C, c0_ = i_ - row_ * G->C;                                           \
             const size_t len = hi - i_ < G->C - c0_ ? hi - i_ : G->C - c0_;                                  \
-            const T rvv = LD(rv[row_]);                                                                      \
-            const T *restrict sc = scale + row_ / G->R * G->C + c0_;                                         \
+            const T rs = (T)((double)rv[row_] / c->scratch[G->denom + b_]);                                  \
+            const S *restrict cvb = cv + b_ * G->C + c0_;                                                    \
             const T *restrict gg = g + i_;                                                                   \
             const size_t at = i_ - lo;                                                                       \
             size_t j;                                                                                        \
             _Pragma("omp simd") for (j = 0; j < len; j++)                                                    \
             {                                                                                                \
-                T v = rvv * sc[j];                                                                           \
+                T v = rs * LD(cvb[j]);                                                                       \
                 T u;                                                                                         \
                 v = v < e2 ? e2 : v;                                                                         \
                 u = (gg[j] * gsign) / ETK_SQRT(v);                                                           \
                 BODY;                                                                                        \
             }                                                                                                \
             i_ += len;                                                                                       \
+            c0_ = 0;                                                                                         \
+            row_++;                                                                                          \
+            if (++rib_ == G->R) { /* the next matrix of the batch */                                        \
+                rib_ = 0;                                                                                    \
+                b_++;                                                                                        \
+            }                                                                                                \
         }                                                                                                    \
     } while (0)
 
@@ -323,7 +380,7 @@ ETK_TGT static ETK_ALWAYS_INLINE void FN(af_vector_p2)(const T *restrict p, cons
     red[1] = etk_lane_sum(au);
 }
 
-/* Phase 2, one block: ||p||^2 and ||u||^2 (vectors: variance updated first). */
+/* Phase 2, one block: ||p||^2 and ||u||^2 (a vector updates variance first). */
 ETK_TGT static void FN(adafactor_p2)(const etk_tensor *t, size_t lo, size_t hi, const void *cf, double *red)
 {
     const etk_adafactor_coef *c = (const etk_adafactor_coef *)cf;
@@ -336,8 +393,7 @@ ETK_TGT static void FN(adafactor_p2)(const etk_tensor *t, size_t lo, size_t hi, 
     } else {
         const etk_af_geom *G = &c->geo;
         const T gsign = (T)c->gsign, e2 = (T)c->eps1_sq;
-        const S *restrict rv = (const S *)t->state[0];
-        const T *restrict scale = (const T *)(const void *)(c->scratch + G->colscale);
+        const S *restrict rv = (const S *)t->state[0], *restrict cv = (const S *)t->state[1];
         T ub[ETK_BLOCK];
         double ap[ETK_LANES], au[ETK_LANES];
         size_t i, n = hi - lo;
@@ -380,8 +436,7 @@ ETK_TGT static ETK_ALWAYS_INLINE void FN(af_matrix_p3)(const etk_tensor *t, size
     const T gsign = (T)c->gsign, e2 = (T)c->eps1_sq, decay = (T)c->decay, step = (T)c->neg_step;
     T *restrict p = (T *)t->param + lo;
     const T *restrict g = (const T *)t->grad;
-    const S *restrict rv = (const S *)t->state[0];
-    const T *restrict scale = (const T *)(const void *)(c->scratch + G->colscale);
+    const S *restrict rv = (const S *)t->state[0], *restrict cv = (const S *)t->state[1];
     ETK_AF_ROW_SEGMENTS({
         T pi = p[at + j];
         if (wd) pi = pi * decay;

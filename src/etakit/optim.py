@@ -826,9 +826,11 @@ class Adafactor(Optimizer):
     >>> opt = etakit.Adafactor([w], lr=0.1)
     >>> opt.step([np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]])])
     >>> np.round(w, 4)
-    EXAMPLE
-    >>> sorted(opt.state_dict()["state"][0])
-    ['col_var', 'row_var', 'step']
+    array([[0.9228, 0.9162, 0.9148],
+           [0.8332, 0.9095, 0.9387]])
+    >>> st = opt.state_dict()["state"][0]
+    >>> st["row_var"].shape, st["col_var"].shape      # one value per row, one per column
+    ((2, 1), (1, 3))
     """
 
     rule = "adafactor"

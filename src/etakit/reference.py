@@ -343,10 +343,10 @@ def adafactor_step(param, grad, state, *, step, lr=1e-2, beta2_decay=-0.8, eps=(
     >>> st = {}
     >>> adafactor_step(p, g, st, step=1, lr=0.1)
     >>> np.round(p, 4)
-    array([[0.9333, 1.0667],
-           [0.9327, 1.    ]])
+    array([[0.9293, 1.1581],
+           [0.9   , 1.    ]])
     >>> st["row_var"].ravel(), st["col_var"].ravel()
-    (array([1. , 2. ]), array([2.5, 0.5]))
+    (array([1., 2.]), array([2.5, 0.5]))
     """
     dt = param.dtype
     T = dt.type
@@ -386,8 +386,8 @@ def adafactor_step(param, grad, state, *, step, lr=1e-2, beta2_decay=-0.8, eps=(
             total = total + rv[:, r].astype(np.float64)
         mean = total / float(R)
         mean = np.where(mean < eps1, eps1, mean)          # clamp(min=eps1); NaN stays
-        scale = (cv.astype(np.float64) / mean[:, None]).astype(dt)
-        v = rv[:, :, None] * scale[:, None, :]             # row_var * (col_var / max(mean, eps1))
+        scaled = (rv.astype(np.float64) / mean[:, None]).astype(dt)
+        v = scaled[:, :, None] * cv[:, None, :]            # (row_var / max(mean, eps1)) * col_var
         v = v.reshape(param.shape)
     else:
         g2 = g * g
