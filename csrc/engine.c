@@ -11,7 +11,9 @@
  * over the same blocks and combined in the same order for any thread count.
  *
  * Per-step scalars are prepared by the rule, in double, once per tensor piece
- * (at most tensors + threads pieces per phase).
+ * (at most tensors + threads pieces per phase).  A phase that runs over the
+ * rule's own units of work (etk_rule_desc.unit) is cut on unit boundaries
+ * instead of block boundaries, in the same way for every thread count.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,8 @@ typedef struct etk_call {
     double *gsum;             /* per group: the same, summed over its tensors in order */
     double *csum;             /* the same, summed over every tensor in order */
     double *gstate;           /* per group: the rule's persistent scalars */
+    double *scratch;          /* the rule's per-call scratch (etk_rule_desc.scratch) */
+    size_t *sbase;            /* per tensor: offset of its scratch */
 } etk_call;
 
 static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
@@ -80,6 +84,7 @@ static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
     r.group = c->gsum ? c->gsum + (size_t)g * ETK_TRED_STRIDE : NULL;
     r.gstate = c->gstate ? c->gstate + (size_t)g * c->r->info.ngroup_state : NULL;
     r.call = c->csum;
+    r.scratch = c->scratch ? c->scratch + c->sbase[i] : NULL;
     return r;
 }
 
@@ -88,14 +93,19 @@ static const void *etk_hp_of(const etk_call *c, const etk_tensor *t)
     return c->hps ? c->hps + (size_t)t->group * c->r->info.hp_size : NULL;
 }
 
+static int etk_by_units(const etk_call *c, unsigned phase) { return c->r->unit_phases >> phase & 1u; }
+
 #ifdef _OPENMP
-/* Round a global element offset down to a block boundary of the tensor that
- * holds it.  Every thread snaps every cut the same way, so the pieces tile. */
-static size_t etk_snap(const etk_tensor *ts, size_t count, size_t at)
+/* Round a global element offset down to a block boundary (or, in a phase that
+ * runs over the rule's units, a unit boundary) of the tensor that holds it.
+ * Every thread snaps every cut the same way, so the pieces tile. */
+static size_t etk_snap(const etk_call *c, unsigned phase, size_t at)
 {
-    size_t i, off = 0;
-    for (i = 0; i < count; off += ts[i].n, i++)
-        if (at < off + ts[i].n) return off + (at - off) / ETK_BLOCK * ETK_BLOCK;
+    size_t i, off = 0, end;
+    for (i = 0; i < c->count; off += c->ts[i].n, i++)
+        if (at < off + c->ts[i].n)
+            return off + (etk_by_units(c, phase) ? c->r->unit(phase, &c->ts[i], at - off, &end)
+                                                 : (at - off) / ETK_BLOCK * ETK_BLOCK);
     return off;
 }
 #endif
@@ -121,7 +131,13 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
             etk_reduced r = etk_reduced_of(c, i);
             c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
         }
-        if (nred) {
+        if (etk_by_units(c, phase)) {
+            size_t j, e;
+            for (j = a; j < b; j = e) {
+                c->r->unit(phase, t, j, &e);
+                fn(t, j, e, &coef, NULL);
+            }
+        } else if (nred) {
             size_t j;
             for (j = a; j < b; j += ETK_BLOCK)
                 fn(t, j, j + ETK_BLOCK < b ? j + ETK_BLOCK : b, &coef,
@@ -178,9 +194,9 @@ static void etk_run_phases(const etk_call *c)
 #pragma omp parallel num_threads(nth) private(p)
         {
             int tid = omp_get_thread_num(), got = omp_get_num_threads();
-            size_t lo = etk_snap(c->ts, c->count, etk_cut(c->total, tid, got));
-            size_t hi = etk_snap(c->ts, c->count, etk_cut(c->total, tid + 1, got));
             for (p = 0; p < np; p++) {
+                size_t lo = etk_snap(c, p, etk_cut(c->total, tid, got));
+                size_t hi = etk_snap(c, p, etk_cut(c->total, tid + 1, got));
                 etk_run_range(c, p, lo, hi);
                 if (p + 1 < np) {
 #pragma omp barrier
@@ -231,7 +247,10 @@ static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
         if (t->n && (!t->param || !t->grad))
             return etk_fail(err, ETK_EARG, ti, -1, -1, NULL, "param or grad is NULL");
         for (j = 0; j < r->info.nslots; j++) {
-            const int scalar = r->info.slots[j].shape == ETK_SLOT_SCALAR;
+            const unsigned shape = r->info.slots[j].shape;
+            const int scalar = shape == ETK_SLOT_SCALAR;
+            if (t->rows > 0 ? shape == ETK_SLOT_VECTOR : shape == ETK_SLOT_ROWS || shape == ETK_SLOT_COLS)
+                continue; /* a slot of the other form (matrix or vector) */
             if ((needs >> j & 1u) && !t->state[j] && (t->n || scalar))
                 return etk_fail(err, ETK_ESTATE, ti, -1, (int32_t)j, NULL, "a state slot the options need is NULL");
         }
@@ -319,11 +338,16 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
 
     for (i = 0; i < count; i++) c.total += ts[i].n;
     for (p = 0; p < r->nphases; p++) reduces |= r->nred[p] != 0;
-    if (reduces || r->between) {
-        size_t nblocks = 0;
-        for (i = 0; i < count; i++) nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
-        scratch = calloc(count * sizeof(size_t) +
-                             (nblocks * ETK_MAX_RED + (count + nhps + 1) * ETK_TRED_STRIDE) * sizeof(double) + 1,
+    if (reduces || r->between || r->scratch) {
+        size_t nblocks = 0, nscratch = 0;
+        for (i = 0; i < count; i++) {
+            nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+            if (r->scratch && ts[i].n) nscratch += r->scratch(etk_hp_of(&c, &ts[i]), &ts[i]);
+        }
+        scratch = calloc(2 * count * sizeof(size_t) +
+                             (nblocks * ETK_MAX_RED + (count + nhps + 1) * ETK_TRED_STRIDE + nscratch) *
+                                 sizeof(double) +
+                             1,
                          1);
         if (!scratch) {
             st = etk_fail(err, ETK_ENOMEM, -1, -1, -1, NULL, "out of memory");
@@ -333,10 +357,14 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
         c.gsum = c.tred + count * ETK_TRED_STRIDE;
         c.csum = c.gsum + nhps * ETK_TRED_STRIDE;
         c.part = c.csum + ETK_TRED_STRIDE;
-        c.bbase = (size_t *)(c.part + nblocks * ETK_MAX_RED);
-        for (i = 0, nblocks = 0; i < count; i++) {
+        c.scratch = r->scratch ? c.part + nblocks * ETK_MAX_RED : NULL;
+        c.bbase = (size_t *)(c.part + nblocks * ETK_MAX_RED + nscratch);
+        c.sbase = c.bbase + count;
+        for (i = 0, nblocks = 0, nscratch = 0; i < count; i++) {
             c.bbase[i] = nblocks;
+            c.sbase[i] = nscratch;
             nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+            if (r->scratch && ts[i].n) nscratch += r->scratch(etk_hp_of(&c, &ts[i]), &ts[i]);
         }
     }
     if (count) etk_run_phases(&c);

@@ -202,6 +202,15 @@ typedef struct etk_rprop_hp {
     double lr, etaminus, etaplus, step_size_min, step_size_max;
     int maximize;
 } etk_rprop_hp;
+/* torch.optim.Adafactor: second moment factored into row and column means
+ * for tensors of two or more dimensions (rows > 0), full for vectors; the
+ * step is relative to the parameter's RMS and the update's RMS is clipped
+ * at d.  eps1 NaN stands for the reference's None: the machine epsilon of
+ * the tensor's dtype. */
+typedef struct etk_adafactor_hp {
+    double lr, beta2_decay, eps1, eps2, d, weight_decay;
+    int maximize;
+} etk_adafactor_hp;
 
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
@@ -221,7 +230,8 @@ typedef struct etk_rprop_hp {
     X(lars, LARS)        \
     X(adadelta, ADADELTA) \
     X(asgd, ASGD)        \
-    X(rprop, RPROP)
+    X(rprop, RPROP)      \
+    X(adafactor, ADAFACTOR)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;
@@ -244,7 +254,9 @@ typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_i
  * the step being taken for this tensor (PyTorch increments its step before
  * using it).  group indexes the array of hyperparameter structs passed with
  * the call.  rows and cols describe the trailing matrix of a tensor of shape
- * (..., rows, cols) for rules that need it (0 for a vector).  Buffers of
+ * (..., rows, cols) for rules that need it (0 for a vector); the slots of
+ * kind ETK_SLOT_ROWS and _COLS are used by tensors with rows > 0 only, those
+ * of kind ETK_SLOT_VECTOR by tensors with rows == 0 only.  Buffers of
  * different tensors must not overlap; grad must not overlap any written
  * buffer. */
 typedef struct etk_tensor {
@@ -360,6 +372,7 @@ ETK_RULE_LIST(ETK_RULE_API_)
 #define ETK_FIELD_REAL 0 /* double */
 #define ETK_FIELD_FLAG 1 /* int, 0 or 1 */
 #define ETK_FIELD_INT 2  /* int */
+#define ETK_FIELD_REAL_OR_NONE 3 /* double, or NaN for the reference's None (a rule-defined default) */
 
 typedef struct etk_field_info {
     const char *name;
@@ -372,8 +385,9 @@ typedef struct etk_field_info {
 
 #define ETK_SLOT_FULL 0   /* n elements of the state dtype */
 #define ETK_SLOT_SCALAR 1 /* one double per tensor */
-#define ETK_SLOT_ROWS 2   /* n / cols elements: one per row of the trailing matrix */
-#define ETK_SLOT_COLS 3   /* n / rows elements: one per column of the trailing matrix */
+#define ETK_SLOT_ROWS 2   /* n / cols elements: one per row of the trailing matrix (matrices only) */
+#define ETK_SLOT_COLS 3   /* n / rows elements: one per column of the trailing matrix (matrices only) */
+#define ETK_SLOT_VECTOR 4 /* n elements, for tensors without a matrix form (rows == 0) only */
 
 #define ETK_INIT_ZERO 0  /* filled with 0 */
 #define ETK_INIT_FIELD 1 /* filled with the hyperparameter field init_field */

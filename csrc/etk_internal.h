@@ -25,6 +25,13 @@
  * sums the blocks of each tensor in block order, so the results do not depend
  * on the thread count.  Inside a block a loop sums over ETK_LANES fixed lanes
  * (ETK_LANE_SUM), so they do not depend on the vector width either.
+ *
+ * A rule whose work is not element-wise (row and column sums of a matrix,
+ * say) may run a phase over units of work of its own instead of blocks
+ * (etk_rule_desc.unit: tiles of a matrix, whole matrices of a batch) and keep
+ * per-unit partial results in per-call scratch (etk_rule_desc.scratch), which
+ * a later phase combines in a fixed order.  Threads take whole units, so the
+ * results do not depend on the thread count either.
  */
 #ifndef ETK_INTERNAL_H
 #define ETK_INTERNAL_H
@@ -47,7 +54,7 @@
 #define ETK_BLOCK ((size_t)4096)
 /* Fixed lanes of an in-block reduction. */
 #define ETK_LANES 16
-#define ETK_MAX_PHASES 3
+#define ETK_MAX_PHASES 4
 #define ETK_MAX_RED 4 /* reduction values per phase */
 
 /* ---- per-step scalars ------------------------------------------------- */
@@ -71,6 +78,7 @@ typedef struct etk_reduced {
     double *gstate;       /* its group's persistent scalars (etk_step_opts.group_state) */
     const double *call;   /* the same sums over every tensor of the call, in tensor order (a clip by
                            * the norm of all gradients, whatever their group) */
+    double *scratch;      /* this tensor's per-call scratch (etk_rule_desc.scratch), or NULL */
 } etk_reduced;
 
 typedef struct etk_rule_desc {
@@ -90,6 +98,19 @@ typedef struct etk_rule_desc {
     void (*between)(unsigned phase, const void *hp, const double *group_sums, double *gstate);
     /* after a successful step, once per tensor, serially: scalar state; NULL if none */
     void (*finish)(const void *hp, const etk_tensor *t, const etk_reduced *r);
+    /* Optional, for rules whose work is not element-wise (zero for the others).
+     * unit_phases: bit p set = phase p runs over the rule's own units of work
+     * instead of blocks of ETK_BLOCK elements; such a phase does not reduce
+     * (nred[p] == 0) and its loop is called once per unit. */
+    unsigned unit_phases;
+    /* the unit of tensor t (n > 0) that holds offset `at` (< n) in such a
+     * phase: returns the unit's first offset and sets *end past its last.
+     * Offsets are the rule's own numbering of the tensor's elements (a tile
+     * order, say); the units of a tensor tile [0, n), each non-empty. */
+    size_t (*unit)(unsigned phase, const etk_tensor *t, size_t at, size_t *end);
+    /* doubles of zeroed per-call scratch tensor t (n > 0) needs
+     * (etk_reduced.scratch, in prepare); NULL if none */
+    size_t (*scratch)(const void *hp, const etk_tensor *t);
 } etk_rule_desc;
 
 /* The bandwidth probe runs through the engine as one more rule. */
@@ -106,6 +127,8 @@ const etk_rule_desc *etk_rule_desc_get(int rule);
 #define ETK_UNIT_OPEN(S, f, sched) ETK_REAL(S, f, sched, 0.0, 1.0, 0, 1)
 #define ETK_UNIT(S, f, sched) ETK_REAL(S, f, sched, 0.0, 1.0, 0, 0)
 #define ETK_FLAG(S, f) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_FLAG, 0, 0, 0, 0.0, 1.0}
+/* >= 0, or NaN for the reference's None (not schedulable) */
+#define ETK_NONNEG_OR_NONE(S, f) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_REAL_OR_NONE, 0, 0, 1, 0.0, ETK_INF}
 #define ETK_NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- one SIMD variant's function table (kernels.c) ------------------- */

@@ -8,9 +8,18 @@
 
 #include "etk_internal.h"
 
+/* A rule's descriptor may leave its optional trailing hooks out (they are
+ * zero, as C specifies); -Wextra would otherwise ask for every one of them. */
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
 #define ETK_RULE_HOST
 #include "rules/all.h"
 #undef ETK_RULE_HOST
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #define ETK_DESC_ENTRY_(name, NAME) [ETK_RULE_##NAME] = &etk_rule_desc_##name,
 static const etk_rule_desc *const etk_rules[ETK_NROWS] = {
@@ -39,9 +48,10 @@ int etk_rule_find(const char *name)
 static int etk_field_ok(const etk_field_info *f, const void *hp)
 {
     const char *at = (const char *)hp + f->offset;
-    if (f->kind == ETK_FIELD_REAL) {
+    if (f->kind == ETK_FIELD_REAL || f->kind == ETK_FIELD_REAL_OR_NONE) {
         double v;
         memcpy(&v, at, sizeof v);
+        if (f->kind == ETK_FIELD_REAL_OR_NONE && v != v) return 1; /* None */
         if (!etk_finite(v)) return 0;
         if (f->lo_open ? !(v > f->lo) : !(v >= f->lo)) return 0;
         if (f->hi_open ? !(v < f->hi) : !(v <= f->hi)) return 0;
@@ -66,7 +76,9 @@ int etk_rule_check(int rule, const void *hp, etk_error *err)
     for (i = 0; i < r->info.nfields; i++) {
         if (!etk_field_ok(&r->info.fields[i], hp)) {
             err->field = r->info.fields[i].name;
-            err->message = r->info.fields[i].kind == ETK_FIELD_REAL ? "not finite or out of range" : "out of range";
+            err->message = r->info.fields[i].kind == ETK_FIELD_FLAG || r->info.fields[i].kind == ETK_FIELD_INT
+                               ? "out of range"
+                               : "not finite or out of range";
             return err->status = ETK_EHPARAM;
         }
     }

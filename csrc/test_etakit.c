@@ -610,7 +610,8 @@ static void test_rule_table(void)
         CHECK(info->nslots <= ETK_MAX_SLOTS, "rule %s has too many slots", info->name);
         for (i = 0; i < info->nfields; i++) {
             const etk_field_info *f = &info->fields[i];
-            CHECK(f->offset + (f->kind == ETK_FIELD_REAL ? sizeof(double) : sizeof(int)) <= info->hp_size,
+            const int real = f->kind == ETK_FIELD_REAL || f->kind == ETK_FIELD_REAL_OR_NONE;
+            CHECK(f->offset + (real ? sizeof(double) : sizeof(int)) <= info->hp_size,
                   "field %s.%s inside the struct", info->name, f->name);
             CHECK(!f->schedulable || f->kind == ETK_FIELD_REAL, "only reals are schedulable");
         }
@@ -620,6 +621,152 @@ static void test_rule_table(void)
         CHECK(etk_rule_needs(ETK_RULE_ADAM, &h) == 7u, "amsgrad needs 3 slots");
         h.amsgrad = 0;
         CHECK(etk_rule_needs(ETK_RULE_ADAM, &h) == 3u, "adam needs 2 slots");
+    }
+}
+
+/* Adafactor: matrices of every tiling (one tile, several tiles in both
+ * directions, many small matrices to a unit) and vectors in one call; the
+ * same bits for 1, 2 and 3 threads and every SIMD variant. */
+enum { AF_NT = 6 };
+static const int64_t af_rows[AF_NT] = {0, 300, 3, 5000, 3, 257};
+static const int64_t af_cols[AF_NT] = {0, 600, 5000, 3, 3, 257};
+static const size_t af_n[AF_NT] = {5001, 180000, 15000, 15000, 18000, 66049};
+
+static void af_fill(etk_tensor *ts, float **bufs)
+{
+    size_t i, j;
+    for (i = 0; i < AF_NT; i++) {
+        const size_t n = af_n[i];
+        const size_t nr = af_rows[i] ? n / (size_t)af_cols[i] : 0;
+        float *b = bufs[i];
+        memset(&ts[i], 0, sizeof ts[i]);
+        for (j = 0; j < 2 * n; j++) b[j] = (float)urand();
+        for (j = 2 * n; j < 4 * n; j++) b[j] = 0.0f; /* state starts at zero */
+        ts[i].param = b;
+        ts[i].grad = b + n;
+        if (af_rows[i]) {
+            ts[i].state[0] = b + 2 * n;      /* row_var */
+            ts[i].state[1] = b + 2 * n + nr; /* col_var */
+        } else {
+            ts[i].state[2] = b + 2 * n; /* variance */
+        }
+        ts[i].n = n;
+        ts[i].rows = af_rows[i];
+        ts[i].cols = af_cols[i];
+        ts[i].group = (uint32_t)(i % 2);
+        ts[i].dtype = ETK_FLOAT32;
+        ts[i].state_dtype = ETK_FLOAT32;
+    }
+}
+
+static void af_run(etk_tensor *ts)
+{
+    etk_adafactor_hp h[2] = {{1e-2, -0.8, NAN, 1e-3, 1.0, 0.0, 0}, {0.05, -0.5, 1e-6, 1e-2, 1.25, 0.1, 1}};
+    int64_t k;
+    size_t i, j;
+    for (k = 1; k <= 3; k++) {
+        for (i = 0; i < AF_NT; i++) {
+            ts[i].step = k;
+            for (j = 0; j < af_n[i]; j++) ((float *)ts[i].param)[af_n[i] + j] = (float)urand(); /* a new grad */
+        }
+        CHECK(etk_adafactor_multi(ts, AF_NT, h, 2) == ETK_OK, "adafactor multi");
+    }
+}
+
+static void test_adafactor(void)
+{
+    float *a[AF_NT], *b[AF_NT];
+    etk_tensor ta[AF_NT], tb[AF_NT];
+    char variants[64], *name;
+    unsigned long long seed = rng;
+    int threads = etk_get_num_threads();
+    size_t i;
+    for (i = 0; i < AF_NT; i++) {
+        a[i] = (float *)malloc(4 * af_n[i] * sizeof(float));
+        b[i] = (float *)malloc(4 * af_n[i] * sizeof(float));
+    }
+    strncpy(variants, etk_simd_available(), sizeof variants - 1);
+    variants[sizeof variants - 1] = 0;
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline always available");
+    etk_set_num_threads(1);
+    rng = seed;
+    af_fill(ta, a);
+    af_run(ta);
+    for (i = 0; i < AF_NT; i++) {
+        size_t j, finite = 0;
+        for (j = 0; j < af_n[i]; j++) finite += isfinite(a[i][j]) != 0;
+        CHECK(finite == af_n[i], "adafactor tensor %zu: finite parameters", i);
+    }
+    for (name = strtok(variants, " "); name; name = strtok(NULL, " ")) {
+        int nth;
+        for (nth = 1; nth <= 3; nth++) {
+            CHECK(etk_set_simd_variant(name) == ETK_OK, "variant %s", name);
+            etk_set_num_threads(nth);
+            rng = seed;
+            af_fill(tb, b);
+            af_run(tb);
+            for (i = 0; i < AF_NT; i++)
+                CHECK(same_floats(a[i], b[i], 2 * af_n[i] + (af_rows[i] ? af_n[i] / (size_t)af_cols[i] +
+                                                                              af_n[i] / (size_t)af_rows[i]
+                                                                        : af_n[i])),
+                      "adafactor: variant %s with %d threads differs from baseline in tensor %zu", name, nth, i);
+        }
+    }
+    etk_set_num_threads(threads);
+
+    /* a vector at step 1: variance = g^2, u = sign(g), RMS(u) = 1;
+     * p -= max(eps2, RMS(p)) * min(lr, 1) * sign(g) */
+    {
+        double p[4] = {3.0, -4.0, 0.0, 0.0}, g[4] = {2.0, -0.5, 1.0, -1.0}, v[4] = {0};
+        void *st[3];
+        etk_adafactor_hp h = {0.1, -0.8, NAN, 1e-3, 1.0, 0.0, 0};
+        st[0] = NULL, st[1] = NULL, st[2] = v;
+        CHECK(etk_adafactor_f64(p, g, st, 4, &h, 1) == ETK_OK, "adafactor f64 vector step");
+        CHECK(p[0] == 3.0 - 0.25 && p[1] == -4.0 + 0.25 && p[2] == -0.25 && p[3] == 0.25 && v[0] == 4.0 &&
+                  v[1] == 0.25,
+              "adafactor vector step: %g %g %g %g", p[0], p[1], p[2], p[3]);
+    }
+
+    /* validation: the slots of the tensor's own form are required, the others not */
+    {
+        float p[6] = {1, 2, 3, 4, 5, 6}, g[6] = {1, 1, 1, 1, 1, 1}, rvar[2] = {0}, cvar[3] = {0}, p0[6];
+        etk_adafactor_hp h = {1e-2, -0.8, NAN, 1e-3, 1.0, 0.0, 0}, bad;
+        etk_tensor t;
+        etk_error err;
+        memcpy(p0, p, sizeof p);
+        memset(&t, 0, sizeof t);
+        t.param = p, t.grad = g, t.n = 6, t.rows = 2, t.cols = 3, t.step = 1;
+        t.state[0] = rvar;
+        CHECK(etk_step(ETK_RULE_ADAFACTOR, &t, 1, &h, 1, NULL, &err) == ETK_ESTATE && err.slot == 1,
+              "a matrix needs col_var");
+        t.state[1] = cvar;
+        bad = h, bad.eps1 = -1.0;
+        CHECK(etk_step(ETK_RULE_ADAFACTOR, &t, 1, &bad, 1, NULL, &err) == ETK_EHPARAM && strcmp(err.field, "eps1") == 0,
+              "eps1 < 0");
+        bad = h, bad.eps1 = INFINITY;
+        CHECK(etk_rule_check(ETK_RULE_ADAFACTOR, &bad, &err) == ETK_EHPARAM, "eps1 inf");
+        bad = h, bad.beta2_decay = 0.5;
+        CHECK(etk_rule_check(ETK_RULE_ADAFACTOR, &bad, &err) == ETK_EHPARAM && strcmp(err.field, "beta2_decay") == 0,
+              "beta2_decay > 0");
+        bad = h, bad.d = 0.5;
+        CHECK(etk_rule_check(ETK_RULE_ADAFACTOR, &bad, &err) == ETK_EHPARAM && strcmp(err.field, "d") == 0, "d < 1");
+        bad = h, bad.eps2 = NAN;
+        CHECK(etk_rule_check(ETK_RULE_ADAFACTOR, &bad, &err) == ETK_EHPARAM && strcmp(err.field, "eps2") == 0,
+              "eps2 NaN is not None");
+        t.rows = 4;
+        CHECK(etk_step(ETK_RULE_ADAFACTOR, &t, 1, &h, 1, NULL, &err) == ETK_ESHAPE, "rows * cols does not divide n");
+        t.rows = 2;
+        CHECK(memcmp(p, p0, sizeof p) == 0, "nothing written on refusal");
+        CHECK(etk_step(ETK_RULE_ADAFACTOR, &t, 1, &h, 1, NULL, &err) == ETK_OK, "a matrix without variance");
+        CHECK(memcmp(p, p0, sizeof p) != 0 && rvar[0] > 0.0f && cvar[2] > 0.0f, "matrix step written");
+        t.rows = t.cols = 0;
+        t.state[0] = t.state[1] = NULL;
+        CHECK(etk_step(ETK_RULE_ADAFACTOR, &t, 1, &h, 1, NULL, &err) == ETK_ESTATE && err.slot == 2,
+              "a vector needs variance");
+    }
+    for (i = 0; i < AF_NT; i++) {
+        free(a[i]);
+        free(b[i]);
     }
 }
 
@@ -966,6 +1113,7 @@ int main(void)
     test_reducing_rules();
     test_validation_writes_nothing();
     test_rule_table();
+    test_adafactor();
     test_schedules();
     test_schedules_large_k();
     test_adan_f64_clips_by_the_call_norm();

@@ -164,6 +164,15 @@ CASES = {
         dict(lr=0.05, step_sizes=(0.2, 0.1)),
         dict(lr=0.02, etas=(0.6, 1.1), step_sizes=(1e-4, 2.0), maximize=True),
     ],
+    "Adafactor": [
+        dict(),
+        dict(lr=0.05, weight_decay=0.1),
+        dict(beta2_decay=-0.5, eps=(1e-6, 1e-3)),
+        dict(lr=0.05, eps=(None, 0.1), d=2.0),
+        dict(beta2_decay=0.0, eps=(0.0, 0.0)),
+        dict(lr=0.02, maximize=True),
+        dict(lr=0.03, beta2_decay=-0.6, eps=(1e-5, 1e-2), d=1.25, weight_decay=0.05, maximize=True),
+    ],
 }
 
 # rules whose update is a sign: float32 trajectories may differ by a whole step where

@@ -18,11 +18,12 @@ def _field(f):
         return st.booleans()
     if f["kind"] == "int":
         return st.integers(int(f["lo"]), int(min(f["hi"], f["lo"] + 10)))
-    if f["lo"] == -np.inf:      # unbounded below (ASGD's t0): a window around 0
+    if f["lo"] == -np.inf:      # unbounded below (ASGD's t0, Adafactor's beta2_decay): a window at the top
         lo, hi = min(f["hi"], 1.0) - 2.0, min(f["hi"], 1.0)
     else:
         lo, hi = f["lo"], min(f["hi"], f["lo"] + 1.0)
-    return st.floats(lo, hi, exclude_min=f["lo_open"] and lo == f["lo"], exclude_max=f["hi_open"] and hi == f["hi"])
+    values = st.floats(lo, hi, exclude_min=f["lo_open"] and lo == f["lo"], exclude_max=f["hi_open"] and hi == f["hi"])
+    return st.one_of(st.none(), values) if f["optional"] else values
 
 
 def _group(kind):

@@ -92,7 +92,9 @@ def test_schedules_only_where_the_table_allows(kind):
             continue
         value = defaults[spec.labels[f["name"]].split("[")[0]]
         plain = value[int(spec.labels[f["name"]][-2])] if "[" in spec.labels[f["name"]] else value
-        key, v = _with(defaults, spec, f["name"], etakit.schedules.constant(plain))
+        # built-in schedules are rates (>= 0): a field that may be negative gets a Python callable
+        sched = etakit.schedules.constant(plain) if plain >= 0 else (lambda k, plain=plain: plain)
+        key, v = _with(defaults, spec, f["name"], sched)
         if f["schedulable"]:
             w, w2 = np.ones(3), np.ones(3)
             a = cls([w], **{**CASES[kind][-1], key: v})

@@ -19,4 +19,5 @@
 #include "adadelta.h"
 #include "asgd.h"
 #include "rprop.h"
+#include "adafactor.h"
 #include "probe.h"

@@ -127,7 +127,9 @@ cdef const char *c_strerror(int status) noexcept nogil:
 cdef str _range_text(const etk_field_info *f):
     if f.kind == ETK_FIELD_FLAG:
         return "a bool"
-    what = "a finite number" if f.kind == ETK_FIELD_REAL else "an integer"
+    what = "an integer" if f.kind == ETK_FIELD_INT else "a finite number"
+    if f.kind == ETK_FIELD_REAL_OR_NONE:
+        what = "None or " + what
     lo = f"{'>' if f.lo_open else '>='} {f.lo:g}"
     hi = f"{'<' if f.hi_open else '<='} {f.hi:g}"
     if f.lo == -float("inf"):
@@ -152,13 +154,16 @@ def rule_info(rule):
     cdef size_t i
     if info == NULL:
         raise ValueError(f"no rule with id {rule!r}")
-    kinds = {ETK_FIELD_REAL: "real", ETK_FIELD_FLAG: "flag", ETK_FIELD_INT: "int"}
-    shapes = {ETK_SLOT_FULL: "full", ETK_SLOT_SCALAR: "scalar", ETK_SLOT_ROWS: "rows", ETK_SLOT_COLS: "cols"}
+    # a REAL_OR_NONE field is a "real" that may also be None (NaN in the C struct): "optional"
+    kinds = {ETK_FIELD_REAL: "real", ETK_FIELD_FLAG: "flag", ETK_FIELD_INT: "int", ETK_FIELD_REAL_OR_NONE: "real"}
+    shapes = {ETK_SLOT_FULL: "full", ETK_SLOT_SCALAR: "scalar", ETK_SLOT_ROWS: "rows", ETK_SLOT_COLS: "cols",
+              ETK_SLOT_VECTOR: "vector"}
     inits = {0: "zero", 1: "field", 2: "param", 3: "one"}
     fields = [dict(name=info.fields[i].name.decode(), offset=info.fields[i].offset,
                    kind=kinds[info.fields[i].kind], schedulable=bool(info.fields[i].schedulable),
                    lo=info.fields[i].lo, hi=info.fields[i].hi, lo_open=bool(info.fields[i].lo_open),
-                   hi_open=bool(info.fields[i].hi_open), range=_range_text(&info.fields[i]))
+                   hi_open=bool(info.fields[i].hi_open), range=_range_text(&info.fields[i]),
+                   optional=info.fields[i].kind == ETK_FIELD_REAL_OR_NONE)
               for i in range(info.nfields)]
     slots = [dict(name=info.slots[i].name.decode(), shape=shapes[info.slots[i].shape],
                   init=inits[info.slots[i].init],
@@ -185,7 +190,7 @@ def pack_hparams(int rule, tuple values):
     buf = bytearray(info.hp_size)
     cdef unsigned char *b = buf
     for i in range(info.nfields):
-        if info.fields[i].kind == ETK_FIELD_REAL:
+        if info.fields[i].kind == ETK_FIELD_REAL or info.fields[i].kind == ETK_FIELD_REAL_OR_NONE:
             d = values[i]
             memcpy(b + info.fields[i].offset, &d, sizeof(double))
         else:
@@ -436,12 +441,13 @@ cdef class Plan:
                     not cnp.PyArray_ISWRITEABLE(s) or not cnp.PyArray_ISNOTSWAPPED(s):
                 raise StateError(f"the optimizer state {name!r} of {label} must be a writable, aligned, "
                                  "C-contiguous array")
+            if (shape == ETK_SLOT_VECTOR) if rows else (shape == ETK_SLOT_ROWS or shape == ETK_SLOT_COLS):
+                continue    # a slot of the other form (matrix or vector): the engine does not use it here
             if shape == ETK_SLOT_SCALAR:
                 if cnp.PyArray_TYPE(s) != cnp.NPY_FLOAT64 or cnp.PyArray_SIZE(s) != 1:
                     raise StateError(f"the optimizer state {name!r} of {label} must be one float64 value")
             else:
-                want = n if shape == ETK_SLOT_FULL else (n // cols if shape == ETK_SLOT_ROWS else n // rows) \
-                    if rows else n
+                want = n // cols if shape == ETK_SLOT_ROWS else n // rows if shape == ETK_SLOT_COLS else n
                 if cnp.PyArray_SIZE(s) != want or cnp.PyArray_TYPE(s) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
                     raise StateError(f"the optimizer state {name!r} of {label} has {cnp.PyArray_SIZE(s)} "
                                      f"elements of {s.dtype}; expected {want} float32 or float64")
@@ -655,7 +661,7 @@ cdef class Plan:
         cdef int v
         for j in range(self.info.nfields):
             if self.info.fields[j].name.decode() == field:
-                if self.info.fields[j].kind == ETK_FIELD_REAL:
+                if self.info.fields[j].kind == ETK_FIELD_REAL or self.info.fields[j].kind == ETK_FIELD_REAL_OR_NONE:
                     memcpy(&d, self.hps + g * self.info.hp_size + self.info.fields[j].offset, sizeof(double))
                     return d
                 memcpy(&v, self.hps + g * self.info.hp_size + self.info.fields[j].offset, sizeof(int))

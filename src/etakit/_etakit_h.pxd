@@ -12,10 +12,12 @@ cdef extern from "etakit.h" nogil:
     enum: ETK_FIELD_REAL
     enum: ETK_FIELD_FLAG
     enum: ETK_FIELD_INT
+    enum: ETK_FIELD_REAL_OR_NONE
     enum: ETK_SLOT_FULL
     enum: ETK_SLOT_SCALAR
     enum: ETK_SLOT_ROWS
     enum: ETK_SLOT_COLS
+    enum: ETK_SLOT_VECTOR
     enum: ETK_RULE_USES_STEP
     enum: ETK_RULE_MATRIX
     int ETK_FLOAT32, ETK_FLOAT64

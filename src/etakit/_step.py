@@ -142,7 +142,9 @@ class RuleSpec:
                 v = v[j]
             elif v is None and key in self.none_means:
                 v = self.none_means[key]
-            if f["kind"] == "real":
+            if f["kind"] == "real" and v is None and f["optional"]:
+                v = float("nan")        # None: the C struct's NaN (the rule's default)
+            elif f["kind"] == "real":
                 if is_scheduled(v):
                     if not f["schedulable"]:
                         raise TypeError(f"{where}: {label} cannot follow a schedule; {self.name} can schedule "
@@ -157,6 +159,9 @@ class RuleSpec:
                     v = float(x)
                 else:
                     v = _real(v, label, where, key in self.none_means)
+                    if v != v and f["optional"]:    # NaN would read as None in C
+                        raise HyperparameterError(f"Invalid {label} for {where}: {v!r} (expected {f['range']})",
+                                                  None, label, v)
             elif f["kind"] == "flag":
                 v = _flag(v, label, where, key in self.none_means)
             else:
@@ -196,9 +201,16 @@ class RuleSpec:
             return int(shape[-2]), int(shape[-1])
         return 0, 0
 
+    def is_matrix(self, shape):
+        """A tensor this rule treats in matrix form: two or more dimensions (as PyTorch's ``dim() > 1``).
+
+        An empty one keeps its row and column factors (of its own shape), as the
+        reference does, though the kernel has nothing to do for it."""
+        return self.matrix and len(shape) >= 2
+
     def slot_shape(self, j, shape):
         kind = self.slots[j]["shape"]
-        if kind == "full":
+        if kind in ("full", "vector"):
             return tuple(shape)
         if kind == "scalar":
             return ()
@@ -207,8 +219,12 @@ class RuleSpec:
         return tuple(shape[:-2]) + (1, shape[-1])
 
     def slot_applies(self, j, shape):
+        """Whether slot ``j`` exists for a parameter of this shape: row and column
+        factors for matrices only, "vector" slots for the others only."""
         kind = self.slots[j]["shape"]
-        return kind not in ("rows", "cols") or self.matrix_shape(shape) != (0, 0)
+        if kind in ("rows", "cols"):
+            return self.is_matrix(shape)
+        return kind != "vector" or not self.is_matrix(shape)
 
     def slot_fill(self, j, group, k=0):
         """The value a new slot starts at, or None for a copy of the parameter.

@@ -25,7 +25,7 @@ from .errors import StateError
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
-           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop"]
+           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -1389,6 +1389,73 @@ class Rprop(Optimizer):
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize))
 
 
+class Adafactor(Optimizer):
+    """Adafactor (Shazeer and Stern 2018), with PyTorch's update, arguments and defaults (``torch.optim.Adafactor``).
+
+    The second moment of a parameter of two or more dimensions is kept
+    factored: one mean of ``g^2`` per row and one per column of its trailing
+    matrix (for each matrix of the leading batch dimensions), so its state is
+    ``O(rows + cols)`` instead of ``O(rows * cols)``; vectors keep it in full::
+
+        g = -grad if maximize else grad;  w = t ** beta2_decay
+        alpha = max(eps[1], RMS(p)) * min(lr, 1 / sqrt(t))
+        row_var = lerp(row_var, mean(g^2, -1), w);  col_var = lerp(col_var, mean(g^2, -2), w)
+        v = row_var col_var / max(mean(row_var, -2), eps[0])       (vectors: variance = lerp(variance, g^2, w))
+        u = g / sqrt(max(v, eps[0]^2));  p *= 1 - lr * weight_decay
+        p -= alpha / max(1, RMS(u) / d) * u
+
+    The step is relative: ``alpha`` scales with the parameter's RMS, and
+    ``lr`` caps the relative step size (it also scales the weight decay).
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-2
+        The largest relative step size.
+    beta2_decay : float, default -0.8
+        ``1 - beta2`` at step ``t`` is ``t ** beta2_decay``; <= 0.
+    eps : (float or None, float), default (None, 1e-3)
+        ``eps[0]`` guards the second moment (``None``: the machine epsilon of
+        the parameter's dtype); ``eps[1]`` is the smallest parameter RMS the
+        step is relative to.
+    d : float, default 1.0
+        Clipping threshold of the update's RMS; >= 1.
+    weight_decay : float or schedule, default 0
+        Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+    maximize : bool, default False
+        Keyword-only, as in PyTorch.
+
+    Notes
+    -----
+    A step makes three passes over a factored parameter (the row and column
+    sums, then the norms of the parameter and of the update, then the update)
+    and two over a vector; every sum is formed in a fixed order, so results do
+    not depend on the thread count.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.ones((2, 3))
+    >>> opt = etakit.Adafactor([w], lr=0.1)
+    >>> opt.step([np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]])])
+    >>> np.round(w, 4)
+    array([[0.9228, 0.9162, 0.9148],
+           [0.8332, 0.9095, 0.9387]])
+    >>> st = opt.state_dict()["state"][0]
+    >>> st["row_var"].shape, st["col_var"].shape      # one value per row, one per column
+    ((2, 1), (1, 3))
+    """
+
+    rule = "adafactor"
+    _tuples = {"eps": ("eps1", "eps2")}
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
-                                             Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop)}
+                                             Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor)}

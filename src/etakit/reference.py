@@ -36,7 +36,7 @@ import numpy as np
 
 __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
            "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
-           "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step"]
+           "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -362,6 +362,133 @@ def rprop_step(param, grad, state, *, step, lr=1e-2, etas=(0.5, 1.2), step_sizes
     update *= step_size
     param += update
     prev[...] = g
+
+
+def _lane_sums(x):
+    """Sums of the last axis of float64 ``x`` in LANES lanes, as a kernel's block loop:
+    lane j adds x[..., j], x[..., j + LANES], ... in order; the lanes are then added in order."""
+    m = x.shape[-1]
+    chunks = -(-m // LANES)
+    padded = np.zeros(x.shape[:-1] + (chunks * LANES,))
+    padded[..., :m] = x             # + 0.0 changes no lane sum (a -0.0 lane adds as +0.0 below anyway)
+    lanes = np.cumsum(padded.reshape(x.shape[:-1] + (chunks, LANES)), axis=-2)[..., -1, :]   # sequential
+    out = np.zeros(x.shape[:-1])
+    for j in range(LANES):
+        out = out + lanes[..., j]
+    return out
+
+
+# Adafactor's tiles (csrc/rules/adafactor.h): at most AF_WIDTH columns by as
+# many rows as make AF_TILE elements.  Row sums are formed per tile stripe of
+# columns (in LANES lanes), column sums per tile group of rows (row after
+# row); the partial sums are then added stripe after stripe, group after group.
+AF_TILE = 65536
+
+
+AF_WIDTH = 256
+
+
+def _adafactor_sums(sq):
+    """Row and column sums of ``sq`` (float64, shape (batch, R, C)) in the kernel's order."""
+    nb, R, C = sq.shape
+    w = min(C, AF_WIDTH)
+    h = min(R, AF_TILE // w)
+    rows = np.zeros((nb, R))
+    for c0 in range(0, C, w):
+        rows = rows + _lane_sums(sq[:, :, c0:c0 + w])
+    cols = np.zeros((nb, C))
+    for r0 in range(0, R, h):
+        part = np.zeros((nb, C))
+        for r in range(r0, min(R, r0 + h)):
+            part = part + sq[:, r, :]
+        cols = cols + part
+    return rows, cols
+
+
+def adafactor_step(param, grad, state, *, step, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                   weight_decay=0.0, maximize=False):
+    """One Adafactor step (``torch.optim.Adafactor``), in place.
+
+    State: ``row_var`` (shape (..., R, 1)) and ``col_var`` (shape (..., 1, C))
+    for a parameter of two or more dimensions, ``variance`` (its shape) for
+    the others; all start at zero.  Row and column statistics are computed in
+    double from the kernel's sums and stored in the parameter's dtype; the
+    element-wise work is in the parameter's dtype; sums of squares follow
+    :func:`blocked_lane_sum`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.ones((2, 2)); g = np.array([[1.0, -1.0], [2.0, 0.0]])
+    >>> st = {}
+    >>> adafactor_step(p, g, st, step=1, lr=0.1)
+    >>> np.round(p, 4)
+    array([[0.9293, 1.1581],
+           [0.9   , 1.    ]])
+    >>> st["row_var"].ravel(), st["col_var"].ravel()
+    (array([1., 2.]), array([2.5, 0.5]))
+    """
+    dt = param.dtype
+    T = dt.type
+    lr, beta2_decay, d, weight_decay = float(lr), float(beta2_decay), float(d), float(weight_decay)
+    eps1 = float(np.finfo(dt).eps) if eps[0] is None else float(eps[0])
+    eps2 = float(eps[1])
+    factored = param.ndim >= 2
+    if factored:
+        row_var = _zeros(state, "row_var", np.empty(param.shape[:-1] + (1,), dtype=dt))
+        col_var = _zeros(state, "col_var", np.empty(param.shape[:-2] + (1, param.shape[-1]), dtype=dt))
+    else:
+        variance = _zeros(state, "variance", param)
+    n = param.size
+    if n == 0:
+        return
+    t = float(int(step))
+    w = t ** beta2_decay                     # 1 - beta2_t
+    omw = 1.0 - w
+    high = not abs(w) < 0.5                  # PyTorch's lerp: b - (b - a)(1 - w) for w >= 0.5
+    e2 = T(eps1 * eps1)
+    g = np.negative(grad) if maximize else grad
+    if factored:
+        R, C = param.shape[-2:]
+        nb = n // (R * C)
+        g64 = grad.astype(np.float64).reshape(nb, R, C)
+        rows, cols = _adafactor_sums(g64 * g64)
+
+        def lerp(a, b):
+            return b - (b - a) * omw if high else a + w * (b - a)
+
+        rv = lerp(row_var.reshape(nb, R).astype(np.float64), rows / float(C)).astype(dt)
+        cv = lerp(col_var.reshape(nb, C).astype(np.float64), cols / float(R)).astype(dt)
+        row_var[...] = rv.reshape(row_var.shape)
+        col_var[...] = cv.reshape(col_var.shape)
+        total = np.zeros(nb)
+        for r in range(R):
+            total = total + rv[:, r].astype(np.float64)
+        mean = total / float(R)
+        mean = np.where(mean < eps1, eps1, mean)          # clamp(min=eps1); NaN stays
+        scaled = (rv.astype(np.float64) / mean[:, None]).astype(dt)
+        v = scaled[:, :, None] * cv[:, None, :]            # (row_var / max(mean, eps1)) * col_var
+        v = v.reshape(param.shape)
+    else:
+        g2 = g * g
+        tmp = g2 - variance
+        if high:
+            tmp *= T(omw)
+            variance[...] = g2 - tmp
+        else:
+            tmp *= T(w)
+            variance += tmp
+        v = variance
+    v = np.where(v < e2, e2, v)
+    u = g / np.sqrt(v)
+    p64, u64 = param.astype(np.float64), u.astype(np.float64)
+    pp, uu = blocked_lane_sum(p64 * p64), blocked_lane_sum(u64 * u64)
+    rho = min(lr, 1.0 / math.sqrt(t))
+    alpha = max(eps2, math.sqrt(pp) / math.sqrt(n)) * rho
+    denom = max(1.0, math.sqrt(uu) / (math.sqrt(n) * d))
+    if weight_decay != 0:
+        param *= T(1.0 - lr * weight_decay)
+    param += T(-alpha / denom) * u
 
 
 # ---- reductions -----------------------------------------------------------
