@@ -104,6 +104,7 @@ const etk_rule_desc *etk_rule_desc_get(int rule);
 #define ETK_UNIT_OPEN(S, f, sched) ETK_REAL(S, f, sched, 0.0, 1.0, 0, 1)
 #define ETK_UNIT(S, f, sched) ETK_REAL(S, f, sched, 0.0, 1.0, 0, 0)
 #define ETK_FLAG(S, f) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_FLAG, 0, 0, 0, 0.0, 1.0}
+#define ETK_INT(S, f, lo, hi) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_INT, 0, 0, 0, lo, hi}
 #define ETK_NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- one SIMD variant's function table (kernels.c) ------------------- */

@@ -8,4 +8,5 @@
 #include "rmsprop.h"
 #include "adagrad.h"
 #include "lion.h"
+#include "muon.h"
 #include "probe.h"
