@@ -175,7 +175,7 @@ static void etk_run_phases(const etk_call *c)
     if (last >= c->r->nphases) return;
 #ifdef _OPENMP
     {
-        int nth = etk_threads_for(c->total);
+        int nth = c->r->info.flags & ETK_RULE_SERIAL ? 1 : etk_threads_for(c->total);
         if (nth > 1) {
 #pragma omp parallel num_threads(nth) private(p)
             {

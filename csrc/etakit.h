@@ -310,6 +310,8 @@ typedef struct etk_slot_info {
 #define ETK_RULE_USES_STEP 1u /* tensor.step is read (must be >= 1) */
 #define ETK_RULE_MATRIX 2u    /* tensors with rows > 0 use the matrix form */
 #define ETK_RULE_MATRIX_ONLY 4u /* every non-empty tensor must be a matrix (rows, cols > 0) */
+#define ETK_RULE_SERIAL 8u      /* element loops on the calling thread: the step's cost is host work
+                                   (BLAS, with threads of its own) that OpenMP threads would contend with */
 
 typedef struct etk_rule_info {
     const char *name;
