@@ -14,6 +14,9 @@
  * (at most tensors + threads pieces per phase).  A phase that runs over the
  * rule's own units of work (etk_rule_desc.unit) is cut on unit boundaries
  * instead of block boundaries, in the same way for every thread count.
+ *
+ * A call may run some of the phases only (etk_step_opts.phases), for rules
+ * whose step has host work between phases.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +77,8 @@ typedef struct etk_call {
     double *gstate;           /* per group: the rule's persistent scalars */
     double *scratch;          /* the rule's per-call scratch (etk_rule_desc.scratch) */
     size_t *sbase;            /* per tensor: offset of its scratch */
+    unsigned phases;          /* bit p: run phase p */
+    unsigned last;            /* the last phase to run (nphases if none) */
 } etk_call;
 
 static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
@@ -186,32 +191,38 @@ static size_t etk_cut(size_t total, int i, int nth)
 
 static void etk_run_phases(const etk_call *c)
 {
-    const unsigned np = c->r->nphases;
+    const unsigned last = c->last;
     unsigned p;
+    if (last >= c->r->nphases) return;
 #ifdef _OPENMP
-    int nth = etk_threads_for(c->total);
-    if (nth > 1) {
+    {
+        int nth = c->r->info.flags & ETK_RULE_SERIAL ? 1 : etk_threads_for(c->total);
+        if (nth > 1) {
 #pragma omp parallel num_threads(nth) private(p)
-        {
-            int tid = omp_get_thread_num(), got = omp_get_num_threads();
-            for (p = 0; p < np; p++) {
-                size_t lo = etk_snap(c, p, etk_cut(c->total, tid, got));
-                size_t hi = etk_snap(c, p, etk_cut(c->total, tid + 1, got));
-                etk_run_range(c, p, lo, hi);
-                if (p + 1 < np) {
+            {
+                int tid = omp_get_thread_num(), got = omp_get_num_threads();
+                for (p = 0; p <= last; p++) {
+                    size_t lo, hi;
+                    if (!(c->phases >> p & 1u)) continue;
+                    lo = etk_snap(c, p, etk_cut(c->total, tid, got));
+                    hi = etk_snap(c, p, etk_cut(c->total, tid + 1, got));
+                    etk_run_range(c, p, lo, hi);
+                    if (p < last) {
 #pragma omp barrier
-                    if (c->r->nred[p] || c->r->between) {
+                        if (c->r->nred[p] || c->r->between) {
 #pragma omp single
-                        etk_combine(c, p);
+                            etk_combine(c, p);
+                        }
                     }
                 }
             }
+            if (c->r->nred[last] || c->r->between) etk_combine(c, last);
+            return;
         }
-        if (c->r->nred[np - 1] || c->r->between) etk_combine(c, np - 1);
-        return;
     }
 #endif
-    for (p = 0; p < np; p++) {
+    for (p = 0; p <= last; p++) {
+        if (!(c->phases >> p & 1u)) continue;
         etk_run_range(c, p, 0, c->total);
         if (c->r->nred[p] || c->r->between) etk_combine(c, p);
     }
@@ -244,6 +255,8 @@ static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
             return etk_fail(err, ETK_ESHAPE, ti, -1, -1, NULL, "rows and cols must both be 0 or both be > 0");
         if (t->rows > 0 && (t->n % (size_t)t->rows != 0 || (t->n / (size_t)t->rows) % (size_t)t->cols != 0))
             return etk_fail(err, ETK_ESHAPE, ti, -1, -1, NULL, "n is not a multiple of rows * cols");
+        if ((r->info.flags & ETK_RULE_MATRIX_ONLY) && t->n && t->rows == 0)
+            return etk_fail(err, ETK_ESHAPE, ti, -1, -1, NULL, "this rule updates matrices: rows and cols must be > 0");
         if (t->n && (!t->param || !t->grad))
             return etk_fail(err, ETK_EARG, ti, -1, -1, NULL, "param or grad is NULL");
         for (j = 0; j < r->info.nslots; j++) {
@@ -299,6 +312,10 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
 
     memset(&c, 0, sizeof c);
     c.r = r;
+    c.phases = o && o->phases ? o->phases : ~0u;
+    c.last = r->nphases;
+    for (p = 0; p < r->nphases; p++)
+        if (c.phases >> p & 1u) c.last = p;
     c.loops = &etk_kernels_now()->rule[rule];
     c.ts = ts;
     c.count = count;
@@ -368,7 +385,7 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
         }
     }
     if (count) etk_run_phases(&c);
-    if (r->finish)
+    if (r->finish && c.last + 1 == r->nphases)
         for (i = 0; i < count; i++) {
             etk_reduced red = etk_reduced_of(&c, i);
             r->finish(etk_hp_of(&c, &ts[i]), &ts[i], &red);

@@ -211,6 +211,17 @@ typedef struct etk_adafactor_hp {
     double lr, beta2_decay, eps1, eps2, d, weight_decay;
     int maximize;
 } etk_adafactor_hp;
+/* torch.optim.Muon, 2-D parameters only: the element-wise parts of its step
+ * (rules/muon.h).  The orthogonalisation of the update between phase 0 and
+ * phase 1 (Newton-Schulz iterations: matrix products) is the caller's: run
+ * the phases separately with etk_step_opts.phases.  ns_a, ns_b, ns_c are
+ * ns_coefficients; adjust_lr_fn is 0 for None or "original", 1 for
+ * "match_rms_adamw"; eps, ns_a/b/c and ns_steps are checked here, used by
+ * the caller's orthogonalisation. */
+typedef struct etk_muon_hp {
+    double lr, weight_decay, momentum, ns_a, ns_b, ns_c, eps;
+    int nesterov, ns_steps, adjust_lr_fn;
+} etk_muon_hp;
 
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
@@ -231,7 +242,8 @@ typedef struct etk_adafactor_hp {
     X(adadelta, ADADELTA) \
     X(asgd, ASGD)        \
     X(rprop, RPROP)      \
-    X(adafactor, ADAFACTOR)
+    X(adafactor, ADAFACTOR) \
+    X(muon, MUON)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;
@@ -341,6 +353,12 @@ typedef struct etk_step_opts {
     /* Rules with per-group scalar state (etk_rule_info.ngroup_state > 0, e.g.
      * an adapted step size): nhps * ngroup_state doubles, read and written. */
     double *group_state;
+    /* The phases to run: bit p runs phase p; 0 runs them all (a whole step).
+     * For rules whose step has host work between phases (Muon: matrix
+     * products on BLAS), call once for the phases before it and once for the
+     * rest.  Bits past the rule's last phase are ignored; a rule's `finish`
+     * runs in the call that runs its last phase. */
+    unsigned phases;
 } etk_step_opts;
 
 /* One step of `rule` over `count` tensors with `nhps` hyperparameter structs
@@ -393,6 +411,8 @@ typedef struct etk_field_info {
 #define ETK_INIT_FIELD 1 /* filled with the hyperparameter field init_field */
 #define ETK_INIT_PARAM 2 /* a copy of the parameter */
 #define ETK_INIT_ONE 3   /* filled with 1 */
+#define ETK_INIT_WORK 4  /* working space between phases, not optimizer state: the caller
+                            provides it, its contents on entry do not matter, it is not saved */
 
 typedef struct etk_slot_info {
     const char *name;  /* the reference implementation's state name */
@@ -403,6 +423,9 @@ typedef struct etk_slot_info {
 
 #define ETK_RULE_USES_STEP 1u /* tensor.step is read (must be >= 1) */
 #define ETK_RULE_MATRIX 2u    /* tensors with rows > 0 use the matrix form */
+#define ETK_RULE_MATRIX_ONLY 4u /* every non-empty tensor must be a matrix (rows, cols > 0) */
+#define ETK_RULE_SERIAL 8u      /* element loops on the calling thread: the step's cost is host work
+                                   (BLAS, with threads of its own) that OpenMP threads would contend with */
 
 typedef struct etk_rule_info {
     const char *name;

@@ -129,6 +129,7 @@ const etk_rule_desc *etk_rule_desc_get(int rule);
 #define ETK_FLAG(S, f) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_FLAG, 0, 0, 0, 0.0, 1.0}
 /* >= 0, or NaN for the reference's None (not schedulable) */
 #define ETK_NONNEG_OR_NONE(S, f) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_REAL_OR_NONE, 0, 0, 1, 0.0, ETK_INF}
+#define ETK_INT(S, f, lo, hi) {#f, (uint32_t)offsetof(S, f), ETK_FIELD_INT, 0, 0, 0, lo, hi}
 #define ETK_NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- one SIMD variant's function table (kernels.c) ------------------- */

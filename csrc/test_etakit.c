@@ -341,6 +341,22 @@ static void run_all_rules(etk_tensor *ts)
     CHECK(etk_adadelta_multi(ts, NT, dh, 2) == ETK_OK, "adadelta multi");
     CHECK(etk_rprop_multi(ts, NT, ph, 2) == ETK_OK, "rprop multi");
     run_asgd(ts);
+    {
+        /* Muon takes matrices: the same buffers as 1 x n; its work slot is state[1] */
+        etk_muon_hp mh[2] = {{2e-2, 0.1, 0.95, 3.4445, -4.775, 2.0315, 1e-7, 1, 5, 0},
+                             {1e-2, 0.0, 0.3, 3.4445, -4.775, 2.0315, 1e-7, 1, 5, 1}};
+        etk_tensor tm[NT];
+        etk_step_opts o;
+        size_t i;
+        memcpy(tm, ts, sizeof tm);
+        for (i = 0; i < NT; i++) tm[i].rows = tm[i].n ? 1 : 0, tm[i].cols = (int64_t)tm[i].n;
+        memset(&o, 0, sizeof o);
+        o.phases = 1u;
+        CHECK(etk_step(ETK_RULE_MUON, tm, NT, mh, 2, &o, NULL) == ETK_OK, "muon phase 0");
+        o.phases = 2u;
+        CHECK(etk_step(ETK_RULE_MUON, tm, NT, mh, 2, &o, NULL) == ETK_OK, "muon phase 1");
+        CHECK(etk_muon_multi(tm, NT, mh, 2) == ETK_OK, "muon multi (both phases)");
+    }
     CHECK(etk_probe_multi(ts, NT) == ETK_OK, "probe multi");
 }
 
@@ -595,6 +611,79 @@ static void test_validation_writes_nothing(void)
     CHECK(strcmp(etk_strerror(ETK_EHPARAM), "success") != 0, "strerror");
     /* empty tensors need no buffers */
     CHECK(etk_adam_f32(NULL, NULL, NULL, 0, &good, 1) == ETK_OK, "empty tensor");
+}
+
+/* torch.lerp */
+static double lerp(double a, double b, double w) { return fabs(w) < 0.5 ? a + w * (b - a) : b - (b - a) * (1.0 - w); }
+
+/* Muon's element-wise parts: phase 0 writes the update into the work slot
+ * only; phase 1 (after the caller's orthogonalisation, here none) the
+ * momentum and the parameters; two calls equal one; vectors are refused. */
+static void test_muon_phases(void)
+{
+    enum { R = 3, C = 7, N = R * C };
+    static double p[N], g[N], m[N], u[N], rp[N], rm[N], ru[N], p1[N], m1[N];
+    etk_muon_hp h = {0.02, 0.1, 0.95, 3.4445, -4.775, 2.0315, 1e-7, 1, 5, 0};
+    etk_tensor t;
+    etk_step_opts o;
+    etk_error err;
+    int i, mode;
+    for (mode = 0; mode < 4; mode++) {
+        double ratio;
+        h.nesterov = mode != 1;
+        h.momentum = mode == 2 ? 0.3 : mode == 3 ? 0.0 : 0.95;
+        h.adjust_lr_fn = mode & 1;
+        ratio = h.adjust_lr_fn ? 0.2 * sqrt((double)C) : 1.0;
+        for (i = 0; i < N; i++) {
+            p[i] = rp[i] = urand();
+            g[i] = urand();
+            m[i] = rm[i] = 0.5 * urand();
+            u[i] = 99.0;
+        }
+        memcpy(p1, p, sizeof p);
+        memcpy(m1, m, sizeof m);
+        memset(&t, 0, sizeof t);
+        t.param = p, t.grad = g, t.state[0] = m, t.state[1] = u, t.n = N, t.rows = R, t.cols = C, t.step = 1;
+        t.dtype = t.state_dtype = ETK_FLOAT64;
+        memset(&o, 0, sizeof o);
+        o.phases = 1u;
+        CHECK(etk_step(ETK_RULE_MUON, &t, 1, &h, 1, &o, &err) == ETK_OK, "muon phase 0");
+        for (i = 0; i < N; i++) {
+            double mm = lerp(rm[i], g[i], 1.0 - h.momentum);
+            ru[i] = h.nesterov ? lerp(g[i], mm, h.momentum) : mm;
+            rm[i] = mm;
+            rp[i] = rp[i] * (1.0 - h.lr * h.weight_decay) + -(h.lr * ratio) * ru[i];
+        }
+        CHECK(memcmp(u, ru, sizeof u) == 0, "muon phase 0 update (mode %d)", mode);
+        CHECK(memcmp(p, p1, sizeof p) == 0 && memcmp(m, m1, sizeof m) == 0, "phase 0 wrote p or m (mode %d)", mode);
+        o.phases = 2u;
+        CHECK(etk_step(ETK_RULE_MUON, &t, 1, &h, 1, &o, &err) == ETK_OK, "muon phase 1");
+        CHECK(memcmp(p, rp, sizeof p) == 0 && memcmp(m, rm, sizeof m) == 0, "muon phase 1 (mode %d)", mode);
+        /* one call of both phases: the same */
+        memcpy(p, p1, sizeof p);
+        memcpy(m, m1, sizeof m);
+        CHECK(etk_muon_multi(&t, 1, &h, 1) == ETK_OK, "muon both phases");
+        CHECK(memcmp(p, rp, sizeof p) == 0 && memcmp(m, rm, sizeof m) == 0, "muon in one call (mode %d)", mode);
+    }
+    /* a vector is refused (the single-tensor entry points have no shape) before anything is written */
+    memcpy(p1, p, sizeof p);
+    {
+        void *st[2];
+        st[0] = m, st[1] = u;
+        CHECK(etk_muon_f64(p, g, st, N, &h, 1) == ETK_ESHAPE, "muon refuses a vector");
+    }
+    t.rows = 0, t.cols = 0;
+    CHECK(etk_step(ETK_RULE_MUON, &t, 1, &h, 1, NULL, &err) == ETK_ESHAPE && err.tensor == 0, "names the tensor");
+    t.rows = R, t.cols = C;
+    t.state[1] = NULL;
+    CHECK(etk_step(ETK_RULE_MUON, &t, 1, &h, 1, NULL, &err) == ETK_ESTATE && err.slot == 1, "work slot needed");
+    CHECK(memcmp(p, p1, sizeof p) == 0, "a rejected call wrote");
+    h.ns_steps = 100;
+    CHECK(etk_rule_check(ETK_RULE_MUON, &h, &err) == ETK_EHPARAM && strcmp(err.field, "ns_steps") == 0, "ns_steps");
+    h.ns_steps = 5, h.adjust_lr_fn = 2;
+    CHECK(etk_rule_check(ETK_RULE_MUON, &h, &err) == ETK_EHPARAM && strcmp(err.field, "adjust_lr_fn") == 0, "adj");
+    h.adjust_lr_fn = 0, h.ns_b = INFINITY;
+    CHECK(etk_rule_check(ETK_RULE_MUON, &h, &err) == ETK_EHPARAM && strcmp(err.field, "ns_b") == 0, "ns_b");
 }
 
 static void test_rule_table(void)
@@ -1112,6 +1201,7 @@ int main(void)
     test_bit_identical_threads_and_variants();
     test_reducing_rules();
     test_validation_writes_nothing();
+    test_muon_phases();
     test_rule_table();
     test_adafactor();
     test_schedules();

@@ -5,10 +5,29 @@ import pytest
 
 import etakit
 from etakit import reference
+from etakit._step import RuleSpec
 
 # One parameter list that covers the sizes that matter: empty, one element,
 # odd sizes, and a total above the kernel's threading threshold.
 SIZES = [(0,), (1,), (17,), (3, 7, 11), (2 * etakit._core.parallel_min() + 5,), (3,)]
+# The same for rules that update matrices only (Muon): empty, 1 x 1, tall, wide,
+# square, and one (thin: its matrix products stay cheap) that takes the total
+# above the threshold.
+MATRIX_SIZES = [(0, 5), (1, 1), (17, 3), (3, 7), (8, (2 * etakit._core.parallel_min() + 5) // 8 + 1), (6, 6)]
+
+
+def matrix_only(kind):
+    """Whether optimizer ``kind`` takes 2-D parameters only (its C rule says so)."""
+    return RuleSpec.of(etakit.OPTIMIZERS[kind]).matrix_only
+
+
+def shape_of(kind, n):
+    """A parameter shape of n elements that optimizer ``kind`` accepts: (n,), or (1, n) for matrix-only rules."""
+    return (1, n) if matrix_only(kind) else (n,)
+
+
+def sizes_for(kind):
+    return MATRIX_SIZES if matrix_only(kind) else SIZES
 
 
 class ReferenceOptimizer:
@@ -20,7 +39,7 @@ class ReferenceOptimizer:
     def __init__(self, kind, params, groups):
         cls = etakit.OPTIMIZERS[kind]
         self.rule = cls.rule
-        self.defaults = cls([np.zeros(1)]).defaults
+        self.defaults = cls([np.zeros(shape_of(kind, 1))]).defaults
         self.params, self.groups = params, groups
         self.state = [dict() for _ in params]
         self.steps = [0] * len(params)
@@ -33,8 +52,9 @@ class ReferenceOptimizer:
             reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i], **hp, **kw)
 
 
-def make_params(rng, dtype, sizes=SIZES):
-    return [rng.standard_normal(s).astype(dtype) for s in sizes]
+def make_params(rng, dtype, sizes=None, kind=None):
+    """Parameters of the given shapes (default: those of SIZES that optimizer ``kind`` accepts)."""
+    return [rng.standard_normal(s).astype(dtype) for s in (sizes or (sizes_for(kind) if kind else SIZES))]
 
 
 def make_grads(rng, params):
@@ -44,7 +64,7 @@ def make_grads(rng, params):
 def run_trajectory(kind, hp, dtype, seed, steps=30):
     """Build ``etakit.<kind>(params, **hp)`` on SIZES and step it with seeded gradients."""
     rng = np.random.default_rng(seed)
-    params = make_params(rng, dtype)
+    params = make_params(rng, dtype, kind=kind)
     opt = getattr(etakit, kind)(params, **hp)
     for _ in range(steps):
         opt.step(make_grads(rng, params))

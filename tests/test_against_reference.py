@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import etakit
-from conftest import ReferenceOptimizer, make_grads, make_params
+from conftest import ReferenceOptimizer, make_grads, make_params, shape_of
 from rule_cases import CASES, PARAMS
 
 STEPS = 100
@@ -20,12 +20,12 @@ STEPS = 100
 def _second_group(kind, hp):
     """A second group with visibly different hyperparameters."""
     hp2 = dict(hp)
-    hp2["lr"] = hp.get("lr", getattr(etakit, kind)([np.zeros(1)]).defaults["lr"]) * 0.5
+    hp2["lr"] = hp.get("lr", getattr(etakit, kind)([np.zeros(shape_of(kind, 1))]).defaults["lr"]) * 0.5
     return hp2
 
 
 def run_pair(kind, hp, dtype, rng, steps=STEPS, hp_change=None):
-    params = make_params(rng, dtype)
+    params = make_params(rng, dtype, kind=kind)
     mine = [p.copy() for p in params]
     theirs = [p.copy() for p in params]
     hp2 = _second_group(kind, hp)

@@ -1,14 +1,17 @@
 """Property tests: any shape, any valid hyperparameters (drawn from each rule's C table), agree with the reference."""
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import etakit
-from conftest import ReferenceOptimizer
+from conftest import ReferenceOptimizer, matrix_only, shape_of
 from etakit._step import RuleSpec
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9)
+matrices = hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=9)   # for matrix-only rules
 dtypes = st.sampled_from([np.float32, np.float64])
 
 
@@ -34,7 +37,8 @@ def _group(kind):
     for f, (key, j) in zip(spec.fields, spec.sources):
         if key in cls._implied:
             continue
-        parts.setdefault(key, []).append((j, _field(f)))
+        parts.setdefault(key, []).append((j, st.sampled_from(list(spec.choices[key])) if key in spec.choices
+                                          else _field(f)))
     out = {}
     for key, items in parts.items():
         out[key] = items[0][1] if items[0][0] is None else st.tuples(*[s for _, s in sorted(items, key=lambda t: t[0])])
@@ -43,7 +47,7 @@ def _group(kind):
 
 def _valid(kind, hp):
     try:
-        etakit.OPTIMIZERS[kind]([np.zeros(1)], **hp)
+        etakit.OPTIMIZERS[kind]([np.zeros(shape_of(kind, 1))], **hp)
         return True
     except ValueError:          # a constraint across fields (nesterov needs momentum)
         return False
@@ -54,7 +58,7 @@ def problems(draw):
     kind = draw(st.sampled_from(sorted(etakit.OPTIMIZERS)))
     hp = draw(_group(kind).filter(lambda h: _valid(kind, h)))
     dtype = draw(dtypes)
-    shp = draw(st.lists(shapes, min_size=1, max_size=4))
+    shp = draw(st.lists(matrices if matrix_only(kind) else shapes, min_size=1, max_size=4))
     return kind, hp, dtype, shp, draw(st.integers(0, 2**32 - 1))
 
 

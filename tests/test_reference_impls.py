@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 
 import etakit
+from conftest import matrix_only
 from rule_cases import CASES, PARAMS, float32_in_reference, reference_class, torch_default_dtype
 
 torch = pytest.importorskip("torch")
 
 SHAPES = [(4, 3), (7,), (2, 3, 2), (1,)]
+MATRIX_SHAPES = [(4, 3), (3, 5), (6, 6), (1, 2)]     # for rules that update matrices only
 STEPS = 100
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-12), np.float32: dict(rtol=2e-4, atol=2e-5)}
 
 
-def run_both(kind, hp, dtype, steps=STEPS, seed=0):
-    ref_cls = reference_class(kind)
+def run_both(kind, hp, dtype, monkeypatch, steps=STEPS, seed=0):
+    ref_cls = reference_class(kind, monkeypatch)
     if ref_cls is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")
     # scalar state the reference keeps in torch's default dtype follows the run's dtype
@@ -29,13 +31,14 @@ def run_both(kind, hp, dtype, steps=STEPS, seed=0):
 
 def _run_both(ref_cls, kind, hp, dtype, steps, seed):
     rng = np.random.default_rng(seed)
-    mine = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    shapes = MATRIX_SHAPES if matrix_only(kind) else SHAPES
+    mine = [rng.standard_normal(s).astype(dtype) for s in shapes]
     theirs = [torch.tensor(p.copy(), requires_grad=True) for p in mine]
     opt = getattr(etakit, kind)(mine, **hp)
     ref = ref_cls(theirs, **hp)
     for _ in range(steps):
         # a noisy quadratic, read at the reference's parameters: both get the same gradients
-        grads = [(rng.standard_normal(s) + 0.5 * t.detach().numpy()).astype(dtype) for s, t in zip(SHAPES, theirs)]
+        grads = [(rng.standard_normal(s) + 0.5 * t.detach().numpy()).astype(dtype) for s, t in zip(shapes, theirs)]
         for t, g in zip(theirs, grads):
             t.grad = torch.from_numpy(g.copy())     # some references change .grad in place
         with torch.no_grad():
@@ -46,9 +49,9 @@ def _run_both(ref_cls, kind, hp, dtype, steps, seed):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("kind,case", PARAMS)
-def test_trajectory_matches_the_reference_implementation(kind, case, dtype):
+def test_trajectory_matches_the_reference_implementation(kind, case, dtype, monkeypatch):
     hp = CASES[kind][case]
-    opt, ref, mine, theirs = run_both(kind, hp, dtype)
+    opt, ref, mine, theirs = run_both(kind, hp, dtype, monkeypatch)
     tol = TOL[dtype]
     if kind == "Lion" and dtype == np.float32:
         # a sign of an interpolation within rounding of zero can differ: a few elements off by 2 lr
@@ -68,10 +71,10 @@ def test_trajectory_matches_the_reference_implementation(kind, case, dtype):
 
 
 @pytest.mark.parametrize("kind", list(CASES))
-def test_state_names_are_the_reference_s(kind):
+def test_state_names_are_the_reference_s(kind, monkeypatch):
     """The state a checkpoint carries has the reference's names (so it moves between the two)."""
     hp = CASES[kind][-1]
-    opt, ref, _, theirs = run_both(kind, hp, np.float64, steps=2)
+    opt, ref, _, theirs = run_both(kind, hp, np.float64, monkeypatch, steps=2)
     ours = opt.state_dict()["state"][0]
     theirs_names = {k for k, v in ref.state[theirs[0]].items() if isinstance(v, torch.Tensor) and v.dim() > 0}
     ours_names = {k for k, v in ours.items() if np.ndim(v) > 0}

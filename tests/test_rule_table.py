@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import etakit
+from conftest import shape_of
 from etakit._step import RuleSpec
 from rule_cases import CASES
 
@@ -25,8 +26,10 @@ def _fields():
 FIELDS = list(_fields())
 
 
-def _bad_values(f):
+def _bad_values(f, spec):
     """(value, exception) pairs just outside the field's range, and of the wrong type."""
+    if spec.labels[f["name"]] in spec.choices:      # a name standing for a C integer: anything else is refused
+        return [("nope", ValueError), (1.5, ValueError), (int(f["hi"]) + 1, ValueError), ([], ValueError)]
     if f["kind"] == "flag":
         return [(2, TypeError), ("yes", TypeError), (0.5, TypeError)]
     if f["kind"] == "int":
@@ -57,36 +60,38 @@ def _with(group, spec, field, value):
 def test_out_of_range_and_wrong_type_are_refused_everywhere(kind, spec, f):
     cls = etakit.OPTIMIZERS[kind]
     base = dict(CASES[kind][-1])
-    defaults = {**cls([np.zeros(1)]).defaults, **base}
+    one, three = shape_of(kind, 1), shape_of(kind, 3)
+    defaults = {**cls([np.zeros(one)]).defaults, **base}
     label = spec.labels[f["name"]]
     pattern = label.replace("[", r"\[").replace("]", r"\]")
-    for value, exc in _bad_values(f):
+    for value, exc in _bad_values(f, spec):
         key, v = _with(defaults, spec, f["name"], value)
         with pytest.raises(exc, match=pattern):
-            cls([np.zeros(3)], **{**base, key: v})
+            cls([np.zeros(three)], **{**base, key: v})
         with pytest.raises(exc, match=pattern):
-            cls([{"params": [np.zeros(3)], key: v}], **base)
+            cls([{"params": [np.zeros(three)], key: v}], **base)
         # changed between steps: refused at the next step, nothing written
-        w = np.ones(3)
+        w = np.ones(three)
         opt = cls([w], **base)
-        opt.step([np.full(3, 0.5)])
+        opt.step([np.full(three, 0.5)])
         before, sd = w.copy(), opt.state_dict()
         old = opt.param_groups[0][key]
         opt.param_groups[0][key] = v
         with pytest.raises(exc, match=pattern):
-            opt.step([np.full(3, 0.5)])
+            opt.step([np.full(three, 0.5)])
         assert w.tobytes() == before.tobytes()
         for name, arr in opt.state_dict()["state"][0].items():
             np.testing.assert_array_equal(arr, sd["state"][0][name])
         opt.param_groups[0][key] = old
-        opt.step([np.full(3, 0.5)])
+        opt.step([np.full(three, 0.5)])
 
 
 @pytest.mark.parametrize("kind", list(etakit.OPTIMIZERS))
 def test_schedules_only_where_the_table_allows(kind):
     cls = etakit.OPTIMIZERS[kind]
     spec = RuleSpec.of(cls)
-    defaults = {**cls([np.zeros(1)]).defaults, **CASES[kind][-1]}
+    three = shape_of(kind, 3)
+    defaults = {**cls([np.zeros(shape_of(kind, 1))]).defaults, **CASES[kind][-1]}
     for f in spec.fields:
         if f["kind"] != "real" or spec.labels[f["name"]] in cls._implied:
             continue
@@ -96,28 +101,29 @@ def test_schedules_only_where_the_table_allows(kind):
         sched = etakit.schedules.constant(plain) if plain >= 0 else (lambda k, plain=plain: plain)
         key, v = _with(defaults, spec, f["name"], sched)
         if f["schedulable"]:
-            w, w2 = np.ones(3), np.ones(3)
+            w, w2 = np.ones(three), np.ones(three)
             a = cls([w], **{**CASES[kind][-1], key: v})
             b = cls([w2], **CASES[kind][-1])
             for _ in range(3):
-                a.step([np.full(3, 0.5)])
-                b.step([np.full(3, 0.5)])
+                a.step([np.full(three, 0.5)])
+                b.step([np.full(three, 0.5)])
             assert w.tobytes() == w2.tobytes(), f"a constant schedule of {key} changes the result"
         else:
             with pytest.raises(TypeError, match="cannot follow a schedule"):
-                cls([np.zeros(3)], **{**CASES[kind][-1], key: v})
+                cls([np.zeros(three)], **{**CASES[kind][-1], key: v})
 
 
 @pytest.mark.parametrize("kind", list(etakit.OPTIMIZERS))
 def test_unknown_group_key_is_reported(kind):
     cls = etakit.OPTIMIZERS[kind]
+    two = shape_of(kind, 2)
     with pytest.warns(UserWarning, match="'lrr'.*a typo"):
-        cls([{"params": [np.zeros(2)], "lrr": 0.1}])
-    opt = cls([np.zeros(2)])
-    opt.step([np.ones(2)])
+        cls([{"params": [np.zeros(two)], "lrr": 0.1}])
+    opt = cls([np.zeros(two)])
+    opt.step([np.ones(two)])
     opt.param_groups[0]["lrr"] = 0.1
     with pytest.warns(UserWarning, match="'lrr'"):
-        opt.step([np.ones(2)])
+        opt.step([np.ones(two)])
 
 
 @pytest.mark.parametrize("kind", list(etakit.OPTIMIZERS))

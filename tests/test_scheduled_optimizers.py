@@ -21,13 +21,14 @@ CASES = [
     ("RMSprop", dict(lr=LR, momentum=MOM, centered=True), {"lr": LR, "momentum": MOM}),
     ("Adagrad", dict(lr=LR, weight_decay=WD), {"lr": LR, "weight_decay": WD}),
     ("Adam", dict(lr=lambda k: 0.01 / (1 + k)), {"lr": lambda k: 0.01 / (1 + k)}),
+    ("Muon", dict(lr=LR, momentum=MOM, weight_decay=WD), {"lr": LR, "momentum": MOM, "weight_decay": WD}),
 ]
 
 
 def by_hand(kind, kw, scheds, steps, seed, dtype):
     """The same run, with the scheduled values written into param_groups before each step."""
     rng = np.random.default_rng(seed)
-    params = make_params(rng, dtype)
+    params = make_params(rng, dtype, kind=kind)
     fixed = {k: (v if k not in scheds else (0.0 if k != "betas" else (0.0, v[1]))) for k, v in kw.items()}
     if "momentum" in scheds or (kind == "SGD" and kw.get("nesterov")):
         fixed.setdefault("momentum", 0.9)

@@ -69,7 +69,7 @@ def test_threadpoolctl_sees_and_limits_the_pool(threads):
 @pytest.mark.parametrize("kind,hp", KINDS)
 def test_state_dict_round_trip_continues_bit_identically(kind, hp, dtype):
     rng = np.random.default_rng(5)
-    params = make_params(rng, dtype)
+    params = make_params(rng, dtype, kind=kind)
     opt = getattr(etakit, kind)([{"params": params[:2], "lr": 1e-3}, {"params": params[2:]}], **hp)
     for _ in range(20):
         opt.step(make_grads(rng, params))

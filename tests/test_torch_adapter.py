@@ -5,14 +5,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import etakit.torch as et  # noqa: E402
+from conftest import matrix_only  # noqa: E402
 from rule_cases import CASES, RICHEST, SIGN_RULES, float32_in_reference, reference_class, torch_default_dtype  # noqa: E402,E501
 
 TORCH_CASES = [(kind, hp) for kind, hps in CASES.items() for hp in hps[:1] + hps[-1:]]
 
 
-def make_model(dtype, seed=0):
+def make_model(dtype, seed=0, bias=True):
+    """A small MLP; without biases (weight matrices only) for rules that update matrices only."""
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).to(dtype)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16, bias=bias), torch.nn.Tanh(),
+                               torch.nn.Linear(16, 3, bias=bias)).to(dtype)
 
 
 def train(model, opt, steps, seed=1, scheduler=None):
@@ -31,15 +34,16 @@ def train(model, opt, steps, seed=1, scheduler=None):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("kind,hp", TORCH_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(TORCH_CASES)])
-def test_trajectory_matches_the_reference(kind, hp, dtype, tol):
+def test_trajectory_matches_the_reference(kind, hp, dtype, tol, monkeypatch):
     if dtype == torch.float32 and (hp.get("maximize") or kind in SIGN_RULES):
         pytest.skip("float32 rounding differences grow without bound (maximised MSE, or a sign of ~0)")
-    ref = reference_class(kind)
+    ref = reference_class(kind, monkeypatch)
     if ref is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")
     if dtype == torch.float64 and float32_in_reference(kind, hp):
         tol = 1e-6    # the reference rounds a scalar to float32 (LAMB's pre_norm): see float32_in_reference
-    a, b = make_model(dtype), make_model(dtype)
+    bias = not matrix_only(kind)
+    a, b = make_model(dtype, bias=bias), make_model(dtype, bias=bias)
     with torch_default_dtype(torch, dtype):    # the reference's scalar state (NAdam's mu_product) in dtype
         train(a, ref(a.parameters(), **hp), 60)
     opt = getattr(et, kind)(b.parameters(), **hp)
@@ -50,8 +54,8 @@ def test_trajectory_matches_the_reference(kind, hp, dtype, tol):
 
 @pytest.mark.parametrize("kind,hp", RICHEST)
 @pytest.mark.parametrize("direction", ["reference->etakit", "etakit->reference"])
-def test_checkpoints_move_both_ways(kind, hp, direction):
-    ref = reference_class(kind)
+def test_checkpoints_move_both_ways(kind, hp, direction, monkeypatch):
+    ref = reference_class(kind, monkeypatch)
     if ref is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")
     src_cls, dst_cls = (ref, getattr(et, kind)) if direction == "reference->etakit" else (getattr(et, kind), ref)
@@ -60,7 +64,7 @@ def test_checkpoints_move_both_ways(kind, hp, direction):
 
 
 def _checkpoint_round(src_cls, dst_cls, kind, hp):
-    model = make_model(torch.float64)
+    model = make_model(torch.float64, bias=not matrix_only(kind))
     opt = src_cls(model.parameters(), **hp)
     train(model, opt, 15)
     ckpt = copy.deepcopy({"model": model.state_dict(), "opt": opt.state_dict()})
@@ -68,7 +72,7 @@ def _checkpoint_round(src_cls, dst_cls, kind, hp):
         assert isinstance(ckpt["opt"]["state"][0]["step"], torch.Tensor)
     train(model, opt, 15, seed=7)    # the source continues
 
-    resumed = make_model(torch.float64, seed=3)
+    resumed = make_model(torch.float64, seed=3, bias=not matrix_only(kind))
     resumed.load_state_dict(ckpt["model"])
     opt2 = dst_cls(resumed.parameters(), **hp)
     opt2.load_state_dict(ckpt["opt"])

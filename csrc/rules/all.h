@@ -20,4 +20,5 @@
 #include "asgd.h"
 #include "rprop.h"
 #include "adafactor.h"
+#include "muon.h"
 #include "probe.h"

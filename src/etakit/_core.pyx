@@ -158,7 +158,7 @@ def rule_info(rule):
     kinds = {ETK_FIELD_REAL: "real", ETK_FIELD_FLAG: "flag", ETK_FIELD_INT: "int", ETK_FIELD_REAL_OR_NONE: "real"}
     shapes = {ETK_SLOT_FULL: "full", ETK_SLOT_SCALAR: "scalar", ETK_SLOT_ROWS: "rows", ETK_SLOT_COLS: "cols",
               ETK_SLOT_VECTOR: "vector"}
-    inits = {0: "zero", 1: "field", 2: "param", 3: "one"}
+    inits = {0: "zero", 1: "field", 2: "param", 3: "one", 4: "work"}
     fields = [dict(name=info.fields[i].name.decode(), offset=info.fields[i].offset,
                    kind=kinds[info.fields[i].kind], schedulable=bool(info.fields[i].schedulable),
                    lo=info.fields[i].lo, hi=info.fields[i].hi, lo_open=bool(info.fields[i].lo_open),
@@ -172,7 +172,7 @@ def rule_info(rule):
     group_state = [info.group_state[i].decode() for i in range(info.ngroup_state)]
     return dict(id=r, name=info.name.decode(), hp_size=info.hp_size, fields=fields, slots=slots,
                 uses_step=bool(info.flags & ETK_RULE_USES_STEP), matrix=bool(info.flags & ETK_RULE_MATRIX),
-                group_state=group_state)
+                matrix_only=bool(info.flags & ETK_RULE_MATRIX_ONLY), group_state=group_state)
 
 
 def rule_names():
@@ -498,6 +498,16 @@ cdef class Plan:
         self.torch_params = list(params)
         self.torch_dtypes = [p.dtype for p in params]
 
+    def torch_params_are(self, list params):
+        """Whether this plan was built for exactly these torch parameters, in order."""
+        cdef Py_ssize_t i
+        if self.torch_params is None or len(params) != self.count:
+            return False
+        for i in range(self.count):
+            if params[i] is not self.torch_params[i]:
+                return False
+        return True
+
     def run_torch_groups(self, list groups, int64_t k=0):
         """etakit.torch's hot path: take the ``.grad`` of every parameter of ``groups``
         and step if exactly the plan's parameters, in order, have one.
@@ -606,11 +616,13 @@ cdef class Plan:
                              "hyperparameters over)")
         raise _Moved(i)
 
-    cdef int _launch(self, int64_t k) except -1:
+    cdef int _launch(self, int64_t k, unsigned phases, bint advance) except -1:
         cdef etk_step_opts o
         cdef etk_error err
         cdef int st
         cdef Py_ssize_t i
+        memset(&o, 0, sizeof(etk_step_opts))
+        o.phases = phases
         o.sched = self.sched
         o.nsched = <size_t>self.nsched
         o.k = k
@@ -626,9 +638,10 @@ cdef class Plan:
             self.t[i].grad = NULL
         if st != ETK_OK:
             self._raise_status(st, &err, k)
-        for i in range(self.count):
-            self.t[i].step += 1
-            self.t[i].flags = 0
+        if advance:
+            for i in range(self.count):
+                self.t[i].step += 1
+                self.t[i].flags = 0
         return 0
 
     cdef _raise_status(self, int st, etk_error *err, int64_t k):
@@ -668,13 +681,16 @@ cdef class Plan:
                 return v
         return None
 
-    def run(self, grads, int64_t k=0, bint check_only=False):
+    def run(self, grads, int64_t k=0, bint check_only=False, unsigned phases=0, bint advance=True):
         """One step, the k-th (from 0: scheduled hyperparameters use it).
 
         Raises GradientError / GradientTypeError for a refused gradient,
         HyperparameterError for a scheduled value out of range, StateError for
         a parameter resized since the plan was built; nothing is written then.
         With ``check_only`` the gradients are checked and nothing is run.
+        ``phases`` runs only the rule's phases whose bits are set (0: all;
+        etk_step_opts.phases); ``advance`` False leaves the step counts as they
+        are (a call that does not end the step).
         """
         cdef Py_ssize_t i, n, d, w = 0
         cdef cnp.ndarray g, p
@@ -717,9 +733,10 @@ cdef class Plan:
             for i in range(n):
                 self.t[i].grad = NULL
             return
-        self._launch(k)
+        self._launch(k, phases, advance)
 
-    def run_torch(self, list params, list grads, int64_t k=0, bint check_only=False):
+    def run_torch(self, list params, list grads, int64_t k=0, bint check_only=False, unsigned phases=0,
+                  bint advance=True):
         """``run`` for PyTorch tensors, without numpy views (etakit.torch's hot path).
 
         Checks what PyTorch does not guarantee once a ``.grad`` exists: dtype
@@ -727,6 +744,7 @@ cdef class Plan:
         gradient is read through a contiguous copy), no overlap with a written
         buffer, and that each parameter still has the memory the plan points
         at.  Returns False, with nothing written, when the plan is stale.
+        ``phases`` and ``advance`` as for ``run``.
         """
         cdef Py_ssize_t i, n = len(grads), w = 0
         cdef uintptr_t ptr, nbytes
@@ -768,7 +786,7 @@ cdef class Plan:
             for i in range(n):
                 self.t[i].grad = NULL
             return True
-        self._launch(k)
+        self._launch(k, phases, advance)
         return True
 
 

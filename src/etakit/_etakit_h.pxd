@@ -20,6 +20,7 @@ cdef extern from "etakit.h" nogil:
     enum: ETK_SLOT_VECTOR
     enum: ETK_RULE_USES_STEP
     enum: ETK_RULE_MATRIX
+    enum: ETK_RULE_MATRIX_ONLY
     int ETK_FLOAT32, ETK_FLOAT64
 
     ctypedef struct etk_tensor:
@@ -63,6 +64,7 @@ cdef extern from "etakit.h" nogil:
         size_t nsched
         int64_t k
         double *group_state
+        unsigned phases
 
     ctypedef struct etk_field_info:
         const char *name

@@ -8,10 +8,11 @@ C; the Python class adds only its signature and docstring.
 
 ``Stepper`` is one optimizer's link to the engine: validating and packing the
 groups, binding schedules, allocating state, building the plan (the C
-descriptors) and rebuilding it when something it points at changes, and the
-per-optimizer lock.  The numpy optimizers (``etakit.optim``) and the PyTorch
-drop-ins (``etakit.torch``) each own one (composition), so both front ends run
-the same code.
+descriptors) and rebuilding it when something it points at changes, the
+per-optimizer lock, and, for a rule whose step has host work between its C
+phases (Muon's matrix products), the split step (``run_split``).  The numpy
+optimizers (``etakit.optim``) and the PyTorch drop-ins (``etakit.torch``)
+each own one (composition), so both front ends run the same code.
 """
 import numbers
 import threading
@@ -69,11 +70,15 @@ class RuleSpec:
     """A rule as the C table describes it, seen through an optimizer class's group keys.
 
     The class declares ``rule`` (the C rule name), ``_tuples`` (group keys
-    that pack several fields, ``{"betas": ("beta1", "beta2")}``) and
-    ``_extra`` (group keys outside the C struct, ``{key: check(value, where)}``)
-    and ``_none_means`` (group keys whose ``None``, an Optional argument of
-    the reference, stands for a value of the C field: ``{key: value}``).
-    Every other field of the C struct is the group key of the same name.
+    that pack several fields, ``{"betas": ("beta1", "beta2")}``), ``_extra``
+    (group keys outside the C struct, ``{key: check(value, where)}``),
+    ``_none_means`` (group keys whose ``None``, an Optional argument of the
+    reference, stands for a value of the C field: ``{key: value}``),
+    ``_choices`` (group keys whose values are names standing for a C integer,
+    ``{"adjust_lr_fn": {None: 0, "original": 0, "match_rms_adamw": 1}}``) and
+    ``_host_step`` with ``_host_split`` (host work between the rule's C
+    phases, see ``Stepper.run_split``).  Every other field of the C struct is
+    the group key of the same name.
     """
 
     _cache = {}
@@ -93,7 +98,14 @@ class RuleSpec:
         self.slots = info["slots"]
         self.slot_names = tuple(s["name"] for s in self.slots)
         self.uses_step = info["uses_step"]
-        self.matrix = info["matrix"]
+        self.matrix = info["matrix"] or info["matrix_only"]
+        self.matrix_only = info["matrix_only"]      # parameters must be 2-D
+        # work slots: space the step uses between its phases, not optimizer state (never saved)
+        self.work = tuple(j for j, s in enumerate(self.slots) if s["init"] == "work")
+        self.state_names = tuple(s["name"] for j, s in enumerate(self.slots) if j not in self.work)
+        self.choices = dict(opt_cls._choices)
+        self.host = opt_cls._host_step
+        self.host_split = opt_cls._host_split
         self.group_state = tuple(info["group_state"])   # per-group scalars the step updates: group keys
         component = {f: (key, j) for key, fs in opt_cls._tuples.items() for j, f in enumerate(fs)}
         self.sources = []       # per field: (group key, index in the tuple or None)
@@ -164,6 +176,8 @@ class RuleSpec:
                                                   None, label, v)
             elif f["kind"] == "flag":
                 v = _flag(v, label, where, key in self.none_means)
+            elif key in self.choices:
+                v = self._choice(key, v, where)
             else:
                 v = _integer(v, label, where)
             values.append(v)
@@ -184,6 +198,15 @@ class RuleSpec:
                               if g["kind"] == "real")
             raise HyperparameterError(f"Invalid {label} for {where}: {why} (got {shown})", None, label, value)
         return packed
+
+    def _choice(self, key, v, where):
+        names = self.choices[key]
+        try:
+            return names[v]
+        except (KeyError, TypeError):   # TypeError: unhashable
+            expected = ", ".join(map(repr, names))
+            raise HyperparameterError(f"Invalid {key} for {where}: {v!r} (expected one of {expected})",
+                                      None, key, v) from None
 
     def needed(self, packed):
         """Indices of the state slots these packed hyperparameters need."""
@@ -219,9 +242,12 @@ class RuleSpec:
         return tuple(shape[:-2]) + (1, shape[-1])
 
     def slot_applies(self, j, shape):
-        """Whether slot ``j`` exists for a parameter of this shape: row and column
-        factors for matrices only, "vector" slots for the others only."""
+        """Whether slot ``j`` is optimizer state of a parameter of this shape: row and
+        column factors for matrices only, "vector" slots for the others only, a
+        work slot never."""
         kind = self.slots[j]["shape"]
+        if j in self.work:
+            return False
         if kind in ("rows", "cols"):
             return self.is_matrix(shape)
         return kind != "vector" or not self.is_matrix(shape)
@@ -264,6 +290,8 @@ class Stepper:
         self.needs = ()          # per group: the state slots it needs
         self.builtin = []        # (group, byte offset, Schedule, label): evaluated in C
         self.callables = []      # (group, byte offset, callable, label): evaluated here
+        self.group_of = []       # per plan tensor: its group
+        self.work = []           # per plan tensor: {work slot name: array}
         self._lock = threading.RLock()
 
     # ---- one step at a time --------------------------------------------
@@ -297,15 +325,49 @@ class Stepper:
         plan = _core.Plan(spec.id, len(params), len(self.packed), labels, spec.labels)
         names = spec.slot_names
         matrix = spec.matrix
+        work = []
         for i, p in enumerate(params):
             rows, cols = spec.matrix_shape(p.shape) if matrix else (0, 0)
             st = states[i]
+            if spec.work:
+                st = {**st, **self._work_for(i, p, group_of[i])}
+                work.append({names[j]: st.get(names[j]) for j in spec.work})
             plan.set_tensor(i, p, tuple([st.get(name) for name in names]), group_of[i], steps[i],
                             fresh.get(i, 0), rows, cols)
         plan.index_written()
         self.plan = plan
+        self.group_of = list(group_of)
+        self.work = work
         self.bind()
         return plan
+
+    def _work_for(self, i, p, gi):
+        """Work buffers of tensor ``i`` (its previous ones when they still fit)."""
+        old = self.work[i] if i < len(self.work) else {}
+        out = {}
+        for j in self.spec.work:
+            name = self.spec.slot_names[j]
+            if j in self.needs[gi]:
+                a = old.get(name)
+                out[name] = a if a is not None and a.shape == p.shape and a.dtype == p.dtype else np.empty_like(p)
+            else:
+                out[name] = None
+        return out
+
+    def run_split(self, run, groups):
+        """One step of a rule with host work between its C phases.
+
+        ``run(phases, advance)`` runs C phases (the plan's ``run`` or
+        ``run_torch``, bound to the gradients); the first ``spec.host_split``
+        phases run, then ``spec.host(self, groups)`` (it reads and writes the
+        work buffers, ``self.work``), then the remaining phases.  Returns what
+        the first call returns if it is False (a stale torch plan: nothing was
+        written), else what the last returns."""
+        before = (1 << self.spec.host_split) - 1
+        if run(before, False) is False:
+            return False
+        self.spec.host(self, groups)
+        return run(0xFFFFFFFF & ~before, True)
 
     def bind(self):
         """Push the packed groups and built-in schedules into the plan."""

@@ -22,10 +22,11 @@ import numpy as np
 from . import _core
 from ._step import RuleSpec, Stepper, is_scheduled, value_at
 from .errors import StateError
+from .reference import zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
-           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor"]
+           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor", "Muon"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -65,6 +66,14 @@ def _check_param(p, where):
         raise ValueError(f"{where} is read-only; parameters are updated in place")
 
 
+def _check_matrix(p, where, name):
+    """Refuse a parameter that is not 2-D, for rules that update matrices only (Muon)."""
+    if p.ndim != 2:
+        raise ValueError(f"{where} has shape {tuple(p.shape)}; {name} updates 2-D parameters (matrices) only, as "
+                         "its reference does: optimise the others (biases, norms, embeddings) with another "
+                         "optimizer such as AdamW")
+
+
 def _check_no_overlap(arrays, labels):
     """Raise if two arrays are the same object or share memory (n log n)."""
     seen = {}
@@ -93,8 +102,12 @@ class Optimizer:
     A subclass declares its rule: ``rule`` (the C rule name), ``_tuples``
     (group keys that pack several C fields, ``{"betas": ("beta1", "beta2")}``),
     ``_extra`` (group keys outside the C struct), ``_none_means`` (group keys
-    whose ``None`` stands for a value of the C field), its ``__init__`` signature
-    with PyTorch-style defaults, and its docstring.
+    whose ``None`` stands for a value of the C field), ``_choices`` (group
+    keys whose values are names of a C integer), its ``__init__`` signature
+    with PyTorch-style defaults, and its docstring.  A rule whose step has
+    host work between its C phases (Muon's matrix products) declares it as
+    ``_host_step(stepper, groups)``, run after the first ``_host_split``
+    phases (``etakit._step.Stepper.run_split``).
 
     Parameters
     ----------
@@ -129,6 +142,9 @@ class Optimizer:
     _implied = {}           # group entries the class sets beyond its signature
     _group_optional = ()    # group keys a reference checkpoint may lack (it keeps them elsewhere)
     _none_means = {}        # {group key: the C value its None stands for} (the reference's Optional arguments)
+    _choices = {}           # group keys whose values are names: {key: {value: C int}}
+    _host_step = None       # f(stepper, groups): host work between the rule's C phases
+    _host_split = 1         # C phases run before _host_step
 
     def __init__(self, params, defaults):
         self._stepper = Stepper(RuleSpec.of(type(self)))
@@ -185,6 +201,8 @@ class Optimizer:
         for j, p in enumerate(ps):
             label = f"params[{j}]" if flat else f"param_groups[{gi}]['params'][{j}]"
             _check_param(p, label)
+            if self._stepper.spec.matrix_only:
+                _check_matrix(p, label, type(self).__name__)
             self._labels.append(label)
             self._params.append(p)
         group["params"] = ps
@@ -277,17 +295,29 @@ class Optimizer:
             if st.spec.group_state:
                 st.load_group_state(groups)
             try:
-                st.plan.run(grads, k)
+                if st.spec.host is None:
+                    st.plan.run(grads, k)
+                else:
+                    self._run_split(grads, k)
             except _Moved:
                 self._build_plan()
                 if st.spec.group_state:
                     st.load_group_state(groups)
-                st.plan.run(grads, k)
+                if st.spec.host is None:
+                    st.plan.run(grads, k)
+                else:
+                    self._run_split(grads, k)
             if st.spec.group_state:
                 st.store_group_state(groups)
             self._k = k + 1
             if self._fresh:
                 self._fresh.clear()
+
+    def _run_split(self, grads, k):
+        """The C phases around the rule's host step (see Stepper.run_split)."""
+        plan = self._stepper.plan
+        self._stepper.run_split(lambda phases, advance: plan.run(grads, k, phases=phases, advance=advance),
+                                self.param_groups)
 
     def current_lr(self):
         """The learning rate of each group for the next step (its schedule's value now).
@@ -361,6 +391,8 @@ class Optimizer:
             if p is old:
                 continue
             _check_param(p, labels[i])
+            if self._stepper.spec.matrix_only:
+                _check_matrix(p, labels[i], type(self).__name__)
             if self._state[i] and (p.shape != old.shape or p.dtype != old.dtype):
                 raise StateError(f"{labels[i]} was replaced by an array of shape {p.shape} and dtype {p.dtype}; "
                                  f"its optimizer state is for shape {old.shape} and dtype {old.dtype}. Build a "
@@ -471,7 +503,7 @@ class Optimizer:
             new_groups.append(g)
         if not isinstance(state, dict):
             raise ValueError("loaded 'state' must be a dict {parameter index: {name: value}}")
-        allowed = set(spec.slot_names)
+        allowed = set(spec.state_names)
         new_state = [{} for _ in self._params]
         new_steps = [0] * len(self._params)
         for key, entry in state.items():
@@ -1456,6 +1488,91 @@ class Adafactor(Optimizer):
                                       maximize=maximize))
 
 
+def _orthogonalise(stepper, groups):
+    """Muon's host step: each tensor's update (the work slot) replaced by its orthogonalisation."""
+    for work, gi in zip(stepper.work, stepper.group_of):
+        u = work["update"]
+        if u is not None and u.size:
+            g = groups[gi]
+            zeropower_via_newtonschulz(u, g["ns_coefficients"], g["ns_steps"], g["eps"], out=u)
+
+
+class Muon(Optimizer):
+    """Muon (Jordan et al. 2024), as ``torch.optim.Muon``: momentum orthogonalised by Newton-Schulz iterations.
+
+    For 2-D parameters only (the weight matrices of hidden layers); optimise
+    biases, norms and embeddings with another optimizer such as AdamW.  ::
+
+        m = lerp(m, grad, 1 - momentum)
+        u = lerp(grad, m, momentum) if nesterov else m
+        O = NS(u):  X = u / max(|u|_F, eps), transposed if rows > cols;
+                    ns_steps times: A = X X^T;  X = a X + (b A + c A A) X     ((a, b, c) = ns_coefficients)
+        p *= 1 - lr * weight_decay
+        p -= lr * ratio * O,  ratio = sqrt(max(1, rows / cols))    (adjust_lr_fn None or "original")
+                                  or 0.2 * sqrt(max(rows, cols))    ("match_rms_adamw")
+
+    ``lerp`` is ``torch.lerp``.  The element-wise parts run in C, on the
+    calling thread (one pass before the orthogonalisation, one after;
+    parameters and momentum change only in the second); the matrix products
+    run on numpy's BLAS and its threads
+    (:func:`etakit.reference.zeropower_via_newtonschulz`; ``X @ X.T`` and
+    ``A @ A.T``, equal to ``A @ A`` for the symmetric ``A``, are symmetric
+    rank-k updates), so a step costs about ``ns_steps`` times three matrix
+    products, not memory bandwidth.
+
+    Deviation from ``torch.optim.Muon``: torch orthogonalises in bfloat16
+    (``grad.bfloat16()``); etakit orthogonalises in the parameter's own dtype
+    (float32 or float64), which is more accurate and, on CPUs without fast
+    bfloat16 matrix units, faster.  Trajectories therefore match torch's
+    within bfloat16 rounding, and match exactly (float64, rtol 1e-9) a torch
+    whose bfloat16 cast is a no-op.  Stricter checks than torch's: ``eps``
+    must be >= 0, ``ns_steps`` in [0, 99] (torch: < 100), and the
+    coefficients finite.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        2-D parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+    weight_decay : float or schedule, default 0.1
+        Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+    momentum : float or schedule, default 0.95
+        >= 0.
+    nesterov : bool, default True
+    ns_coefficients : (float, float, float), default (3.4445, -4.7750, 2.0315)
+        ``(a, b, c)`` of the quintic Newton-Schulz iteration.
+    eps : float, default 1e-7
+        Floor of the Frobenius norm that scales the update before the iterations.
+    ns_steps : int, default 5
+        Newton-Schulz iterations, 0 to 99.
+    adjust_lr_fn : {None, "original", "match_rms_adamw"}, default None
+        Scale of the learning rate by the matrix shape (None is "original").
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.zeros((2, 3))
+    >>> opt = etakit.Muon([w], lr=0.1)
+    >>> opt.step([np.array([[1.0, 0.0, 0.0], [0.0, -2.0, 0.0]])])
+    >>> np.round(w, 3)      # gradients of sizes 1 and 2; updates of about lr each (NS keeps them in ~[0.7, 1.2])
+    array([[-0.111,  0.   ,  0.   ],
+           [ 0.   ,  0.069,  0.   ]])
+    """
+
+    rule = "muon"
+    _tuples = {"ns_coefficients": ("ns_a", "ns_b", "ns_c")}
+    _choices = {"adjust_lr_fn": {None: 0, "original": 0, "match_rms_adamw": 1}}
+    _torch_step = None
+    _host_step = staticmethod(_orthogonalise)
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                      ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
+                                      adjust_lr_fn=adjust_lr_fn))
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
-                                             Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor)}
+                                             Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor,
+                                             Muon)}

@@ -14,10 +14,12 @@ import numbers
 import numpy as np
 
 from . import optim
+from ._step import RuleSpec
 
 __all__ = ["minimize", "scipy_method"]
 
-_METHODS = {name.lower(): cls for name, cls in optim.OPTIMIZERS.items()}
+# x is a vector: rules for matrices only (Muon) do not apply
+_METHODS = {name.lower(): cls for name, cls in optim.OPTIMIZERS.items() if not RuleSpec.of(cls).matrix_only}
 
 
 def _optimize_result(**kw):

@@ -36,7 +36,8 @@ import numpy as np
 
 __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
            "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
-           "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step"]
+           "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step", "muon_step",
+           "zeropower_via_newtonschulz"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -489,6 +490,86 @@ def adafactor_step(param, grad, state, *, step, lr=1e-2, beta2_decay=-0.8, eps=(
     if weight_decay != 0:
         param *= T(1.0 - lr * weight_decay)
     param += T(-alpha / denom) * u
+
+
+def _lerp(a, b, w):
+    """``torch.lerp(a, b, w)`` as a new array: a + w (b - a) when |w| < 0.5, else b - (b - a)(1 - w)."""
+    w = float(w)
+    if abs(w) < 0.5:
+        return a + w * (b - a)
+    return b - (b - a) * (1.0 - w)
+
+
+def zeropower_via_newtonschulz(G, ns_coefficients=(3.4445, -4.7750, 2.0315), ns_steps=5, eps=1e-7, out=None):
+    """Muon's orthogonalisation of a matrix by quintic Newton-Schulz iterations, in G's dtype.
+
+    ``torch.optim.Muon``'s ``_zeropower_via_newtonschulz`` without its
+    bfloat16 cast: ``X = G / max(|G|_F, eps)``, then ``ns_steps`` times
+    ``A = X X^T;  X = a X + (b A + c A A) X`` on the wide orientation of G
+    (torch transposes a tall G; here a tall G keeps its layout and the
+    products are transposed instead: ``A = X^T X;  X = a X + X (b A + c A A)``).
+    ``X @ X.T`` and ``A @ A.T`` (which is ``A @ A``: A is exactly symmetric)
+    are products of a matrix with its own transpose, for which numpy calls
+    BLAS's symmetric rank-k update.  etakit.Muon calls this function, so the
+    optimizer and this reference agree bit for bit.  The result is written
+    into ``out`` (which may be G) when given, else returned as a new array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> O = zeropower_via_newtonschulz(np.array([[3.0, 0.0], [0.0, 1.0]]))
+    >>> np.round(np.diag(O), 2)      # singular values pushed towards 1 (roughly: into [0.7, 1.2])
+    array([0.75, 1.13])
+    """
+    a, b, c = (float(x) for x in ns_coefficients)
+    tall = G.shape[0] > G.shape[1]
+    X = G / max(np.linalg.norm(G), float(eps))
+    for _ in range(int(ns_steps)):
+        A = X.T @ X if tall else X @ X.T
+        B = A @ A.T
+        B *= c
+        A *= b
+        B += A                                # b A + c A A
+        Y = X @ B if tall else B @ X
+        X *= a
+        Y += X                                # a X + B X
+        X = Y
+    if out is None:
+        return X
+    out[...] = X
+    return out
+
+
+def muon_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+              ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
+    """One Muon step (``torch.optim.Muon``) of a 2-D ``param``, in place.
+
+    State: ``momentum_buffer``.  The orthogonalisation runs in the
+    parameter's dtype (torch's in bfloat16): :func:`zeropower_via_newtonschulz`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros((1, 2)); g = np.array([[3.0, -4.0]])
+    >>> muon_step(p, g, {}, step=1, lr=0.1)
+    >>> np.round(p, 3)           # lr times g / |g| (a 1 x n matrix), times 0.7: NS maps a singular value 1 to 0.7
+    array([[-0.042,  0.056]])
+    """
+    lr, weight_decay, momentum = float(lr), float(weight_decay), float(momentum)
+    m = _zeros(state, "momentum_buffer", param)
+    if param.size == 0:
+        return
+    m[...] = _lerp(m, grad, 1.0 - momentum)
+    update = _lerp(grad, m, momentum) if nesterov else m
+    o = zeropower_via_newtonschulz(update, ns_coefficients, ns_steps, eps)
+    rows, cols = param.shape
+    if adjust_lr_fn == "match_rms_adamw":
+        ratio = 0.2 * math.sqrt(max(rows, cols))
+    else:
+        ratio = math.sqrt(max(1.0, rows / cols))
+    if weight_decay != 0:
+        param *= 1.0 - lr * weight_decay
+    param += -(lr * ratio) * o
 
 
 # ---- reductions -----------------------------------------------------------

@@ -101,6 +101,8 @@ class _DropIn(torch.optim.Optimizer):
             group = self.param_groups[n]
             for j, p in enumerate(group["params"]):
                 _check_param(p, f"param_groups[{n}]['params'][{j}]")
+                if self._stepper.spec.matrix_only:
+                    _optim._check_matrix(p, f"param_groups[{n}]['params'][{j}]", type(self).__name__)
             self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)
             if self._numpy._torch_step == "group":
                 group.setdefault("step", 0)
@@ -180,7 +182,7 @@ class _DropIn(torch.optim.Optimizer):
                     if not 0 <= float(v) < 2**62:
                         raise ValueError(f"loaded state[{key}]['step'] must be >= 0 and < 2**62, got {float(v)!r}")
                     continue
-                if name not in spec.slot_names:
+                if name not in spec.state_names:
                     continue   # a key of another implementation; torch would keep it, the kernel ignores it
                 j = spec.slot_names.index(name)
                 shape = spec.slot_shape(j, tuple(p.shape))
@@ -212,12 +214,13 @@ class _DropIn(torch.optim.Optimizer):
                         st.bind()
             k = self._k
             ran = False
-            if st.plan is not None:
+            if st.plan is not None and st.spec.host is None:
                 self._before_run(groups, k)
                 ran = st.plan.run_torch_groups(groups, k)
             if not ran:
                 # the plan does not fit (first step, another set of gradients, p.data
-                # replaced, new state needed): build it from what the groups hold now
+                # replaced, new state needed), or the rule has host work between its
+                # phases: take the gradients the groups hold now
                 params, grads, gis = [], [], []
                 for gi, group in enumerate(groups):
                     for p in group["params"]:
@@ -227,9 +230,15 @@ class _DropIn(torch.optim.Optimizer):
                             gis.append(gi)
                 if not params:
                     return loss
-                self._prepare(params, grads, gis)
+                if st.spec.host is None or st.plan is None or not st.plan.torch_params_are(params):
+                    self._prepare(params, grads, gis)
                 self._before_run(groups, k)
-                st.plan.run_torch(params, grads, k)
+                if st.spec.host is None:
+                    st.plan.run_torch(params, grads, k)
+                elif not self._run_split(params, grads, k):   # a parameter's memory was replaced
+                    self._prepare(params, grads, gis)
+                    self._before_run(groups, k)
+                    self._run_split(params, grads, k)
             if st.spec.group_state:
                 st.store_group_state(groups)
             if self._steps is not None:
@@ -246,6 +255,13 @@ class _DropIn(torch.optim.Optimizer):
             st.apply_callables(k)
         if st.spec.group_state:
             st.load_group_state([_floats(g) for g in groups])
+
+    def _run_split(self, params, grads, k):
+        """The C phases around the rule's host step (see Stepper.run_split); False if the plan is stale."""
+        plan = self._stepper.plan
+        return self._stepper.run_split(
+            lambda phases, advance: plan.run_torch(params, grads, k, phases=phases, advance=advance),
+            [_floats(g) for g in self.param_groups])
 
     def _prepare(self, params, grads, gis):
         """Check the gradients, create missing state, build the plan."""
@@ -295,7 +311,7 @@ class _DropIn(torch.optim.Optimizer):
         for p, label in zip(params, labels):
             s = self.state[p]
             arrays = {}
-            for name in spec.slot_names:
+            for name in spec.state_names:
                 t = s.get(name)
                 if t is not None:
                     if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
@@ -345,15 +361,16 @@ def _drop_in(np_cls):
         _DropIn.__init__(self, params_, {**defaults, **np_cls._implied})
 
     __init__.__signature__ = new_sig
+    shape = "2, 3" if RuleSpec.of(np_cls).matrix_only else "3"
     doc = (f"``{name}`` for PyTorch tensors: a ``torch.optim.Optimizer`` running etakit's fused kernels.\n\n"
            f"Same arguments, defaults, update and state names as :class:`etakit.{name}` (whose docstring\n"
            f"describes the rule), plus PyTorch's ``foreach``, ``fused`` (accepted, ignored: etakit has one\n"
            f"fused implementation), ``capturable`` and ``differentiable`` (refused when True).\n\n"
            f"Examples\n--------\n"
            f">>> import torch, etakit.torch\n"
-           f">>> w = torch.nn.Parameter(torch.ones(3))\n"
+           f">>> w = torch.nn.Parameter(torch.ones({shape}))\n"
            f">>> opt = etakit.torch.{name}([w], lr=0.1)\n"
-           f">>> w.grad = torch.ones(3); opt.step(); opt.step()\n"
+           f">>> w.grad = torch.ones({shape}); opt.step(); opt.step()\n"
            f">>> bool((w < 1).all())\n"
            f"True\n")
     return type(name, (_DropIn,), {"__init__": __init__, "_numpy": np_cls, "__doc__": doc,
