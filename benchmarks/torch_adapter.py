@@ -1,4 +1,4 @@
-"""etakit.torch.AdamW against torch.optim.AdamW (fused=True, foreach, for-loop).
+"""etakit.torch.AdamW against torch.optim.AdamW (fused=True, foreach, for-loop) and etakit's numpy AdamW.
 
 Two cases: one 50M-element float32 tensor (bandwidth-bound), and the
 parameters of a real nn.Module with 200 tensors (a stack of 100 Linear(64, 64)
@@ -11,12 +11,18 @@ import argparse
 
 import torch
 
+import etakit
 import etakit.torch as et
 from etakit import bench
 
 
 def contenders(params):
     out = {}
+    arrays = [p.detach().numpy() for p in params]
+    grads = [p.grad.numpy() for p in params]
+    numpy_opt = etakit.AdamW(arrays, lr=1e-4)
+    numpy_opt.step(grads)
+    out["etakit (numpy)"] = lambda: numpy_opt.step(grads)
     for name, make in [("etakit.torch", lambda ps: et.AdamW(ps, lr=1e-4)),
                        ("torch fused", lambda ps: torch.optim.AdamW(ps, lr=1e-4, fused=True)),
                        ("torch foreach", lambda ps: torch.optim.AdamW(ps, lr=1e-4, foreach=True)),

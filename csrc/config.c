@@ -160,21 +160,26 @@ int etk_set_flush_denormal(int on)
 
 int etk_get_flush_denormal(void) { return etk_flush; }
 
+/* ETK_FTZ_UNTOUCHED: nothing to restore (MXCSR's reserved high bits are never set) */
+#define ETK_FTZ_UNTOUCHED 0xFFFFFFFFu
+
 unsigned etk_ftz_begin(void)
 {
 #if ETK_HAS_FTZ
-    const unsigned csr = _mm_getcsr();
-    if (etk_flush) _mm_setcsr(csr | ETK_FTZ_DAZ);
+    unsigned csr;
+    if (!etk_flush) return ETK_FTZ_UNTOUCHED;
+    csr = _mm_getcsr();
+    _mm_setcsr(csr | ETK_FTZ_DAZ);
     return csr;
 #else
-    return 0u;
+    return ETK_FTZ_UNTOUCHED;
 #endif
 }
 
 void etk_ftz_end(unsigned saved)
 {
 #if ETK_HAS_FTZ
-    if (_mm_getcsr() != saved) _mm_setcsr(saved);
+    if (saved != ETK_FTZ_UNTOUCHED) _mm_setcsr(saved);
 #else
     (void)saved;
 #endif

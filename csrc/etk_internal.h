@@ -118,6 +118,8 @@ typedef struct etk_rule_desc {
 #define ETK_NROWS (ETK_NRULES + 1)
 
 const etk_rule_desc *etk_rule_desc_get(int rule);
+/* Whether one field of a hyperparameter struct is in its range (rules.c). */
+int etk_field_ok(const etk_field_info *f, const void *hp);
 
 /* Field-table helpers for rule files. */
 #define ETK_INF HUGE_VAL

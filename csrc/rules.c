@@ -45,7 +45,7 @@ int etk_rule_find(const char *name)
     return ETK_ERULE;
 }
 
-static int etk_field_ok(const etk_field_info *f, const void *hp)
+int etk_field_ok(const etk_field_info *f, const void *hp)
 {
     const char *at = (const char *)hp + f->offset;
     if (f->kind == ETK_FIELD_REAL || f->kind == ETK_FIELD_REAL_OR_NONE) {

@@ -22,6 +22,7 @@ from libc.string cimport memset, memcpy
 from cpython.ref cimport PyObject
 from cpython.list cimport PyList_Check, PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_Check
+from cpython.dict cimport PyDict_Size
 
 cimport numpy as cnp
 
@@ -341,6 +342,7 @@ cdef class Plan:
     cdef list sched_keep
     cdef list torch_dtypes
     cdef list torch_params
+    cdef list group_sizes
     cdef bint busy
     cdef cnp.ndarray gstate
 
@@ -366,6 +368,7 @@ cdef class Plan:
         self.sched_keep = []
         self.torch_dtypes = None
         self.torch_params = None
+        self.group_sizes = None
         self.busy = False
         self.gstate = None
 
@@ -538,12 +541,24 @@ cdef class Plan:
         cdef Py_ssize_t i
         return [self.t[i].step - 1 for i in range(self.count)]
 
+    def set_group_sizes(self, list sizes):
+        """The number of keys of each group when the plan was configured (``params_match`` compares)."""
+        self.group_sizes = sizes
+
     def params_match(self, list groups):
         """True if the "params" lists of ``groups`` (parameter-group dicts) hold,
-        in order, exactly the arrays this plan points at."""
-        cdef Py_ssize_t i = 0, j, m
+        in order, exactly the arrays this plan points at, and no group gained or
+        lost a key since ``set_group_sizes`` (an added key, a typo, is reported
+        on reconfiguration)."""
+        cdef Py_ssize_t i = 0, j, m, gi = 0
         cdef object lst
+        cdef list sizes = self.group_sizes
+        if sizes is not None and len(sizes) != len(groups):
+            return False
         for group in groups:
+            if sizes is not None and PyDict_Size(group) != <Py_ssize_t>sizes[gi]:
+                return False
+            gi += 1
             lst = group["params"]
             if not PyList_Check(lst):
                 return False

@@ -290,6 +290,7 @@ class Stepper:
         self.needs = ()          # per group: the state slots it needs
         self.builtin = []        # (group, byte offset, Schedule, label): evaluated in C
         self.callables = []      # (group, byte offset, callable, label): evaluated here
+        self.simple = False      # see configure
         self.group_of = []       # per plan tensor: its group
         self.work = []           # per plan tensor: {work slot name: array}
         self._lock = threading.RLock()
@@ -318,6 +319,8 @@ class Stepper:
             for offset, f, label in sched:
                 (builtin if isinstance(f, Schedule) else calls).append((gi, offset, f, label))
         self.packed, self.needs, self.builtin, self.callables = tuple(packed), tuple(needs), builtin, calls
+        # a step that is one C call, with nothing to do in Python around it
+        self.simple = not calls and not self.spec.group_state and self.spec.host is None
 
     def build(self, params, states, group_of, steps, fresh, labels):
         """A new plan over ``params`` (numpy arrays) and their ``states`` ({slot name: array})."""

@@ -50,6 +50,28 @@ BENCH_KW = {"SGD": dict(momentum=0.9), "ASGD": dict(t0=0.0)}
 RULES = [name for name, cls in etakit.OPTIMIZERS.items() if not RuleSpec.of(cls).matrix_only]
 
 
+# Accesses per element (reads and writes of param, grad and state) of rules that make more
+# than one pass at these settings, on the matrices they are benchmarked with (MATRIX): the
+# byte count their bandwidth is measured by.  The others make one pass: 1 + 2 * (1 + state).
+TRAFFIC = {
+    "LAMB": 10,        # moments and the two norms, then the update from the new moments
+    "LARS": 7,         # the two norms of p and g, then the momentum update
+    "Adafactor": 6,    # row/column sums of g^2; the norms of p and the update; the update
+}
+# Rules whose work depends on a tensor's matrix form: benchmarked on a matrix of the same size.
+MATRIX = {"LARS", "Adafactor"}
+
+
+def _shape(name, n):
+    """The benchmark shape of ``n`` elements for rule ``name`` (rows x cols for matrix rules)."""
+    if name not in MATRIX or n < 4:
+        return (n,)
+    cols = 1 << max(1, (int(n).bit_length() - 1) // 2)
+    while n % cols:
+        cols //= 2
+    return (n // cols, cols)
+
+
 def _settings(name):
     cls = etakit.OPTIMIZERS[name]
     return cls, dict(BENCH_KW.get(name, {}))
@@ -78,7 +100,12 @@ def torch_contender(name, params, kw):
         cls = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):
         return None
+    import inspect
+    accepted = inspect.signature(cls.__init__).parameters
     for mode, extra in (("fused", {"fused": True}), ("foreach", {"foreach": True}), ("loop", {})):
+        # only a real fused path counts (pytorch_optimizer takes **kwargs and ignores `fused`)
+        if mode != "loop" and (mode not in accepted or (mode == "fused" and not module.startswith("torch."))):
+            continue
         try:
             opt = cls(params, **kw, **extra)
             opt.step()
@@ -107,8 +134,9 @@ class Case:
         self.sizes = [int(s) for s in sizes]
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
-        self.grads = [(rng.standard_normal(n, dtype=np.float32) * 1e-3).astype(dtype) for n in self.sizes]
-        self._init = [rng.standard_normal(n, dtype=np.float32).astype(dtype) for n in self.sizes]
+        shapes = [_shape(name, n) for n in self.sizes]
+        self.grads = [(rng.standard_normal(s, dtype=np.float32) * 1e-3).astype(dtype) for s in shapes]
+        self._init = [rng.standard_normal(s, dtype=np.float32).astype(dtype) for s in shapes]
         cls, kw = _settings(name)
         # the state buffers the rule keeps at these settings: what a step reads and writes
         probe = cls([np.zeros(3, self.dtype)], **kw)
@@ -120,8 +148,19 @@ class Case:
         return sum(self.sizes)
 
     @property
+    def accesses(self):
+        """Accesses per element of a step: grad read, param and each state buffer read and written
+        (more for a rule that makes several passes: TRAFFIC)."""
+        return TRAFFIC.get(self.name, 1 + 2 * (1 + self.n_state))
+
+    @property
     def bytes_per_step(self):
-        """Compulsory traffic: grad read; param and each state buffer read and written."""
+        """Compulsory traffic of a step (see ``accesses``)."""
+        return self.elements * self.dtype.itemsize * self.accesses
+
+    @property
+    def probe_bytes(self):
+        """Traffic of the probe: one pass with the rule's state buffers."""
         return self.elements * self.dtype.itemsize * (1 + 2 * (1 + self.n_state))
 
     def _params(self):
@@ -237,8 +276,8 @@ def run_case(case, repeats, min_time, with_torch=True):
         "elements": case.elements,
         "us_per_step": t["etakit"] * 1e6,
         "gb_per_s": case.bytes_per_step / t["etakit"] / 1e9,
-        "probe_gb_per_s": case.bytes_per_step / t["probe"] / 1e9,
-        "frac_probe": t["probe"] / t["etakit"],
+        "probe_gb_per_s": case.probe_bytes / t["probe"] / 1e9,
+        "frac_probe": (case.bytes_per_step / t["etakit"]) / (case.probe_bytes / t["probe"]),
         "x_numpy": t["numpy"] / t["etakit"],
         "x_torch": t["torch"] / t["etakit"] if "torch" in t else None,
         "torch_mode": torch_fn[1] if torch_fn is not None else None,

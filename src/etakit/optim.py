@@ -286,32 +286,48 @@ class Optimizer:
         st = self._stepper
         with st._lock:
             groups = self.param_groups
-            key = (tuple(map(self._get_hp, groups)), tuple(map(len, groups)))
-            if key != st.key or st.plan is None or not st.plan.params_match(groups):
+            plan = st.plan
+            key = tuple(map(self._get_hp, groups))
+            if plan is None or key != st.key or not plan.params_match(groups):
                 self._reconfigure(grads, key)
+                plan = st.plan
             k = self._k
+            if st.simple:
+                try:
+                    plan.run(grads, k)
+                except _Moved:
+                    self._build_plan()
+                    st.plan.run(grads, k)
+            else:
+                self._full_step(grads, k)
+            self._k = k + 1
+            if self._fresh:
+                self._fresh.clear()
+
+    def _full_step(self, grads, k):
+        """A step with Python-callable schedules, per-group scalars or host work."""
+        st, groups = self._stepper, self.param_groups
+        if st.callables:
+            st.apply_callables(k)
+        if st.spec.group_state:
+            st.load_group_state(groups)
+        try:
+            if st.spec.host is None:
+                st.plan.run(grads, k)
+            else:
+                self._run_split(grads, k)
+        except _Moved:
+            self._build_plan()
             if st.callables:
                 st.apply_callables(k)
             if st.spec.group_state:
                 st.load_group_state(groups)
-            try:
-                if st.spec.host is None:
-                    st.plan.run(grads, k)
-                else:
-                    self._run_split(grads, k)
-            except _Moved:
-                self._build_plan()
-                if st.spec.group_state:
-                    st.load_group_state(groups)
-                if st.spec.host is None:
-                    st.plan.run(grads, k)
-                else:
-                    self._run_split(grads, k)
-            if st.spec.group_state:
-                st.store_group_state(groups)
-            self._k = k + 1
-            if self._fresh:
-                self._fresh.clear()
+            if st.spec.host is None:
+                st.plan.run(grads, k)
+            else:
+                self._run_split(grads, k)
+        if st.spec.group_state:
+            st.store_group_state(groups)
 
     def _run_split(self, grads, k):
         """The C phases around the rule's host step (see Stepper.run_split)."""
@@ -411,6 +427,7 @@ class Optimizer:
         self._sync_steps()
         self._stepper.build(self._params, self._state, self._group_of_params(), self._steps, self._fresh,
                             self._labels)
+        self._stepper.plan.set_group_sizes([len(g) for g in self.param_groups])
 
     # ---- state ------------------------------------------------------
     def state_dict(self):
