@@ -148,7 +148,9 @@ def test_readme_command_runs(cmd, tmp_path, capsys, monkeypatch):
         rc, out, err = run_in_process(argv, capsys, monkeypatch)
     else:       # the installed console script: a real process, once per command
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(README.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        # the etakit this test imports (installed, or the source tree of an editable install)
+        import etakit
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(etakit.__file__)) + os.pathsep + env.get("PYTHONPATH", "")
         r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
         rc, out, err = r.returncode, r.stdout, r.stderr
     assert rc == 0, f"{cmd}\n{out[-2000:]}\n{err[-2000:]}"
