@@ -203,3 +203,191 @@ def test_malformed_state_dict_is_refused_before_anything_changes(make, exc, matc
     assert after["step_count"] == sd_before["step_count"] and after["param_groups"] == sd_before["param_groups"]
     np.testing.assert_array_equal(after["state"][0]["exp_avg"], sd_before["state"][0]["exp_avg"])
     opt.step([np.ones(3)])
+
+
+# ---- found by an adversarial review --------------------------------------------------------
+
+def test_torch_step_advances_autograd_version_counters():
+    """A graph that saved a parameter sees the in-place step, as with torch.optim."""
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    lin = torch.nn.Linear(3, 1, bias=False)
+    opt = et.SGD(lin.parameters(), lr=0.1)
+    y = (lin(torch.randn(4, 3, requires_grad=True)) ** 2).sum()
+    y.backward(retain_graph=True)
+    v = lin.weight._version
+    opt.step()
+    assert lin.weight._version > v
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        y.backward()
+
+
+def test_torch_gradient_or_parameter_of_another_dtype_with_the_same_bytes_is_refused():
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = et.SGD([p], lr=1.0)
+    p.grad = torch.ones(4)
+    opt.step()
+    p.grad.data = torch.ones(2, dtype=torch.float64)      # 16 bytes, like 4 float32
+    with pytest.raises(etakit.GradientTypeError, match="float64"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.full((4,), -1.0))
+    p.grad = None
+    q = torch.nn.Parameter(torch.zeros(4))
+    opt = et.SGD([q], lr=1.0)
+    q.grad = torch.ones(4)
+    opt.step()
+    q.data = q.data.view(torch.float64)                  # same pointer, another dtype
+    q.grad = torch.ones(2, dtype=torch.float64)
+    with pytest.raises(etakit.StateError, match="changed its dtype, size or shape"):
+        opt.step()
+
+
+def test_numpy_parameter_whose_dtype_changes_in_place_is_refused():
+    w = np.zeros(4)
+    opt = etakit.SGD([w], lr=1.0)
+    opt.step([np.ones(4)])
+    w.dtype = np.int64
+    with pytest.raises(etakit.StateError, match="changed its dtype"):
+        opt.step([np.ones(4, np.int64)])
+
+
+@pytest.mark.parametrize("kind,shape,new", [("Adafactor", (3, 4), (4, 3)), ("LARS", (3, 4), (4, 3)),
+                                            ("Muon", (3, 4), (12,))])
+def test_parameter_reshaped_in_place_is_refused_for_rules_that_depend_on_its_shape(kind, shape, new):
+    w = np.ones(shape)
+    opt = getattr(etakit, kind)([w])
+    opt.step([np.full(shape, 0.5)])
+    before = w.copy()
+    w.shape = new
+    with pytest.raises(etakit.StateError, match="reshaped"):
+        opt.step([np.full(new, 0.5)])
+    assert w.tobytes() == before.tobytes()
+
+
+def test_betas_given_as_a_list_cannot_be_changed_unseen():
+    w = np.zeros(2)
+    opt = etakit.Adam([w], lr=0.1, betas=[0.9, 0.999])
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)       # kept as a tuple
+    opt.param_groups[0]["betas"] = [0.0, 0.999]                 # a new value is seen at the next step
+    opt.step([np.ones(2)])
+    assert opt.param_groups[0]["betas"] == (0.0, 0.999)
+    with pytest.raises(TypeError, match="real number"):
+        etakit.SGD([np.zeros(2)], lr=np.array(0.1))             # a 0-d array could change in place unseen
+
+
+def test_stepping_from_inside_a_schedule_of_the_same_optimizer_is_refused():
+    w = np.zeros(4)
+    box = {}
+
+    def lr(k):
+        if k == 2 and "opt" in box:
+            box["opt"].step([np.ones(4)])
+        return 0.1
+
+    opt = etakit.Adam([w], lr=lr)
+    box["opt"] = opt
+    opt.step([np.ones(4)])
+    opt.step([np.ones(4)])
+    with pytest.raises(RuntimeError, match="already stepping"):
+        opt.step([np.ones(4)])
+    sd = opt.state_dict()
+    assert opt.step_count == 2 and sd["state"][0]["step"] == 2
+
+
+def test_checkpoint_lacking_a_state_buffer_is_refused():
+    w = np.zeros(3)
+    opt = etakit.Adam([w])
+    for _ in range(3):
+        opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    del sd["state"][0]["exp_avg_sq"]
+    with pytest.raises(etakit.StateError, match="lacks \\['exp_avg_sq'\\]"):
+        etakit.Adam([np.zeros(3)]).load_state_dict(sd)
+    sgd = etakit.SGD([np.zeros(3)], momentum=0.9)             # torch.optim.SGD creates it when missing
+    sgd.load_state_dict({"state": {0: {"step": 3}}, "param_groups": sgd.state_dict()["param_groups"]})
+
+
+def test_torch_checkpoint_of_another_rule_or_with_bad_entries_is_refused():
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    p = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64))
+    src = et.Adam([p])
+    p.grad = torch.ones_like(p)
+    src.step()
+    sd = src.state_dict()
+    with pytest.raises(ValueError):
+        et.Adamax([torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64))]).load_state_dict(sd)
+    tgt = et.Adam([torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64))])
+    bad = {**sd, "state": {0: {**sd["state"][0], "step": torch.tensor(1.5)}}}
+    with pytest.raises(ValueError, match="whole number"):
+        tgt.load_state_dict(bad)
+    t = {**sd, "state": {0: {**sd["state"][0], "exp_avg": torch.zeros(3, 4, dtype=torch.float64).t()}}}
+    tgt.load_state_dict(t)                                     # a transposed (channels-last style) buffer
+    assert tgt.state[tgt.param_groups[0]["params"][0]]["exp_avg"].is_contiguous()
+    tgt.param_groups[0]["params"][0].grad = torch.ones(4, 3, dtype=torch.float64)
+    tgt.step()
+    lion = et.Lion([torch.nn.Parameter(torch.ones(3))])
+    lsd = lion.state_dict()
+    lsd["param_groups"][0]["step"] = -3
+    with pytest.raises(ValueError, match="'step'"):
+        lion.load_state_dict(lsd)
+    ada = et.Adafactor([torch.nn.Parameter(torch.ones(()))])
+    asd = ada.state_dict()
+    asd["state"] = {0: {"step": torch.tensor(1.0), "col_var": torch.zeros(1)}}
+    with pytest.raises(etakit.StateError, match="not state of a parameter"):
+        ada.load_state_dict(asd)
+
+
+def test_plateau_load_validates_and_drives_torch_drop_ins():
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    p = etakit.ReduceLROnPlateau(etakit.SGD([np.zeros(1)], lr=1.0), patience=0, factor=0.5)
+    for bad in [{"factor": -1.0}, {"min_lrs": []}, {"best": "x"}, {"mode": "bogus"}, {"patience": -1}]:
+        with pytest.raises((TypeError, ValueError)):
+            p.load_state_dict(bad)
+    assert p.factor == 0.5 and p.mode == "min"
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = et.SGD([w], lr=1.0)
+    plateau = etakit.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    plateau.step(1.0)
+    plateau.step(1.0)
+    assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_huge_integers_and_crafted_files_give_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="too large"):
+        etakit.SGD([np.zeros(1)], lr=2**2000)
+    with pytest.raises(ValueError):
+        etakit.ReduceLROnPlateau(etakit.SGD([np.zeros(1)]), factor=2**2000)
+    # an .npz whose array header claims a terabyte
+    import zipfile
+    path = tmp_path / "x.npz"
+    etakit.save(path, {"w": np.zeros(3)})
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    name = next(n for n in members if n != "__etakit_structure__.npy")
+    members[name] = members[name].replace(b"(3,)", b"(1000000000000,)".ljust(4))
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    with pytest.raises(ValueError, match="claims"):
+        etakit.load(path)
+    with pytest.raises(OSError, match="/nonexistent/x.npz"):
+        etakit.save("/nonexistent/x.npz", {"w": np.zeros(1)})
+
+
+def test_torch_overlapping_parameters_and_torch_state_in_save_are_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    base = torch.zeros(10)
+    a, b = torch.nn.Parameter(base[:6]), torch.nn.Parameter(base[4:])
+    with pytest.raises(ValueError, match="overlap"):
+        et.SGD([a, b])
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt = et.Adam([w])
+    w.grad = torch.ones(3)
+    opt.step()
+    with pytest.raises(TypeError, match="torch.save"):
+        etakit.save(tmp_path / "t.npz", opt)

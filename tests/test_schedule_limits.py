@@ -244,6 +244,15 @@ def test_from_dict_junk_raises_value_or_type_error(junk, exc, match):
 
 
 def test_repr_of_a_scaled_scale_parses_back_to_the_same_schedule():
-    s = S.scale(S.scale(S.constant(1.0), 0.5), 0.0)     # found by the fuzz test: repr was "0.0 * 0.5 * ..."
-    assert repr(s) == "0.0 * (0.5 * constant(lr=1.0))"
+    s = S.scale(S.scale(S.constant(1.0), 0.5), 0.25)    # found by the fuzz test: repr was "0.25 * 0.5 * ..."
+    assert repr(s) == "0.125 * constant(lr=1.0)"         # factors fold into one scale node
     assert S.parse(repr(s)) == s
+
+
+def test_repeated_scaling_folds_instead_of_nesting():
+    """A multiplicative scheduler (ExponentialLR on an etakit schedule) scales every step."""
+    s = S.cosine(0.1, 10_000)
+    for _ in range(10_000):
+        s = s * 0.999
+    assert s.to_dict()["schedule"] == S.cosine(0.1, 10_000).to_dict()
+    assert s(0) == pytest.approx(0.1 * 0.999 ** 10_000, rel=1e-9)

@@ -342,8 +342,12 @@ cdef class Plan:
     cdef list sched_keep
     cdef list torch_dtypes
     cdef list torch_params
+    cdef list torch_shapes
+    cdef object bump
     cdef list group_sizes
     cdef bint busy
+    cdef bint matrix
+    cdef bint matrix_only
     cdef cnp.ndarray gstate
 
     def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps, list labels=None, dict keys=None):
@@ -368,8 +372,12 @@ cdef class Plan:
         self.sched_keep = []
         self.torch_dtypes = None
         self.torch_params = None
+        self.torch_shapes = None
+        self.bump = None
         self.group_sizes = None
         self.busy = False
+        self.matrix = self.info != NULL and (self.info.flags & (ETK_RULE_MATRIX | ETK_RULE_MATRIX_ONLY)) != 0
+        self.matrix_only = self.info != NULL and (self.info.flags & ETK_RULE_MATRIX_ONLY) != 0
         self.gstate = None
 
     def __dealloc__(self):
@@ -496,10 +504,13 @@ cdef class Plan:
                              f"{self.nhps} x {ngs} values")
         self.gstate = values
 
-    def set_torch_params(self, list params):
-        """The torch parameters of the plan, in order (``run_torch_groups`` checks them)."""
+    def set_torch_params(self, list params, bump=None):
+        """The torch parameters of the plan, in order (``run_torch_groups`` checks them), and
+        ``bump(params)``, which advances their autograd version counters after a step."""
         self.torch_params = list(params)
         self.torch_dtypes = [p.dtype for p in params]
+        self.torch_shapes = [tuple(p.shape)[max(p.dim() - 2, 0):] for p in params]
+        self.bump = bump
 
     def torch_params_are(self, list params):
         """Whether this plan was built for exactly these torch parameters, in order."""
@@ -622,8 +633,25 @@ cdef class Plan:
                                 "pass a separate gradient array", i)
         raise GradientError(f"grads[{i}] was refused", i)
 
+    cdef bint _same_matrix(self, Py_ssize_t i, cnp.ndarray p):
+        """The parameter still has the trailing matrix (rows, cols) the plan was built with."""
+        cdef int nd = cnp.PyArray_NDIM(p)
+        if nd < 2:
+            return self.t[i].rows == 0 and not self.matrix_only
+        if self.t[i].rows == 0:     # an empty matrix: kept as a vector by the plan
+            return cnp.PyArray_SIZE(p) == 0
+        return cnp.PyArray_DIM(p, nd - 2) == self.t[i].rows and cnp.PyArray_DIM(p, nd - 1) == self.t[i].cols
+
     cdef _refuse_moved(self, Py_ssize_t i):
         cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
+        want = "float32" if self.t[i].dtype == ETK_FLOAT32 else "float64"
+        if cnp.PyArray_TYPE(p) != (cnp.NPY_FLOAT32 if self.t[i].dtype == ETK_FLOAT32 else cnp.NPY_FLOAT64):
+            raise StateError(f"{self.labels[i]} changed its dtype in place from {want} to {p.dtype} after the "
+                             "optimizer took it; build a new optimizer for it")
+        if self.matrix and not self._same_matrix(i, p):
+            raise StateError(f"{self.labels[i]} was reshaped in place to {tuple((<object>p).shape)} after the "
+                             "optimizer took it, and this rule's state depends on its matrix shape; build a new "
+                             "optimizer for it")
         if <size_t>cnp.PyArray_SIZE(p) != self.t[i].n:
             raise StateError(f"{self.labels[i]} was resized from {self.t[i].n} to {cnp.PyArray_SIZE(p)} "
                              "elements after the optimizer took it; its optimizer state no longer fits. "
@@ -725,7 +753,9 @@ cdef class Plan:
             raise GradientError(f"expected {self.count} gradients (one per parameter, in group order), got {n}")
         for i in range(n):
             p = <cnp.ndarray>self.params[i]
-            if cnp.PyArray_DATA(p) != self.t[i].param or <size_t>cnp.PyArray_SIZE(p) != self.t[i].n:
+            if cnp.PyArray_DATA(p) != self.t[i].param or <size_t>cnp.PyArray_SIZE(p) != self.t[i].n \
+                    or cnp.PyArray_TYPE(p) != (cnp.NPY_FLOAT32 if self.t[i].dtype == ETK_FLOAT32 else cnp.NPY_FLOAT64) \
+                    or (self.matrix and not self._same_matrix(i, p)):
                 self._refuse_moved(i)
             o = <PyObject *>held[i]
             if not cnp.PyArray_Check(<object>o):
@@ -769,8 +799,14 @@ cdef class Plan:
         if n != self.count or len(params) != n:
             return False
         for i in range(n):
-            if <uintptr_t>params[i].data_ptr() != <uintptr_t>self.t[i].param:
+            p = params[i]
+            if <uintptr_t>p.data_ptr() != <uintptr_t>self.t[i].param:
                 return False
+            if p.dtype is not self.torch_dtypes[i] or <size_t>p.numel() != self.t[i].n or \
+                    (self.matrix and tuple(p.shape)[max(p.dim() - 2, 0):] != self.torch_shapes[i]):
+                raise StateError(f"{self.labels[i]} changed its dtype, size or shape in place (p.data = ...) to "
+                                 f"{p.dtype} {tuple(p.shape)} after the optimizer took it; its optimizer state "
+                                 "no longer fits: build a new optimizer for it")
             g = grads[i]
             nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 8)
             # one call per check on the hot path: the size in bytes keeps every read in
@@ -781,7 +817,7 @@ cdef class Plan:
             except RuntimeError:    # a sparse gradient has no single buffer
                 raise GradientError(f"the gradient of {self.labels[i]} is {g.layout}; etakit.torch supports "
                                     "dense gradients only", i) from None
-            if <uintptr_t>size != nbytes or (check_only and g.dtype is not self.torch_dtypes[i]):
+            if <uintptr_t>size != nbytes or g.dtype is not self.torch_dtypes[i]:
                 raise GradientTypeError(f"the gradient of {self.labels[i]} is {g.dtype} with {g.numel()} "
                                         f"elements; expected {self.torch_dtypes[i]} with {self.t[i].n}", i)
             if not g.is_contiguous():
@@ -802,6 +838,8 @@ cdef class Plan:
                 self.t[i].grad = NULL
             return True
         self._launch(k, phases, advance)
+        if advance and self.bump is not None:
+            self.bump(params)      # autograd's version counters: a graph that saved them sees the change
         return True
 
 

@@ -25,6 +25,10 @@ from .schedules import Schedule
 
 __all__ = ["RuleSpec", "Stepper", "is_scheduled", "value_at"]
 
+NESTED = ("this optimizer is already stepping (or loading, or adding a group) in this thread: a schedule, "
+          "closure or callback called step, add_param_group or load_state_dict of the same optimizer from "
+          "inside it; do that after the step returns")
+
 
 def is_scheduled(v):
     """A hyperparameter given as a schedule: built-in, or any callable f(k)."""
@@ -40,13 +44,13 @@ def _real(v, label, where, optional=False):
     if isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{where}: {label} must be {what}, got {type(v).__name__} {v!r}")
     if isinstance(v, numbers.Real):
-        return float(v)
-    # 0-d arrays and tensors (PyTorch accepts a Tensor lr)
-    if getattr(v, "ndim", None) == 0 and not isinstance(v, (str, bytes)):
         try:
             return float(v)
-        except (TypeError, ValueError):
-            pass
+        except OverflowError:       # an int beyond any double
+            raise HyperparameterError(f"Invalid {label} for {where}: {v!r} (too large for a double)",
+                                      None, label, v) from None
+    # (0-d tensors, which PyTorch accepts as an lr, are turned into floats by etakit.torch; a 0-d
+    # array could be changed in place behind the optimizer's back: pass a float or a schedule)
     raise TypeError(f"{where}: {label} must be {what}, got {type(v).__name__} {v!r}")
 
 
@@ -213,6 +217,13 @@ class RuleSpec:
         mask = _core.rule_needs(self.id, packed)
         return tuple(j for j in range(len(self.slots)) if mask >> j & 1)
 
+    def lacking(self, packed, shape, state, lazy=()):
+        """Names of the state slots these hyperparameters need for a parameter of ``shape`` that
+        ``state`` (a dict by name) lacks, less those the rule creates when missing (``lazy``)."""
+        return [self.slot_names[j] for j in self.needed(packed)
+                if self.slot_applies(j, tuple(shape)) and self.slot_names[j] not in state
+                and self.slot_names[j] not in lazy]
+
     def unknown_keys(self, group, also=()):
         return [k for k in group if k != "params" and k not in self.keys and k not in self.group_state
                 and k not in also]
@@ -294,6 +305,7 @@ class Stepper:
         self.group_of = []       # per plan tensor: its group
         self.work = []           # per plan tensor: {work slot name: array}
         self._lock = threading.RLock()
+        self.active = False      # inside a step, add_param_group or load_state_dict of this optimizer
 
     # ---- one step at a time --------------------------------------------
     # A step holds the optimizer's lock: a second thread waits for the first,
@@ -302,9 +314,14 @@ class Stepper:
     # another is running on the same descriptors.
     def __enter__(self):
         self._lock.acquire()
+        if self.active:
+            self._lock.release()
+            raise RuntimeError(NESTED)
+        self.active = True
         return self
 
     def __exit__(self, *exc):
+        self.active = False
         self._lock.release()
 
     # ---- configuration ---------------------------------------------------

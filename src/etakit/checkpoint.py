@@ -95,6 +95,10 @@ class _Encoder:
                                 "convert it before saving")
             finally:
                 active.discard(id(v))
+        if type(v).__module__.split(".")[0] == "torch":
+            raise TypeError(f"cannot save {path}: it is a torch {t.__name__}; etakit.save stores numpy state "
+                            "(etakit's numpy optimizers); for etakit.torch optimizers use torch.save, or convert "
+                            "tensors with .numpy()")
         sd = getattr(v, "state_dict", None)
         if callable(sd) and not isinstance(v, type):
             return self.encode(sd(), path, depth, active)
@@ -171,7 +175,10 @@ def save(path, obj):
     entries = _plain(obj)                      # every error before the file system is touched
     folder = os.path.dirname(os.path.abspath(path))
     mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    except OSError as e:                       # name the file asked for, not the temporary one
+        raise type(e)(e.errno, f"cannot write {path!r}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **entries)
@@ -257,6 +264,24 @@ class _Decoder:
         raise self.bad(path, f"unknown entry {tag!r:.40}")
 
 
+def _check_member_sizes(f):
+    """Refuse, before allocating anything, an archive whose arrays claim more bytes than it holds."""
+    with zipfile.ZipFile(f) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as m:
+                version = np.lib.format.read_magic(m)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(m)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(m)
+                need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if need > info.file_size:
+                    raise ValueError(f"entry {info.filename!r} claims {need} bytes of data in a "
+                                     f"{info.file_size}-byte member")
+
+
 def load(path):
     """Read a checkpoint written by :func:`save`; the structure comes back exactly as it was saved.
 
@@ -277,6 +302,8 @@ def load(path):
     source = repr(path)
     try:
         with open(path, "rb") as f:
+            _check_member_sizes(f)
+            f.seek(0)
             z = np.load(f, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise ValueError("a single .npy array, not an .npz archive")

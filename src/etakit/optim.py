@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from . import _core
-from ._step import RuleSpec, Stepper, is_scheduled, value_at
+from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
 from .errors import StateError
 from .reference import zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
@@ -140,6 +140,8 @@ class Optimizer:
     _extra = {}
     _torch_step = "state"   # where etakit.torch keeps the step count: "state", "group" or None
     _implied = {}           # group entries the class sets beyond its signature
+    _lazy_state = ()        # state its reference creates at a later step when missing (SGD's momentum_buffer)
+    _ignored_state = ()     # state names of its reference that etakit does not keep (accepted, dropped, on load)
     _group_optional = ()    # group keys a reference checkpoint may lack (it keeps them elsewhere)
     _none_means = {}        # {group key: the C value its None stands for} (the reference's Optional arguments)
     _choices = {}           # group keys whose values are names: {key: {value: C int}}
@@ -208,9 +210,16 @@ class Optimizer:
         group["params"] = ps
         for k, v in self.defaults.items():
             group.setdefault(k, v)
+        self._freeze(group)
         self._warn_unknown(group, f"param_groups[{gi}]")
         self._stepper.spec.pack(group, f"param_groups[{gi}]", self._k if hasattr(self, "_k") else 0)
         self.param_groups.append(group)
+
+    def _freeze(self, group):
+        """Lists in tuple-valued keys (betas) become tuples: a list changed in place would go unseen."""
+        for key in self._stepper.spec.tuples:
+            if isinstance(group.get(key), list):
+                group[key] = tuple(group[key])
 
     def _warn_unknown(self, group, where):
         spec = self._stepper.spec
@@ -285,24 +294,34 @@ class Optimizer:
         """
         st = self._stepper
         with st._lock:
-            groups = self.param_groups
+            if st.active:
+                raise RuntimeError(NESTED)
+            st.active = True
+            try:
+                self._step(grads)
+            finally:
+                st.active = False
+
+    def _step(self, grads):
+        st = self._stepper
+        groups = self.param_groups
+        plan = st.plan
+        key = tuple(map(self._get_hp, groups))
+        if plan is None or key != st.key or not plan.params_match(groups):
+            self._reconfigure(grads, key)
             plan = st.plan
-            key = tuple(map(self._get_hp, groups))
-            if plan is None or key != st.key or not plan.params_match(groups):
-                self._reconfigure(grads, key)
-                plan = st.plan
-            k = self._k
-            if st.simple:
-                try:
-                    plan.run(grads, k)
-                except _Moved:
-                    self._build_plan()
-                    st.plan.run(grads, k)
-            else:
-                self._full_step(grads, k)
-            self._k = k + 1
-            if self._fresh:
-                self._fresh.clear()
+        k = self._k
+        if st.simple:
+            try:
+                plan.run(grads, k)
+            except _Moved:
+                self._build_plan()
+                st.plan.run(grads, k)
+        else:
+            self._full_step(grads, k)
+        self._k = k + 1
+        if self._fresh:
+            self._fresh.clear()
 
     def _full_step(self, grads, k):
         """A step with Python-callable schedules, per-group scalars or host work."""
@@ -359,6 +378,8 @@ class Optimizer:
         st = self._stepper
         for gi, g in enumerate(self.param_groups):
             self._warn_unknown(g, f"param_groups[{gi}]")
+            self._freeze(g)
+        key = tuple(map(self._get_hp, self.param_groups))
         needs = st.needs
         st.configure(self.param_groups, self._k)
         if st.plan is not None and st.needs == needs and st.plan.params_match(self.param_groups):
@@ -450,7 +471,7 @@ class Optimizer:
         >>> sd["state"][0]["step"], sorted(sd["state"][0])
         (1, ['exp_avg', 'exp_avg_sq', 'step'])
         """
-        with self._stepper:
+        with self._stepper._lock:
             self._sync_steps()
             state = {}
             for i, st in enumerate(self._state):
@@ -500,7 +521,7 @@ class Optimizer:
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, this optimizer has "
                              f"{len(self.param_groups)}")
-        new_groups = []
+        new_groups, packed = [], []
         for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
             where = f"loaded param_groups[{gi}]"
             if not isinstance(theirs, dict) or "params" not in theirs:
@@ -516,7 +537,7 @@ class Optimizer:
                                  f"{list(spec.keys)} (was it saved by another optimizer?)")
             g = {k: _decode(v) for k, v in theirs.items() if k != "params"}
             g["params"] = mine["params"]
-            spec.pack(g, where, step_count)
+            packed.append(spec.pack(g, where, step_count))
             new_groups.append(g)
         if not isinstance(state, dict):
             raise ValueError("loaded 'state' must be a dict {parameter index: {name: value}}")
@@ -535,6 +556,9 @@ class Optimizer:
                     new_steps[key] = _step_value(v, f"loaded state[{key}]['step']")
                 elif name in allowed:
                     j = spec.slot_names.index(name)
+                    if not spec.slot_applies(j, p.shape):
+                        raise StateError(f"loaded state[{key}][{name!r}] is not state of {self._labels[key]} "
+                                         f"(shape {p.shape}) for {type(self).__name__}")
                     a = np.asarray(v)
                     scalar = spec.slots[j]["shape"] == "scalar"
                     shape = spec.slot_shape(j, p.shape)
@@ -549,6 +573,13 @@ class Optimizer:
                 else:
                     raise ValueError(f"loaded state[{key}] has an unknown entry {name!r}; "
                                      f"{type(self).__name__} keeps {sorted(allowed)} and 'step'")
+        group_of = self._group_of_params()
+        for i in range(len(self._params)):
+            if new_steps[i] or new_state[i]:
+                lacking = spec.lacking(packed[group_of[i]], self._params[i].shape, new_state[i], self._lazy_state)
+                if lacking:
+                    raise StateError(f"loaded state[{i}] lacks {lacking}, which {type(self).__name__} keeps for "
+                                     f"{self._labels[i]} after a step (was it saved by another optimizer?)")
         for mine, g in zip(self.param_groups, new_groups):
             mine.clear()
             mine.update(g)
@@ -560,7 +591,7 @@ class Optimizer:
 
     # ---- copying ------------------------------------------------------
     def __getstate__(self):
-        with self._stepper:
+        with self._stepper._lock:
             self._sync_steps()
             d = dict(self.__dict__)
         del d["_stepper"], d["_get_hp"]
@@ -621,6 +652,7 @@ class SGD(Optimizer):
     """
 
     rule = "sgd"
+    _lazy_state = ("momentum_buffer",)   # torch.optim.SGD creates it from the gradient when missing
     _torch_step = None
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
@@ -1236,6 +1268,7 @@ class LAMB(Optimizer):
     """
 
     rule = "lamb"
+    _ignored_state = ("weight_norm", "adam_norm", "trust_ratio")   # written, never read, by the reference
     reference_impl = "pytorch_optimizer.Lamb"
     _tuples = {"betas": ("beta1", "beta2")}
     _group_optional = ("degenerated_to_sgd", "n_sma_threshold", "pre_norm", "maximize", "adam_debias")
@@ -1295,6 +1328,7 @@ class LARS(Optimizer):
     """
 
     rule = "lars"
+    _lazy_state = ("momentum_buffer",)
     reference_impl = "pytorch_optimizer.LARS"
     _group_optional = ("maximize",)
     _torch_step = "group"

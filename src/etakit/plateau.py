@@ -51,7 +51,8 @@ class ReduceLROnPlateau:
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0.0, eps=1e-8):
         if not hasattr(optimizer, "param_groups") or not hasattr(optimizer, "step_count"):
-            raise TypeError(f"optimizer must be an etakit optimizer, got {type(optimizer).__name__}")
+            raise TypeError(f"optimizer must be an etakit optimizer (numpy or etakit.torch), got "
+                            f"{type(optimizer).__name__}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
@@ -162,14 +163,45 @@ class ReduceLROnPlateau:
         >>> b.best, b.last_epoch
         (0.5, 1)
         """
-        unknown = set(state_dict) - set(self.state_dict())
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        mine = self.state_dict()
+        unknown = set(state_dict) - set(mine)
         if unknown:
             raise ValueError(f"unknown ReduceLROnPlateau state: {sorted(unknown)}")
-        self.__dict__.update(state_dict)
+        new = {**mine, **state_dict}
+        # every value checked as the constructor checks it, before anything changes
+        if new["mode"] not in ("min", "max"):
+            raise ValueError(f"loaded mode must be 'min' or 'max', got {new['mode']!r}")
+        if new["threshold_mode"] not in ("rel", "abs"):
+            raise ValueError(f"loaded threshold_mode must be 'rel' or 'abs', got {new['threshold_mode']!r}")
+        factor = _real(new["factor"], "loaded factor")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"loaded factor must be in (0, 1), got {factor!r}")
+        checked = dict(factor=factor)
+        for key in ("patience", "cooldown", "num_bad_epochs", "cooldown_counter", "last_epoch"):
+            checked[key] = _count(new[key], f"loaded {key}")
+        for key in ("threshold", "eps"):
+            checked[key] = _real(new[key], f"loaded {key}")
+        min_lrs = new["min_lrs"]
+        if not isinstance(min_lrs, (list, tuple)) or len(min_lrs) != len(self.optimizer.param_groups):
+            raise ValueError(f"loaded min_lrs must be a list of {len(self.optimizer.param_groups)} values (one "
+                             f"per group), got {min_lrs!r}")
+        checked["min_lrs"] = [_real(v, f"loaded min_lrs[{i}]") for i, v in enumerate(min_lrs)]
+        best = new["best"]
+        if isinstance(best, bool) or not isinstance(best, numbers.Real) or best != best:
+            raise ValueError(f"loaded best must be a number (or +-inf), got {best!r}")
+        checked["best"] = float(best)
+        checked["mode"], checked["threshold_mode"] = new["mode"], new["threshold_mode"]
+        self.__dict__.update(checked)
 
 
 def _real(v, name):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0
+    except OverflowError:       # an int beyond any double
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     return float(v)
 

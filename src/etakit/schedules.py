@@ -686,6 +686,9 @@ def scale(schedule, factor):
     """
     sch = _schedule(schedule, "schedule", "scale")
     f = _rate(factor, "factor", "scale")
+    if sch._name == "scale":
+        # fold: a multiplicative scheduler applied every step must not nest one node per step
+        return scale(sch._args["schedule"], f * sch._args["factor"])
     return Schedule("scale", dict(schedule=sch, factor=f), _SCALE, [f], children=[sch])
 
 

@@ -34,8 +34,9 @@ import operator
 
 import torch
 
+from . import _core
 from . import optim as _optim
-from ._step import RuleSpec, Stepper
+from ._step import NESTED, RuleSpec, Stepper
 from .errors import StateError
 
 __all__ = list(_optim.OPTIMIZERS)
@@ -59,6 +60,12 @@ def _check_param(p, where):
     if not p.is_contiguous():
         raise ValueError(f"{where} is not contiguous (strides {p.stride()}); {supported}: the update is in place "
                          "and never works on a copy")
+    try:
+        p.detach().numpy()
+    except (RuntimeError, TypeError) as e:   # a tensor subclass with its own storage rules, say
+        raise TypeError(f"{where} ({type(p).__name__}) cannot be updated in place by etakit: {e}") from None
+    if p.numel() and p.data_ptr() % p.element_size():
+        raise ValueError(f"{where} is not aligned to its dtype; {supported}")
 
 
 def _floats(group):
@@ -93,14 +100,32 @@ class _DropIn(torch.optim.Optimizer):
         spec.pack(_floats(defaults), "defaults")
         super().__init__(params, defaults)
 
+    @property
+    def step_count(self):
+        """Completed steps: the ``k`` at which etakit schedules in the groups are evaluated next."""
+        return self._k
+
     # ---- groups and checkpoints -----------------------------------------
     def add_param_group(self, param_group):
+        with self._stepper:
+            self._add_param_group(param_group)
+
+    def _add_param_group(self, param_group):
         n = len(self.param_groups)
         super().add_param_group(param_group)
         try:
             group = self.param_groups[n]
             for j, p in enumerate(group["params"]):
                 _check_param(p, f"param_groups[{n}]['params'][{j}]")
+            everything = [(p, f"param_groups[{gi}]['params'][{j}]") for gi, g in enumerate(self.param_groups)
+                          for j, p in enumerate(g["params"])]
+            pair = _core.first_overlap([p.detach().numpy() for p, _ in everything])
+            if pair is not None:
+                raise ValueError(f"{everything[pair[0]][1]} and {everything[pair[1]][1]} overlap in memory; "
+                                 "parameters must be distinct buffers (the step writes each)")
+            for key in self._stepper.spec.tuples:    # a list could be changed in place unseen
+                if isinstance(group.get(key), list):
+                    group[key] = tuple(group[key])
                 if self._stepper.spec.matrix_only:
                     _optim._check_matrix(p, f"param_groups[{n}]['params'][{j}]", type(self).__name__)
             self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)
@@ -112,7 +137,7 @@ class _DropIn(torch.optim.Optimizer):
         self._stepper.plan = None
 
     def state_dict(self):
-        with self._stepper:
+        with self._stepper._lock:
             sd = super().state_dict()
         # "step" tensors are views into one buffer the kernel advances: hand out
         # copies, in new dicts (torch's state_dict shares the per-parameter dicts)
@@ -137,6 +162,12 @@ class _DropIn(torch.optim.Optimizer):
                 for name in scalars:   # torch casts state to the parameter dtype; these are float64
                     if isinstance(st.get(name), torch.Tensor):
                         st[name] = st[name].to(torch.float64)
+                for name in spec.state_names:   # the kernels write state in place: contiguous, owned
+                    t = st.get(name)
+                    if isinstance(t, torch.Tensor) and not t.is_contiguous():
+                        st[name] = t.contiguous()
+                for name in self._numpy._ignored_state:
+                    st.pop(name, None)
             self._k = int(step_count)
             self._stepper.plan = None
             self._stepper.key = None
@@ -154,7 +185,7 @@ class _DropIn(torch.optim.Optimizer):
         if len(sd["param_groups"]) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(sd['param_groups'])} parameter groups, this optimizer "
                              f"has {len(self.param_groups)}")
-        params = []
+        params, packed = [], {}
         for gi, (g, mine) in enumerate(zip(sd["param_groups"], self.param_groups)):
             where = f"loaded param_groups[{gi}]"
             if not isinstance(g, dict) or not isinstance(g.get("params"), (list, tuple)):
@@ -167,7 +198,13 @@ class _DropIn(torch.optim.Optimizer):
                 raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
                                  f"{list(spec.kernel_keys)} (was it saved by another optimizer?)")
             kept = {k: mine[k] for k in self._numpy._group_optional if k in mine and k not in g}
-            spec.pack(_floats({**kept, **g}), where, int(step_count))
+            b = spec.pack(_floats({**kept, **g}), where, int(step_count))
+            if self._numpy._torch_step == "group" and "step" in g:
+                v = g["step"]
+                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < 2**62:
+                    raise ValueError(f"{where}['step'] must be an integer >= 0 and < 2**62, got {v!r}")
+            for key in g["params"]:
+                packed[key] = b
             params += list(zip(g["params"], mine["params"]))
         index = dict(params)
         for key, entry in sd["state"].items():
@@ -179,17 +216,35 @@ class _DropIn(torch.optim.Optimizer):
                     if not (isinstance(v, torch.Tensor) and v.numel() == 1) and \
                             (isinstance(v, bool) or not isinstance(v, numbers.Real)):
                         raise ValueError(f"loaded state[{key}]['step'] must be a number, got {v!r}")
-                    if not 0 <= float(v) < 2**62:
-                        raise ValueError(f"loaded state[{key}]['step'] must be >= 0 and < 2**62, got {float(v)!r}")
+                    f = float(v)
+                    if not (0 <= f < 2**62 and f == int(f)):
+                        raise ValueError(f"loaded state[{key}]['step'] must be a whole number >= 0 and < 2**62, "
+                                         f"got {f!r}")
                     continue
+                if name in self._numpy._ignored_state:
+                    continue   # the reference writes it and never reads it
                 if name not in spec.state_names:
-                    continue   # a key of another implementation; torch would keep it, the kernel ignores it
+                    raise ValueError(f"loaded state[{key}] has an unknown entry {name!r}; {type(self).__name__} "
+                                     f"keeps {sorted(spec.state_names)} and 'step' (was it saved by another "
+                                     "optimizer?)")
                 j = spec.slot_names.index(name)
+                if not spec.slot_applies(j, tuple(p.shape)):
+                    raise StateError(f"loaded state[{key}][{name!r}] is not state of a parameter of shape "
+                                     f"{tuple(p.shape)} for {type(self).__name__}")
                 shape = spec.slot_shape(j, tuple(p.shape))
-                if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape or not v.is_floating_point():
-                    got = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
-                    raise StateError(f"loaded state[{key}][{name!r}] is {got}; expected a floating-point tensor "
-                                     f"of shape {shape}")
+                if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape or not v.is_floating_point() \
+                        or v.device.type != "cpu" or v.layout != torch.strided:
+                    got = (f"{v.dtype} {tuple(v.shape)} on {v.device}" if isinstance(v, torch.Tensor)
+                           else type(v).__name__)
+                    raise StateError(f"loaded state[{key}][{name!r}] is {got}; expected a floating-point CPU "
+                                     f"tensor of shape {shape}")
+            has_step = ("step" in entry and float(entry["step"]) > 0) or \
+                any(n in spec.state_names for n in entry)
+            if has_step:
+                lacking = spec.lacking(packed[key], tuple(p.shape), entry, self._numpy._lazy_state)
+                if lacking:
+                    raise StateError(f"loaded state[{key}] lacks {lacking}, which {type(self).__name__} keeps "
+                                     "after a step (was it saved by another optimizer?)")
 
     # ---- stepping ---------------------------------------------------------
     @torch.no_grad()
@@ -201,53 +256,68 @@ class _DropIn(torch.optim.Optimizer):
                 loss = closure()
         st = self._stepper
         with st._lock:
-            groups = self.param_groups
-            hp = tuple(self._get_hp(_floats(g)) for g in groups)
-            if hp != st.key:
-                needs = st.needs
-                st.configure([_floats(g) for g in groups], self._k)
-                st.key = hp
-                if st.plan is not None:
-                    if st.needs != needs:
-                        st.plan = None       # an option that needs new state (amsgrad, momentum...)
-                    else:
-                        st.bind()
-            k = self._k
-            ran = False
-            if st.plan is not None and st.spec.host is None:
-                self._before_run(groups, k)
-                ran = st.plan.run_torch_groups(groups, k)
-            if not ran:
-                # the plan does not fit (first step, another set of gradients, p.data
-                # replaced, new state needed), or the rule has host work between its
-                # phases: take the gradients the groups hold now
-                params, grads, gis = [], [], []
-                for gi, group in enumerate(groups):
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            params.append(p)
-                            grads.append(p.grad)
-                            gis.append(gi)
-                if not params:
-                    return loss
-                if st.spec.host is None or st.plan is None or not st.plan.torch_params_are(params):
-                    self._prepare(params, grads, gis)
-                self._before_run(groups, k)
-                if st.spec.host is None:
-                    st.plan.run_torch(params, grads, k)
-                elif not self._run_split(params, grads, k):   # a parameter's memory was replaced
-                    self._prepare(params, grads, gis)
-                    self._before_run(groups, k)
-                    self._run_split(params, grads, k)
-            if st.spec.group_state:
-                st.store_group_state(groups)
-            if self._steps is not None:
-                self._steps += 1
-            if self._numpy._torch_step == "group":
-                for g in groups:
-                    g["step"] = g.get("step", 0) + 1
-            self._k = k + 1
+            if st.active:
+                raise RuntimeError(NESTED)
+            st.active = True
+            try:
+                self._step()
+            finally:
+                st.active = False
         return loss
+
+    def _step(self):
+        st = self._stepper
+        groups = self.param_groups
+        hp = tuple(self._get_hp(_floats(g)) for g in groups)
+        if hp != st.key:
+            for g in groups:
+                for key in st.spec.tuples:    # a list could be changed in place unseen
+                    if isinstance(g.get(key), list):
+                        g[key] = tuple(g[key])
+            hp = tuple(self._get_hp(_floats(g)) for g in groups)
+            needs = st.needs
+            st.configure([_floats(g) for g in groups], self._k)
+            st.key = hp
+            if st.plan is not None:
+                if st.needs != needs:
+                    st.plan = None       # an option that needs new state (amsgrad, momentum...)
+                else:
+                    st.bind()
+        k = self._k
+        ran = False
+        if st.plan is not None and st.spec.host is None:
+            self._before_run(groups, k)
+            ran = st.plan.run_torch_groups(groups, k)
+        if not ran:
+            # the plan does not fit (first step, another set of gradients, p.data
+            # replaced, new state needed), or the rule has host work between its
+            # phases: take the gradients the groups hold now
+            params, grads, gis = [], [], []
+            for gi, group in enumerate(groups):
+                for p in group["params"]:
+                    if p.grad is not None:
+                        params.append(p)
+                        grads.append(p.grad)
+                        gis.append(gi)
+            if not params:
+                return
+            if st.spec.host is None or st.plan is None or not st.plan.torch_params_are(params):
+                self._prepare(params, grads, gis)
+            self._before_run(groups, k)
+            if st.spec.host is None:
+                st.plan.run_torch(params, grads, k)
+            elif not self._run_split(params, grads, k):   # a parameter's memory was replaced
+                self._prepare(params, grads, gis)
+                self._before_run(groups, k)
+                self._run_split(params, grads, k)
+        if st.spec.group_state:
+            st.store_group_state(groups)
+        if self._steps is not None:
+            self._steps += 1
+        if self._numpy._torch_step == "group":
+            for g in groups:
+                g["step"] = g.get("step", 0) + 1
+        self._k = k + 1
 
     def _before_run(self, groups, k):
         st = self._stepper
@@ -319,7 +389,7 @@ class _DropIn(torch.optim.Optimizer):
                     arrays[name] = t.detach().numpy()
             states.append(arrays)
         st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels)
-        st.plan.set_torch_params(params)
+        st.plan.set_torch_params(params, torch._C._increment_version)
         if mode == "state" and final:
             steps_t = torch.tensor(steps, dtype=torch.float32)
             for i, p in enumerate(params):
