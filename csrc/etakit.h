@@ -223,6 +223,21 @@ typedef struct etk_muon_hp {
     int nesterov, ns_steps, adjust_lr_fn;
 } etk_muon_hp;
 
+/* DoG, distance over gradients (Ivgi, Hinder and Carmon 2023), as the
+ * authors' dog.DoG (dog-optimizer 1.0.3); layer_wise = 1 is their LDoG.
+ * Plain SGD, p -= eta (grad + weight_decay p), with the step size
+ * eta = lr rbar / sqrt(G): rbar the largest distance ||p - x0|| from the
+ * initial point so far (reps_rel (1 + ||x0||) at the first step), G the sum
+ * of squared gradient norms so far (plus eps).  Norms are over every tensor
+ * of a group (etk_step_opts.group_state holds its rbar, G and eta), or, with
+ * layer_wise, over each tensor (scalar slots).  init_eta NaN stands for the
+ * reference's None; otherwise it is the first step's eta and reps_rel is
+ * not used. */
+typedef struct etk_dog_hp {
+    double reps_rel, lr, weight_decay, eps, init_eta;
+    int layer_wise;
+} etk_dog_hp;
+
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
 #define ETK_RULE_LIST(X) \
@@ -243,7 +258,8 @@ typedef struct etk_muon_hp {
     X(asgd, ASGD)        \
     X(rprop, RPROP)      \
     X(adafactor, ADAFACTOR) \
-    X(muon, MUON)
+    X(muon, MUON)        \
+    X(dog, DOG)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;

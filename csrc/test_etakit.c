@@ -1190,6 +1190,154 @@ static void test_adopt_first_step_and_ademamix_check(void)
     CHECK(etk_rule_check(ETK_RULE_ADEMAMIX, &a, &err) == ETK_OK, "no warmup: beta1 = 0 is fine");
 }
 
+/* DoG: per-group scalars (etk_step_opts.group_state) for global groups,
+ * scalar slots for layer_wise tensors; multi-block tensors of both dtypes,
+ * the same bytes for every variant and thread count; a group with no
+ * elements left alone; the plain formulas on small cases; refusals. */
+enum { DG_NT = 6, DG_NG = 4 };
+static const size_t dg_n[DG_NT] = {3 * 4096 + 77, 5, 2 * 4096 + 1, 0, 4096 + 3, 0};
+static const uint32_t dg_group[DG_NT] = {0, 0, 1, 1, 2, 3};
+
+typedef struct dog_run {
+    double *d;                      /* f64: per tensor p, g, x0 */
+    float *f;                       /* f32: the same */
+    double sd[2][DG_NT][3];         /* per dtype and tensor: rbar, G, eta (layer_wise) */
+    double gs[2][DG_NG * 3];        /* per dtype: the groups' rbar, G, eta */
+} dog_run;
+
+static void dog_steps(dog_run *r, size_t total)
+{
+    /* reps_rel, lr, weight_decay, eps, init_eta; layer_wise */
+    etk_dog_hp h[DG_NG] = {{1e-3, 1.0, 0.01, 1e-8, NAN, 0}, {1e-6, 0.5, 0.0, 1e-8, 1e-3, 0},
+                           {1e-4, 0.8, 0.01, 1e-6, NAN, 1}, {1e-6, 1.0, 0.0, 1e-8, NAN, 0}};
+    etk_tensor td[DG_NT], tf[DG_NT];
+    etk_step_opts od, of;
+    size_t i, j, off = 0;
+    int k;
+    memset(r->sd, 0, sizeof r->sd);
+    memset(r->gs, 0, sizeof r->gs);
+    for (j = 0; j < total; j++) r->f[j] = (float)(r->d[j] = urand());
+    for (i = 0; i < DG_NT; i++) {
+        const size_t n = dg_n[i];
+        memcpy(r->d + off + 2 * n, r->d + off, n * sizeof(double)); /* x0 = p */
+        memcpy(r->f + off + 2 * n, r->f + off, n * sizeof(float));
+        memset(&td[i], 0, sizeof td[i]);
+        td[i].param = r->d + off, td[i].grad = r->d + off + n, td[i].state[0] = r->d + off + 2 * n;
+        td[i].state[1] = &r->sd[0][i][0], td[i].state[2] = &r->sd[0][i][1], td[i].state[3] = &r->sd[0][i][2];
+        td[i].n = n, td[i].group = dg_group[i], td[i].dtype = td[i].state_dtype = ETK_FLOAT64;
+        tf[i] = td[i];
+        tf[i].param = r->f + off, tf[i].grad = r->f + off + n, tf[i].state[0] = r->f + off + 2 * n;
+        tf[i].state[1] = &r->sd[1][i][0], tf[i].state[2] = &r->sd[1][i][1], tf[i].state[3] = &r->sd[1][i][2];
+        tf[i].dtype = tf[i].state_dtype = ETK_FLOAT32;
+        off += 3 * n;
+    }
+    memset(&od, 0, sizeof od), memset(&of, 0, sizeof of);
+    od.group_state = r->gs[0], of.group_state = r->gs[1];
+    for (k = 1; k <= 5; k++) {
+        for (i = 0, off = 0; i < DG_NT; i++) {
+            const size_t n = dg_n[i];
+            td[i].step = tf[i].step = k;
+            for (j = 0; j < n; j++) { /* a new, noisy gradient of a quadratic */
+                r->d[off + n + j] = urand() + 0.3 * r->d[off + j];
+                r->f[off + n + j] = (float)(urand() + 0.3 * (double)r->f[off + j]);
+            }
+            off += 3 * n;
+        }
+        CHECK(etk_step(ETK_RULE_DOG, td, DG_NT, h, DG_NG, &od, NULL) == ETK_OK, "dog f64 step %d", k);
+        CHECK(etk_step(ETK_RULE_DOG, tf, DG_NT, h, DG_NG, &of, NULL) == ETK_OK, "dog f32 step %d", k);
+    }
+}
+
+static void test_dog(void)
+{
+    size_t total = 0, i;
+    dog_run a, b;
+    char variants[64], *name;
+    unsigned long long seed = rng;
+    int threads = etk_get_num_threads();
+    for (i = 0; i < DG_NT; i++) total += 3 * dg_n[i];
+    a.d = (double *)malloc(total * sizeof(double)), b.d = (double *)malloc(total * sizeof(double));
+    a.f = (float *)malloc(total * sizeof(float)), b.f = (float *)malloc(total * sizeof(float));
+    if (!a.d || !b.d || !a.f || !b.f) {
+        CHECK(0, "out of memory");
+        return;
+    }
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+    etk_set_num_threads(1);
+    dog_steps(&a, total);
+    CHECK(a.gs[0][0] > 0.0 && a.gs[0][1] > 0.0 && a.gs[0][2] > 0.0, "group 0 has its rbar, G and eta");
+    CHECK(a.gs[0][9] == 0.0 && a.gs[0][10] == 0.0 && a.gs[0][11] == 0.0, "a group without elements is left alone");
+    CHECK(a.gs[0][6] == 0.0 && a.sd[0][4][1] > 0.0 && a.sd[0][3][1] == 0.0,
+          "layer_wise: the tensor's scalars, not the group's; an empty tensor left alone");
+    strncpy(variants, etk_simd_available(), sizeof variants - 1);
+    variants[sizeof variants - 1] = 0;
+    for (name = strtok(variants, " "); name; name = strtok(NULL, " ")) {
+        int nth;
+        for (nth = 1; nth <= 3; nth++) {
+            CHECK(etk_set_simd_variant(name) == ETK_OK, "variant %s", name);
+            etk_set_num_threads(nth);
+            etk_set_parallel_min(4096); /* threads even on these sizes */
+            rng = seed;
+            dog_steps(&b, total);
+            etk_set_parallel_min(0);
+            CHECK(memcmp(a.d, b.d, total * sizeof(double)) == 0, "dog f64: variant %s, %d threads differ", name, nth);
+            CHECK(same_floats(a.f, b.f, total), "dog f32: variant %s, %d threads differ", name, nth);
+            CHECK(memcmp(a.gs, b.gs, sizeof a.gs) == 0 && memcmp(a.sd, b.sd, sizeof a.sd) == 0,
+                  "dog scalars: variant %s, %d threads differ", name, nth);
+        }
+    }
+    etk_set_num_threads(threads);
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+    free(a.d), free(b.d), free(a.f), free(b.f);
+
+    {
+        /* by hand: p = (3, 4), g = (1, 0), reps_rel 0.5, eps 0: rbar = 0.5 (1 + 5) = 3, G = 1, eta = 3;
+         * then ||p - x0|| = 3, G = 2, eta = 3 / sqrt(2) */
+        double p[2] = {3.0, 4.0}, g[2] = {1.0, 0.0}, x0[2] = {3.0, 4.0}, gs[3] = {0.0, 0.0, 0.0}, saved[3];
+        etk_dog_hp h = {0.5, 1.0, 0.0, 0.0, NAN, 0}, bad;
+        etk_tensor t;
+        etk_step_opts o;
+        etk_error err;
+        memset(&t, 0, sizeof t), memset(&o, 0, sizeof o);
+        t.param = p, t.grad = g, t.state[0] = x0, t.n = 2, t.step = 1, t.dtype = t.state_dtype = ETK_FLOAT64;
+        o.group_state = gs;
+        CHECK(etk_step(ETK_RULE_DOG, &t, 1, &h, 1, &o, NULL) == ETK_OK, "dog by hand, step 1");
+        CHECK(p[0] == 0.0 && p[1] == 4.0 && gs[0] == 3.0 && gs[1] == 1.0 && gs[2] == 3.0, "step 1: %g %g %g %g %g",
+              p[0], p[1], gs[0], gs[1], gs[2]);
+        CHECK(etk_step(ETK_RULE_DOG, &t, 1, &h, 1, &o, NULL) == ETK_OK, "dog by hand, step 2");
+        CHECK(p[0] == -3.0 / sqrt(2.0) && gs[0] == 3.0 && gs[1] == 2.0 && gs[2] == 3.0 / sqrt(2.0), "step 2: %.17g",
+              p[0]);
+        /* refused: nothing written, group scalars included */
+        memcpy(saved, gs, sizeof saved);
+        bad = h, bad.lr = -1.0;
+        CHECK(etk_step(ETK_RULE_DOG, &t, 1, &bad, 1, &o, &err) == ETK_EHPARAM && strcmp(err.field, "lr") == 0,
+              "negative lr");
+        bad = h, bad.reps_rel = 0.0;
+        CHECK(etk_step(ETK_RULE_DOG, &t, 1, &bad, 1, &o, &err) == ETK_EHPARAM && strcmp(err.field, "reps_rel") == 0,
+              "reps_rel 0 without init_eta");
+        bad.init_eta = 0.0;
+        CHECK(etk_step(ETK_RULE_DOG, &t, 1, &bad, 1, &o, &err) == ETK_EHPARAM && strcmp(err.field, "init_eta") == 0,
+              "init_eta must be > 0");
+        bad.init_eta = 0.1;
+        CHECK(etk_rule_check(ETK_RULE_DOG, &bad, &err) == ETK_OK, "reps_rel 0 with init_eta");
+        CHECK(memcmp(saved, gs, sizeof saved) == 0 && p[0] == -3.0 / sqrt(2.0), "a refused step wrote");
+        CHECK(etk_dog_multi(&t, 1, &h, 1) == ETK_EARG && etk_step(ETK_RULE_DOG, &t, 1, &h, 1, NULL, &err) == ETK_EARG &&
+                  strstr(err.message, "group_state") != NULL,
+              "global DoG needs group_state");
+        /* eps = 0 and a zero gradient: eta = 0, nothing moves, the next step is a first step again */
+        gs[0] = gs[1] = gs[2] = 0.0, g[0] = 0.0;
+        memcpy(x0, p, sizeof x0);
+        CHECK(etk_step(ETK_RULE_DOG, &t, 1, &h, 1, &o, NULL) == ETK_OK && gs[1] == 0.0 && gs[2] == 0.0 &&
+                  p[0] == x0[0] && gs[0] == 0.5 * (1.0 + sqrt(x0[0] * x0[0] + 16.0)),
+              "G == 0: eta 0");
+        /* init_eta: the first step's eta, lr not applied; rbar starts at 0 */
+        gs[0] = gs[1] = gs[2] = 0.0, g[0] = 1.0, h.init_eta = 0.25, h.lr = 0.5;
+        CHECK(etk_step(ETK_RULE_DOG, &t, 1, &h, 1, &o, NULL) == ETK_OK && gs[0] == 0.0 && gs[2] == 0.25 &&
+                  p[0] == x0[0] - 0.25,
+              "init_eta: %g %g", gs[0], gs[2]);
+    }
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -1209,6 +1357,7 @@ int main(void)
     test_adan_f64_clips_by_the_call_norm();
     test_adan_adopt_ademamix_threads_and_variants();
     test_adopt_first_step_and_ademamix_check();
+    test_dog();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

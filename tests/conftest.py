@@ -43,13 +43,19 @@ class ReferenceOptimizer:
         self.params, self.groups = params, groups
         self.state = [dict() for _ in params]
         self.steps = [0] * len(params)
+        self.group_state = [dict() for _ in groups]    # per group: the rule's group scalars (DoG's rbar, G, eta)
 
     def step(self, grads):
         order = [(i, {**self.defaults, **hp}) for idx, hp in self.groups for i in idx]
         extra = reference.call_reductions(self.rule, [grads[i] for i, _ in order], [hp for _, hp in order])
-        for (i, hp), kw in zip(order, extra):
+        grouped = []
+        for (idx, hp), gs in zip(self.groups, self.group_state):
+            grouped += reference.group_reductions(self.rule, [self.params[i] for i in idx], [grads[i] for i in idx],
+                                                  [self.state[i] for i in idx], gs, {**self.defaults, **hp})
+        for (i, hp), kw, gkw in zip(order, extra, grouped):
             self.steps[i] += 1
-            reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i], **hp, **kw)
+            reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i], **hp, **kw,
+                                **gkw)
 
 
 def make_params(rng, dtype, sizes=None, kind=None):

@@ -185,7 +185,32 @@ CASES = {
         dict(lr=0.01, weight_decay=0.2, momentum=0.9, nesterov=True, ns_coefficients=(3.4445, -4.775, 2.0315),
              eps=1e-6, ns_steps=6, adjust_lr_fn="match_rms_adamw"),
     ],
+    # no layer_wise here: the reference (dog.DoG) has no such argument; LDoG is its layer-wise form
+    "DoG": [
+        dict(),
+        dict(reps_rel=1e-4),
+        dict(weight_decay=1e-2),
+        dict(eps=0.0),
+        dict(init_eta=1e-3),
+        dict(init_eta=1e-2, weight_decay=1e-2, eps=1e-6),
+        dict(lr=0.5),
+        dict(reps_rel=1e-3, lr=0.8, weight_decay=1e-2, eps=1e-6),
+    ],
+    "LDoG": [
+        dict(),
+        dict(reps_rel=1e-4, weight_decay=1e-2),
+        dict(eps=0.0),
+        dict(init_eta=1e-3),
+        dict(lr=0.5),
+        dict(reps_rel=1e-3, lr=0.8, weight_decay=1e-2, eps=1e-6),
+    ],
 }
+
+# References whose checkpoints cannot move to etakit and back, and why (trajectories still match).
+_DOG_LAYOUT = ("the authors' dog package keeps x0 in its parameter groups (a list 'init_buffer' per group) and a "
+               "'_first_step' entry among its per-parameter state; etakit keeps x0 per parameter (the state "
+               "'init_buffer') and tells a first step by G == 0")
+STATE_LAYOUT_DIFFERS = {"DoG": _DOG_LAYOUT, "LDoG": _DOG_LAYOUT}
 
 # rules whose update is a sign: float32 trajectories may differ by a whole step where
 # an argument of the sign is within rounding of zero

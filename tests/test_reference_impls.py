@@ -10,7 +10,8 @@ import pytest
 
 import etakit
 from conftest import matrix_only
-from rule_cases import CASES, PARAMS, float32_in_reference, reference_class, torch_default_dtype
+from rule_cases import (CASES, PARAMS, STATE_LAYOUT_DIFFERS, float32_in_reference, reference_class,
+                        torch_default_dtype)
 
 torch = pytest.importorskip("torch")
 
@@ -73,6 +74,8 @@ def test_trajectory_matches_the_reference_implementation(kind, case, dtype, monk
 @pytest.mark.parametrize("kind", list(CASES))
 def test_state_names_are_the_reference_s(kind, monkeypatch):
     """The state a checkpoint carries has the reference's names (so it moves between the two)."""
+    if kind in STATE_LAYOUT_DIFFERS:
+        pytest.skip(STATE_LAYOUT_DIFFERS[kind])
     hp = CASES[kind][-1]
     opt, ref, _, theirs = run_both(kind, hp, np.float64, monkeypatch, steps=2)
     ours = opt.state_dict()["state"][0]

@@ -97,6 +97,8 @@ def test_schedules_only_where_the_table_allows(kind):
             continue
         value = defaults[spec.labels[f["name"]].split("[")[0]]
         plain = value[int(spec.labels[f["name"]][-2])] if "[" in spec.labels[f["name"]] else value
+        if plain is None:       # an optional field left at None (DoG's init_eta): any value in range will do
+            plain = 1.0
         # built-in schedules are rates (>= 0): a field that may be negative gets a Python callable
         sched = etakit.schedules.constant(plain) if plain >= 0 else (lambda k, plain=plain: plain)
         key, v = _with(defaults, spec, f["name"], sched)

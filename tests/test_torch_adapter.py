@@ -6,7 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 import etakit.torch as et  # noqa: E402
 from conftest import matrix_only  # noqa: E402
-from rule_cases import CASES, RICHEST, SIGN_RULES, float32_in_reference, reference_class, torch_default_dtype  # noqa: E402,E501
+from rule_cases import (CASES, RICHEST, SIGN_RULES, STATE_LAYOUT_DIFFERS, float32_in_reference,  # noqa: E402
+                        reference_class, torch_default_dtype)
 
 TORCH_CASES = [(kind, hp) for kind, hps in CASES.items() for hp in hps[:1] + hps[-1:]]
 
@@ -55,6 +56,8 @@ def test_trajectory_matches_the_reference(kind, hp, dtype, tol, monkeypatch):
 @pytest.mark.parametrize("kind,hp", RICHEST)
 @pytest.mark.parametrize("direction", ["reference->etakit", "etakit->reference"])
 def test_checkpoints_move_both_ways(kind, hp, direction, monkeypatch):
+    if kind in STATE_LAYOUT_DIFFERS:
+        pytest.skip(STATE_LAYOUT_DIFFERS[kind])
     ref = reference_class(kind, monkeypatch)
     if ref is None:
         pytest.skip(f"the reference implementation of {kind} is not installed")

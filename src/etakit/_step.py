@@ -396,18 +396,25 @@ class Stepper:
         self.plan.set_schedules([(gi, offset, f._c) for gi, offset, f, _ in self.builtin])
 
     def load_group_state(self, groups):
-        """Hand the groups' values of the rule's per-group scalars to the plan (before a step)."""
+        """Hand the groups' values of the rule's per-group scalars to the plan (before a step).
+
+        A group that has not stepped yet has no such keys: its scalars start at 0
+        (the rule tells a new group by them)."""
         names = self.spec.group_state
         if names:
-            values = np.array([[float(g[n]) for n in names] for g in groups], dtype=np.float64)
+            values = np.array([[_real(g.get(n, 0.0), n, f"param_groups[{gi}]") for n in names]
+                               for gi, g in enumerate(groups)], dtype=np.float64)
             self.plan.set_group_state(values)
             self._group_state = values
 
     def store_group_state(self, groups):
-        """Write the per-group scalars the step updated back into the groups."""
+        """Write the per-group scalars the step updated back into the groups (one still at its
+        start, 0, only into a group that has the key: a group the step did not touch stays as it was)."""
         if self.spec.group_state:
             for g, row in zip(groups, self._group_state.tolist()):
-                g.update(zip(self.spec.group_state, row))
+                for name, v in zip(self.spec.group_state, row):
+                    if v != 0.0 or name in g:
+                        g[name] = v
 
     def apply_callables(self, k):
         for gi, offset, f, label in self.callables:

@@ -57,6 +57,8 @@ TRAFFIC = {
     "LAMB": 10,        # moments and the two norms, then the update from the new moments
     "LARS": 7,         # the two norms of p and g, then the momentum update
     "Adafactor": 6,    # row/column sums of g^2; the norms of p and the update; the update
+    "DoG": 6,          # the norms of g and p - x0 (reads p, g, x0), then the update (reads p, g, writes p)
+    "LDoG": 6,
 }
 # Rules whose work depends on a tensor's matrix form: benchmarked on a matrix of the same size.
 MATRIX = {"LARS", "Adafactor"}
@@ -81,12 +83,14 @@ def _reference_stepper(name, params):
     cls, kw = _settings(name)
     hp = {**cls([np.zeros(1, np.float32)]).defaults, **kw}
     state = [{} for _ in params]
+    group = {}          # the group's scalars, for rules that keep some (DoG)
     step = [0]
 
     def run(grads):
         step[0] += 1
-        for p, g, st in zip(params, grads, state):
-            reference.step_rule(cls.rule, p, g, st, step=step[0], **hp)
+        extra = reference.group_reductions(cls.rule, params, grads, state, group, hp)
+        for p, g, st, kw in zip(params, grads, state, extra):
+            reference.step_rule(cls.rule, p, g, st, step=step[0], **hp, **kw)
     return run
 
 

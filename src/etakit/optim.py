@@ -26,7 +26,7 @@ from .reference import zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
-           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor", "Muon"]
+           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor", "Muon", "DoG", "LDoG"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -1623,7 +1623,124 @@ class Muon(Optimizer):
                                       adjust_lr_fn=adjust_lr_fn))
 
 
+class DoG(Optimizer):
+    """DoG, distance over gradients (Ivgi, Hinder and Carmon 2023), as the authors' ``dog.DoG``.
+
+    "DoG is SGD's Best Friend: A Parameter-Free Dynamic Step Size Schedule":
+    plain SGD whose step size needs no learning rate.  ``x0`` is the
+    parameter before its first step (the state ``init_buffer``)::
+
+        g = grad + weight_decay * p
+        first step:  rbar = reps_rel * (1 + ||p||)   (0 with init_eta);   G = ||g||^2 + eps
+        later:       rbar = max(rbar, ||p - x0||);                        G = G + ||g||^2
+        eta = lr * rbar / sqrt(G)     (init_eta instead, on the first step, when given)
+        p -= eta * g
+
+    The norms are over all tensors of a parameter group taken as one vector
+    (as the authors' DoG does), whose ``rbar``, ``G`` and ``eta`` are kept
+    in the group (``param_groups[i]["rbar"]``, ...: they appear after the
+    group's first step, and travel with ``state_dict``).  With
+    ``layer_wise=True`` (L-DoG, the authors' ``dog.LDoG``; also
+    :class:`LDoG`) each tensor has its own step size, and its ``rbar``,
+    ``G`` and ``eta`` are per-parameter state.  The authors recommend
+    combining DoG with iterate averaging (not part of this optimizer).
+
+    A step makes two passes over memory: the sums of ``g^2`` and
+    ``(p - x0)^2`` (reads p, grad and x0), then the update (reads p and
+    grad, writes p).  The sums are deterministic (fixed blocks, fixed
+    order): results do not depend on the thread count.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    reps_rel : float, default 1e-6
+        The first step's distance relative to ``1 + ||x0||`` (the paper's
+        r_epsilon); the authors suggest 1e-4 for models with batch
+        normalisation.  Must be > 0 unless ``init_eta`` is given.
+    lr : float or schedule, default 1.0
+        A multiplier of the step size (the paper's c); changing it is not
+        recommended, but a schedule of it (warmup, decay) works, as with any
+        etakit optimizer.  0 is allowed (a schedule may end there).
+    weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient (it counts in ``G``).
+    eps : float, default 1e-8
+        Added to ``G`` at the first step.
+    init_eta : float or None, default None
+        The first step size, if given (> 0); ``reps_rel`` is then not used.
+    layer_wise : bool, default False
+        L-DoG: a step size per tensor instead of one per group.
+
+    Notes
+    -----
+    A group (with ``layer_wise``, a tensor) counts as new while its ``G``
+    is 0: loading a checkpoint saved before the first step, or adding a
+    group, starts it with a first step.  The reference raises when ``G``
+    is 0 after a step (``eps=0`` and zero gradients); etakit then takes
+    ``eta = 0`` and the next step is a first step again.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([3.0, -4.0])
+    >>> opt = etakit.DoG([w])
+    >>> for _ in range(300):
+    ...     opt.step([2 * w])     # the gradient of |w|^2: no learning rate to choose
+    >>> bool(np.abs(w).max() < 1e-9)
+    True
+    >>> g = opt.param_groups[0]
+    >>> round(g["rbar"], 4), round(g["eta"], 4)       # the largest distance from x0, the step size
+    (5.0, 0.0603)
+    """
+
+    rule = "dog"
+    reference_impl = "dog.DoG"
+    _torch_step = None
+
+    def __init__(self, params, reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None, layer_wise=False):
+        super().__init__(params, dict(reps_rel=reps_rel, lr=lr, weight_decay=weight_decay, eps=eps,
+                                      init_eta=init_eta, layer_wise=layer_wise))
+
+
+class LDoG(DoG):
+    """L-DoG, layer-wise DoG (Ivgi, Hinder and Carmon 2023), as the authors' ``dog.LDoG``.
+
+    :class:`DoG` with a step size per tensor (``layer_wise=True``)::
+
+        per tensor:  rbar = reps_rel * (1 + ||p||) at its first step, then max(rbar, ||p - x0||)
+                     G = sum of ||g||^2 over its steps (+ eps);  eta = lr * rbar / sqrt(G)
+        p -= eta * g
+
+    Each parameter's state holds ``init_buffer`` (x0) and its scalars
+    ``rbar``, ``G`` and ``eta`` (float64).
+
+    Parameters
+    ----------
+    params, reps_rel, lr, weight_decay, eps, init_eta
+        As for :class:`DoG`.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> a, b = np.array([3.0, -4.0]), np.array([0.01])
+    >>> opt = etakit.LDoG([a, b])
+    >>> for _ in range(300):
+    ...     opt.step([2 * a, 2 * b])
+    >>> bool(max(np.abs(a).max(), np.abs(b).max()) < 1e-9)
+    True
+    >>> st = opt.state_dict()["state"]
+    >>> round(float(st[0]["rbar"]), 4), round(float(st[1]["rbar"]), 4)     # each tensor's own distance from x0
+    (5.0, 0.01)
+    """
+
+    reference_impl = "dog.LDoG"
+    _implied = {"layer_wise": True}
+
+    def __init__(self, params, reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None):
+        super().__init__(params, reps_rel=reps_rel, lr=lr, weight_decay=weight_decay, eps=eps, init_eta=init_eta)
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
                                              Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor,
-                                             Muon)}
+                                             Muon, DoG, LDoG)}

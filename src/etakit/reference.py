@@ -37,7 +37,7 @@ import numpy as np
 __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
            "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
            "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step", "muon_step",
-           "zeropower_via_newtonschulz"]
+           "zeropower_via_newtonschulz", "group_reductions", "dog_group", "dog_step"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -1126,3 +1126,149 @@ def ademamix_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999, 0.999
     update *= -lr
     update /= denom
     param += update
+
+
+# ---- per-group reductions, DoG ---------------------------------------------
+
+def group_reductions(rule, params, grads, states, group, hyperparameters):
+    """The keyword arguments each tensor's ``<rule>_step`` takes from sums over its parameter group.
+
+    Most rules need none (a list of empty dicts).  A rule whose step size is
+    shared by the tensors of a group (DoG: norms over the whole group) has a
+    ``<rule>_group(params, grads, states, group, hyperparameters)`` that forms
+    the group's sums in the engine's order (tensors in their order in the
+    group), advances the group's persistent scalars in the dict ``group``
+    (the optimizer keeps them in its ``param_groups``; a new group's dict is
+    empty) and returns each tensor's keyword arguments.  Call it once per
+    group and step, before the group's ``<rule>_step`` calls; ``params``,
+    ``grads`` and ``states`` are the group's, ``hyperparameters`` its dict.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> group = {}
+    >>> group_reductions("dog", [np.array([3.0, 4.0])], [np.array([1.0, 0.0])], [{}], group,
+    ...                  dict(reps_rel=0.5, eps=0.0))
+    [{'eta': 3.0}]
+    >>> group        # rbar = 0.5 (1 + ||x0||), G = ||g||^2 + eps, eta = lr rbar / sqrt(G)
+    {'rbar': 3.0, 'G': 1.0, 'eta': 3.0}
+    >>> group_reductions("adam", [np.ones(2)], [np.ones(2)], [{}], {}, {})
+    [{}]
+    """
+    fn = globals().get(f"{rule}_group")
+    return fn(params, grads, states, group, hyperparameters) if fn is not None else [{} for _ in params]
+
+
+def _dog_options(reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None, layer_wise=False):
+    return (float(reps_rel), float(lr), float(weight_decay), float(eps),
+            None if init_eta is None else float(init_eta), bool(layer_wise))
+
+
+def _dog_x0(state, param):
+    """The state ``init_buffer``: the parameter before its first step."""
+    if "init_buffer" not in state:
+        state["init_buffer"] = param.copy()
+    return state["init_buffer"]
+
+
+def _dog_sums(param, grad, state, weight_decay, first):
+    """(||g||^2, ||p - x0||^2, or ||p||^2 on the first step) of one tensor, as the kernel's phase 0 forms them:
+    g and p - x0 rounded to the tensor's dtype, squared and summed in float64 (:func:`blocked_lane_sum`)."""
+    x0 = _dog_x0(state, param)
+    g = _grad(param, grad, weight_decay, False)
+    return _sum_sq(g), _sum_sq(param if first else param - x0)
+
+
+def _dog_advance(rbar, G, d2, g2, reps_rel, lr, eps, init_eta):
+    """(rbar, G, eta) after one step whose sums are d2 and g2 (:func:`_dog_sums`); the first step
+    is the one that finds G == 0."""
+    first = G == 0.0
+    if first:
+        rbar = 0.0 if init_eta is not None else reps_rel * (1.0 + math.sqrt(d2))
+        G = g2 + eps
+    else:
+        d = math.sqrt(d2)
+        if d > rbar or d != d:      # torch.maximum: NaN wins
+            rbar = d
+        G = G + g2
+    eta = 0.0 if G == 0.0 else lr * rbar / math.sqrt(G)
+    if first and init_eta is not None:
+        eta = init_eta
+    return rbar, G, eta
+
+
+def dog_group(params, grads, states, group, hyperparameters):
+    """DoG's step size for the tensors of one group (see :func:`group_reductions`).
+
+    The norms are taken over all of the group's tensors as one vector, as the
+    authors' ``dog.DoG`` does: the group's squared gradient norm and squared
+    distance from ``x0`` (each tensor's sum by :func:`blocked_lane_sum`,
+    the tensors added in order) advance its ``rbar`` and ``G``, kept in
+    ``group`` with the step size ``eta``, which every tensor gets.  A group
+    whose tensors have no elements is left as it is.  With ``layer_wise``
+    each tensor forms its own (:func:`dog_step`): nothing to do here.
+    """
+    reps_rel, lr, weight_decay, eps, init_eta, layer_wise = _dog_options(**hyperparameters)
+    if layer_wise:
+        return [{} for _ in params]
+    first = group.get("G", 0.0) == 0.0
+    g2 = d2 = 0.0
+    size = 0
+    for p, g, st in zip(params, grads, states):
+        tg, td = _dog_sums(p, g, st, weight_decay, first)
+        g2 += tg
+        d2 += td
+        size += p.size
+    if size:
+        rbar, G, eta = _dog_advance(group.get("rbar", 0.0), group.get("G", 0.0), d2, g2, reps_rel, lr, eps,
+                                    init_eta)
+        group.update(rbar=rbar, G=G, eta=eta)
+    return [{"eta": group.get("eta", 0.0)} for _ in params]
+
+
+def dog_step(param, grad, state, *, step, reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None,
+             layer_wise=False, eta=None):
+    """One DoG step (Ivgi, Hinder and Carmon 2023; the authors' ``dog.DoG``, ``dog.LDoG`` with ``layer_wise``), in place.
+
+    ::
+
+        g = grad + weight_decay * p
+        first step:  rbar = reps_rel (1 + ||p||)   (0 with init_eta);   G = ||g||^2 + eps
+        later:       rbar = max(rbar, ||p - x0||);                      G = G + ||g||^2
+        eta = lr rbar / sqrt(G)   (0 when G == 0; init_eta instead on the first step when given)
+        p += -eta g
+
+    The first step is the one that finds ``G == 0``.  State: ``init_buffer``
+    (x0, a copy of the parameter before its first step).  ``eta`` is the step
+    size of the tensor's group, formed by :func:`dog_group` over all of the
+    group's tensors; without it (``layer_wise``, or a tensor stepped on its
+    own: a group of one) the tensor forms its own from its norms and keeps
+    ``rbar``, ``G`` and ``eta`` as float64 scalars in ``state`` (a tensor with
+    no elements is left as it is).  Norms are square roots of
+    :func:`blocked_lane_sum` sums, as the kernel forms them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([3.0, 4.0]); g = np.array([1.0, 0.0]); st = {}
+    >>> dog_step(p, g, st, step=1, reps_rel=0.5, eps=0.0)     # eta = 0.5 (1 + 5) / 1
+    >>> p
+    array([0., 4.])
+    >>> float(st["rbar"]), float(st["G"]), float(st["eta"])
+    (3.0, 1.0, 3.0)
+    >>> dog_step(p, g, st, step=2, reps_rel=0.5, eps=0.0)     # max(3, ||p - x0|| = 3) / sqrt(1 + 1)
+    >>> np.round(p, 4)
+    array([-2.1213,  4.    ])
+    """
+    reps_rel, lr, weight_decay, eps, init_eta, layer_wise = _dog_options(reps_rel, lr, weight_decay, eps, init_eta,
+                                                                         layer_wise)
+    _dog_x0(state, param)
+    if eta is None or layer_wise:
+        rbar, G, e = _scalar(state, "rbar", 0.0), _scalar(state, "G", 0.0), _scalar(state, "eta", 0.0)
+        if param.size == 0:
+            return
+        g2, d2 = _dog_sums(param, grad, state, weight_decay, float(G) == 0.0)
+        r, Gn, eta = _dog_advance(float(rbar), float(G), d2, g2, reps_rel, lr, eps, init_eta)
+        rbar[...], G[...], e[...] = r, Gn, eta
+    g = _grad(param, grad, weight_decay, False)
+    param += -float(eta) * g
