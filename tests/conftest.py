@@ -43,13 +43,22 @@ class ReferenceOptimizer:
         self.params, self.groups = params, groups
         self.state = [dict() for _ in params]
         self.steps = [0] * len(params)
+        # per-group scalars a step updates (schedule-free's k, lr_max, ...): passed to every tensor's
+        # step as they were before it, then advanced once per group (reference.group_step)
+        self.group_names = etakit._core.rule_info(self.rule)["group_state"]
+        self.group_state = []
 
     def step(self, grads):
-        order = [(i, {**self.defaults, **hp}) for idx, hp in self.groups for i in idx]
+        while len(self.group_state) < len(self.groups):
+            self.group_state.append({n: self.defaults.get(n, 0.0) for n in self.group_names})
+        full = [{**self.defaults, **hp, **gs} for (_, hp), gs in zip(self.groups, self.group_state)]
+        order = [(i, f) for (idx, _), f in zip(self.groups, full) for i in idx]
         extra = reference.call_reductions(self.rule, [grads[i] for i, _ in order], [hp for _, hp in order])
         for (i, hp), kw in zip(order, extra):
             self.steps[i] += 1
             reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i], **hp, **kw)
+        for gs, f in zip(self.group_state, full):
+            reference.group_step(self.rule, gs, f)
 
 
 def make_params(rng, dtype, sizes=None, kind=None):
@@ -61,11 +70,20 @@ def make_grads(rng, params):
     return [(rng.standard_normal(p.shape) + 0.3 * p).astype(p.dtype) for p in params]
 
 
+def ready(opt):
+    """Put an optimizer that has modes (schedule-free: etakit's and the reference's) in train mode,
+    where it can step; returns it."""
+    train = getattr(opt, "train", None)
+    if train is not None:
+        train()
+    return opt
+
+
 def run_trajectory(kind, hp, dtype, seed, steps=30):
     """Build ``etakit.<kind>(params, **hp)`` on SIZES and step it with seeded gradients."""
     rng = np.random.default_rng(seed)
     params = make_params(rng, dtype, kind=kind)
-    opt = getattr(etakit, kind)(params, **hp)
+    opt = ready(getattr(etakit, kind)(params, **hp))
     for _ in range(steps):
         opt.step(make_grads(rng, params))
     return params, opt

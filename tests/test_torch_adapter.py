@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import etakit.torch as et  # noqa: E402
-from conftest import matrix_only  # noqa: E402
+from conftest import matrix_only, ready  # noqa: E402
 from rule_cases import CASES, RICHEST, SIGN_RULES, float32_in_reference, reference_class, torch_default_dtype  # noqa: E402,E501
 
 TORCH_CASES = [(kind, hp) for kind, hps in CASES.items() for hp in hps[:1] + hps[-1:]]
@@ -19,6 +19,7 @@ def make_model(dtype, seed=0, bias=True):
 
 
 def train(model, opt, steps, seed=1, scheduler=None):
+    ready(opt)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         x = torch.randn(32, 6, generator=g, dtype=next(model.parameters()).dtype)

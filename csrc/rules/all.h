@@ -21,4 +21,5 @@
 #include "rprop.h"
 #include "adafactor.h"
 #include "muon.h"
+#include "schedulefree.h"
 #include "probe.h"
