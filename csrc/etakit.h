@@ -235,7 +235,9 @@ typedef struct etk_muon_hp {
  * Besides the step (phase 0) each has two side phases that read no gradient
  * (see etk_step_opts.phases): phase 1 turns the parameters of the groups in
  * train mode into x (eval), phase 2 those in eval mode back into y (train).
- * The step does not look at train_mode: callers refuse a step in eval mode. */
+ * The step does not look at train_mode: callers refuse a step in eval mode.
+ * Step with etk_step and etk_step_opts.group_state (the single-tensor
+ * etk_schedulefree_*_f32/_f64, which have no group state, return ETK_EARG). */
 typedef struct etk_schedulefree_adamw_hp {
     double lr, beta1, beta2, eps, weight_decay, r, weight_lr_power;
     int warmup_steps;

@@ -205,6 +205,7 @@ static void schedulefree_adamw_prepare(unsigned phase, const void *hp, const etk
     const etk_schedulefree_adamw_hp *h = (const etk_schedulefree_adamw_hp *)hp;
     etk_sf_scalars s;
     (void)t;
+    memset(&s, 0, sizeof s);
     if (phase == 0) sf_adamw_scalars(hp, red->gstate, &s);
     sf_prepare(phase, &s, h->beta1, h->beta2, h->eps, h->weight_decay, red->gstate, (etk_sf_coef *)cf);
 }
@@ -214,6 +215,7 @@ static void schedulefree_sgd_prepare(unsigned phase, const void *hp, const etk_t
     const etk_schedulefree_sgd_hp *h = (const etk_schedulefree_sgd_hp *)hp;
     etk_sf_scalars s;
     (void)t;
+    memset(&s, 0, sizeof s);
     if (phase == 0) sf_sgd_scalars(hp, red->gstate, &s);
     sf_prepare(phase, &s, h->momentum, 0.0, 0.0, h->weight_decay, red->gstate, (etk_sf_coef *)cf);
 }
@@ -223,6 +225,7 @@ static void schedulefree_radam_prepare(unsigned phase, const void *hp, const etk
     const etk_schedulefree_radam_hp *h = (const etk_schedulefree_radam_hp *)hp;
     etk_sf_scalars s;
     (void)t;
+    memset(&s, 0, sizeof s);
     if (phase == 0) sf_radam_scalars(hp, red->gstate, &s);
     sf_prepare(phase, &s, h->beta1, h->beta2, h->eps, h->weight_decay, red->gstate, (etk_sf_coef *)cf);
 }

@@ -22,7 +22,7 @@ import numpy as np
 from . import _core
 from ._step import RuleSpec, Stepper, is_scheduled, value_at
 from .errors import StateError
-from .reference import zeropower_via_newtonschulz
+from .reference import group_step, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
@@ -147,6 +147,7 @@ class Optimizer:
     _host_step = None       # f(stepper, groups): host work between the rule's C phases
     _host_split = 1         # C phases run before _host_step
     _front_end_mixins = ()  # classes etakit.torch's drop-in derives from too (methods both front ends share)
+    _torch_example = "lr=0.1"   # the arguments of the drop-in's docstring example
 
     def __init__(self, params, defaults):
         self._stepper = Stepper(RuleSpec.of(type(self)))
@@ -1615,7 +1616,15 @@ class _ScheduleFree:
             raise RuntimeError(f"{type(self).__name__} is in eval mode (param_groups[0]['train_mode'] is False) and "
                                "cannot step: call optimizer.train() before training steps, and optimizer.eval() "
                                "before evaluating the model or saving a checkpoint")
-        return super().step(*args, **kwargs)
+        k = self._k
+        out = super().step(*args, **kwargs)
+        if self._k == k:
+            # etakit.torch with no gradient at all: nothing to update, but the reference still
+            # advances every group's scalars (k, lr_max, weight_sum, scheduled_lr)
+            rule = getattr(self, "_numpy", type(self)).rule
+            for g in self.param_groups:
+                group_step(rule, g, {**g, "lr": value_at(g["lr"], k)})
+        return out
 
     def train(self):
         """Train mode: the parameters hold y, the point gradients are taken at (steps are allowed).
@@ -1647,11 +1656,11 @@ class _ScheduleFree:
         >>> opt = etakit.ScheduleFreeSGD([w], lr=0.1)
         >>> opt.train(); opt.step([np.ones(2)]); opt.step([np.ones(2)])
         >>> w                      # y
-        array([-0.19, -0.19])
+        array([-0.155, -0.155])
         >>> opt.eval(); w          # x, the average of the z's
         array([-0.15, -0.15])
         >>> opt.train(); w
-        array([-0.19, -0.19])
+        array([-0.155, -0.155])
         """
         self._switch(False)
 
@@ -1834,7 +1843,7 @@ class ScheduleFreeRAdam(_ScheduleFree, Optimizer):
     >>> opt.train()
     >>> opt.step([2 * w]); w            # silent SGD phase: nothing moves yet
     array([ 1., -2.])
-    >>> for _ in range(200):
+    >>> for _ in range(500):
     ...     opt.step([2 * w])
     >>> opt.eval()
     >>> bool(np.abs(w).max() < 0.05)
@@ -1847,6 +1856,7 @@ class ScheduleFreeRAdam(_ScheduleFree, Optimizer):
     _torch_step = None
     _implied = _SF_GROUP
     _front_end_mixins = (_ScheduleFree,)
+    _torch_example = "lr=0.1, silent_sgd_phase=False"   # the default's first steps move nothing
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, r=0.0, weight_lr_power=2.0,
                  silent_sgd_phase=True):

@@ -395,7 +395,7 @@ def _drop_in(np_cls):
            f"Examples\n--------\n"
            f">>> import torch, etakit.torch\n"
            f">>> w = torch.nn.Parameter(torch.ones({shape}))\n"
-           f">>> opt = etakit.torch.{name}([w], lr=0.1)\n"
+           f">>> opt = etakit.torch.{name}([w], {np_cls._torch_example})\n"
            f">>> {modes}w.grad = torch.ones({shape}); opt.step(); opt.step()\n"
            f">>> bool((w < 1).all())\n"
            f"True\n")
