@@ -1207,9 +1207,7 @@ def _sf_update(param, grad, state, lr_t, ckp1, beta1, weight_decay, second=None,
         tmp *= grad
         v += tmp
         if second == "adam":
-            den = np.divide(v, bias_correction2)
-            np.sqrt(den, out=den)
-            den += eps
+            den = np.sqrt(v / bias_correction2) + eps
             g = grad / den
     if weight_decay != 0:
         g = g + weight_decay * param
