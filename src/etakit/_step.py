@@ -71,11 +71,12 @@ def _store_group_state(names, groups, values):
     its key had (an int step count stays an int, a bool flag a bool), as a reference's groups hold them."""
     for g, row in zip(groups, values.tolist()):
         for name, v in zip(names, row):
-            old = g.get(name)
-            if isinstance(old, bool):
-                v = bool(v)
-            elif isinstance(old, numbers.Integral):
-                v = int(v)
+            t = type(g.get(name))
+            if t is not float:      # (the common case first: a step runs this for every group)
+                if t is bool or issubclass(t, np.bool_):
+                    v = bool(v)
+                elif t is int or issubclass(t, numbers.Integral):
+                    v = int(v)
             g[name] = v
 
 
