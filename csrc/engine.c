@@ -78,7 +78,8 @@ typedef struct etk_call {
     double *scratch;          /* the rule's per-call scratch (etk_rule_desc.scratch) */
     size_t *sbase;            /* per tensor: offset of its scratch */
     unsigned phases;          /* bit p: run phase p */
-    unsigned last;            /* the last phase to run (nphases if none) */
+    unsigned last;            /* the last phase to run (nphases + nside if none) */
+    int needs_grad;           /* a step phase runs (side phases read no gradient) */
 } etk_call;
 
 static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
@@ -192,7 +193,7 @@ static void etk_run_phases(const etk_call *c)
 {
     const unsigned last = c->last;
     unsigned p;
-    if (last >= c->r->nphases) return;
+    if (last >= c->r->nphases + c->r->nside) return;
 #ifdef _OPENMP
     {
         int nth = c->r->info.flags & ETK_RULE_SERIAL ? 1 : etk_threads_for(c->total);
@@ -241,7 +242,7 @@ static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
         unsigned needs = 0u;
         if (t->dtype >= ETK_NDTYPES || t->state_dtype >= ETK_NDTYPES)
             return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "unknown dtype");
-        for (p = 0; p < r->nphases; p++)
+        for (p = 0; p < r->nphases + r->nside; p++)
             if (!c->loops->fn[p][ETK_PAIR(t->dtype, t->state_dtype)])
                 return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "this (param, state) dtype pair is not supported");
         if (r->info.hp_size) {
@@ -256,7 +257,7 @@ static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
             return etk_fail(err, ETK_ESHAPE, ti, -1, -1, NULL, "n is not a multiple of rows * cols");
         if ((r->info.flags & ETK_RULE_MATRIX_ONLY) && t->n && t->rows == 0)
             return etk_fail(err, ETK_ESHAPE, ti, -1, -1, NULL, "this rule updates matrices: rows and cols must be > 0");
-        if (t->n && (!t->param || !t->grad))
+        if (t->n && (!t->param || (c->needs_grad && !t->grad)))
             return etk_fail(err, ETK_EARG, ti, -1, -1, NULL, "param or grad is NULL");
         for (j = 0; j < r->info.nslots; j++) {
             const unsigned shape = r->info.slots[j].shape;
@@ -322,9 +323,15 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
 
     memset(&c, 0, sizeof c);
     c.r = r;
-    c.phases = o && o->phases ? o->phases : ~0u;
-    c.last = r->nphases;
-    for (p = 0; p < r->nphases; p++)
+    {
+        /* step phases, or else side phases (never both) */
+        const unsigned step_mask = (1u << r->nphases) - 1u, all = (1u << (r->nphases + r->nside)) - 1u;
+        c.phases = o && o->phases ? o->phases : step_mask;
+        c.phases &= c.phases & step_mask ? step_mask : all;
+        c.needs_grad = (c.phases & step_mask) != 0;
+    }
+    c.last = r->nphases + r->nside;
+    for (p = 0; p < r->nphases + r->nside; p++)
         if (c.phases >> p & 1u) c.last = p;
     c.loops = &etk_kernels_now()->rule[rule];
     c.ts = ts;

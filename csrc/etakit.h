@@ -237,29 +237,61 @@ typedef struct etk_dog_hp {
     double reps_rel, lr, weight_decay, eps, init_eta;
     int layer_wise;
 } etk_dog_hp;
+/* Schedule-Free AdamW, SGD and RAdam (Defazio et al. 2024, "The Road Less
+ * Scheduled"), as schedulefree.AdamWScheduleFree, SGDScheduleFree and
+ * RAdamScheduleFree (1.4.1): the parameters hold y, between the base
+ * iterate z (state "z") and z's running average x; beta1 (SGD: momentum)
+ * sets where.  warmup_steps warms lr up linearly (RAdam warms up by its own
+ * rectification instead; silent_sgd_phase: no step while it is undefined);
+ * the average weights step k by (k + 1)^r lr_max^weight_lr_power.  The
+ * group's scalars (etk_rule_info.group_state: k, lr_max, weight_sum,
+ * scheduled_lr, train_mode) are per-group state (etk_step_opts.group_state).
+ * Besides the step (phase 0) each has two side phases that read no gradient
+ * (see etk_step_opts.phases): phase 1 turns the parameters of the groups in
+ * train mode into x (eval), phase 2 those in eval mode back into y (train).
+ * The step does not look at train_mode: callers refuse a step in eval mode.
+ * Step with etk_step and etk_step_opts.group_state (the single-tensor
+ * etk_schedulefree_*_f32/_f64, which have no group state, return ETK_EARG). */
+typedef struct etk_schedulefree_adamw_hp {
+    double lr, beta1, beta2, eps, weight_decay, r, weight_lr_power;
+    int warmup_steps;
+} etk_schedulefree_adamw_hp;
+
+typedef struct etk_schedulefree_sgd_hp {
+    double lr, momentum, weight_decay, r, weight_lr_power;
+    int warmup_steps;
+} etk_schedulefree_sgd_hp;
+
+typedef struct etk_schedulefree_radam_hp {
+    double lr, beta1, beta2, eps, weight_decay, r, weight_lr_power;
+    int silent_sgd_phase;
+} etk_schedulefree_radam_hp;
 
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
 #define ETK_RULE_LIST(X) \
-    X(sgd, SGD)          \
-    X(adam, ADAM)        \
-    X(rmsprop, RMSPROP)  \
-    X(adagrad, ADAGRAD)  \
-    X(lion, LION)        \
-    X(nadam, NADAM)      \
-    X(radam, RADAM)      \
-    X(adamax, ADAMAX)    \
-    X(adan, ADAN)        \
-    X(adopt, ADOPT)      \
+    X(sgd, SGD) \
+    X(adam, ADAM) \
+    X(rmsprop, RMSPROP) \
+    X(adagrad, ADAGRAD) \
+    X(lion, LION) \
+    X(nadam, NADAM) \
+    X(radam, RADAM) \
+    X(adamax, ADAMAX) \
+    X(adan, ADAN) \
+    X(adopt, ADOPT) \
     X(ademamix, ADEMAMIX) \
-    X(lamb, LAMB)        \
-    X(lars, LARS)        \
+    X(lamb, LAMB) \
+    X(lars, LARS) \
     X(adadelta, ADADELTA) \
-    X(asgd, ASGD)        \
-    X(rprop, RPROP)      \
+    X(asgd, ASGD) \
+    X(rprop, RPROP) \
     X(adafactor, ADAFACTOR) \
-    X(muon, MUON)        \
-    X(dog, DOG)
+    X(muon, MUON) \
+    X(dog, DOG) \
+    X(schedulefree_adamw, SCHEDULEFREE_ADAMW) \
+    X(schedulefree_sgd, SCHEDULEFREE_SGD) \
+    X(schedulefree_radam, SCHEDULEFREE_RADAM)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;
@@ -373,7 +405,13 @@ typedef struct etk_step_opts {
      * For rules whose step has host work between phases (Muon: matrix
      * products on BLAS), call once for the phases before it and once for the
      * rest.  Bits past the rule's last phase are ignored; a rule's `finish`
-     * runs in the call that runs its last phase. */
+     * runs in the call that runs its last phase.
+     * Side phases: a rule may have passes that are not part of a step and
+     * read no gradient (the schedule-free rules' switch between the point
+     * they train at and the average they are evaluated at), numbered after
+     * its step phases.  They run only in a call whose `phases` names no
+     * step phase (a call that names a step phase ignores side-phase bits);
+     * such a call may leave every tensor's grad NULL. */
     unsigned phases;
 } etk_step_opts;
 

@@ -111,6 +111,13 @@ typedef struct etk_rule_desc {
     /* doubles of zeroed per-call scratch tensor t (n > 0) needs
      * (etk_reduced.scratch, in prepare); NULL if none */
     size_t (*scratch)(const void *hp, const etk_tensor *t);
+    /* Side phases: passes that are not part of a step, numbered nphases ..
+     * nphases + nside - 1, run only when etk_step_opts.phases names them and
+     * no step phase (a mode switch: schedule-free's move between the point
+     * it trains at and the average it is evaluated at).  They read no
+     * gradient and do not reduce (nred 0); `prepare` and `between` see their
+     * phase number; `finish` does not run. */
+    unsigned nside;
 } etk_rule_desc;
 
 /* The bandwidth probe runs through the engine as one more rule. */

@@ -1338,6 +1338,140 @@ static void test_dog(void)
     }
 }
 
+/* Schedule-free rules: the step's group scalars (k, lr_max, weight_sum,
+ * scheduled_lr) by hand on a first SGD step; the side phases (eval, train)
+ * run without gradients, only when named alone, only on the groups not yet
+ * in the target mode; steps and switches byte-identical for 1, 2 and 3
+ * threads and every SIMD variant. */
+static void sf_fill(float **bufs, etk_tensor *ts)
+{
+    size_t i, j;
+    for (i = 0; i < NT; i++) {
+        const size_t n = sizes[i];
+        float *b = bufs[i];
+        memset(&ts[i], 0, sizeof ts[i]);
+        for (j = 0; j < n; j++) b[j] = (float)urand();      /* y */
+        for (j = 0; j < n; j++) b[2 * n + j] = b[j];        /* z starts at y */
+        for (j = 3 * n; j < 4 * n; j++) b[j] = 0.0f;        /* exp_avg_sq */
+        ts[i].param = b, ts[i].grad = b + n, ts[i].state[0] = b + 2 * n, ts[i].state[1] = b + 3 * n;
+        ts[i].n = n, ts[i].step = 1, ts[i].group = (uint32_t)(i % 2);
+        ts[i].dtype = ts[i].state_dtype = ETK_FLOAT32;
+    }
+}
+
+static void sf_run(float **bufs, etk_tensor *ts, double *gs)
+{
+    etk_schedulefree_adamw_hp h[2] = {{1e-2, 0.9, 0.999, 1e-8, 0.1, 0.5, 2.0, 3},
+                                      {5e-3, 0.5, 0.99, 1e-6, 0.0, 0.0, 1.0, 0}};
+    etk_step_opts o;
+    int k, m;
+    size_t i, j;
+    memset(&o, 0, sizeof o);
+    o.group_state = gs;
+    for (m = 0; m < 2; m++) {
+        gs[5 * m + 0] = 0.0, gs[5 * m + 1] = -1.0, gs[5 * m + 2] = 0.0, gs[5 * m + 3] = 0.0, gs[5 * m + 4] = 1.0;
+    }
+    for (k = 0; k < 8; k++) {
+        for (i = 0; i < NT; i++)
+            for (j = 0; j < sizes[i]; j++) bufs[i][sizes[i] + j] = (float)urand(); /* a new grad */
+        o.phases = 0;
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_ADAMW, ts, NT, h, 2, &o, NULL) == ETK_OK, "sf step %d", k);
+        if (k == 4 || k == 6) {
+            o.phases = 1u << 1; /* eval, then train */
+            CHECK(etk_step(ETK_RULE_SCHEDULEFREE_ADAMW, ts, NT, h, 2, &o, NULL) == ETK_OK, "sf eval");
+            o.phases = 1u << 2;
+            CHECK(etk_step(ETK_RULE_SCHEDULEFREE_ADAMW, ts, NT, h, 2, &o, NULL) == ETK_OK, "sf train");
+        }
+    }
+    o.phases = 1u << 1;
+    CHECK(etk_step(ETK_RULE_SCHEDULEFREE_ADAMW, ts, NT, h, 2, &o, NULL) == ETK_OK, "sf final eval");
+}
+
+static void test_schedulefree(void)
+{
+    /* one SGD step by hand: ckp1 = 1, so y = z = y0 - lr g */
+    {
+        double y[2] = {1.0, -2.0}, g[2] = {0.5, 1.0}, z[2] = {1.0, -2.0}, gs[5] = {0.0, -1.0, 0.0, 0.0, 1.0};
+        double y0[2];
+        etk_schedulefree_sgd_hp h = {0.4, 0.9, 0.0, 0.0, 2.0, 4};
+        etk_tensor t;
+        etk_step_opts o;
+        etk_error err;
+        memset(&t, 0, sizeof t);
+        memset(&o, 0, sizeof o);
+        t.param = y, t.grad = g, t.state[0] = z, t.n = 2, t.step = 1, t.dtype = t.state_dtype = ETK_FLOAT64;
+        o.group_state = gs;
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, NULL, &err) == ETK_EARG, "group state required");
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, &o, &err) == ETK_OK, "sf sgd step");
+        /* warmup 1/4: lr_t = 0.1; weight = 1 * 0.1^2 */
+        CHECK(y[0] == 1.0 - 0.1 * 0.5 && z[0] == y[0] && y[1] == -2.0 - 0.1 && z[1] == y[1], "first step");
+        CHECK(gs[0] == 1.0 && gs[1] == 0.1 && gs[2] == pow(0.1, 2.0) && gs[3] == 0.1 && gs[4] == 1.0,
+              "group scalars after a step");
+        /* side phases: without a gradient, and only named alone */
+        t.grad = NULL;
+        o.phases = 1u;
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, &o, &err) == ETK_EARG, "a step needs grad");
+        o.phases = 1u | 1u << 1;
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, &o, &err) == ETK_EARG,
+              "with a step phase, the side phase bit is ignored: still a step, which needs grad");
+        CHECK(gs[0] == 1.0 && y[0] == z[0], "refused calls wrote nothing");
+        y[0] = 3.0, y[1] = 5.0; /* y apart from z: the switch moves it */
+        memcpy(y0, y, sizeof y);
+        o.phases = 1u << 2; /* train: the group is in train mode already */
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, &o, &err) == ETK_OK && y[0] == y0[0], "no-op train");
+        o.phases = 1u << 1; /* eval: x = (y - (1 - m) z) / m */
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, &o, &err) == ETK_OK && gs[4] == 0.0, "eval");
+        CHECK(fabs(y[0] - (y0[0] - 0.1 * z[0]) / 0.9) < 1e-12 && fabs(y[1] - (y0[1] - 0.1 * z[1]) / 0.9) < 1e-12,
+              "eval gives x");
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, &o, &err) == ETK_OK &&
+                  fabs(y[0] - (y0[0] - 0.1 * z[0]) / 0.9) < 1e-12, "a second eval is a no-op");
+        o.phases = 1u << 2;
+        CHECK(etk_step(ETK_RULE_SCHEDULEFREE_SGD, &t, 1, &h, 1, &o, &err) == ETK_OK && gs[4] == 1.0, "train");
+        CHECK(fabs(y[0] - y0[0]) < 1e-12 && fabs(y[1] - y0[1]) < 1e-12 && gs[0] == 1.0, "train gives y back");
+    }
+    /* threads and variants */
+    {
+        float *a[NT], *b[NT];
+        etk_tensor ta[NT], tb[NT];
+        double ga[10], gb[10];
+        size_t i;
+        char variants[64], *name;
+        unsigned long long seed = rng;
+        int threads = etk_get_num_threads();
+        for (i = 0; i < NT; i++) {
+            a[i] = (float *)malloc(4 * sizes[i] * sizeof(float) + 1);
+            b[i] = (float *)malloc(4 * sizes[i] * sizeof(float) + 1);
+        }
+        strncpy(variants, etk_simd_available(), sizeof variants - 1);
+        variants[sizeof variants - 1] = 0;
+        CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline always available");
+        etk_set_num_threads(1);
+        rng = seed;
+        sf_fill(a, ta);
+        sf_run(a, ta, ga);
+        CHECK(ga[0] == 8.0 && ga[5] == 8.0 && ga[4] == 0.0 && ga[9] == 0.0, "8 steps, eval mode at the end");
+        for (name = strtok(variants, " "); name; name = strtok(NULL, " ")) {
+            int nth;
+            for (nth = 1; nth <= 3; nth++) {
+                CHECK(etk_set_simd_variant(name) == ETK_OK, "variant %s", name);
+                etk_set_num_threads(nth);
+                rng = seed;
+                sf_fill(b, tb);
+                sf_run(b, tb, gb);
+                CHECK(memcmp(ga, gb, sizeof ga) == 0, "schedulefree group state: variant %s, %d threads", name, nth);
+                for (i = 0; i < NT; i++)
+                    CHECK(same_floats(a[i], b[i], 4 * sizes[i]),
+                          "schedulefree: variant %s with %d threads differs from baseline in tensor %zu", name, nth, i);
+            }
+        }
+        etk_set_num_threads(threads);
+        for (i = 0; i < NT; i++) {
+            free(a[i]);
+            free(b[i]);
+        }
+    }
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -1358,6 +1492,7 @@ int main(void)
     test_adan_adopt_ademamix_threads_and_variants();
     test_adopt_first_step_and_ademamix_check();
     test_dog();
+    test_schedulefree();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

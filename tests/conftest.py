@@ -43,10 +43,19 @@ class ReferenceOptimizer:
         self.params, self.groups = params, groups
         self.state = [dict() for _ in params]
         self.steps = [0] * len(params)
-        self.group_state = [dict() for _ in groups]    # per group: the rule's group scalars (DoG's rbar, G, eta)
+        # Per-group scalars.  DoG's (rbar, G, eta) come from sums over the group before its tensors
+        # step (reference.group_reductions); schedule-free's (k, lr_max, ...) are passed to every tensor's
+        # step as they were before it, then advanced once per group (reference.group_step).
+        self.advances = hasattr(reference, f"{self.rule}_advance")
+        self.group_names = etakit._core.rule_info(self.rule)["group_state"] if self.advances else []
+        self.group_state = []
 
     def step(self, grads):
-        order = [(i, {**self.defaults, **hp}) for idx, hp in self.groups for i in idx]
+        while len(self.group_state) < len(self.groups):
+            self.group_state.append({n: self.defaults.get(n, 0.0) for n in self.group_names})
+        full = [{**self.defaults, **hp, **(gs if self.advances else {})}
+                for (_, hp), gs in zip(self.groups, self.group_state)]
+        order = [(i, f) for (idx, _), f in zip(self.groups, full) for i in idx]
         extra = reference.call_reductions(self.rule, [grads[i] for i, _ in order], [hp for _, hp in order])
         grouped = []
         for (idx, hp), gs in zip(self.groups, self.group_state):
@@ -56,6 +65,8 @@ class ReferenceOptimizer:
             self.steps[i] += 1
             reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i], **hp, **kw,
                                 **gkw)
+        for gs, f in zip(self.group_state, full):
+            reference.group_step(self.rule, gs, f)
 
 
 def make_params(rng, dtype, sizes=None, kind=None):
@@ -67,11 +78,20 @@ def make_grads(rng, params):
     return [(rng.standard_normal(p.shape) + 0.3 * p).astype(p.dtype) for p in params]
 
 
+def ready(opt):
+    """Put an optimizer that has modes (schedule-free: etakit's and the reference's) in train mode,
+    where it can step; returns it."""
+    train = getattr(opt, "train", None)
+    if train is not None:
+        train()
+    return opt
+
+
 def run_trajectory(kind, hp, dtype, seed, steps=30):
     """Build ``etakit.<kind>(params, **hp)`` on SIZES and step it with seeded gradients."""
     rng = np.random.default_rng(seed)
     params = make_params(rng, dtype, kind=kind)
-    opt = getattr(etakit, kind)(params, **hp)
+    opt = ready(getattr(etakit, kind)(params, **hp))
     for _ in range(steps):
         opt.step(make_grads(rng, params))
     return params, opt

@@ -204,6 +204,37 @@ CASES = {
         dict(lr=0.5),
         dict(reps_rel=1e-3, lr=0.8, weight_decay=1e-2, eps=1e-6),
     ],
+    # the generic tests step in train mode (conftest.ready); tests/test_schedulefree.py switches modes
+    "ScheduleFreeAdamW": [
+        dict(),
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=1e-2, warmup_steps=10),
+        dict(lr=1e-2, r=1.0),
+        dict(lr=1e-2, weight_lr_power=0.0),
+        dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6),
+        dict(lr=1e-2, betas=(1.0, 0.0)),
+        dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, warmup_steps=20, r=0.5, weight_lr_power=1.5),
+    ],
+    "ScheduleFreeSGD": [
+        dict(),
+        dict(lr=0.1),
+        dict(lr=0.1, momentum=0.5),
+        dict(lr=0.1, weight_decay=1e-2),
+        dict(lr=0.1, warmup_steps=10),
+        dict(lr=0.1, r=1.0, weight_lr_power=0.0),
+        dict(lr=0.1, momentum=0.8, weight_decay=0.1, warmup_steps=20, r=0.5, weight_lr_power=1.5),
+    ],
+    "ScheduleFreeRAdam": [
+        dict(),                                         # silent for the first 4 steps
+        dict(lr=1e-2, silent_sgd_phase=False),          # SGD steps for the first 4
+        dict(lr=1e-2, weight_decay=1e-2),
+        dict(lr=1e-2, betas=(0.9, 0.5)),                # rho_inf = 3: never rectified, never moves
+        dict(lr=1e-2, betas=(0.9, 0.5), silent_sgd_phase=False),   # ... always SGD
+        dict(lr=1e-2, weight_lr_power=0.0),             # weight 0^0 = 1 in the silent phase
+        dict(lr=1e-2, r=1.0),
+        dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, r=0.5, weight_lr_power=1.5,
+             silent_sgd_phase=False),
+    ],
 }
 
 # References whose checkpoints cannot move to etakit and back, and why (trajectories still match).

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import etakit
-from conftest import ReferenceOptimizer, make_grads, make_params, shape_of
+from conftest import ReferenceOptimizer, make_grads, make_params, ready, shape_of
 from rule_cases import CASES, PARAMS
 
 STEPS = 100
@@ -30,7 +30,7 @@ def run_pair(kind, hp, dtype, rng, steps=STEPS, hp_change=None):
     theirs = [p.copy() for p in params]
     hp2 = _second_group(kind, hp)
     split = 3
-    opt = getattr(etakit, kind)([{"params": mine[:split]}, {"params": mine[split:], **hp2}], **hp)
+    opt = ready(getattr(etakit, kind)([{"params": mine[:split]}, {"params": mine[split:], **hp2}], **hp))
     ref = ReferenceOptimizer(kind, theirs, [(range(split), hp), (range(split, len(params)), hp2)])
     for k in range(steps):
         if hp_change is not None and k == steps // 2:

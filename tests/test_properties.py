@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import etakit
-from conftest import ReferenceOptimizer, matrix_only, shape_of
+from conftest import ReferenceOptimizer, matrix_only, ready, shape_of
 from etakit._step import RuleSpec
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9)
@@ -69,7 +69,7 @@ def test_any_shape_and_hyperparameters_match_reference(problem):
     rng = np.random.default_rng(seed)
     params = [rng.standard_normal(s).astype(dtype) for s in shp]
     theirs = [p.copy() for p in params]
-    opt = getattr(etakit, kind)(params, **hp)
+    opt = ready(getattr(etakit, kind)(params, **hp))
     ref = ReferenceOptimizer(kind, theirs, [(range(len(params)), hp)])
     with np.errstate(all="ignore"):   # extreme draws may overflow; both sides must agree anyway
         for _ in range(5):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import etakit
-from conftest import matrix_only
+from conftest import matrix_only, ready
 from rule_cases import (CASES, PARAMS, STATE_LAYOUT_DIFFERS, float32_in_reference, reference_class,
                         torch_default_dtype)
 
@@ -35,8 +35,8 @@ def _run_both(ref_cls, kind, hp, dtype, steps, seed):
     shapes = MATRIX_SHAPES if matrix_only(kind) else SHAPES
     mine = [rng.standard_normal(s).astype(dtype) for s in shapes]
     theirs = [torch.tensor(p.copy(), requires_grad=True) for p in mine]
-    opt = getattr(etakit, kind)(mine, **hp)
-    ref = ref_cls(theirs, **hp)
+    opt = ready(getattr(etakit, kind)(mine, **hp))
+    ref = ready(ref_cls(theirs, **hp))
     for _ in range(steps):
         # a noisy quadratic, read at the reference's parameters: both get the same gradients
         grads = [(rng.standard_normal(s) + 0.5 * t.detach().numpy()).astype(dtype) for s, t in zip(shapes, theirs)]

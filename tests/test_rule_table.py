@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import etakit
-from conftest import shape_of
+from conftest import ready, shape_of
 from etakit._step import RuleSpec
 from rule_cases import CASES
 
@@ -72,7 +72,7 @@ def test_out_of_range_and_wrong_type_are_refused_everywhere(kind, spec, f):
             cls([{"params": [np.zeros(three)], key: v}], **base)
         # changed between steps: refused at the next step, nothing written
         w = np.ones(three)
-        opt = cls([w], **base)
+        opt = ready(cls([w], **base))
         opt.step([np.full(three, 0.5)])
         before, sd = w.copy(), opt.state_dict()
         old = opt.param_groups[0][key]
@@ -104,8 +104,8 @@ def test_schedules_only_where_the_table_allows(kind):
         key, v = _with(defaults, spec, f["name"], sched)
         if f["schedulable"]:
             w, w2 = np.ones(three), np.ones(three)
-            a = cls([w], **{**CASES[kind][-1], key: v})
-            b = cls([w2], **CASES[kind][-1])
+            a = ready(cls([w], **{**CASES[kind][-1], key: v}))
+            b = ready(cls([w2], **CASES[kind][-1]))
             for _ in range(3):
                 a.step([np.full(three, 0.5)])
                 b.step([np.full(three, 0.5)])
@@ -121,7 +121,7 @@ def test_unknown_group_key_is_reported(kind):
     two = shape_of(kind, 2)
     with pytest.warns(UserWarning, match="'lrr'.*a typo"):
         cls([{"params": [np.zeros(two)], "lrr": 0.1}])
-    opt = cls([np.zeros(two)])
+    opt = ready(cls([np.zeros(two)]))
     opt.step([np.ones(two)])
     opt.param_groups[0]["lrr"] = 0.1
     with pytest.warns(UserWarning, match="'lrr'"):

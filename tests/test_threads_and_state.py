@@ -6,7 +6,7 @@ import pytest
 
 import etakit
 from etakit import reference
-from conftest import make_grads, make_params, run_trajectory
+from conftest import make_grads, make_params, ready, run_trajectory
 from rule_cases import RICHEST
 
 KINDS = RICHEST
@@ -70,7 +70,7 @@ def test_threadpoolctl_sees_and_limits_the_pool(threads):
 def test_state_dict_round_trip_continues_bit_identically(kind, hp, dtype):
     rng = np.random.default_rng(5)
     params = make_params(rng, dtype, kind=kind)
-    opt = getattr(etakit, kind)([{"params": params[:2], "lr": 1e-3}, {"params": params[2:]}], **hp)
+    opt = ready(getattr(etakit, kind)([{"params": params[:2], "lr": 1e-3}, {"params": params[2:]}], **hp))
     for _ in range(20):
         opt.step(make_grads(rng, params))
     sd = pickle.loads(pickle.dumps(opt.state_dict()))

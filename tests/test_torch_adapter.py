@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import etakit.torch as et  # noqa: E402
-from conftest import matrix_only  # noqa: E402
+from conftest import matrix_only, ready  # noqa: E402
 from rule_cases import (CASES, RICHEST, SIGN_RULES, STATE_LAYOUT_DIFFERS, float32_in_reference,  # noqa: E402
                         reference_class, torch_default_dtype)
 
@@ -20,6 +20,7 @@ def make_model(dtype, seed=0, bias=True):
 
 
 def train(model, opt, steps, seed=1, scheduler=None):
+    ready(opt)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         x = torch.randn(32, 6, generator=g, dtype=next(model.parameters()).dtype)

@@ -22,4 +22,5 @@
 #include "adafactor.h"
 #include "muon.h"
 #include "dog.h"
+#include "schedulefree.h"
 #include "probe.h"

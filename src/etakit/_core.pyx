@@ -780,6 +780,24 @@ cdef class Plan:
             return
         self._launch(k, phases, advance)
 
+    def run_side(self, unsigned phases, int64_t k=0):
+        """Run side phases of the rule (etk_rule_desc.nside: passes that are not a step and read no
+        gradient, such as the schedule-free rules' switch between train and eval points) over the
+        plan's tensors.  ``phases`` names them by bit; the step counts do not advance.  Raises
+        StateError for a parameter resized since the plan was built; nothing is written then."""
+        cdef Py_ssize_t i
+        cdef cnp.ndarray p
+        if self.busy:
+            raise RuntimeError("this optimizer is already stepping in another thread")
+        for i in range(self.count):
+            p = <cnp.ndarray>self.params[i]
+            if cnp.PyArray_DATA(p) != self.t[i].param or <size_t>cnp.PyArray_SIZE(p) != self.t[i].n:
+                self._refuse_moved(i)
+            if not cnp.PyArray_ISWRITEABLE(p):
+                raise ValueError(f"{self.labels[i]} has become read-only; parameters are updated in place")
+            self.t[i].grad = NULL
+        self._launch(k, phases, False)
+
     def run_torch(self, list params, list grads, int64_t k=0, bint check_only=False, unsigned phases=0,
                   bint advance=True):
         """``run`` for PyTorch tensors, without numpy views (etakit.torch's hot path).

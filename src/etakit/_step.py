@@ -70,6 +70,29 @@ def _integer(v, label, where):
     return int(v)
 
 
+def _group_scalar(v, name, where):
+    """A per-group scalar as the C step reads it (a flag such as train_mode as 0 or 1)."""
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    return _real(v, name, where)
+
+
+def _store_group_state(names, groups, values):
+    """The per-group scalars ``values`` (groups x names) into the groups; a value keeps the type
+    its key had (an int step count stays an int, a bool flag a bool), as a reference's groups hold them."""
+    for g, row in zip(groups, values.tolist()):
+        for name, v in zip(names, row):
+            if v == 0.0 and name not in g:
+                continue    # still at its start (0) in a group the step did not touch: left as it was
+            t = type(g.get(name))
+            if t is not float:      # (the common case first: a step runs this for every group)
+                if t is bool or issubclass(t, np.bool_):
+                    v = bool(v)
+                elif t is int or issubclass(t, numbers.Integral):
+                    v = int(v)
+            g[name] = v
+
+
 class RuleSpec:
     """A rule as the C table describes it, seen through an optimizer class's group keys.
 
@@ -402,7 +425,7 @@ class Stepper:
         (the rule tells a new group by them)."""
         names = self.spec.group_state
         if names:
-            values = np.array([[_real(g.get(n, 0.0), n, f"param_groups[{gi}]") for n in names]
+            values = np.array([[_group_scalar(g.get(n, 0.0), n, f"param_groups[{gi}]") for n in names]
                                for gi, g in enumerate(groups)], dtype=np.float64)
             self.plan.set_group_state(values)
             self._group_state = values
@@ -411,10 +434,37 @@ class Stepper:
         """Write the per-group scalars the step updated back into the groups (one still at its
         start, 0, only into a group that has the key: a group the step did not touch stays as it was)."""
         if self.spec.group_state:
-            for g, row in zip(groups, self._group_state.tolist()):
-                for name, v in zip(self.spec.group_state, row):
-                    if v != 0.0 or name in g:
-                        g[name] = v
+            _store_group_state(self.spec.group_state, groups, self._group_state)
+
+    def run_side(self, phases, params, states, group_of, labels, groups, k, prefix=""):
+        """Run side phases of the rule (passes that are not a step and read no gradient: the
+        schedule-free rules' switch between the points they train at and are evaluated at) over
+        the parameters that have all the state their group needs, on a plan of their own (the
+        step's plan is left as it is), with the group's per-group scalars read and written back.
+
+        ``params`` are numpy arrays (views of torch tensors for etakit.torch), ``states`` their
+        {slot name: array}, ``group_of`` their groups' indices, ``groups`` the parameter groups;
+        every group is validated first, and nothing is written unless all of it is valid."""
+        spec = self.spec
+        packed = [spec.pack(g, f"{prefix}param_groups[{gi}]", k) for gi, g in enumerate(groups)]
+        needs = [spec.needed(b) for b in packed]
+        chosen = [i for i, (p, gi) in enumerate(zip(params, group_of))
+                  if all(spec.slot_names[j] in states[i] for j in needs[gi] if spec.slot_applies(j, p.shape))]
+        plan = _core.Plan(spec.id, len(chosen), len(groups), [labels[i] for i in chosen], spec.labels)
+        for n, i in enumerate(chosen):
+            p = params[i]
+            rows, cols = spec.matrix_shape(p.shape)
+            plan.set_tensor(n, p, tuple(states[i].get(name) for name in spec.slot_names), group_of[i], 0, 0, rows, cols)
+        for gi, b in enumerate(packed):
+            plan.set_hparams(gi, b)
+        values = None
+        if spec.group_state:
+            values = np.array([[_group_scalar(g.get(n, 0.0), n, f"{prefix}param_groups[{gi}]")
+                                for n in spec.group_state] for gi, g in enumerate(groups)], dtype=np.float64)
+            plan.set_group_state(values)
+        plan.run_side(phases, k)
+        if values is not None:
+            _store_group_state(spec.group_state, groups, values)
 
     def apply_callables(self, k):
         for gi, offset, f, label in self.callables:

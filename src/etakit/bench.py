@@ -74,6 +74,13 @@ def _shape(name, n):
     return (n // cols, cols)
 
 
+def _train_mode(opt):
+    """An optimizer with modes (schedule-free) in train mode, where it steps."""
+    if hasattr(opt, "train"):
+        opt.train()
+    return opt
+
+
 def _settings(name):
     cls = etakit.OPTIMIZERS[name]
     return cls, dict(BENCH_KW.get(name, {}))
@@ -111,7 +118,7 @@ def torch_contender(name, params, kw):
         if mode != "loop" and (mode not in accepted or (mode == "fused" and not module.startswith("torch."))):
             continue
         try:
-            opt = cls(params, **kw, **extra)
+            opt = _train_mode(cls(params, **kw, **extra))
             opt.step()
             return opt, mode
         except (TypeError, RuntimeError, ValueError):
@@ -143,7 +150,7 @@ class Case:
         self._init = [rng.standard_normal(s, dtype=np.float32).astype(dtype) for s in shapes]
         cls, kw = _settings(name)
         # the state buffers the rule keeps at these settings: what a step reads and writes
-        probe = cls([np.zeros(3, self.dtype)], **kw)
+        probe = _train_mode(cls([np.zeros(3, self.dtype)], **kw))
         probe.step([np.ones(3, self.dtype)])
         self.n_state = sum(1 for a in probe._state[0].values() if a.shape == (3,))
 
@@ -172,7 +179,7 @@ class Case:
 
     def etakit_step(self):
         cls, kw = _settings(self.name)
-        opt = cls(self._params(), **kw)
+        opt = _train_mode(cls(self._params(), **kw))
         grads = self.grads
         opt.step(grads)  # allocate state outside the timed region
         return lambda: opt.step(grads)
@@ -202,7 +209,7 @@ class Case:
         _, kw = _settings(self.name)
         params = [torch.from_numpy(p).requires_grad_() for p in self._params()]
         for p, g in zip(params, self.grads):
-            p.grad = torch.from_numpy(g)
+            p.grad = torch.from_numpy(g.copy())   # its own: some references change .grad in place (schedulefree)
         found = torch_contender(self.name, params, kw)
         if found is None:
             return None

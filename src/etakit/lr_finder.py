@@ -333,6 +333,8 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
         raise TypeError(f"optimizer must be an etakit optimizer class or a factory f(params, lr), got {optimizer!r}")
     if not isinstance(opt, Optimizer):
         raise TypeError(f"the optimizer factory returned {type(opt).__name__}, not an etakit optimizer")
+    if hasattr(opt, "train"):
+        opt.train()     # schedule-free optimizers step in train mode
     scales = []
     for i, g in enumerate(opt.param_groups):
         lr = g["lr"]

@@ -22,11 +22,12 @@ import numpy as np
 from . import _core
 from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
 from .errors import StateError
-from .reference import zeropower_via_newtonschulz
+from .reference import group_step, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
-           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor", "Muon", "DoG", "LDoG"]
+           "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor", "Muon", "DoG",
+           "LDoG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "ScheduleFreeRAdam"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -147,6 +148,8 @@ class Optimizer:
     _choices = {}           # group keys whose values are names: {key: {value: C int}}
     _host_step = None       # f(stepper, groups): host work between the rule's C phases
     _host_split = 1         # C phases run before _host_step
+    _front_end_mixins = ()  # classes etakit.torch's drop-in derives from too (methods both front ends share)
+    _torch_example = "lr=0.1"   # the arguments of the drop-in's docstring example
 
     def __init__(self, params, defaults):
         self._stepper = Stepper(RuleSpec.of(type(self)))
@@ -353,6 +356,18 @@ class Optimizer:
         plan = self._stepper.plan
         self._stepper.run_split(lambda phases, advance: plan.run(grads, k, phases=phases, advance=advance),
                                 self.param_groups)
+
+    def _run_side(self, phases):
+        """Run side phases of the rule (passes that are not a step and read no gradient,
+        ``Stepper.run_side``) over every parameter that has its state."""
+        with self._stepper:
+            self._side(phases)
+
+    def _side(self, phases):
+        """``_run_side`` with the stepper already held."""
+        self._adopt_replaced_params()
+        self._stepper.run_side(phases, self._params, self._state, self._group_of_params(), self._labels,
+                               self.param_groups, self._k)
 
     def current_lr(self):
         """The learning rate of each group for the next step (its schedule's value now).
@@ -1740,7 +1755,271 @@ class LDoG(DoG):
         super().__init__(params, reps_rel=reps_rel, lr=lr, weight_decay=weight_decay, eps=eps, init_eta=init_eta)
 
 
+class _ScheduleFree:
+    """``train()`` and ``eval()`` of the schedule-free optimizers, in both front ends.
+
+    The numpy classes derive from this class, and so do their etakit.torch
+    drop-ins (``_front_end_mixins``).  The switch is one threaded C pass over
+    every parameter that has its state (the rule's side phases), and a step
+    in eval mode is refused, as the reference does."""
+
+    _EVAL, _TRAIN = 1 << 1, 1 << 2   # the rule's side phases 1 and 2 (csrc/rules/schedulefree.h)
+
+    def step(self, *args, **kwargs):
+        if not self.param_groups[0]["train_mode"]:
+            raise RuntimeError(f"{type(self).__name__} is in eval mode (param_groups[0]['train_mode'] is False) and "
+                               "cannot step: call optimizer.train() before training steps, and optimizer.eval() "
+                               "before evaluating the model or saving a checkpoint")
+        k = self._k
+        out = super().step(*args, **kwargs)
+        if self._k == k:
+            # etakit.torch with no gradient at all: nothing to update, but the reference still
+            # advances every group's scalars (k, lr_max, weight_sum, scheduled_lr)
+            rule = getattr(self, "_numpy", type(self)).rule
+            for g in self.param_groups:
+                group_step(rule, g, {**g, "lr": value_at(g["lr"], k)})
+        return out
+
+    def train(self):
+        """Train mode: the parameters hold y, the point gradients are taken at (steps are allowed).
+
+        Each group in eval mode moves its parameters from x back to y, ``p = lerp(p, z, 1 - beta1)``
+        (one C pass, threaded); groups already in train mode are left as they are.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(2)
+        >>> opt = etakit.ScheduleFreeSGD([w], lr=0.1)
+        >>> opt.train()
+        >>> opt.param_groups[0]["train_mode"]
+        True
+        """
+        self._switch(True)
+
+    def eval(self):
+        """Eval mode: the parameters hold x, the average to evaluate and save (steps are refused).
+
+        Each group in train mode moves its parameters from y to x, ``p = lerp(p, z, 1 - 1/beta1)``
+        (one C pass, threaded); groups already in eval mode are left as they are.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(2)
+        >>> opt = etakit.ScheduleFreeSGD([w], lr=0.1)
+        >>> opt.train(); opt.step([np.ones(2)]); opt.step([np.ones(2)])
+        >>> w                      # y
+        array([-0.155, -0.155])
+        >>> opt.eval(); w          # x, the average of the z's
+        array([-0.15, -0.15])
+        >>> opt.train(); w
+        array([-0.155, -0.155])
+        """
+        self._switch(False)
+
+    def _switch(self, train):
+        with self._stepper:
+            groups = self.param_groups
+            if any(bool(g["train_mode"]) != train for g in groups):
+                self._side(self._TRAIN if train else self._EVAL)
+            for g in groups:
+                g["train_mode"] = train
+
+
+_SF_GROUP = dict(k=0, train_mode=False, weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0)
+
+
+class ScheduleFreeAdamW(_ScheduleFree, Optimizer):
+    """Schedule-Free AdamW (Defazio et al. 2024, "The Road Less Scheduled"), as ``schedulefree.AdamWScheduleFree``.
+
+    No learning-rate schedule to tune: the parameters hold ``y``, a point
+    between the base iterate ``z`` (state ``z``) and the average ``x`` of the
+    z's, which is where the model is evaluated.  Call :meth:`train` before
+    training steps and :meth:`eval` before evaluating or saving (the
+    parameters then hold x); a new optimizer is in eval mode, and a step in
+    eval mode raises RuntimeError, as in the reference.  Per step, with ``k``
+    steps taken by the group::
+
+        lr_t = lr * min(1, (k + 1) / warmup_steps);  lr_max = max(lr_max, lr_t)
+        weight = (k + 1)^r * lr_max^weight_lr_power;  weight_sum += weight;  c = weight / weight_sum
+        v = beta2 v + (1 - beta2) g^2;  g = g / (sqrt(v / (1 - beta2^(k+1))) + eps) + weight_decay * y
+        y = lerp(y, z, c) + lr_t (beta1 (1 - c) - 1) g;  z = z - lr_t g
+        eval(): p = lerp(p, z, 1 - 1/beta1)  (y -> x);   train(): p = lerp(p, z, 1 - beta1)  (x -> y)
+
+    The group's scalars ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr``
+    (lr_t, for logging) and ``train_mode`` live in ``param_groups``, as in
+    the reference, so checkpoints move both ways in either mode.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 0.0025
+        A schedule is evaluated at the optimizer's step count and then
+        multiplied by the warmup factor ``min(1, (k + 1) / warmup_steps)``:
+        use one or the other (a schedule with its own warmup and
+        ``warmup_steps=0``, or a constant ``lr`` with ``warmup_steps``).  The
+        largest ``lr_t`` so far (``lr_max``) weights the average.
+    betas : (float, float), default (0.9, 0.999)
+        ``beta1`` in (0, 1] places y between z and x; ``beta2`` in [0, 1)
+        averages the squared gradients.
+    eps : float, default 1e-8
+    weight_decay : float or schedule, default 0
+        L2 penalty, taken at y.
+    warmup_steps : int, default 0
+        Linear warmup of ``lr`` over this many steps.
+    r : float, default 0
+        Polynomial weighting of the average: step k weighs ``(k + 1)^r``.
+    weight_lr_power : float, default 2
+        The average weighs each step by ``lr_max^weight_lr_power`` too (0: no
+        weighting).  At least 0: the reference divides by zero for a negative
+        power while ``lr_max`` is 0.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.ScheduleFreeAdamW([w], lr=0.1)
+    >>> opt.train()
+    >>> for _ in range(200):
+    ...     opt.step([2 * w])      # gradient of |w|^2
+    >>> opt.eval()                 # evaluate at x, the average
+    >>> bool(np.abs(w).max() < 0.05)
+    True
+    """
+
+    rule = "schedulefree_adamw"
+    reference_impl = "schedulefree.AdamWScheduleFree"
+    _tuples = {"betas": ("beta1", "beta2")}
+    _torch_step = None
+    _implied = _SF_GROUP
+    _front_end_mixins = (_ScheduleFree,)
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0,
+                 weight_lr_power=2.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power))
+
+
+class ScheduleFreeSGD(_ScheduleFree, Optimizer):
+    """Schedule-Free SGD (Defazio et al. 2024), as ``schedulefree.SGDScheduleFree``.
+
+    :class:`ScheduleFreeAdamW` without the second moment; ``momentum`` plays
+    the part of ``beta1``::
+
+        lr_t = lr * min(1, (k + 1) / warmup_steps);  lr_max = max(lr_max, lr_t)
+        weight = (k + 1)^r * lr_max^weight_lr_power;  weight_sum += weight;  c = weight / weight_sum
+        g = g + weight_decay * y
+        y = lerp(y, z, c) + lr_t (momentum (1 - c) - 1) g;  z = z - lr_t g
+        eval(): p = lerp(p, z, 1 - 1/momentum);   train(): p = lerp(p, z, 1 - momentum)
+
+    Call :meth:`train` before training steps and :meth:`eval` before
+    evaluating or saving; a step in eval mode (a new optimizer is in eval
+    mode) raises RuntimeError, as in the reference.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1.0
+        As for :class:`ScheduleFreeAdamW` (times the warmup factor).
+    momentum : float, default 0.9
+        In (0, 1).
+    weight_decay : float or schedule, default 0
+        L2 penalty, taken at y.
+    warmup_steps : int, default 0
+    r : float, default 0
+    weight_lr_power : float, default 2
+        As for :class:`ScheduleFreeAdamW`.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.ScheduleFreeSGD([w], lr=0.1)
+    >>> opt.train()
+    >>> for _ in range(100):
+    ...     opt.step([2 * w])
+    >>> opt.eval()
+    >>> bool(np.abs(w).max() < 0.05)
+    True
+    """
+
+    rule = "schedulefree_sgd"
+    reference_impl = "schedulefree.SGDScheduleFree"
+    _torch_step = None
+    _implied = _SF_GROUP
+    _front_end_mixins = (_ScheduleFree,)
+
+    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                                      r=r, weight_lr_power=weight_lr_power))
+
+
+class ScheduleFreeRAdam(_ScheduleFree, Optimizer):
+    """Schedule-Free RAdam, as ``schedulefree.RAdamScheduleFree``.
+
+    :class:`ScheduleFreeAdamW` whose warmup is RAdam's rectification instead
+    of ``warmup_steps``: with ``rho_inf = 2 / (1 - beta2) - 1`` and
+    ``rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)`` (``t = k + 1``),
+    ``lr_t = lr * sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``
+    and the gradient is divided by its second moment while ``rho_t > 4``;
+    before that (the first 4 steps at ``beta2 = 0.999``) ``lr_t`` is 0 with
+    ``silent_sgd_phase`` (the second moment is still averaged, nothing else
+    moves) or ``lr`` (plain schedule-free SGD steps) without.
+
+    Call :meth:`train` before training steps and :meth:`eval` before
+    evaluating or saving; a step in eval mode (a new optimizer is in eval
+    mode) raises RuntimeError, as in the reference.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 0.0025
+        A schedule's value is multiplied by the rectification.
+    betas : (float, float), default (0.9, 0.999)
+        ``beta1`` in (0, 1], ``beta2`` in [0, 1).
+    eps : float, default 1e-8
+    weight_decay : float or schedule, default 0
+        L2 penalty, taken at y.
+    r : float, default 0
+    weight_lr_power : float, default 2
+        As for :class:`ScheduleFreeAdamW`.
+    silent_sgd_phase : bool, default True
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([1.0, -2.0])
+    >>> opt = etakit.ScheduleFreeRAdam([w], lr=0.1)
+    >>> opt.train()
+    >>> opt.step([2 * w]); w            # silent SGD phase: nothing moves yet
+    array([ 1., -2.])
+    >>> for _ in range(500):
+    ...     opt.step([2 * w])
+    >>> opt.eval()
+    >>> bool(np.abs(w).max() < 0.05)
+    True
+    """
+
+    rule = "schedulefree_radam"
+    reference_impl = "schedulefree.RAdamScheduleFree"
+    _tuples = {"betas": ("beta1", "beta2")}
+    _torch_step = None
+    _implied = _SF_GROUP
+    _front_end_mixins = (_ScheduleFree,)
+    _torch_example = "lr=0.1, silent_sgd_phase=False"   # the default's first steps move nothing
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, r=0.0, weight_lr_power=2.0,
+                 silent_sgd_phase=True):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, r=r,
+                                      weight_lr_power=weight_lr_power, silent_sgd_phase=silent_sgd_phase))
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
                                              Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor,
-                                             Muon, DoG, LDoG)}
+                                             Muon, DoG, LDoG, ScheduleFreeAdamW, ScheduleFreeSGD,
+                                             ScheduleFreeRAdam)}

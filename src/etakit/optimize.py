@@ -190,6 +190,8 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
         return f, _forward_differences(value, xk.copy(), f)    # None, False or "2-point"
 
     opt = _METHODS[name]([x], lr=lr, **optimizer_kwargs)
+    if hasattr(opt, "train"):
+        opt.train()     # schedule-free: steps in train mode (x holds the point the gradient is taken at)
     new_style = callback is not None and _new_style(callback)
     status, message = 1, "Maximum number of iterations has been exceeded."
     f, g = evaluate(x)

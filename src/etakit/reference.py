@@ -37,7 +37,9 @@ import numpy as np
 __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
            "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
            "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step", "muon_step",
-           "zeropower_via_newtonschulz", "group_reductions", "dog_group", "dog_step"]
+           "zeropower_via_newtonschulz", "group_reductions", "dog_group", "dog_step", "group_step",
+           "schedulefree_adamw_step", "schedulefree_sgd_step", "schedulefree_radam_step",
+           "schedulefree_adamw_advance", "schedulefree_sgd_advance", "schedulefree_radam_advance", "schedulefree_switch"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -570,6 +572,195 @@ def muon_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.1, momentum=0
     if weight_decay != 0:
         param *= 1.0 - lr * weight_decay
     param += -(lr * ratio) * o
+
+
+def group_step(rule, group_state, hyperparameters):
+    """Advance a group's per-group scalars past one step, in place, once every tensor of it has stepped.
+
+    For a rule whose groups keep scalars that a step updates (the keys of
+    ``etakit._core.rule_info(rule)["group_state"]``: the schedule-free
+    rules' ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr``), its
+    ``<rule>_advance(group_state, **hyperparameters)`` does it; a no-op for the
+    others.  Each tensor's ``<rule>_step`` takes the values from before the
+    step as keyword arguments.
+
+    Examples
+    --------
+    >>> gs = dict(k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=0.0, train_mode=True)
+    >>> group_step("schedulefree_sgd", gs, dict(lr=0.5, warmup_steps=2))
+    >>> gs["k"], gs["lr_max"], gs["weight_sum"], gs["scheduled_lr"]
+    (1, 0.25, 0.0625, 0.25)
+    >>> group_step("adam", {}, {})
+    """
+    fn = globals().get(f"{rule}_advance")
+    if fn is not None:
+        fn(group_state, **hyperparameters)
+
+
+def _sf_average(k, lr, lr_max, weight_sum, r, weight_lr_power):
+    """(lr_max, weight_sum, ckp1) of a group's step at rate ``lr``, from its scalars before it."""
+    lr_max = max(lr, lr_max)
+    weight = ((k + 1) ** r) * (lr_max ** weight_lr_power)
+    weight_sum = weight_sum + weight
+    ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+    return lr_max, weight_sum, ckp1
+
+
+def _sf_warmup_lr(k, lr, warmup_steps):
+    return float(lr) * ((k + 1) / warmup_steps if k < warmup_steps else 1.0)
+
+
+def _sf_radam_lr(k, lr, beta2, silent_sgd_phase):
+    """(lr_t, 1 - beta2^t, whether the gradient is normalised) of RAdamScheduleFree's step t = k + 1."""
+    step = k + 1
+    beta2_t = beta2 ** step
+    bias_correction2 = 1 - beta2_t
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * beta2_t / bias_correction2
+    if rho_t > 4.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    else:
+        rect = float(not silent_sgd_phase)
+    return float(lr) * rect, bias_correction2, rho_t > 4.0
+
+
+def _sf_commit(group_state, lr_t, lr_max, weight_sum):
+    group_state["k"] = group_state["k"] + 1
+    group_state["lr_max"] = lr_max
+    group_state["weight_sum"] = weight_sum
+    group_state["scheduled_lr"] = lr_t
+
+
+def _sf_update(param, grad, state, lr_t, ckp1, beta1, weight_decay, second=None, beta2=0.0, eps=0.0,
+               bias_correction2=1.0):
+    """The element-wise step; ``second``: None (SGD), "adam" (normalise g) or "raw" (update v only)."""
+    z = state.get("z")
+    if z is None:
+        z = state["z"] = param.copy()
+    g = grad
+    if second is not None:
+        v = _zeros(state, "exp_avg_sq", param)
+        v *= beta2
+        tmp = np.multiply(grad, 1.0 - beta2)
+        tmp *= grad
+        v += tmp
+        if second == "adam":
+            den = np.sqrt(v / bias_correction2) + eps
+            g = grad / den
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    y = _lerp(param, z, ckp1)
+    y += (lr_t * (beta1 * (1 - ckp1) - 1)) * g
+    z += (-lr_t) * g
+    param[...] = y
+
+
+def schedulefree_adamw_step(param, grad, state, *, step, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                            warmup_steps=0, r=0.0, weight_lr_power=2.0, k=0, lr_max=-1.0, weight_sum=0.0,
+                            scheduled_lr=None, train_mode=None):
+    """One Schedule-Free AdamW step (``schedulefree.AdamWScheduleFree``) of ``param`` (y), in place.
+
+    State: ``z`` (a copy of the parameter at first) and ``exp_avg_sq``.
+    ``k``, ``lr_max`` and ``weight_sum`` are the group's scalars before the
+    step (:func:`group_step` advances them); ``step``, ``scheduled_lr`` and
+    ``train_mode`` are not read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); st = {}
+    >>> schedulefree_adamw_step(p, np.array([1.0, -2.0]), st, step=1, lr=0.1)
+    >>> np.round(p, 6)          # the first step: y = z = -lr * sign(g)
+    array([-0.1,  0.1])
+    """
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    lr_t = _sf_warmup_lr(k, lr, warmup_steps)
+    _, _, ckp1 = _sf_average(k, lr_t, lr_max, weight_sum, r, weight_lr_power)
+    _sf_update(param, grad, state, lr_t, ckp1, beta1, float(weight_decay), "adam", beta2, float(eps),
+               1 - beta2 ** (k + 1))
+
+
+def schedulefree_adamw_advance(group_state, *, lr=0.0025, warmup_steps=0, r=0.0, weight_lr_power=2.0, **_):
+    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one AdamWScheduleFree step."""
+    k = group_state["k"]
+    lr_t = _sf_warmup_lr(k, lr, warmup_steps)
+    lr_max, weight_sum, _ = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
+    _sf_commit(group_state, lr_t, lr_max, weight_sum)
+
+
+def schedulefree_sgd_step(param, grad, state, *, step, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0,
+                          weight_lr_power=2.0, k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=None, train_mode=None):
+    """One Schedule-Free SGD step (``schedulefree.SGDScheduleFree``) of ``param`` (y), in place.
+
+    State: ``z``.  Group scalars as for :func:`schedulefree_adamw_step`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); st = {}
+    >>> schedulefree_sgd_step(p, np.array([1.0, -2.0]), st, step=1, lr=0.1)
+    >>> p, st["z"]
+    (array([-0.1,  0.2]), array([-0.1,  0.2]))
+    """
+    lr_t = _sf_warmup_lr(k, lr, warmup_steps)
+    _, _, ckp1 = _sf_average(k, lr_t, lr_max, weight_sum, r, weight_lr_power)
+    _sf_update(param, grad, state, lr_t, ckp1, float(momentum), float(weight_decay))
+
+
+def schedulefree_sgd_advance(group_state, *, lr=1.0, warmup_steps=0, r=0.0, weight_lr_power=2.0, **_):
+    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one SGDScheduleFree step."""
+    schedulefree_adamw_advance(group_state, lr=lr, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
+
+
+def schedulefree_radam_step(param, grad, state, *, step, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                            r=0.0, weight_lr_power=2.0, silent_sgd_phase=True, k=0, lr_max=-1.0, weight_sum=0.0,
+                            scheduled_lr=None, train_mode=None):
+    """One Schedule-Free RAdam step (``schedulefree.RAdamScheduleFree``) of ``param`` (y), in place.
+
+    State: ``z`` and ``exp_avg_sq``.  Group scalars as for :func:`schedulefree_adamw_step`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2); st = {}
+    >>> schedulefree_radam_step(p, np.array([1.0, -2.0]), st, step=1, lr=0.1)
+    >>> p, st["exp_avg_sq"]     # silent SGD phase: only the second moment moves
+    (array([0., 0.]), array([0.001, 0.004]))
+    """
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    lr_t, bias_correction2, adam = _sf_radam_lr(k, lr, beta2, silent_sgd_phase)
+    _, _, ckp1 = _sf_average(k, lr_t, lr_max, weight_sum, r, weight_lr_power)
+    _sf_update(param, grad, state, lr_t, ckp1, beta1, float(weight_decay), "adam" if adam else "raw", beta2,
+               float(eps), bias_correction2)
+
+
+def schedulefree_radam_advance(group_state, *, lr=0.0025, betas=(0.9, 0.999), r=0.0, weight_lr_power=2.0,
+                             silent_sgd_phase=True, **_):
+    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one RAdamScheduleFree step."""
+    k = group_state["k"]
+    lr_t, _, _ = _sf_radam_lr(k, lr, float(betas[1]), silent_sgd_phase)
+    lr_max, weight_sum, _ = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
+    _sf_commit(group_state, lr_t, lr_max, weight_sum)
+
+
+def schedulefree_switch(param, state, *, train, beta1):
+    """The schedule-free optimizers' ``train()`` (``train=True``: x -> y) or ``eval()`` (y -> x) for one
+    parameter, in place: ``p = lerp(p, z, 1 - beta1)`` or ``lerp(p, z, 1 - 1/beta1)``; nothing without ``z``
+    (a parameter not stepped yet).  ``beta1`` is SGD's ``momentum``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([1.0]); st = {"z": np.array([3.0])}
+    >>> schedulefree_switch(p, st, train=False, beta1=0.5); p     # x = (y - (1 - beta1) z) / beta1
+    array([-1.])
+    >>> schedulefree_switch(p, st, train=True, beta1=0.5); p
+    array([1.])
+    """
+    z = state.get("z")
+    if z is not None:
+        beta1 = float(beta1)
+        param[...] = _lerp(param, z, 1.0 - beta1 if train else 1.0 - 1.0 / beta1)
 
 
 # ---- reductions -----------------------------------------------------------

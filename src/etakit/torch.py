@@ -319,6 +319,38 @@ class _DropIn(torch.optim.Optimizer):
                 g["step"] = g.get("step", 0) + 1
         self._k = k + 1
 
+    def _run_side(self, phases):
+        """Run side phases of the rule (passes that are not a step and read no gradient,
+        ``Stepper.run_side``) over every parameter that has its state."""
+        with self._stepper:
+            self._side(phases)
+
+    def _side(self, phases):
+        """``_run_side`` with the stepper already held."""
+        st = self._stepper
+        spec = st.spec
+        params, states, gis, labels, tensors = [], [], [], [], []
+        for gi, group in enumerate(self.param_groups):
+            for j, p in enumerate(group["params"]):
+                label = f"param_groups[{gi}]['params'][{j}]"
+                tensors.append(p)
+                s = self.state[p] if p in self.state else {}
+                arrays = {}
+                for name in spec.state_names:
+                    t = s.get(name)
+                    if t is None:
+                        continue
+                    if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
+                        raise StateError(f"the optimizer state {name!r} of {label} must be a CPU tensor")
+                    arrays[name] = t.detach().numpy()
+                params.append(p.detach().numpy())
+                states.append(arrays)
+                gis.append(gi)
+                labels.append(label)
+        st.run_side(phases, params, states, gis, labels, self.param_groups, self._k)
+        for p in tensors:      # written in place: autograd must see it, as after a step
+            torch._C._increment_version(p)
+
     def _before_run(self, groups, k):
         st = self._stepper
         if st.callables:
@@ -432,6 +464,7 @@ def _drop_in(np_cls):
 
     __init__.__signature__ = new_sig
     shape = "2, 3" if RuleSpec.of(np_cls).matrix_only else "3"
+    modes = "opt.train(); " if hasattr(np_cls, "train") else ""   # an optimizer with modes steps in train mode
     doc = (f"``{name}`` for PyTorch tensors: a ``torch.optim.Optimizer`` running etakit's fused kernels.\n\n"
            f"Same arguments, defaults, update and state names as :class:`etakit.{name}` (whose docstring\n"
            f"describes the rule), plus PyTorch's ``foreach``, ``fused`` (accepted, ignored: etakit has one\n"
@@ -439,12 +472,12 @@ def _drop_in(np_cls):
            f"Examples\n--------\n"
            f">>> import torch, etakit.torch\n"
            f">>> w = torch.nn.Parameter(torch.ones({shape}))\n"
-           f">>> opt = etakit.torch.{name}([w], lr=0.1)\n"
-           f">>> w.grad = torch.ones({shape}); opt.step(); opt.step()\n"
+           f">>> opt = etakit.torch.{name}([w], {np_cls._torch_example})\n"
+           f">>> {modes}w.grad = torch.ones({shape}); opt.step(); opt.step()\n"
            f">>> bool((w < 1).all())\n"
            f"True\n")
-    return type(name, (_DropIn,), {"__init__": __init__, "_numpy": np_cls, "__doc__": doc,
-                                   "__module__": __name__, "__qualname__": name})
+    return type(name, (*np_cls._front_end_mixins, _DropIn), {"__init__": __init__, "_numpy": np_cls, "__doc__": doc,
+                                                             "__module__": __name__, "__qualname__": name})
 
 
 for _cls in _optim.OPTIMIZERS.values():
