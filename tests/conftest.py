@@ -39,17 +39,30 @@ class ReferenceOptimizer:
     def __init__(self, kind, params, groups):
         cls = etakit.OPTIMIZERS[kind]
         self.rule = cls.rule
-        self.defaults = cls([np.zeros(shape_of(kind, 1))]).defaults
+        self.spec = RuleSpec.of(cls)
+        # the per-group scalars (Prodigy's d...) start from each group's own keys, not the class defaults
+        self.defaults = {k: v for k, v in cls([np.zeros(shape_of(kind, 1))]).defaults.items()
+                         if k not in self.spec.group_state}
         self.params, self.groups = params, groups
         self.state = [dict() for _ in params]
         self.steps = [0] * len(params)
+        self.group_state = [{} for _ in groups]     # per group: the rule's per-group scalars
 
     def step(self, grads):
-        order = [(i, {**self.defaults, **hp}) for idx, hp in self.groups for i in idx]
-        extra = reference.call_reductions(self.rule, [grads[i] for i, _ in order], [hp for _, hp in order])
-        for (i, hp), kw in zip(order, extra):
+        order = [i for idx, _ in self.groups for i in idx]
+        for i in order:
             self.steps[i] += 1
-            reference.step_rule(self.rule, self.params[i], grads[i], self.state[i], step=self.steps[i], **hp, **kw)
+        groups = []
+        for (idx, hp), scalars in zip(self.groups, self.group_state):
+            g = {**self.defaults, **hp, **scalars}
+            missing = [n for n in self.spec.group_state if n not in g]
+            if missing:
+                g.update(self.spec.group_state_start(g, missing))
+            groups.append({**g, "params": [self.params[i] for i in idx]})
+        reference.step_groups(self.rule, groups, [grads[i] for i in order], [self.state[i] for i in order],
+                              [self.steps[i] for i in order])
+        for scalars, g in zip(self.group_state, groups):
+            scalars.update({n: g[n] for n in self.spec.group_state})
 
 
 def make_params(rng, dtype, sizes=None, kind=None):

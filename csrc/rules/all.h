@@ -21,4 +21,8 @@
 #include "rprop.h"
 #include "adafactor.h"
 #include "muon.h"
+#include "prodigy.h"
+#include "dadapt_adam.h"
+#include "dadapt_sgd.h"
+#include "dadapt_adagrad.h"
 #include "probe.h"

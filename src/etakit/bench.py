@@ -79,14 +79,13 @@ def _settings(name):
 
 def _reference_stepper(name, params):
     cls, kw = _settings(name)
-    hp = {**cls([np.zeros(1, np.float32)]).defaults, **kw}
+    group = {**cls([np.zeros(1, np.float32)]).defaults, **kw, "params": params}
     state = [{} for _ in params]
     step = [0]
 
     def run(grads):
         step[0] += 1
-        for p, g, st in zip(params, grads, state):
-            reference.step_rule(cls.rule, p, g, st, step=step[0], **hp)
+        reference.step_groups(cls.rule, [group], grads, state, [step[0]] * len(params))
     return run
 
 

@@ -137,6 +137,16 @@ class _DropIn(torch.optim.Optimizer):
                 for name in scalars:   # torch casts state to the parameter dtype; these are float64
                     if isinstance(st.get(name), torch.Tensor):
                         st[name] = st[name].to(torch.float64)
+            if spec.constant_state:     # one 0-d value standing for a whole buffer: the buffer
+                for g in self.param_groups:
+                    for p in g["params"]:
+                        st = self.state.get(p, {})
+                        for name in spec.constant_state:
+                            v = st.get(name)
+                            if isinstance(v, torch.Tensor) and v.dim() == 0:
+                                j = spec.slot_names.index(name)
+                                st[name] = torch.full(spec.slot_shape(j, tuple(p.shape), _floats(g)), float(v),
+                                                      dtype=p.dtype)
             self._k = int(step_count)
             self._stepper.plan = None
             self._stepper.key = None
@@ -154,7 +164,7 @@ class _DropIn(torch.optim.Optimizer):
         if len(sd["param_groups"]) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(sd['param_groups'])} parameter groups, this optimizer "
                              f"has {len(self.param_groups)}")
-        params = []
+        params, packed, loaded_groups = [], [], []
         for gi, (g, mine) in enumerate(zip(sd["param_groups"], self.param_groups)):
             where = f"loaded param_groups[{gi}]"
             if not isinstance(g, dict) or not isinstance(g.get("params"), (list, tuple)):
@@ -167,13 +177,16 @@ class _DropIn(torch.optim.Optimizer):
                 raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
                                  f"{list(spec.kernel_keys)} (was it saved by another optimizer?)")
             kept = {k: mine[k] for k in self._numpy._group_optional if k in mine and k not in g}
-            spec.pack(_floats({**kept, **g}), where, int(step_count))
-            params += list(zip(g["params"], mine["params"]))
+            full = _floats({**kept, **g})
+            packed.append(spec.pack(full, where, int(step_count)))
+            loaded_groups.append(full)
+            params += [(key, (p, full)) for key, p in zip(g["params"], mine["params"])]
+        spec.check_groups(loaded_groups, packed, "loaded ", int(step_count))
         index = dict(params)
         for key, entry in sd["state"].items():
             if key not in index or not isinstance(entry, dict):
                 raise ValueError(f"loaded state has an entry {key!r} that is not a parameter index of the groups")
-            p = index[key]
+            p, group = index[key]
             for name, v in entry.items():
                 if name == "step":
                     if not (isinstance(v, torch.Tensor) and v.numel() == 1) and \
@@ -185,8 +198,10 @@ class _DropIn(torch.optim.Optimizer):
                 if name not in spec.state_names:
                     continue   # a key of another implementation; torch would keep it, the kernel ignores it
                 j = spec.slot_names.index(name)
-                shape = spec.slot_shape(j, tuple(p.shape))
-                if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape or not v.is_floating_point():
+                shape = spec.slot_shape(j, tuple(p.shape), group)
+                constant = name in spec.constant_state and isinstance(v, torch.Tensor) and v.dim() == 0
+                if not isinstance(v, torch.Tensor) or (tuple(v.shape) != shape and not constant) or \
+                        not v.is_floating_point():
                     got = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
                     raise StateError(f"loaded state[{key}][{name!r}] is {got}; expected a floating-point tensor "
                                      f"of shape {shape}")
@@ -206,12 +221,12 @@ class _DropIn(torch.optim.Optimizer):
             if hp != st.key:
                 needs = st.needs
                 st.configure([_floats(g) for g in groups], self._k)
-                st.key = hp
                 if st.plan is not None:
                     if st.needs != needs:
                         st.plan = None       # an option that needs new state (amsgrad, momentum...)
                     else:
-                        st.bind()
+                        st.bind()            # refused if it would resize state (Prodigy's slice_p)
+                st.key = hp
             k = self._k
             ran = False
             if st.plan is not None and st.spec.host is None:
@@ -287,12 +302,15 @@ class _DropIn(torch.optim.Optimizer):
 
     def _new_state(self, j, p, group):
         spec = self._stepper.spec
-        fill = spec.slot_fill(j, _floats(group), self._k)
+        group = _floats(group)
+        fill = spec.slot_fill(j, group, self._k)
+        if spec.slots[j]["shape"] == "strided" and fill is None:
+            return p.detach().flatten()[::spec.stride(j, group)].clone()
         if fill is None:
             return p.detach().clone(memory_format=torch.contiguous_format)
         if spec.slots[j]["shape"] == "scalar":
             return torch.tensor(fill, dtype=torch.float64)
-        return torch.full(spec.slot_shape(j, tuple(p.shape)), fill, dtype=p.dtype)
+        return torch.full(spec.slot_shape(j, tuple(p.shape), group), fill, dtype=p.dtype)
 
     def _build_plan(self, params, gis, fresh, final=True):
         st = self._stepper
@@ -358,7 +376,9 @@ def _drop_in(np_cls):
         defaults = dict(bound.arguments)
         defaults.pop("self")
         params_ = defaults.pop("params")
-        _DropIn.__init__(self, params_, {**defaults, **np_cls._implied})
+        defaults = {**defaults, **np_cls._implied}
+        defaults.update(RuleSpec.of(np_cls).group_state_start(defaults))
+        _DropIn.__init__(self, params_, defaults)
 
     __init__.__signature__ = new_sig
     shape = "2, 3" if RuleSpec.of(np_cls).matrix_only else "3"
