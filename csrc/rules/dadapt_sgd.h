@@ -108,6 +108,7 @@ static void dadapt_sgd_shared(unsigned phase, const etk_call_info *call, double 
     } else if (sh[ETK_DS_SH_SKIP] == 0.0) { /* after the update */
         const double dlr = sh[ETK_DS_SH_DLR];
         double num = 0.0, den = 0.0, nw, d = gs0[ETK_DS_D];
+        const double k = gs0[ETK_DS_K];
         for (g = 0; g < nhps; g++) {
             const double *sums = call->group + g * (ETK_MAX_PHASES * ETK_MAX_RED) + ETK_MAX_RED;
             if (((const etk_dadapt_sgd_hp *)call->hps + g)->lr > 0.0) {
@@ -124,7 +125,7 @@ static void dadapt_sgd_shared(unsigned phase, const etk_call_info *call, double 
             double *gs = call->gstate + g * ETK_DS_NGS;
             gs[ETK_DS_D] = d;
             gs[ETK_DS_NUMERATOR_WEIGHTED] = nw;
-            gs[ETK_DS_K] = gs[ETK_DS_K] + 1.0;
+            gs[ETK_DS_K] = k + 1.0; /* the first group's count, in every group (as the reference) */
             gs[ETK_DS_G0_NORM] = sh[ETK_DS_SH_G0_NORM];
         }
     }

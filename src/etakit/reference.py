@@ -1420,8 +1420,9 @@ def dadapt_sgd_groups(groups, grads, states):
     nw = float(g0["numerator_weighted"]) + dlr * num
     if lr > 0.0 and den > 0.0:
         d = max(d, min(2.0 * nw / math.sqrt(den), d * float(g0["growth_rate"])))
-    for g in groups:
-        g.update(d=d, numerator_weighted=nw, k=g["k"] + 1, g0_norm=g0_norm)
+    k = g0["k"]
+    for g in groups:                # the first group's count, in every group (as the reference)
+        g.update(d=d, numerator_weighted=nw, k=k + 1, g0_norm=g0_norm)
 
 
 def dadapt_adagrad_groups(groups, grads, states):
