@@ -57,6 +57,11 @@ TRAFFIC = {
     "LAMB": 10,        # moments and the two norms, then the update from the new moments
     "LARS": 7,         # the two norms of p and g, then the momentum update
     "Adafactor": 6,    # row/column sums of g^2; the norms of p and the update; the update
+    # the learning-rate-free rules (defaults): sums over every tensor, then what needs them
+    "Prodigy": 12,     # g, p, p0, s -> s; then g, p, exp_avg, exp_avg_sq -> the three
+    "DAdaptAdam": 11,  # g, s, exp_avg, exp_avg_sq -> the three; then p, exp_avg, exp_avg_sq -> p
+    "DAdaptSGD": 7,    # one pass: g, p, s, x0 -> s, z, p
+    "DAdaptAdaGrad": 9,  # g, alphak, sk -> alphak, sk; then x0, sk, alphak -> p
 }
 # Rules whose work depends on a tensor's matrix form: benchmarked on a matrix of the same size.
 MATRIX = {"LARS", "Adafactor"}
