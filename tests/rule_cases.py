@@ -240,6 +240,9 @@ SECOND_GROUP = {
     "DAdaptSGD": lambda hp: dict(lr=0.0),
     "DAdaptAdaGrad": lambda hp: dict(eps=1e-3, weight_decay=hp.get("weight_decay", 0.0) + 1e-2),
 }
+# Their references form the dot products and sums behind d in float32 for float32 parameters
+# (torch.dot, .sum()), etakit in double: float32 trajectories differ by that rounding of d and stay
+# within the generic float32 tolerances (the worst, Prodigy with betas[0] = 0, uses about a third).
 # The key and value of a group hyperparameter one group can set on its own (lr, except for the rules above).
 ONE_GROUP_KEY = {"Prodigy": ("eps", 1e-3), "DAdaptAdam": ("layer_scale", 0.5), "DAdaptSGD": ("lr", 0.0),
                  "DAdaptAdaGrad": ("eps", 1e-3)}

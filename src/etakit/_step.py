@@ -329,7 +329,8 @@ class RuleSpec:
     def group_state_start(self, group, names=None):
         """The values the rule's per-group scalars (or those of ``names``) start at in ``group``."""
         init = self.group_state_init
-        return {n: group[init[n]] if isinstance(init[n], str) else init[n] for n in (names or self.group_state)}
+        return {n: group[init[n]] if isinstance(init[n], str) else init[n]
+                for n in (self.group_state if names is None else names)}
 
 
 class Stepper:
