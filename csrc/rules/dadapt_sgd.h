@@ -61,7 +61,7 @@ static int dadapt_sgd_check_groups(const unsigned char *hps, size_t nhps, etk_er
         if (h->lr != lr && h->lr != 0.0) {
             err->group = (int32_t)g;
             err->field = "lr";
-            err->message = "every group's lr must be the largest group lr or 0 (a group whose statistics stand "
+            err->message = "must be, in every group, the largest group lr or 0 (a group whose statistics stand "
                            "still), as dadaptation requires: lr is one multiplier of the step size d that all "
                            "groups share";
             return ETK_EHPARAM;

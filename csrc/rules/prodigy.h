@@ -96,7 +96,7 @@ static int prodigy_check_groups(const unsigned char *hps, size_t nhps, etk_error
         if (h->lr != lr && h->lr != 0.0) {
             err->group = (int32_t)g;
             err->field = "lr";
-            err->message = "every group's lr must be the largest group lr or 0 (a group whose statistics stand "
+            err->message = "must be, in every group, the largest group lr or 0 (a group whose statistics stand "
                            "still), as prodigyopt requires: lr is one multiplier of the step size d that all "
                            "groups share";
             return ETK_EHPARAM;
