@@ -1715,7 +1715,8 @@ _DADAPT_SHARED = """All groups share ``d`` and its companions, kept in every par
     as the reference keeps them (checkpoints move between the two either
     way).  The sums are formed in double over fixed blocks in a fixed order
     (bit-identical for any thread count), inside the step's one parallel
-    region."""
+    region.  The reference adds the L2 weight decay into ``p.grad`` in place;
+    etakit leaves the gradient as it is."""
 
 
 class DAdaptAdam(Optimizer):
@@ -1736,11 +1737,13 @@ class DAdaptAdam(Optimizer):
         d' = max(d, min(numerator_weighted / ((1 - sqrt(beta2)) sum of layer_scale |s|_1), d growth_rate))
         p -= weight_decay dlr p   (decouple=True);   p -= exp_avg / (sqrt(exp_avg_sq) + eps)
 
-    SHARED  Two passes over memory per step.
+    SHARED
 
-    Differences from the reference, all refusals of what it silently ignores
-    or cannot run: a group's ``lr`` must be the largest group ``lr`` or 0 (as
-    the reference requires); ``betas``, ``growth_rate``, ``decouple`` and
+    Two passes over memory per step (the reference updates the parameters
+    only once the sums over every tensor show some progress).
+
+    Differences from the reference: a group's ``lr`` must be the largest
+    group ``lr`` or 0 (as the reference requires); ``betas``, ``growth_rate``, ``decouple`` and
     ``use_bias_correction`` must be the same in every group (the reference
     reads the first group's); ``fsdp_in_use=True`` is refused.
     ``log_every`` is accepted and ignored (etakit does not log); ``d0`` is
@@ -1810,7 +1813,9 @@ class DAdaptSGD(Optimizer):
         z = x0 - s;   p = momentum p + (1 - momentum) z
         d' = max(d, min(2 numerator_weighted / |s|, d growth_rate))
 
-    SHARED  One pass over memory per step (the update does not depend on
+    SHARED
+
+    One pass over memory per step (the update does not depend on
     ``d'``), and one more read of the gradients at the first step.
 
     Differences from the reference: a group's ``lr`` must be the largest
@@ -1880,7 +1885,9 @@ class DAdaptAdaGrad(Optimizer):
         d' = max(d, min((sksq_weighted - gsq_weighted) / skl1, d growth_rate))
         z = x0 - sk / (sqrt(alphak) + eps);   p = z,  or momentum p + (1 - momentum) z
 
-    SHARED  Two passes over memory per step.
+    SHARED
+
+    Two passes over memory per step.
 
     Differences from the reference: ``lr``, ``momentum`` and
     ``growth_rate`` must be the same in every group (the reference reads the
