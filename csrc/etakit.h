@@ -409,7 +409,10 @@ int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps,
  *                   const etk_<r>_hp *hp, int64_t step);      (and _f64)
  * For the single-tensor functions, state[j] is slot j of etk_rule_info (NULL
  * where unused), every slot is taken as fresh when step == 1, and tensors
- * are vectors (rows = cols = 0). */
+ * are vectors (rows = cols = 0).  A rule with per-group scalar state
+ * (etk_rule_info.ngroup_state > 0: Prodigy, D-Adaptation) needs it passed
+ * in etk_step_opts.group_state: its _f32, _f64, _multi and _multi_scheduled
+ * entry points return ETK_EARG (use etk_step). */
 #define ETK_RULE_API_(name, NAME)                                                                          \
     int etk_##name##_multi(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps, size_t nhps); \
     int etk_##name##_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps,     \
