@@ -366,9 +366,11 @@ cdef class Plan:
     cdef list torch_params
     cdef list group_sizes
     cdef bint busy
+    cdef bint strided       # the rule has a strided slot (set_hparams checks its sizes)
     cdef cnp.ndarray gstate
 
     def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps, list labels=None, dict keys=None):
+        cdef Py_ssize_t i
         self.info = etk_rule_info_get(rule) if rule != ETK_NRULES else NULL
         if (self.info == NULL and rule != ETK_NRULES) or count < 0 or nhps < 0:
             raise ValueError("invalid plan")
@@ -393,6 +395,11 @@ cdef class Plan:
         self.group_sizes = None
         self.busy = False
         self.gstate = None
+        self.strided = False
+        if self.info != NULL:
+            for i in range(<Py_ssize_t>self.info.nslots):
+                if self.info.slots[i].shape == ETK_SLOT_STRIDED:
+                    self.strided = True
 
     def __dealloc__(self):
         free(self.t)
@@ -447,7 +454,7 @@ cdef class Plan:
         cdef Py_ssize_t i, j
         if not 0 <= g < self.nhps or self.info == NULL or <size_t>len(packed) != self.info.hp_size:
             raise IndexError("group index or struct size out of range")
-        for i in range(self.count):
+        for i in range(self.count if self.strided else 0):
             if self.states[i] is None or self.t[i].group != <uint32_t>g:
                 continue
             for j in range(<Py_ssize_t>self.info.nslots):
