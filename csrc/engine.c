@@ -80,6 +80,7 @@ typedef struct etk_call {
     unsigned phases;          /* bit p: run phase p */
     unsigned last;            /* the last phase to run (nphases + nside if none) */
     int needs_grad;           /* a step phase runs (side phases read no gradient) */
+    double shared[ETK_MAX_SHARED]; /* the rule's per-call scalars (etk_rule_desc.shared) */
 } etk_call;
 
 static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
@@ -91,6 +92,7 @@ static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
     r.gstate = c->gstate ? c->gstate + (size_t)g * c->r->info.ngroup_state : NULL;
     r.call = c->csum;
     r.scratch = c->scratch ? c->scratch + c->sbase[i] : NULL;
+    r.shared = c->shared;
     return r;
 }
 
@@ -180,6 +182,18 @@ static void etk_combine(const etk_call *c, unsigned phase)
                           c->gstate ? c->gstate + g * c->r->info.ngroup_state : NULL);
 }
 
+/* The rule's call-wide hook before `phase` (after the last phase: phase == nphases). */
+static void etk_shared(etk_call *c, unsigned phase)
+{
+    etk_call_info info;
+    info.hps = c->hps;
+    info.nhps = c->nhps;
+    info.group = c->gsum;
+    info.call = c->csum;
+    info.gstate = c->gstate;
+    c->r->shared(phase, &info, c->shared);
+}
+
 #ifdef _OPENMP
 static size_t etk_cut(size_t total, int i, int nth)
 {
@@ -189,7 +203,7 @@ static size_t etk_cut(size_t total, int i, int nth)
 }
 #endif
 
-static void etk_run_phases(const etk_call *c)
+static void etk_run_phases(etk_call *c)
 {
     const unsigned last = c->last;
     unsigned p;
@@ -204,6 +218,10 @@ static void etk_run_phases(const etk_call *c)
                 for (p = 0; p <= last; p++) {
                     size_t lo, hi;
                     if (!(c->phases >> p & 1u)) continue;
+                    if (c->r->shared && p < c->r->nphases) {
+#pragma omp single
+                        etk_shared(c, p);
+                    }
                     lo = etk_snap(c, p, etk_cut(c->total, tid, got));
                     hi = etk_snap(c, p, etk_cut(c->total, tid + 1, got));
                     etk_run_range(c, p, lo, hi);
@@ -217,15 +235,18 @@ static void etk_run_phases(const etk_call *c)
                 }
             }
             if (c->r->nred[last] || c->r->between) etk_combine(c, last);
+            if (c->r->shared && last + 1 == c->r->nphases) etk_shared(c, c->r->nphases);
             return;
         }
     }
 #endif
     for (p = 0; p <= last; p++) {
         if (!(c->phases >> p & 1u)) continue;
+        if (c->r->shared && p < c->r->nphases) etk_shared(c, p);
         etk_run_range(c, p, 0, c->total);
         if (c->r->nred[p] || c->r->between) etk_combine(c, p);
     }
+    if (c->r->shared && last + 1 == c->r->nphases) etk_shared(c, c->r->nphases);
 }
 
 /* ---------------------------------------------------------- validation */
@@ -293,6 +314,10 @@ static int etk_check_hps(const etk_rule_desc *r, int rule, const unsigned char *
             if (err) err->group = (int32_t)g;
             return st;
         }
+    }
+    if (r->check_groups && nhps) {
+        etk_error scratch;
+        if (r->check_groups(hps, nhps, &scratch) != ETK_OK) return etk_rule_check_groups(rule, hps, nhps, err);
     }
     return ETK_OK;
 }
@@ -372,7 +397,7 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
 
     for (i = 0; i < count; i++) c.total += ts[i].n;
     for (p = 0; p < r->nphases; p++) reduces |= r->nred[p] != 0;
-    if (reduces || r->between || r->scratch) {
+    if (reduces || r->between || r->scratch || r->shared) {
         size_t nblocks = 0, nscratch = 0;
         for (i = 0; i < count; i++) {
             nblocks += (ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;

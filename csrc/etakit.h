@@ -267,6 +267,37 @@ typedef struct etk_schedulefree_radam_hp {
     int silent_sgd_phase;
 } etk_schedulefree_radam_hp;
 
+/* Prodigy (Mishchenko and Defazio 2024), as prodigyopt.Prodigy 1.1.2: Adam
+ * whose step size d is estimated from the distance travelled from the
+ * initial parameters p0.  d and its companions (d_max, d_numerator, k, ...)
+ * are per-group scalar state (etk_rule_info.group_state) shared by every
+ * group: the reference reads them, and betas, beta3, d_coef, growth_rate,
+ * decouple and use_bias_correction, from the first group, and groups must
+ * have the same lr or lr 0 (etk_rule_check_groups).  beta3 NaN stands for
+ * the reference's None (sqrt(beta2)); growth_rate may be +inf.  slice_p: the
+ * state s and p0 keep every slice_p-th element (ETK_SLOT_STRIDED). */
+typedef struct etk_prodigy_hp {
+    double lr, beta1, beta2, beta3, eps, weight_decay, d0, d_coef, growth_rate;
+    int decouple, use_bias_correction, safeguard_warmup, slice_p;
+} etk_prodigy_hp;
+
+/* D-Adaptation (Defazio and Mishchenko 2023), as the dadaptation 3.2
+ * package: DAdaptAdam, DAdaptSGD and DAdaptAdaGrad.  d is per-group scalar
+ * state shared by every group (as for Prodigy); layer_scale scales a
+ * group's Adam step (a group key of DAdaptAdam, not an argument). */
+typedef struct etk_dadapt_adam_hp {
+    double lr, beta1, beta2, eps, weight_decay, growth_rate, layer_scale;
+    int decouple, use_bias_correction;
+} etk_dadapt_adam_hp;
+
+typedef struct etk_dadapt_sgd_hp {
+    double lr, momentum, weight_decay, growth_rate;
+} etk_dadapt_sgd_hp;
+
+typedef struct etk_dadapt_adagrad_hp {
+    double lr, momentum, weight_decay, eps, growth_rate;
+} etk_dadapt_adagrad_hp;
+
 /* ---- the list of rules ------------------------------------------------ */
 /* X(name, NAME) for every rule; a rule's id is ETK_RULE_<NAME>. */
 #define ETK_RULE_LIST(X) \
@@ -291,7 +322,11 @@ typedef struct etk_schedulefree_radam_hp {
     X(dog, DOG) \
     X(schedulefree_adamw, SCHEDULEFREE_ADAMW) \
     X(schedulefree_sgd, SCHEDULEFREE_SGD) \
-    X(schedulefree_radam, SCHEDULEFREE_RADAM)
+    X(schedulefree_radam, SCHEDULEFREE_RADAM) \
+    X(prodigy, PRODIGY) \
+    X(dadapt_adam, DADAPT_ADAM) \
+    X(dadapt_sgd, DADAPT_SGD) \
+    X(dadapt_adagrad, DADAPT_ADAGRAD)
 
 #define ETK_RULE_ENUM_(name, NAME) ETK_RULE_##NAME,
 typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_id;
@@ -428,7 +463,10 @@ int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps,
  *                   const etk_<r>_hp *hp, int64_t step);      (and _f64)
  * For the single-tensor functions, state[j] is slot j of etk_rule_info (NULL
  * where unused), every slot is taken as fresh when step == 1, and tensors
- * are vectors (rows = cols = 0). */
+ * are vectors (rows = cols = 0).  A rule with per-group scalar state
+ * (etk_rule_info.ngroup_state > 0: Prodigy, D-Adaptation) needs it passed
+ * in etk_step_opts.group_state: its _f32, _f64, _multi and _multi_scheduled
+ * entry points return ETK_EARG (use etk_step). */
 #define ETK_RULE_API_(name, NAME)                                                                          \
     int etk_##name##_multi(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps, size_t nhps); \
     int etk_##name##_multi_scheduled(const etk_tensor *tensors, size_t count, const etk_##name##_hp *hps,     \
@@ -452,7 +490,8 @@ typedef struct etk_field_info {
     uint8_t kind;      /* ETK_FIELD_* */
     uint8_t schedulable;
     uint8_t lo_open, hi_open;
-    double lo, hi;     /* valid range (flags: [0, 1]) */
+    double lo, hi;     /* valid range (flags: [0, 1]); reals are finite, except +inf where hi is +inf
+                          and the range is closed there (hi_open == 0: a limit that may be off) */
 } etk_field_info;
 
 #define ETK_SLOT_FULL 0   /* n elements of the state dtype */
@@ -460,6 +499,8 @@ typedef struct etk_field_info {
 #define ETK_SLOT_ROWS 2   /* n / cols elements: one per row of the trailing matrix (matrices only) */
 #define ETK_SLOT_COLS 3   /* n / rows elements: one per column of the trailing matrix (matrices only) */
 #define ETK_SLOT_VECTOR 4 /* n elements, for tensors without a matrix form (rows == 0) only */
+#define ETK_SLOT_STRIDED 5 /* ceil(n / s) elements: the parameter's elements 0, s, 2 s, ..., where s >= 1 is
+                              the integer hyperparameter field etk_slot_info.stride_field (Prodigy's slice_p) */
 
 #define ETK_INIT_ZERO 0  /* filled with 0 */
 #define ETK_INIT_FIELD 1 /* filled with the hyperparameter field init_field */
@@ -467,12 +508,16 @@ typedef struct etk_field_info {
 #define ETK_INIT_ONE 3   /* filled with 1 */
 #define ETK_INIT_WORK 4  /* working space between phases, not optimizer state: the caller
                             provides it, its contents on entry do not matter, it is not saved */
+#define ETK_INIT_VALUE 5 /* filled with etk_slot_info.init_value */
 
 typedef struct etk_slot_info {
     const char *name;  /* the reference implementation's state name */
     uint8_t shape;     /* ETK_SLOT_* */
-    uint8_t init;      /* ETK_INIT_*: how the caller fills a new slot */
+    uint8_t init;      /* ETK_INIT_*: how the caller fills a new slot (ETK_INIT_PARAM: a copy of the
+                          elements the slot keeps) */
     uint16_t init_field;
+    uint16_t stride_field; /* ETK_SLOT_STRIDED: index of the int field s */
+    double init_value;     /* ETK_INIT_VALUE: what a new slot is filled with */
 } etk_slot_info;
 
 #define ETK_RULE_USES_STEP 1u /* tensor.step is read (must be >= 1) */
@@ -500,6 +545,10 @@ const etk_rule_info *etk_rule_info_get(int rule);
 int etk_rule_find(const char *name);
 /* Check one hyperparameter struct (ranges and the rule's own constraints). */
 int etk_rule_check(int rule, const void *hp, etk_error *err);
+/* Check the constraints across the nhps structs of one call (groups that
+ * must share a value: Prodigy's lr); each struct must pass etk_rule_check.
+ * ETK_OK, or ETK_EHPARAM with err->group, err->field and err->message set. */
+int etk_rule_check_groups(int rule, const void *hps, size_t nhps, etk_error *err);
 /* Bit j set: state slot j is needed for these hyperparameters. */
 unsigned etk_rule_needs(int rule, const void *hp);
 

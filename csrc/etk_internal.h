@@ -56,6 +56,7 @@
 #define ETK_LANES 16
 #define ETK_MAX_PHASES 4
 #define ETK_MAX_RED 4 /* reduction values per phase */
+#define ETK_MAX_SHARED 8 /* per-call scalars of a rule's `shared` hook */
 
 /* ---- per-step scalars ------------------------------------------------- */
 /* Storage for any rule's per-step scalars (each rule casts it to its own
@@ -79,7 +80,18 @@ typedef struct etk_reduced {
     const double *call;   /* the same sums over every tensor of the call, in tensor order (a clip by
                            * the norm of all gradients, whatever their group) */
     double *scratch;      /* this tensor's per-call scratch (etk_rule_desc.scratch), or NULL */
+    const double *shared; /* the per-call scalars of the rule's `shared` hook (ETK_MAX_SHARED) */
 } etk_reduced;
+
+/* What a rule's `shared` hook sees of the whole call. */
+typedef struct etk_call_info {
+    const unsigned char *hps; /* every group's hyperparameters (nhps structs, scheduled values written in) */
+    size_t nhps;
+    const double *group;      /* per group: ETK_MAX_PHASES * ETK_MAX_RED sums (by phase, as
+                               * etk_reduced.tensor), over its tensors in order */
+    const double *call;       /* the same over every tensor of the call */
+    double *gstate;           /* every group's persistent scalars: nhps * info.ngroup_state */
+} etk_call_info;
 
 typedef struct etk_rule_desc {
     etk_rule_info info;
@@ -118,6 +130,19 @@ typedef struct etk_rule_desc {
      * gradient and do not reduce (nred 0); `prepare` and `between` see their
      * phase number; `finish` does not run. */
     unsigned nside;
+    /* Optional, for rules whose per-step scalars are shared by every group (a
+     * step size adapted from sums over all the tensors of the step: Prodigy,
+     * D-Adaptation).  Called serially once per call before each phase that
+     * runs, and once more after the rule's last phase (phase == nphases, its
+     * sums complete): reads every group's hyperparameters and sums, may update
+     * every group's persistent scalars, and fills `shared` (ETK_MAX_SHARED
+     * doubles, zero at the start of the call), which every tensor's prepare
+     * reads (etk_reduced.shared).  NULL if none. */
+    void (*shared)(unsigned phase, const etk_call_info *call, double *shared);
+    /* Optional: constraints across the groups of a call (values the groups
+     * must share), checked with the other checks, before anything is written;
+     * ETK_OK, or ETK_EHPARAM with err->group, field and message set. */
+    int (*check_groups)(const unsigned char *hps, size_t nhps, etk_error *err);
 } etk_rule_desc;
 
 /* The bandwidth probe runs through the engine as one more rule. */
@@ -174,6 +199,14 @@ void etk_ftz_end(unsigned saved);
 
 /* ---- shared by rule files --------------------------------------------- */
 static ETK_ALWAYS_INLINE int etk_finite(double x) { return x == x && x - x == 0.0; }
+
+/* Python's max(a, b) and min(a, b) (the first argument unless the second is
+ * larger, or smaller; NaN included), for rules whose reference computes its
+ * scalars in Python. */
+static ETK_ALWAYS_INLINE double etk_py_max(double a, double b) { return b > a ? b : a; }
+static ETK_ALWAYS_INLINE double etk_py_min(double a, double b) { return b < a ? b : a; }
+/* Two hyperparameter values are the same (NaN, a None, is the same as NaN). */
+static ETK_ALWAYS_INLINE int etk_same_real(double a, double b) { return a == b || (a != a && b != b); }
 
 /* Sum ETK_LANES lane accumulators in a fixed order. */
 static ETK_ALWAYS_INLINE double etk_lane_sum(const double *acc)

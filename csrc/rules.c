@@ -52,6 +52,7 @@ int etk_field_ok(const etk_field_info *f, const void *hp)
         double v;
         memcpy(&v, at, sizeof v);
         if (f->kind == ETK_FIELD_REAL_OR_NONE && v != v) return 1; /* None */
+        if (v == HUGE_VAL && f->hi == HUGE_VAL && !f->hi_open) return 1; /* a range closed at +inf */
         if (!etk_finite(v)) return 0;
         if (f->lo_open ? !(v > f->lo) : !(v >= f->lo)) return 0;
         if (f->hi_open ? !(v < f->hi) : !(v <= f->hi)) return 0;
@@ -83,6 +84,20 @@ int etk_rule_check(int rule, const void *hp, etk_error *err)
         }
     }
     if (r->check && r->check(hp, err) != ETK_OK) return err->status = ETK_EHPARAM;
+    return ETK_OK;
+}
+
+int etk_rule_check_groups(int rule, const void *hps, size_t nhps, etk_error *err)
+{
+    const etk_rule_desc *r = etk_rule_desc_get(rule);
+    etk_error local;
+    if (!err) err = &local;
+    memset(err, 0, sizeof *err);
+    err->tensor = -1, err->group = -1, err->slot = -1;
+    if (!r || rule == ETK_RULE_PROBE) return err->status = ETK_ERULE;
+    if (nhps && !hps) return err->status = ETK_EARG;
+    if (r->check_groups && nhps && r->check_groups((const unsigned char *)hps, nhps, err) != ETK_OK)
+        return err->status = ETK_EHPARAM;
     return ETK_OK;
 }
 

@@ -1472,6 +1472,159 @@ static void test_schedulefree(void)
     }
 }
 
+/* Rules whose step size is shared by every group (Prodigy, D-Adaptation):
+ * multi-block tensors in two groups, a strided state (Prodigy's slice_p
+ * differs between the groups), several steps; the parameters, states and
+ * per-group scalars are byte-identical for 1, 2 and 3 threads and every
+ * SIMD variant.  The cross-group checks, the +inf growth_rate, and the
+ * single-tensor entry points (no group state: refused). */
+enum { SH_NT = 3, SH_SLOTS = 4 };
+static const size_t sh_n[SH_NT] = {3 * 4096 + 77, 5, 2 * 4096 + 9};
+
+typedef struct sh_run {
+    double *d;
+    float *f;
+    double gs[2 * 6], gsf[2 * 6]; /* the per-group scalars of the float64 and float32 runs */
+} sh_run;
+
+static void sh_fill(sh_run *r, etk_tensor *td, etk_tensor *tf, int rule)
+{
+    size_t i, j, off = 0;
+    for (i = 0; i < SH_NT; i++) {
+        const size_t n = sh_n[i];
+        for (j = 0; j < 2 * n; j++) r->d[off + j] = urand();
+        for (j = 2 * n; j < (2 + SH_SLOTS) * n; j++) r->d[off + j] = 0.0;
+        memset(&td[i], 0, sizeof td[i]);
+        td[i].param = r->d + off, td[i].grad = r->d + off + n;
+        for (j = 0; j < SH_SLOTS; j++) td[i].state[j] = r->d + off + (2 + j) * n;
+        td[i].n = n, td[i].step = 1, td[i].group = (uint32_t)(i == 2), td[i].dtype = td[i].state_dtype = ETK_FLOAT64;
+        tf[i] = td[i];
+        tf[i].param = r->f + off, tf[i].grad = r->f + off + n;
+        for (j = 0; j < SH_SLOTS; j++) tf[i].state[j] = r->f + off + (2 + j) * n;
+        tf[i].dtype = tf[i].state_dtype = ETK_FLOAT32;
+        /* the slots that start as a copy of the parameter (p0, x0, z) or at 1e-6 (alphak) */
+        for (j = 0; j < n; j++) {
+            double *p = r->d + off;
+            if (rule == ETK_RULE_PRODIGY) r->d[off + 3 * n + j] = p[j]; /* p0: filled densely, read strided */
+            if (rule == ETK_RULE_DADAPT_SGD) r->d[off + 2 * n + j] = r->d[off + 4 * n + j] = p[j];
+            if (rule == ETK_RULE_DADAPT_ADAGRAD) r->d[off + 2 * n + j] = 1e-6, r->d[off + 4 * n + j] = p[j];
+        }
+        for (j = 0; j < (2 + SH_SLOTS) * n; j++) r->f[off + j] = (float)r->d[off + j];
+        off += (2 + SH_SLOTS) * n;
+    }
+    if (rule == ETK_RULE_PRODIGY) /* p0 of every third element for group 1 */
+        for (j = 0; j < (sh_n[2] + 2) / 3; j++) {
+            double *base = r->d + (2 + SH_SLOTS) * (sh_n[0] + sh_n[1]);
+            base[3 * sh_n[2] + j] = base[3 * j];
+            ((float *)tf[2].state[1])[j] = (float)base[3 * j];
+        }
+}
+
+static void sh_steps(sh_run *r, etk_tensor *td, etk_tensor *tf, int rule)
+{
+    etk_prodigy_hp pd[2] = {{1.0, 0.9, 0.999, NAN, 1e-8, 0.01, 1e-6, 1.0, INFINITY, 0, 1, 0, 1},
+                            {1.0, 0.9, 0.999, NAN, 1e-6, 0.0, 2e-6, 1.0, INFINITY, 0, 1, 1, 3}};
+    etk_dadapt_adam_hp da[2] = {{1.0, 0.9, 0.999, 1e-8, 0.01, 1.05, 1.0, 1, 1}, {0.0, 0.9, 0.999, 1e-6, 0.0, 1.05, 0.5, 1, 1}};
+    etk_dadapt_sgd_hp ds[2] = {{1.0, 0.5, 0.01, INFINITY}, {1.0, 0.5, 0.01, INFINITY}};
+    etk_dadapt_adagrad_hp dg[2] = {{1.0, 0.5, 0.01, 1e-6, 1.1}, {1.0, 0.5, 0.0, 1e-3, 1.1}};
+    const void *hps = rule == ETK_RULE_PRODIGY ? (const void *)pd : rule == ETK_RULE_DADAPT_ADAM ? (const void *)da
+                      : rule == ETK_RULE_DADAPT_SGD ? (const void *)ds : (const void *)dg;
+    const size_t ngs = rule == ETK_RULE_PRODIGY ? 6 : rule == ETK_RULE_DADAPT_ADAM ? 3 : rule == ETK_RULE_DADAPT_SGD ? 4 : 5;
+    etk_step_opts o;
+    etk_error err;
+    int k;
+    size_t i;
+    memset(&o, 0, sizeof o);
+    memset(r->gs, 0, sizeof r->gs);
+    for (i = 0; i < 2; i++) {
+        r->gs[i * ngs] = 1e-6;                                   /* d */
+        if (rule == ETK_RULE_PRODIGY) r->gs[i * ngs + 1] = 1e-6; /* d_max */
+    }
+    memcpy(r->gsf, r->gs, sizeof r->gs);
+    for (k = 1; k <= 6; k++) {
+        o.group_state = r->gs;
+        CHECK(etk_step(rule, td, SH_NT, hps, 2, &o, &err) == ETK_OK, "rule %d f64: %s", rule,
+              err.message ? err.message : "");
+        o.group_state = r->gsf;
+        CHECK(etk_step(rule, tf, SH_NT, hps, 2, &o, &err) == ETK_OK, "rule %d f32: %s", rule,
+              err.message ? err.message : "");
+    }
+    CHECK(r->gs[0] > 1e-6 && r->gsf[0] > 1e-6, "rule %d: d grew (%g, %g)", rule, r->gs[0], r->gsf[0]);
+    CHECK(r->gs[0] == r->gs[ngs] && r->gsf[0] == r->gsf[ngs], "rule %d: one d for both groups", rule);
+}
+
+static void test_shared_step_size_rules(void)
+{
+    static const int rules[4] = {ETK_RULE_PRODIGY, ETK_RULE_DADAPT_ADAM, ETK_RULE_DADAPT_SGD,
+                                 ETK_RULE_DADAPT_ADAGRAD};
+    size_t total = 0, i;
+    sh_run a, b;
+    etk_tensor td[SH_NT], tf[SH_NT];
+    char variants[64], *name;
+    int threads = etk_get_num_threads(), ri;
+    for (i = 0; i < SH_NT; i++) total += (2 + SH_SLOTS) * sh_n[i];
+    a.d = (double *)malloc(total * sizeof(double)), b.d = (double *)malloc(total * sizeof(double));
+    a.f = (float *)malloc(total * sizeof(float)), b.f = (float *)malloc(total * sizeof(float));
+    if (!a.d || !b.d || !a.f || !b.f) {
+        CHECK(0, "out of memory");
+        return;
+    }
+    for (ri = 0; ri < 4; ri++) {
+        const int rule = rules[ri];
+        unsigned long long seed = rng;
+        CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+        etk_set_num_threads(1);
+        sh_fill(&a, td, tf, rule);
+        sh_steps(&a, td, tf, rule);
+        strncpy(variants, etk_simd_available(), sizeof variants - 1);
+        variants[sizeof variants - 1] = 0;
+        for (name = strtok(variants, " "); name; name = strtok(NULL, " ")) {
+            int nth;
+            for (nth = 1; nth <= 3; nth++) {
+                CHECK(etk_set_simd_variant(name) == ETK_OK, "variant %s", name);
+                etk_set_num_threads(nth);
+                etk_set_parallel_min(4096); /* threads even on these sizes */
+                rng = seed;
+                sh_fill(&b, td, tf, rule);
+                sh_steps(&b, td, tf, rule);
+                etk_set_parallel_min(0);
+                CHECK(memcmp(a.d, b.d, total * sizeof(double)) == 0, "rule %d f64: %s, %d threads differ", rule,
+                      name, nth);
+                CHECK(same_floats(a.f, b.f, total), "rule %d f32: %s, %d threads differ", rule, name, nth);
+                CHECK(memcmp(a.gs, b.gs, sizeof a.gs) == 0 && memcmp(a.gsf, b.gsf, sizeof a.gsf) == 0,
+                      "rule %d group state: %s, %d threads differ", rule, name, nth);
+            }
+        }
+    }
+    etk_set_num_threads(threads);
+    CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+    {
+        etk_prodigy_hp h[2] = {{1.0, 0.9, 0.999, NAN, 1e-8, 0.0, 1e-6, 1.0, INFINITY, 1, 0, 0, 1},
+                               {0.5, 0.9, 0.999, NAN, 1e-8, 0.0, 1e-6, 1.0, INFINITY, 1, 0, 0, 1}};
+        etk_error err;
+        double p[3] = {1, 2, 3}, g[3] = {1, 1, 1}, s[3] = {0}, p0[3] = {1, 2, 3}, m[3] = {0}, v[3] = {0};
+        void *st[4];
+        st[0] = s, st[1] = p0, st[2] = m, st[3] = v;
+        CHECK(etk_rule_check(ETK_RULE_PRODIGY, &h[0], &err) == ETK_OK, "growth_rate inf is in range");
+        CHECK(etk_rule_check_groups(ETK_RULE_PRODIGY, h, 2, &err) == ETK_EHPARAM && err.group == 1 &&
+                  strcmp(err.field, "lr") == 0,
+              "a group lr neither the largest nor 0");
+        h[1].lr = 0.0;
+        CHECK(etk_rule_check_groups(ETK_RULE_PRODIGY, h, 2, &err) == ETK_OK, "a group with lr 0");
+        h[1].beta2 = 0.99;
+        CHECK(etk_rule_check_groups(ETK_RULE_PRODIGY, h, 2, &err) == ETK_EHPARAM && strcmp(err.field, "beta2") == 0,
+              "betas are shared");
+        h[0].growth_rate = NAN;
+        CHECK(etk_rule_check(ETK_RULE_PRODIGY, &h[0], &err) == ETK_EHPARAM, "growth_rate NaN");
+        h[0].growth_rate = -INFINITY;
+        CHECK(etk_rule_check(ETK_RULE_PRODIGY, &h[0], &err) == ETK_EHPARAM, "growth_rate -inf");
+        h[0].growth_rate = INFINITY;
+        CHECK(etk_prodigy_f64(p, g, st, 3, &h[0], 1) == ETK_EARG && p[0] == 1.0,
+              "the single-tensor entry point has no group state: refused, nothing written");
+    }
+    free(a.d), free(b.d), free(a.f), free(b.f);
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -1493,6 +1646,7 @@ int main(void)
     test_adopt_first_step_and_ademamix_check();
     test_dog();
     test_schedulefree();
+    test_shared_step_size_rules();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

@@ -39,20 +39,28 @@ class ReferenceOptimizer:
     def __init__(self, kind, params, groups):
         cls = etakit.OPTIMIZERS[kind]
         self.rule = cls.rule
-        self.defaults = cls([np.zeros(shape_of(kind, 1))]).defaults
+        self.spec = RuleSpec.of(cls)
+        # the per-group scalars (Prodigy's d...) start from each group's own keys, not the class defaults
+        self.class_defaults = cls([np.zeros(shape_of(kind, 1))]).defaults
+        self.defaults = {k: v for k, v in self.class_defaults.items() if k not in self.spec.group_state}
         self.params, self.groups = params, groups
         self.state = [dict() for _ in params]
         self.steps = [0] * len(params)
-        # Per-group scalars.  DoG's (rbar, G, eta) come from sums over the group before its tensors
-        # step (reference.group_reductions); schedule-free's (k, lr_max, ...) are passed to every tensor's
-        # step as they were before it, then advanced once per group (reference.group_step).
+        # Per-group scalars.  Prodigy and D-Adaptation step the whole optimizer at once
+        # (reference.<rule>_groups, through reference.step_groups).  DoG's (rbar, G, eta) come from sums
+        # over the group before its tensors step (reference.group_reductions); schedule-free's (k, lr_max,
+        # ...) are passed to every tensor's step as they were before it, then advanced once per group
+        # (reference.group_step).
+        self.whole = hasattr(reference, f"{self.rule}_groups")
         self.advances = hasattr(reference, f"{self.rule}_advance")
-        self.group_names = etakit._core.rule_info(self.rule)["group_state"] if self.advances else []
-        self.group_state = []
+        self.group_names = self.spec.group_state if self.advances else []
+        self.group_state = [] if not self.whole else [{} for _ in groups]
 
     def step(self, grads):
+        if self.whole:
+            return self._step_whole(grads)
         while len(self.group_state) < len(self.groups):
-            self.group_state.append({n: self.defaults.get(n, 0.0) for n in self.group_names})
+            self.group_state.append({n: self.class_defaults.get(n, 0.0) for n in self.group_names})
         full = [{**self.defaults, **hp, **(gs if self.advances else {})}
                 for (_, hp), gs in zip(self.groups, self.group_state)]
         order = [(i, f) for (idx, _), f in zip(self.groups, full) for i in idx]
@@ -67,6 +75,22 @@ class ReferenceOptimizer:
                                 **gkw)
         for gs, f in zip(self.group_state, full):
             reference.group_step(self.rule, gs, f)
+
+    def _step_whole(self, grads):
+        order = [i for idx, _ in self.groups for i in idx]
+        for i in order:
+            self.steps[i] += 1
+        groups = []
+        for (idx, hp), scalars in zip(self.groups, self.group_state):
+            g = {**self.defaults, **hp, **scalars}
+            missing = [n for n in self.spec.group_state if n not in g]
+            if missing:
+                g.update(self.spec.group_state_start(g, missing))
+            groups.append({**g, "params": [self.params[i] for i in idx]})
+        reference.step_groups(self.rule, groups, [grads[i] for i in order], [self.state[i] for i in order],
+                              [self.steps[i] for i in order])
+        for scalars, g in zip(self.group_state, groups):
+            scalars.update({n: g[n] for n in self.spec.group_state})
 
 
 def make_params(rng, dtype, sizes=None, kind=None):

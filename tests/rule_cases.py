@@ -235,6 +235,49 @@ CASES = {
         dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, r=0.5, weight_lr_power=1.5,
              silent_sgd_phase=False),
     ],
+    "Prodigy": [
+        dict(),
+        dict(betas=(0.5, 0.9)),
+        dict(betas=(0.0, 0.99)),                   # no exp_avg: the step is along g
+        dict(beta3=0.9),
+        dict(weight_decay=0.1),                     # decoupled
+        dict(weight_decay=1e-2, decouple=False),
+        dict(use_bias_correction=True),
+        dict(safeguard_warmup=True),
+        dict(d0=1e-4, d_coef=0.5),
+        dict(growth_rate=1.02),
+        dict(slice_p=3),
+        dict(lr=0.5, eps=1e-6, slice_p=11, weight_decay=1e-2, decouple=False),
+        dict(lr=0.5, betas=(0.8, 0.99), beta3=0.95, eps=1e-6, weight_decay=0.05, decouple=False,
+             use_bias_correction=True, safeguard_warmup=True, d0=1e-5, d_coef=2.0, growth_rate=1.05, slice_p=3),
+    ],
+    "DAdaptAdam": [
+        dict(),
+        dict(betas=(0.5, 0.9)),
+        dict(eps=1e-6),
+        dict(weight_decay=1e-2),                    # coupled
+        dict(weight_decay=0.1, decouple=True),
+        dict(use_bias_correction=True),
+        dict(d0=1e-4, growth_rate=1.02),
+        dict(lr=0.5, log_every=10),
+        dict(lr=0.5, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05, decouple=True, use_bias_correction=True,
+             d0=1e-5, growth_rate=1.05, log_every=5),
+    ],
+    "DAdaptSGD": [
+        dict(),
+        dict(momentum=0.9),
+        dict(weight_decay=1e-2),
+        dict(d0=1e-2, growth_rate=1.02),
+        dict(lr=0.5, momentum=0.5, weight_decay=1e-2, d0=1e-5, growth_rate=1.1, log_every=3),
+    ],
+    "DAdaptAdaGrad": [
+        dict(),
+        dict(d0=1e-2),                              # d0 large enough that the steps are not tiny
+        dict(d0=1e-2, momentum=0.5),
+        dict(d0=1e-2, weight_decay=1e-2),
+        dict(d0=1e-2, eps=1e-4, growth_rate=1.02),
+        dict(lr=0.5, momentum=0.9, weight_decay=1e-2, eps=1e-4, d0=1e-2, growth_rate=1.1, log_every=2),
+    ],
 }
 
 # References whose checkpoints cannot move to etakit and back, and why (trajectories still match).
@@ -242,6 +285,23 @@ _DOG_LAYOUT = ("the authors' dog package keeps x0 in its parameter groups (a lis
                "'_first_step' entry among its per-parameter state; etakit keeps x0 per parameter (the state "
                "'init_buffer') and tells a first step by G == 0")
 STATE_LAYOUT_DIFFERS = {"DoG": _DOG_LAYOUT, "LDoG": _DOG_LAYOUT}
+
+# Rules whose groups share hyperparameters the reference reads from one group (the step size d is
+# adapted over every group): a second group differs from the first in these (a function of the
+# first group's), not in lr.  DAdaptSGD's groups differ in lr only, which may be 0.
+SECOND_GROUP = {
+    "Prodigy": lambda hp: dict(eps=1e-6, weight_decay=hp.get("weight_decay", 0.0) + 1e-2, d0=2e-6,
+                               slice_p=hp.get("slice_p", 1) + 1, safeguard_warmup=not hp.get("safeguard_warmup")),
+    "DAdaptAdam": lambda hp: dict(eps=1e-6, weight_decay=hp.get("weight_decay", 0.0) + 1e-2, layer_scale=0.5),
+    "DAdaptSGD": lambda hp: dict(lr=0.0),
+    "DAdaptAdaGrad": lambda hp: dict(eps=1e-3, weight_decay=hp.get("weight_decay", 0.0) + 1e-2),
+}
+# Their references form the dot products and sums behind d in float32 for float32 parameters
+# (torch.dot, .sum()), etakit in double: float32 trajectories differ by that rounding of d and stay
+# within the generic float32 tolerances (the worst, Prodigy with betas[0] = 0, uses about a third).
+# The key and value of a group hyperparameter one group can set on its own (lr, except for the rules above).
+ONE_GROUP_KEY = {"Prodigy": ("eps", 1e-3), "DAdaptAdam": ("layer_scale", 0.5), "DAdaptSGD": ("lr", 0.0),
+                 "DAdaptAdaGrad": ("eps", 1e-3)}
 
 # rules whose update is a sign: float32 trajectories may differ by a whole step where
 # an argument of the sign is within rounding of zero

@@ -11,7 +11,7 @@ import pytest
 
 import etakit
 from conftest import ReferenceOptimizer, make_grads, make_params, ready, shape_of
-from rule_cases import CASES, PARAMS
+from rule_cases import CASES, PARAMS, SECOND_GROUP
 
 STEPS = 100
 
@@ -20,6 +20,9 @@ STEPS = 100
 def _second_group(kind, hp):
     """A second group with visibly different hyperparameters."""
     hp2 = dict(hp)
+    if kind in SECOND_GROUP:
+        hp2.update(SECOND_GROUP[kind](hp))
+        return hp2
     hp2["lr"] = hp.get("lr", getattr(etakit, kind)([np.zeros(shape_of(kind, 1))]).defaults["lr"]) * 0.5
     return hp2
 

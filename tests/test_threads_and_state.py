@@ -7,7 +7,7 @@ import pytest
 import etakit
 from etakit import reference
 from conftest import make_grads, make_params, ready, run_trajectory
-from rule_cases import RICHEST
+from rule_cases import ONE_GROUP_KEY, RICHEST
 
 KINDS = RICHEST
 
@@ -70,7 +70,8 @@ def test_threadpoolctl_sees_and_limits_the_pool(threads):
 def test_state_dict_round_trip_continues_bit_identically(kind, hp, dtype):
     rng = np.random.default_rng(5)
     params = make_params(rng, dtype, kind=kind)
-    opt = ready(getattr(etakit, kind)([{"params": params[:2], "lr": 1e-3}, {"params": params[2:]}], **hp))
+    key, value = ONE_GROUP_KEY.get(kind, ("lr", 1e-3))
+    opt = ready(getattr(etakit, kind)([{"params": params[:2], key: value}, {"params": params[2:]}], **hp))
     for _ in range(20):
         opt.step(make_grads(rng, params))
     sd = pickle.loads(pickle.dumps(opt.state_dict()))
@@ -82,7 +83,7 @@ def test_state_dict_round_trip_continues_bit_identically(kind, hp, dtype):
     resumed = [p.copy() for p in saved_params]
     opt2 = getattr(etakit, kind)([{"params": resumed[:2]}, {"params": resumed[2:]}])
     opt2.load_state_dict(sd)
-    assert opt2.param_groups[0]["lr"] == 1e-3
+    assert opt2.param_groups[0][key] == value
     for g in grads:
         opt2.step(g)
     for a, b in zip(params, resumed):

@@ -23,4 +23,8 @@
 #include "muon.h"
 #include "dog.h"
 #include "schedulefree.h"
+#include "prodigy.h"
+#include "dadapt_adam.h"
+#include "dadapt_sgd.h"
+#include "dadapt_adagrad.h"
 #include "probe.h"

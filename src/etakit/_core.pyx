@@ -136,7 +136,7 @@ cdef str _range_text(const etk_field_info *f):
     if f.lo == -float("inf"):
         return what if f.hi == float("inf") else f"{what} {hi}"
     if f.hi == float("inf"):
-        return f"{what} {lo}"
+        return f"{what} {lo}" if f.hi_open else f"a number {lo} (inf included)"
     return f"{what} {lo} and {hi}"
 
 
@@ -158,8 +158,8 @@ def rule_info(rule):
     # a REAL_OR_NONE field is a "real" that may also be None (NaN in the C struct): "optional"
     kinds = {ETK_FIELD_REAL: "real", ETK_FIELD_FLAG: "flag", ETK_FIELD_INT: "int", ETK_FIELD_REAL_OR_NONE: "real"}
     shapes = {ETK_SLOT_FULL: "full", ETK_SLOT_SCALAR: "scalar", ETK_SLOT_ROWS: "rows", ETK_SLOT_COLS: "cols",
-              ETK_SLOT_VECTOR: "vector"}
-    inits = {0: "zero", 1: "field", 2: "param", 3: "one", 4: "work"}
+              ETK_SLOT_VECTOR: "vector", ETK_SLOT_STRIDED: "strided"}
+    inits = {0: "zero", 1: "field", 2: "param", 3: "one", 4: "work", 5: "value"}
     fields = [dict(name=info.fields[i].name.decode(), offset=info.fields[i].offset,
                    kind=kinds[info.fields[i].kind], schedulable=bool(info.fields[i].schedulable),
                    lo=info.fields[i].lo, hi=info.fields[i].hi, lo_open=bool(info.fields[i].lo_open),
@@ -168,7 +168,10 @@ def rule_info(rule):
               for i in range(info.nfields)]
     slots = [dict(name=info.slots[i].name.decode(), shape=shapes[info.slots[i].shape],
                   init=inits[info.slots[i].init],
-                  init_field=fields[info.slots[i].init_field]["name"] if info.slots[i].init == 1 else None)
+                  init_field=fields[info.slots[i].init_field]["name"] if info.slots[i].init == 1 else None,
+                  stride_field=(fields[info.slots[i].stride_field]["name"]
+                                if info.slots[i].shape == ETK_SLOT_STRIDED else None),
+                  init_value=info.slots[i].init_value)
              for i in range(info.nslots)]
     group_state = [info.group_state[i].decode() for i in range(info.ngroup_state)]
     return dict(id=r, name=info.name.decode(), hp_size=info.hp_size, fields=fields, slots=slots,
@@ -210,6 +213,25 @@ def check_hparams(int rule, bytes packed):
     if etk_rule_check(rule, b, &err) == ETK_OK:
         return None
     return (err.field.decode() if err.field != NULL else None,
+            err.message.decode() if err.message != NULL else etk_strerror(err.status).decode())
+
+
+def check_groups(int rule, list packed):
+    """None if the groups' structs (each valid on its own) meet the rule's constraints across
+    groups, else (group, field name, reason) from the C check."""
+    cdef etk_error err
+    cdef const etk_rule_info *info = etk_rule_info_get(rule)
+    cdef Py_ssize_t n = len(packed)
+    if info == NULL:
+        raise ValueError("check_groups: no such rule")
+    for one in packed:
+        if <size_t>len(one) != info.hp_size:
+            raise ValueError("check_groups: wrong struct size")
+    buf = b"".join(packed) + b"\0"
+    cdef const unsigned char *b = buf
+    if etk_rule_check_groups(rule, b, <size_t>n, &err) == ETK_OK:
+        return None
+    return (err.group, err.field.decode() if err.field != NULL else None,
             err.message.decode() if err.message != NULL else etk_strerror(err.status).decode())
 
 
@@ -348,9 +370,11 @@ cdef class Plan:
     cdef bint busy
     cdef bint matrix
     cdef bint matrix_only
+    cdef bint strided       # the rule has a strided slot (set_hparams checks its sizes)
     cdef cnp.ndarray gstate
 
     def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps, list labels=None, dict keys=None):
+        cdef Py_ssize_t i
         self.info = etk_rule_info_get(rule) if rule != ETK_NRULES else NULL
         if (self.info == NULL and rule != ETK_NRULES) or count < 0 or nhps < 0:
             raise ValueError("invalid plan")
@@ -379,6 +403,11 @@ cdef class Plan:
         self.matrix = self.info != NULL and (self.info.flags & (ETK_RULE_MATRIX | ETK_RULE_MATRIX_ONLY)) != 0
         self.matrix_only = self.info != NULL and (self.info.flags & ETK_RULE_MATRIX_ONLY) != 0
         self.gstate = None
+        self.strided = False
+        if self.info != NULL:
+            for i in range(<Py_ssize_t>self.info.nslots):
+                if self.info.slots[i].shape == ETK_SLOT_STRIDED:
+                    self.strided = True
 
     def __dealloc__(self):
         free(self.t)
@@ -406,10 +435,40 @@ cdef class Plan:
         self.nsched = len(bindings)
         self.sched_keep = list(bindings)
 
+    cdef Py_ssize_t _stride(self, const unsigned char *hp, Py_ssize_t j):
+        """The stride s of strided slot ``j`` under the struct ``hp`` (see ETK_SLOT_STRIDED)."""
+        cdef int v
+        memcpy(&v, hp + self.info.fields[self.info.slots[j].stride_field].offset, sizeof(int))
+        return v
+
+    cdef _check_strided(self, Py_ssize_t i, Py_ssize_t j, Py_ssize_t size, const unsigned char *hp):
+        """Refuse a struct under which strided slot ``j`` of tensor ``i`` would not have ``size`` elements."""
+        cdef Py_ssize_t k = self._stride(hp, j), n = <Py_ssize_t>self.t[i].n
+        if k >= 1 and size == (n + k - 1) // k:
+            return
+        name = self.info.slots[j].name.decode()
+        field = self.info.fields[self.info.slots[j].stride_field].name.decode()
+        field = self.keys.get(field, field)
+        raise StateError(f"the optimizer state {name!r} of {self.labels[i]} has {size} elements: it keeps every "
+                         f"{field}-th element of the parameter's {n}, and {field} = {k} would keep "
+                         f"{(n + k - 1) // k if k >= 1 else 'none'}; {field} cannot change once that state exists "
+                         "(build a new optimizer)")
+
     def set_hparams(self, Py_ssize_t g, bytes packed):
-        """The hyperparameter struct of group ``g`` (see ``pack_hparams``)."""
+        """The hyperparameter struct of group ``g`` (see ``pack_hparams``).
+
+        Refused (StateError) if it would change the size a strided slot of a
+        tensor already set needs (Prodigy's ``slice_p``)."""
+        cdef Py_ssize_t i, j
         if not 0 <= g < self.nhps or self.info == NULL or <size_t>len(packed) != self.info.hp_size:
             raise IndexError("group index or struct size out of range")
+        for i in range(self.count if self.strided else 0):
+            if self.states[i] is None or self.t[i].group != <uint32_t>g:
+                continue
+            for j in range(<Py_ssize_t>self.info.nslots):
+                if self.info.slots[j].shape == ETK_SLOT_STRIDED and self.states[i][j] is not None:
+                    self._check_strided(i, j, cnp.PyArray_SIZE(<cnp.ndarray>self.states[i][j]),
+                                        <const unsigned char *>packed)
         memcpy(self.hps + g * self.info.hp_size, <const unsigned char *>packed, self.info.hp_size)
 
     def set_hparam_at(self, Py_ssize_t g, Py_ssize_t offset, double value):
@@ -428,7 +487,7 @@ cdef class Plan:
         cdef etk_tensor *t
         cdef Py_ssize_t j, nslots = self.info.nslots if self.info != NULL else ETK_MAX_SLOTS
         cdef cnp.ndarray s
-        cdef Py_ssize_t n, want
+        cdef Py_ssize_t n, want, k
         cdef int sdt = -1, shape
         if not 0 <= i < self.count or not 0 <= group < max(self.nhps, 1) or len(states) != nslots:
             raise IndexError("plan index out of range")
@@ -459,6 +518,11 @@ cdef class Plan:
                     raise StateError(f"the optimizer state {name!r} of {label} must be one float64 value")
             else:
                 want = n // cols if shape == ETK_SLOT_ROWS else n // rows if shape == ETK_SLOT_COLS else n
+                if shape == ETK_SLOT_STRIDED:
+                    k = self._stride(self.hps + group * self.info.hp_size, j)
+                    if k < 1:
+                        raise ValueError(f"set the hyperparameters of group {group} before its tensors")
+                    want = (n + k - 1) // k
                 if cnp.PyArray_SIZE(s) != want or cnp.PyArray_TYPE(s) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
                     raise StateError(f"the optimizer state {name!r} of {label} has {cnp.PyArray_SIZE(s)} "
                                      f"elements of {s.dtype}; expected {want} float32 or float64")

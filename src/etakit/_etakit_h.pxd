@@ -18,6 +18,8 @@ cdef extern from "etakit.h" nogil:
     enum: ETK_SLOT_ROWS
     enum: ETK_SLOT_COLS
     enum: ETK_SLOT_VECTOR
+    enum: ETK_SLOT_STRIDED
+    enum: ETK_INIT_VALUE
     enum: ETK_RULE_USES_STEP
     enum: ETK_RULE_MATRIX
     enum: ETK_RULE_MATRIX_ONLY
@@ -78,6 +80,8 @@ cdef extern from "etakit.h" nogil:
         uint8_t shape
         uint8_t init
         uint16_t init_field
+        uint16_t stride_field
+        double init_value
     ctypedef struct etk_rule_info:
         const char *name
         size_t hp_size
@@ -96,6 +100,7 @@ cdef extern from "etakit.h" nogil:
     const etk_rule_info *etk_rule_info_get(int rule)
     int etk_rule_find(const char *name)
     int etk_rule_check(int rule, const void *hp, etk_error *err)
+    int etk_rule_check_groups(int rule, const void *hps, size_t nhps, etk_error *err)
     unsigned etk_rule_needs(int rule, const void *hp)
 
     int etk_schedule_check(const etk_schedule *s)

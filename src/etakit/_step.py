@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 from . import _core
-from .errors import HyperparameterError
+from .errors import HyperparameterError, StateError
 from .schedules import Schedule
 
 __all__ = ["RuleSpec", "Stepper", "is_scheduled", "value_at"]
@@ -102,10 +102,13 @@ class RuleSpec:
     ``_none_means`` (group keys whose ``None``, an Optional argument of the
     reference, stands for a value of the C field: ``{key: value}``),
     ``_choices`` (group keys whose values are names standing for a C integer,
-    ``{"adjust_lr_fn": {None: 0, "original": 0, "match_rms_adamw": 1}}``) and
+    ``{"adjust_lr_fn": {None: 0, "original": 0, "match_rms_adamw": 1}}``),
     ``_host_step`` with ``_host_split`` (host work between the rule's C
-    phases, see ``Stepper.run_split``).  Every other field of the C struct is
-    the group key of the same name.
+    phases, see ``Stepper.run_split``), ``_group_state`` (where the rule's
+    per-group scalars start: ``{name: a number, or the group key whose value
+    it takes}``) and ``_constant_state`` (state names the reference may store
+    as one 0-d value standing for the whole buffer).  Every other field of
+    the C struct is the group key of the same name.
     """
 
     _cache = {}
@@ -134,6 +137,11 @@ class RuleSpec:
         self.host = opt_cls._host_step
         self.host_split = opt_cls._host_split
         self.group_state = tuple(info["group_state"])   # per-group scalars the step updates: group keys
+        self.group_state_init = dict(opt_cls._group_state)   # where a scalar starts, if not at 0
+        if not set(self.group_state_init) <= set(self.group_state):
+            raise TypeError(f"{opt_cls.__name__}._group_state names scalars the rule does not have: "
+                            f"{sorted(set(self.group_state_init) - set(self.group_state))}")
+        self.constant_state = tuple(opt_cls._constant_state)
         component = {f: (key, j) for key, fs in opt_cls._tuples.items() for j, f in enumerate(fs)}
         self.sources = []       # per field: (group key, index in the tuple or None)
         keys = []
@@ -246,6 +254,18 @@ class RuleSpec:
         return [self.slot_names[j] for j in self.needed(packed)
                 if self.slot_applies(j, tuple(shape)) and self.slot_names[j] not in state
                 and self.slot_names[j] not in lazy]
+    def check_groups(self, groups, packed, prefix="", k=0):
+        """Raise HyperparameterError if the groups break the rule's constraints across groups."""
+        bad = _core.check_groups(self.id, list(packed))
+        if bad is None:
+            return
+        gi, field, why = bad
+        label = self.labels.get(field, field)
+        key, j = self.sources[next(i for i, f in enumerate(self.fields) if f["name"] == field)]
+        value = groups[gi][key] if j is None else groups[gi][key][j]
+        value = value_at(value, k) if is_scheduled(value) else value
+        raise HyperparameterError(f"Invalid {label} for {prefix}param_groups[{gi}]: {value!r}: {label} {why}",
+                                  gi, label, value)
 
     def unknown_keys(self, group, also=()):
         return [k for k in group if k != "params" and k not in self.keys and k not in self.group_state
@@ -265,10 +285,20 @@ class RuleSpec:
         reference does, though the kernel has nothing to do for it."""
         return self.matrix and len(shape) >= 2
 
-    def slot_shape(self, j, shape):
+    def stride(self, j, group):
+        """The stride of strided slot ``j`` in ``group`` (the value of its integer group key)."""
+        key, c = self.sources[next(i for i, f in enumerate(self.fields) if f["name"] == self.slots[j]["stride_field"])]
+        return int(group[key] if c is None else group[key][c])
+
+    def slot_shape(self, j, shape, group=None):
+        """The shape of slot ``j`` for a parameter of ``shape`` (a strided slot needs the parameter's group)."""
         kind = self.slots[j]["shape"]
         if kind in ("full", "vector"):
             return tuple(shape)
+        if kind == "strided":
+            n = int(np.prod(shape, dtype=np.int64))
+            k = self.stride(j, group)
+            return (-(-n // k),)
         if kind == "scalar":
             return ()
         if kind == "rows":
@@ -294,6 +324,8 @@ class RuleSpec:
         slot = self.slots[j]
         if slot["init"] == "param":
             return None
+        if slot["init"] == "value":
+            return slot["init_value"]
         if slot["init"] == "field":
             i = next(i for i, f in enumerate(self.fields) if f["name"] == slot["init_field"])
             key, c = self.sources[i]
@@ -303,14 +335,35 @@ class RuleSpec:
     def new_state(self, j, p, group, k=0):
         """A new numpy state array for slot ``j`` of parameter ``p`` (created at step ``k``)."""
         fill = self.slot_fill(j, group, k)
+        kind = self.slots[j]["shape"]
+        if kind == "strided":
+            if fill is None:
+                return p.ravel()[::self.stride(j, group)].copy()
+            return np.full(self.slot_shape(j, p.shape, group), fill, dtype=p.dtype)
         if fill is None:
             return p.copy()
-        kind = self.slots[j]["shape"]
         if kind == "scalar":
             return np.full((), fill, dtype=np.float64)
         if kind == "full":
             return np.zeros_like(p) if fill == 0.0 else np.full_like(p, fill)
         return np.full(self.slot_shape(j, p.shape), fill, dtype=p.dtype)
+
+    def loaded_state(self, j, a, shape, label, detail=""):
+        """A loaded state value for slot ``j`` of the given ``shape``: as it is, or, for a state the
+        reference may keep as one 0-d value (``_constant_state``: prodigyopt's ``p0`` of a parameter
+        that was all zeros), that value broadcast to the shape.  StateError for any other shape."""
+        if tuple(a.shape) == tuple(shape):
+            return a
+        if a.ndim == 0 and self.slot_names[j] in self.constant_state:
+            return np.full(shape, a, dtype=a.dtype)
+        raise StateError(f"{label} has shape {tuple(a.shape)}, expected {tuple(shape)}{detail}")
+
+    # ---- per-group scalars -----------------------------------------------
+    def group_state_start(self, group, names=None):
+        """The values the rule's per-group scalars (or those of ``names``) start at in ``group``."""
+        init = self.group_state_init
+        return {n: group[init[n]] if isinstance(init.get(n), str) else init.get(n, 0.0)
+                for n in (self.group_state if names is None else names)}
 
 
 class Stepper:
@@ -358,6 +411,7 @@ class Stepper:
             needs.append(self.spec.needed(b))
             for offset, f, label in sched:
                 (builtin if isinstance(f, Schedule) else calls).append((gi, offset, f, label))
+        self.spec.check_groups(groups, packed, prefix, k)
         self.packed, self.needs, self.builtin, self.callables = tuple(packed), tuple(needs), builtin, calls
         # a step that is one C call, with nothing to do in Python around it
         self.simple = not calls and not self.spec.group_state and self.spec.host is None
@@ -366,6 +420,8 @@ class Stepper:
         """A new plan over ``params`` (numpy arrays) and their ``states`` ({slot name: array})."""
         spec = self.spec
         plan = _core.Plan(spec.id, len(params), len(self.packed), labels, spec.labels)
+        for gi, b in enumerate(self.packed):
+            plan.set_hparams(gi, b)     # before the tensors: a strided slot's size depends on them
         names = spec.slot_names
         matrix = spec.matrix
         work = []
@@ -421,14 +477,24 @@ class Stepper:
     def load_group_state(self, groups):
         """Hand the groups' values of the rule's per-group scalars to the plan (before a step).
 
-        A group that has not stepped yet has no such keys: its scalars start at 0
-        (the rule tells a new group by them)."""
-        names = self.spec.group_state
-        if names:
-            values = np.array([[_group_scalar(g.get(n, 0.0), n, f"param_groups[{gi}]") for n in names]
-                               for gi, g in enumerate(groups)], dtype=np.float64)
+        A group that lacks one (a group that has not stepped yet, or a checkpoint of the reference
+        from before it first wrote it) has it at its start value (``RuleSpec.group_state_start``;
+        0 unless the class's ``_group_state`` says otherwise: DoG tells a new group by 0)."""
+        if self.spec.group_state:
+            values = self.group_values(groups)
             self.plan.set_group_state(values)
             self._group_state = values
+
+    def group_values(self, groups, prefix=""):
+        """The groups' per-group scalars (groups x names, float64), a missing one at its start value."""
+        spec = self.spec
+        rows = []
+        for gi, g in enumerate(groups):
+            missing = [n for n in spec.group_state if n not in g]
+            start = spec.group_state_start(g, missing) if missing else {}
+            rows.append([_group_scalar(g[n] if n in g else start[n], n, f"{prefix}param_groups[{gi}]")
+                         for n in spec.group_state])
+        return np.array(rows, dtype=np.float64)
 
     def store_group_state(self, groups):
         """Write the per-group scalars the step updated back into the groups (one still at its
@@ -459,8 +525,7 @@ class Stepper:
             plan.set_hparams(gi, b)
         values = None
         if spec.group_state:
-            values = np.array([[_group_scalar(g.get(n, 0.0), n, f"{prefix}param_groups[{gi}]")
-                                for n in spec.group_state] for gi, g in enumerate(groups)], dtype=np.float64)
+            values = self.group_values(groups, prefix)
             plan.set_group_state(values)
         plan.run_side(phases, k)
         if values is not None:

@@ -59,6 +59,11 @@ TRAFFIC = {
     "Adafactor": 6,    # row/column sums of g^2; the norms of p and the update; the update
     "DoG": 6,          # the norms of g and p - x0 (reads p, g, x0), then the update (reads p, g, writes p)
     "LDoG": 6,
+    # the learning-rate-free rules (defaults): sums over every tensor, then what needs them
+    "Prodigy": 12,     # g, p, p0, s -> s; then g, p, exp_avg, exp_avg_sq -> the three
+    "DAdaptAdam": 11,  # g, s, exp_avg, exp_avg_sq -> the three; then p, exp_avg, exp_avg_sq -> p
+    "DAdaptSGD": 7,    # one pass: g, p, s, x0 -> s, z, p
+    "DAdaptAdaGrad": 9,  # g, alphak, sk -> alphak, sk; then x0, sk, alphak -> p
 }
 # Rules whose work depends on a tensor's matrix form: benchmarked on a matrix of the same size.
 MATRIX = {"LARS", "Adafactor"}
@@ -91,10 +96,14 @@ def _reference_stepper(name, params):
     hp = {**cls([np.zeros(1, np.float32)]).defaults, **kw}
     state = [{} for _ in params]
     group = {}          # the group's scalars, for rules that keep some (DoG)
+    whole = {**hp, "params": params}    # rules that step the whole optimizer at once (Prodigy, D-Adaptation)
     step = [0]
 
     def run(grads):
         step[0] += 1
+        if hasattr(reference, f"{cls.rule}_groups"):
+            reference.step_groups(cls.rule, [whole], grads, state, [step[0]] * len(params))
+            return
         extra = reference.group_reductions(cls.rule, params, grads, state, group, hp)
         for p, g, st, kw in zip(params, grads, state, extra):
             reference.step_rule(cls.rule, p, g, st, step=step[0], **hp, **kw)

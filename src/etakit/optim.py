@@ -21,13 +21,14 @@ import numpy as np
 
 from . import _core
 from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
-from .errors import StateError
+from .errors import HyperparameterError, StateError
 from .reference import group_step, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
            "Adan", "ADOPT", "AdEMAMix", "LAMB", "LARS", "Adadelta", "ASGD", "Rprop", "Adafactor", "Muon", "DoG",
-           "LDoG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "ScheduleFreeRAdam"]
+           "LDoG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "ScheduleFreeRAdam", "Prodigy", "DAdaptAdam", "DAdaptSGD",
+           "DAdaptAdaGrad"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -148,6 +149,8 @@ class Optimizer:
     _choices = {}           # group keys whose values are names: {key: {value: C int}}
     _host_step = None       # f(stepper, groups): host work between the rule's C phases
     _host_split = 1         # C phases run before _host_step
+    _group_state = {}       # per-group scalars not starting at 0: {name: number, or the group key it copies}
+    _constant_state = ()    # state names the reference may keep as one 0-d value standing for the whole buffer
     _front_end_mixins = ()  # classes etakit.torch's drop-in derives from too (methods both front ends share)
     _torch_example = "lr=0.1"   # the arguments of the drop-in's docstring example
 
@@ -156,6 +159,7 @@ class Optimizer:
         spec = self._stepper.spec
         self.defaults = {**defaults, **self._implied}
         spec.pack(self.defaults, "defaults")
+        self.defaults.update(spec.group_state_start(self.defaults, list(self._group_state)))
         self._get_hp = operator.itemgetter(*spec.keys)
         self._warned = set()
         self.param_groups = []
@@ -559,6 +563,7 @@ class Optimizer:
         allowed = set(spec.state_names)
         new_state = [{} for _ in self._params]
         new_steps = [0] * len(self._params)
+        group_of = self._group_of_params()
         for key, entry in state.items():
             if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(self._params):
                 raise ValueError(f"loaded state has an entry for parameter {key!r}; "
@@ -576,10 +581,9 @@ class Optimizer:
                                          f"(shape {p.shape}) for {type(self).__name__}")
                     a = np.asarray(v)
                     scalar = spec.slots[j]["shape"] == "scalar"
-                    shape = spec.slot_shape(j, p.shape)
-                    if a.shape != shape:
-                        raise StateError(f"loaded state[{key}][{name!r}] has shape {a.shape}, expected "
-                                         f"{shape} (for {self._labels[key]} of shape {p.shape})")
+                    shape = spec.slot_shape(j, p.shape, new_groups[group_of[key]])
+                    a = spec.loaded_state(j, a, shape, f"loaded state[{key}][{name!r}]",
+                                          f" (for {self._labels[key]} of shape {p.shape})")
                     if a.dtype.kind != "f":
                         raise TypeError(f"loaded state[{key}][{name!r}] has dtype {a.dtype}; "
                                         "expected a floating-point array")
@@ -2018,8 +2022,358 @@ class ScheduleFreeRAdam(_ScheduleFree, Optimizer):
                                       weight_lr_power=weight_lr_power, silent_sgd_phase=silent_sgd_phase))
 
 
+# ---- learning-rate-free rules: a step size d adapted from sums over every tensor of the step
+
+def _check_fsdp_in_use(v, where):
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1)):
+        if v:
+            raise HyperparameterError(f"Invalid fsdp_in_use for {where}: True (etakit steps the tensors of one "
+                                      "process: fully sharded parameters (FSDP) are not supported; the reference "
+                                      "package sums d's statistics across processes)", None, "fsdp_in_use", v)
+        return
+    raise TypeError(f"{where}: fsdp_in_use must be a bool, got {type(v).__name__} {v!r}")
+
+
+def _check_log_every(v, where):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{where}: log_every must be an integer (accepted and ignored: etakit does not log), "
+                        f"got {type(v).__name__} {v!r}")
+
+
+def _check_d0(v, where):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{where}: d0 must be a real number, got {type(v).__name__} {v!r}")
+    if not (0.0 < v < float("inf")):
+        raise HyperparameterError(f"Invalid d0 for {where}: {v!r} (expected a finite number > 0)", None, "d0", v)
+
+
+class Prodigy(Optimizer):
+    """Prodigy (Mishchenko and Defazio 2024), as ``prodigyopt.Prodigy`` 1.1.2: Adam with a learned step size.
+
+    No learning rate to choose: the step size ``d`` starts tiny (``d0``) and
+    grows, each step, to an estimate of the distance from the initial
+    parameters ``p0`` to a solution.  ``lr`` is a multiplier of it (leave it
+    at 1; a schedule on it, such as cosine decay, works as with Adam).  ::
+
+        g = grad + weight_decay p   (decouple=False)
+        dlr = d lr bc,   bc = sqrt(1 - beta2^(k+1)) / (1 - beta1^(k+1)) (use_bias_correction) or 1
+        s = beta3 s + (d / d0) (d if safeguard_warmup else dlr) g           (every slice_p-th element)
+        d_numerator = beta3 d_numerator + (d / d0) dlr <g, p0 - p>
+        d_hat = d_coef d_numerator / |s|_1;  d_max = max(d_max, d_hat);  d' = min(d_max, d growth_rate)
+        exp_avg = beta1 exp_avg + d (1 - beta1) g;  exp_avg_sq = beta2 exp_avg_sq + d^2 (1 - beta2) g^2
+        p -= weight_decay dlr p   (decouple=True);   p -= dlr exp_avg / (sqrt(exp_avg_sq) + d' eps)
+
+    with sums over every parameter of every group.  ``d`` and its companions
+    ``d_max``, ``d_numerator``, ``k`` (steps taken), ``d_denom`` and
+    ``d_hat`` are kept in each parameter group, as the reference keeps them,
+    so checkpoints move between the two either way; all groups share them.
+    The sums are formed in double over fixed blocks in a fixed order
+    (bit-identical for any thread count), inside the step's one parallel
+    region: two passes over memory per step.
+
+    Differences from the reference, all refusals of what it silently ignores
+    or cannot run: a group's ``lr`` must be the largest group ``lr`` or 0 (as
+    the reference requires); ``betas``, ``beta3``, ``d_coef``,
+    ``growth_rate``, ``decouple`` and ``use_bias_correction`` must be the
+    same in every group (the reference reads the first group's);
+    ``fsdp_in_use=True`` is refused.  ``slice_p`` cannot change once the
+    state exists.  The reference adds the weight decay into ``p.grad``;
+    etakit leaves the gradient as it is.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1.0
+        Multiplier of the adapted step size, >= 0 (0 in a group: its
+        statistics stand still).
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1); ``betas[0] == 0`` keeps no ``exp_avg``.
+    beta3 : float or None, default None
+        Decay of ``s`` and ``d_numerator``; None is ``sqrt(betas[1])``.
+    eps : float, default 1e-8
+        > 0; scaled by ``d`` in the denominator.
+    weight_decay : float or schedule, default 0
+    decouple : bool, default True
+        Decay the parameters (AdamW-style) rather than add to the gradient.
+    use_bias_correction : bool, default False
+    safeguard_warmup : bool, default False
+        Leave ``lr`` out of the ``s`` update (steadier under a warmup schedule).
+    d0 : float, default 1e-6
+        > 0: the initial step size.
+    d_coef : float, default 1.0
+        >= 0: scales the estimate of ``d``.
+    growth_rate : float, default inf
+        > 0: the most ``d`` may grow by in one step (inf: no limit).
+    fsdp_in_use : bool, default False
+        Must be False (no fully sharded parameters).
+    slice_p : int, default 1
+        >= 1: ``s`` and ``p0`` keep every ``slice_p``-th element only
+        (memory for an approximation of ``d``; 11 is reasonable).
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([3.0, -4.0])
+    >>> opt = etakit.Prodigy([w])
+    >>> for _ in range(100):
+    ...     opt.step([w.copy()])          # the gradient of |w|^2 / 2
+    >>> float(np.round(opt.param_groups[0]["d"], 3)), opt.param_groups[0]["k"]     # d grew from 1e-6
+    (1.53, 100)
+    >>> np.round(w, 2)
+    array([ 0.03, -0.04])
+    """
+
+    rule = "prodigy"
+    reference_impl = "prodigyopt.Prodigy"
+    _tuples = {"betas": ("beta1", "beta2")}
+    _extra = {"fsdp_in_use": _check_fsdp_in_use}
+    _group_state = {"d": "d0", "d_max": "d0", "d_numerator": 0.0, "k": 0, "d_denom": 0.0, "d_hat": 0.0}
+    _constant_state = ("p0",)
+
+    def __init__(self, params, lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0, decouple=True,
+                 use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1.0,
+                 growth_rate=float("inf"), fsdp_in_use=False, slice_p=1):
+        super().__init__(params, dict(lr=lr, betas=betas, beta3=beta3, eps=eps, weight_decay=weight_decay,
+                                      decouple=decouple, use_bias_correction=use_bias_correction,
+                                      safeguard_warmup=safeguard_warmup, d0=d0, d_coef=d_coef,
+                                      growth_rate=growth_rate, fsdp_in_use=fsdp_in_use, slice_p=slice_p))
+
+
+_DADAPT_SHARED = """All groups share ``d`` and its companions, kept in every parameter group
+    as the reference keeps them (checkpoints move between the two either
+    way).  The sums are formed in double over fixed blocks in a fixed order
+    (bit-identical for any thread count), inside the step's one parallel
+    region.  The reference adds the L2 weight decay into ``p.grad`` in place;
+    etakit leaves the gradient as it is."""
+
+
+class DAdaptAdam(Optimizer):
+    """D-Adapted Adam (Defazio and Mishchenko 2023), as ``dadaptation.DAdaptAdam`` 3.2.
+
+    Adam whose step size ``d`` is learned: it starts at ``d0`` and grows to a
+    lower bound of the distance from the initial parameters to a solution.
+    ``lr`` is a multiplier of it (leave it at 1; it may follow a schedule);
+    a group's ``layer_scale`` (a group key, default 1) scales that group's
+    step.  ::
+
+        g = grad + weight_decay p   (decouple=False)
+        dlr = d lr bc,   bc = sqrt(1 - beta2^(k+1)) / (1 - beta1^(k+1)) (use_bias_correction) or 1
+        num = sum of layer_scale dlr <g, s / (sqrt(exp_avg_sq) + eps)>
+        exp_avg = beta1 exp_avg + layer_scale dlr (1 - beta1) g;  exp_avg_sq = beta2 exp_avg_sq + (1 - beta2) g^2
+        s = sqrt(beta2) s + dlr (1 - sqrt(beta2)) g
+        numerator_weighted = sqrt(beta2) numerator_weighted + (1 - sqrt(beta2)) num
+        d' = max(d, min(numerator_weighted / ((1 - sqrt(beta2)) sum of layer_scale |s|_1), d growth_rate))
+        p -= weight_decay dlr p   (decouple=True);   p -= exp_avg / (sqrt(exp_avg_sq) + eps)
+
+    SHARED
+
+    Two passes over memory per step (the reference updates the parameters
+    only once the sums over every tensor show some progress).
+
+    Differences from the reference: a group's ``lr`` must be the largest
+    group ``lr`` or 0 (as the reference requires); ``betas``, ``growth_rate``, ``decouple`` and
+    ``use_bias_correction`` must be the same in every group (the reference
+    reads the first group's); ``fsdp_in_use=True`` is refused.
+    ``log_every`` is accepted and ignored (etakit does not log); ``d0`` is
+    also kept in the groups (where ``d`` starts).
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1.0
+        Multiplier of the adapted step size, >= 0 (0 in a group: its
+        statistics stand still).
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1).
+    eps : float, default 1e-8
+        > 0.
+    weight_decay : float or schedule, default 0
+    log_every : int, default 0
+        Accepted and ignored.
+    decouple : bool, default False
+        Decay the parameters (AdamW-style) rather than add to the gradient.
+    use_bias_correction : bool, default False
+    d0 : float, default 1e-6
+        > 0: the initial step size.
+    growth_rate : float, default inf
+        > 0: the most ``d`` may grow by in one step (inf: no limit).
+    fsdp_in_use : bool, default False
+        Must be False (no fully sharded parameters).
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([3.0, -4.0])
+    >>> opt = etakit.DAdaptAdam([w])
+    >>> for _ in range(100):
+    ...     opt.step([w.copy()])          # the gradient of |w|^2 / 2
+    >>> float(np.round(opt.param_groups[0]["d"], 3)), opt.param_groups[0]["k"]     # d grew from 1e-6
+    (9.772, 100)
+    >>> np.round(w, 2)
+    array([-0.02,  0.02])
+    """
+
+    rule = "dadapt_adam"
+    reference_impl = "dadaptation.DAdaptAdam"
+    _tuples = {"betas": ("beta1", "beta2")}
+    _extra = {"log_every": _check_log_every, "fsdp_in_use": _check_fsdp_in_use, "d0": _check_d0}
+    _implied = {"layer_scale": 1.0}
+    _group_optional = ("d0",)
+    _group_state = {"d": "d0", "numerator_weighted": 0.0, "k": 0}
+
+    def __init__(self, params, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, log_every=0,
+                 decouple=False, use_bias_correction=False, d0=1e-6, growth_rate=float("inf"), fsdp_in_use=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, log_every=log_every,
+                                      decouple=decouple, use_bias_correction=use_bias_correction, d0=d0,
+                                      growth_rate=growth_rate, fsdp_in_use=fsdp_in_use))
+
+
+class DAdaptSGD(Optimizer):
+    """D-Adapted SGD (Defazio and Mishchenko 2023), as ``dadaptation.DAdaptSGD`` 3.2.
+
+    Dual averaging with a learned step size ``d`` (starting at ``d0``;
+    ``lr`` is a multiplier of it, leave it at 1; it may follow a schedule).
+    ::
+
+        g0_norm = |grad| at the first step;  dlr = d lr / g0_norm;  g = grad + weight_decay p
+        numerator_weighted += dlr <g, s>;  s += dlr g
+        z = x0 - s;   p = momentum p + (1 - momentum) z
+        d' = max(d, min(2 numerator_weighted / |s|, d growth_rate))
+
+    SHARED
+
+    One pass over memory per step (the update does not depend on
+    ``d'``), and one more read of the gradients at the first step.
+
+    Differences from the reference: a group's ``lr`` must be the largest
+    group ``lr`` or 0 (as the reference requires); ``momentum``,
+    ``weight_decay`` and ``growth_rate`` must be the same in every group (the
+    reference reads the first group's); ``fsdp_in_use=True`` is refused.
+    Where the reference divides by zero (all gradients zero at the first
+    step, or ``s`` all zero), etakit skips that step (it starts over at the
+    next) or keeps ``d``.  ``log_every`` is accepted and ignored; ``d0`` is
+    also kept in the groups (where ``d`` starts).
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1.0
+        Multiplier of the adapted step size, >= 0 (0 in a group: its ``s``
+        stands still).
+    momentum : float, default 0
+        In [0, 1).
+    weight_decay : float, default 0
+    log_every : int, default 0
+        Accepted and ignored.
+    d0 : float, default 1e-6
+        > 0: the initial step size.
+    growth_rate : float, default inf
+        > 0: the most ``d`` may grow by in one step (inf: no limit).
+    fsdp_in_use : bool, default False
+        Must be False (no fully sharded parameters).
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([3.0, -4.0])
+    >>> opt = etakit.DAdaptSGD([w], momentum=0.9)
+    >>> for _ in range(100):
+    ...     opt.step([w.copy()])          # the gradient of |w|^2 / 2
+    >>> float(np.round(opt.param_groups[0]["d"], 3)), opt.param_groups[0]["k"]
+    (14.914, 100)
+    >>> np.round(w, 2)
+    array([-0.01,  0.01])
+    """
+
+    rule = "dadapt_sgd"
+    reference_impl = "dadaptation.DAdaptSGD"
+    _extra = {"log_every": _check_log_every, "fsdp_in_use": _check_fsdp_in_use, "d0": _check_d0}
+    _group_optional = ("d0",)
+    _group_state = {"d": "d0", "numerator_weighted": 0.0, "k": 0, "g0_norm": 0.0}
+
+    def __init__(self, params, lr=1.0, momentum=0.0, weight_decay=0.0, log_every=0, d0=1e-6,
+                 growth_rate=float("inf"), fsdp_in_use=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, log_every=log_every,
+                                      d0=d0, growth_rate=growth_rate, fsdp_in_use=fsdp_in_use))
+
+
+class DAdaptAdaGrad(Optimizer):
+    """D-Adapted AdaGrad (Defazio and Mishchenko 2023), as ``dadaptation.DAdaptAdaGrad`` 3.2 (dense gradients).
+
+    Dual averaging with AdaGrad's per-element scaling and a learned step
+    size ``d`` (starting at ``d0``; ``lr`` is a multiplier of it, leave it at
+    1).  The reference recommends DAdaptAdam or DAdaptSGD in most cases.  ::
+
+        dlr = d lr;  g = grad + weight_decay p
+        alphak += g^2  (from 1e-6);   sk += dlr g
+        sksq_weighted = sum sk^2 / (sqrt(alphak) + eps);   skl1 = |sk|_1
+        gsq_weighted += dlr^2 sum g^2 / (sqrt(alphak) + eps)
+        d' = max(d, min((sksq_weighted - gsq_weighted) / skl1, d growth_rate))
+        z = x0 - sk / (sqrt(alphak) + eps);   p = z,  or momentum p + (1 - momentum) z
+
+    SHARED
+
+    Two passes over memory per step.
+
+    Differences from the reference: ``lr``, ``momentum`` and
+    ``growth_rate`` must be the same in every group (the reference reads the
+    first group's and ignores the others); sparse gradients are not
+    supported; ``log_every`` is accepted and ignored; ``d0`` is also kept in
+    the groups (where ``d`` starts).
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1.0
+        Multiplier of the adapted step size, >= 0.
+    momentum : float, default 0
+        >= 0.
+    log_every : int, default 0
+        Accepted and ignored.
+    weight_decay : float or schedule, default 0
+    eps : float, default 1e-6
+        > 0.
+    d0 : float, default 1e-6
+        > 0: the initial step size.
+    growth_rate : float, default inf
+        > 0: the most ``d`` may grow by in one step (inf: no limit).
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> w = np.array([3.0, -4.0])
+    >>> opt = etakit.DAdaptAdaGrad([w])
+    >>> for _ in range(100):
+    ...     opt.step([w.copy()])          # the gradient of |w|^2 / 2
+    >>> float(np.round(opt.param_groups[0]["d"], 3)), opt.param_groups[0]["k"]     # slower to grow
+    (0.236, 100)
+    >>> np.round(w, 2)
+    array([ 2.75, -3.75])
+    """
+
+    rule = "dadapt_adagrad"
+    reference_impl = "dadaptation.DAdaptAdaGrad"
+    _extra = {"log_every": _check_log_every, "d0": _check_d0}
+    _group_optional = ("d0",)
+    _group_state = {"d": "d0", "gsq_weighted": 0.0, "sksq_weighted": 0.0, "skl1": 0.0, "k": 0}
+
+    def __init__(self, params, lr=1.0, momentum=0.0, log_every=0, weight_decay=0.0, eps=1e-6, d0=1e-6,
+                 growth_rate=float("inf")):
+        super().__init__(params, dict(lr=lr, momentum=momentum, log_every=log_every, weight_decay=weight_decay,
+                                      eps=eps, d0=d0, growth_rate=growth_rate))
+
+
+for _cls in (DAdaptAdam, DAdaptSGD, DAdaptAdaGrad):
+    _cls.__doc__ = _cls.__doc__.replace("SHARED", _DADAPT_SHARED)
+del _cls
+
+
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
                                              Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor,
                                              Muon, DoG, LDoG, ScheduleFreeAdamW, ScheduleFreeSGD,
-                                             ScheduleFreeRAdam)}
+                                             ScheduleFreeRAdam, Prodigy, DAdaptAdam, DAdaptSGD, DAdaptAdaGrad)}

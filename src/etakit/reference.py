@@ -39,7 +39,8 @@ __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam
            "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step", "muon_step",
            "zeropower_via_newtonschulz", "group_reductions", "dog_group", "dog_step", "group_step",
            "schedulefree_adamw_step", "schedulefree_sgd_step", "schedulefree_radam_step",
-           "schedulefree_adamw_advance", "schedulefree_sgd_advance", "schedulefree_radam_advance", "schedulefree_switch"]
+           "schedulefree_adamw_advance", "schedulefree_sgd_advance", "schedulefree_radam_advance", "schedulefree_switch",
+           "step_groups", "prodigy_groups", "dadapt_adam_groups", "dadapt_sgd_groups", "dadapt_adagrad_groups"]
 
 
 def step_rule(rule, param, grad, state, *, step, **hyperparameters):
@@ -1463,3 +1464,361 @@ def dog_step(param, grad, state, *, step, reps_rel=1e-6, lr=1.0, weight_decay=0.
         rbar[...], G[...], e[...] = r, Gn, eta
     g = _grad(param, grad, weight_decay, False)
     param += -float(eta) * g
+
+
+# ---------------------------------------------------------------------------
+# Rules whose step size is shared by every group (Prodigy, D-Adaptation): a
+# step of the whole optimizer at once, ``<rule>_groups(groups, grads,
+# states)``.  ``groups`` are parameter-group dicts (``{"params": [arrays],
+# **hyperparameters}``) that also hold the rule's per-group scalars (``d``,
+# ...), updated in place as the reference implementations update theirs;
+# ``grads`` and ``states`` are per parameter, in group order.  Sums are formed
+# as the engine forms them: each tensor's by blocks (:func:`blocked_lane_sum`),
+# the tensors of a group in order, the groups in order, in float64.
+
+def step_groups(rule, groups, grads, states, steps):
+    """One step of a whole optimizer over parameter groups, as etakit's optimizers take it.
+
+    ``groups`` are parameter-group dicts (``{"params": [arrays], **hyperparameters}``,
+    every hyperparameter present); ``grads``, ``states`` (dicts) and ``steps``
+    (the 1-based number of this step of each parameter) are per parameter, in
+    group order.  A rule with per-group scalars has ``<rule>_groups`` and
+    updates them in the group dicts; the others take
+    :func:`call_reductions` and one ``<rule>_step`` per parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros(2)
+    >>> step_groups("sgd", [{"params": [p], "lr": 0.5}], [np.ones(2)], [{}], [1])
+    >>> p
+    array([-0.5, -0.5])
+    """
+    fn = globals().get(f"{rule}_groups")
+    if fn is not None:
+        fn(groups, grads, states)
+        return
+    hps = [{k: v for k, v in g.items() if k != "params"} for g in groups for _ in g["params"]]
+    params = [p for g in groups for p in g["params"]]
+    extra = call_reductions(rule, grads, hps)
+    for p, grad, st, step, hp, kw in zip(params, grads, states, steps, hps, extra):
+        step_rule(rule, p, grad, st, step=int(step), **hp, **kw)
+
+
+def _strided_sum(x, n, k):
+    """The engine's sum of ``x``, the float64 values of the elements 0, k, 2k, ... of a tensor of n
+    elements: blocks of BLOCK tensor elements, each the sum of the values it keeps (in lanes)."""
+    if k == 1:
+        return blocked_lane_sum(x)
+    total = 0.0
+    for lo in range(0, n, BLOCK):
+        total += blocked_lane_sum(x[-(-lo // k):-(-min(lo + BLOCK, n) // k)])
+    return total
+
+
+def _members(groups, grads, states):
+    """(group index, group, param, grad, state) for every parameter, in group order."""
+    out, i = [], 0
+    for gi, g in enumerate(groups):
+        for p in g["params"]:
+            out.append((gi, g, p, grads[i], states[i]))
+            i += 1
+    return out
+
+
+def _start(groups, **starts):
+    """Give every group the per-group scalars it lacks: a number, or the value of the named key."""
+    for g in groups:
+        for name, v in starts.items():
+            if name not in g:
+                g[name] = g[v] if isinstance(v, str) else v
+
+
+def _f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def prodigy_groups(groups, grads, states):
+    """One Prodigy step (``prodigyopt.Prodigy``) over every group, in place.
+
+    State per parameter: ``s`` and ``p0`` (every ``slice_p``-th element),
+    ``exp_avg`` (with ``betas[0] > 0``), ``exp_avg_sq``.  Per group: ``d``,
+    ``d_max``, ``d_numerator``, ``k`` (shared: the first group's are read),
+    ``d_denom``, ``d_hat``.  See :class:`etakit.Prodigy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([1.0, -1.0]); st = [{}]
+    >>> groups = [{"params": [p], "lr": 1.0, "betas": (0.9, 0.999), "beta3": None, "eps": 1e-8,
+    ...            "weight_decay": 0.0, "decouple": True, "use_bias_correction": False,
+    ...            "safeguard_warmup": False, "d0": 1e-6, "d_coef": 1.0, "growth_rate": float("inf"),
+    ...            "slice_p": 1}]
+    >>> prodigy_groups(groups, [np.array([0.5, 0.5])], st)
+    >>> groups[0]["d"], groups[0]["k"], sorted(st[0])       # no distance travelled yet: d stays
+    (1e-06, 1, ['exp_avg', 'exp_avg_sq', 'p0', 's'])
+    """
+    _start(groups, d="d0", d_max="d0", d_numerator=0.0, k=0)
+    g0, last = groups[0], groups[-1]
+    beta1, beta2 = float(g0["betas"][0]), float(g0["betas"][1])
+    beta3 = math.sqrt(beta2) if g0["beta3"] is None else float(g0["beta3"])
+    lr = max(float(g["lr"]) for g in groups)
+    d, k = float(g0["d"]), g0["k"]
+    bc = math.sqrt(1.0 - beta2 ** (k + 1)) / (1.0 - beta1 ** (k + 1)) if g0["use_bias_correction"] else 1.0
+    dlr = d * lr * bc
+    decouple, mom = g0["decouple"], beta1 > 0.0
+    members = _members(groups, grads, states)
+
+    def gradient(g, p, grad):
+        wd = float(g["weight_decay"])
+        return grad + wd * p if wd != 0.0 and not decouple else grad
+
+    dots, l1s = [0.0] * len(groups), [0.0] * len(groups)
+    for gi, g, p, grad, st in members:
+        sp = int(g["slice_p"])
+        if "s" not in st:
+            st["s"] = np.zeros(-(-p.size // sp), dtype=p.dtype)
+            st["p0"] = p.ravel()[::sp].copy()
+            if mom:
+                st["exp_avg"] = np.zeros_like(p)
+            st["exp_avg_sq"] = np.zeros_like(p)
+        if float(g["lr"]) > 0.0:
+            gs = gradient(g, p.ravel()[::sp], grad.ravel()[::sp])
+            x = st["p0"] - p.ravel()[::sp]
+            dots[gi] += _strided_sum(_f64(gs) * _f64(x), p.size, sp)
+            s = st["s"]
+            s *= beta3
+            s += (d / float(g["d0"]) * (d if g["safeguard_warmup"] else dlr)) * gs
+            l1s[gi] += _strided_sum(np.abs(_f64(s)), p.size, sp)
+    num = den = 0.0
+    for g, dot, l1 in zip(groups, dots, l1s):
+        if float(g["lr"]) > 0.0:
+            num += d / float(g["d0"]) * dlr * dot
+            den += l1
+    d_numerator = float(g0["d_numerator"]) * beta3 + num
+    update, dn = den != 0.0, d
+    if update:
+        d_hat = float(g0["d_coef"]) * d_numerator / den
+        if dn == float(last["d0"]):
+            dn = max(dn, d_hat)
+        d_max = max(float(g0["d_max"]), d_hat)
+        dn = min(d_max, dn * float(g0["growth_rate"]))
+        for g in groups:
+            g.update(d=dn, d_max=d_max, d_numerator=d_numerator, k=g["k"] + 1, d_denom=den, d_hat=d_hat)
+    for gi, g, p, grad, st in members:
+        gr = gradient(g, p, grad)
+        v = st["exp_avg_sq"]
+        if float(g["lr"]) > 0.0:
+            if mom:
+                m = st["exp_avg"]
+                m *= beta1
+                m += (d * (1.0 - beta1)) * gr
+            v *= beta2
+            tmp = (d * d * (1.0 - beta2)) * gr
+            tmp *= gr
+            v += tmp
+        if update:
+            den_ = np.sqrt(v)
+            den_ += dn * float(g["eps"])
+            wd = float(g["weight_decay"])
+            if wd != 0.0 and decouple:
+                p += (-wd * dlr) * p
+            step = (-dlr) * st["exp_avg"] if mom else (-dlr * dn) * gr
+            step /= den_
+            p += step
+
+
+def dadapt_adam_groups(groups, grads, states):
+    """One DAdaptAdam step (``dadaptation.DAdaptAdam``) over every group, in place.
+
+    State per parameter: ``s``, ``exp_avg``, ``exp_avg_sq``.  Per group:
+    ``d``, ``numerator_weighted``, ``k`` (shared: the first group's are
+    read).  See :class:`etakit.DAdaptAdam`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([1.0, -1.0]); st = [{}]
+    >>> groups = [{"params": [p], "lr": 1.0, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+    ...            "decouple": False, "use_bias_correction": False, "d0": 1e-6, "growth_rate": float("inf"),
+    ...            "layer_scale": 1.0}]
+    >>> dadapt_adam_groups(groups, [np.array([0.5, 0.5])], st)
+    >>> groups[0]["d"], groups[0]["k"], sorted(st[0])
+    (1e-06, 1, ['exp_avg', 'exp_avg_sq', 's'])
+    """
+    _start(groups, d="d0", numerator_weighted=0.0, k=0)
+    g0 = groups[0]
+    beta1, beta2 = float(g0["betas"][0]), float(g0["betas"][1])
+    lr = max(float(g["lr"]) for g in groups)
+    d, k = float(g0["d"]), g0["k"]
+    bc = math.sqrt(1.0 - beta2 ** (k + 1)) / (1.0 - beta1 ** (k + 1)) if g0["use_bias_correction"] else 1.0
+    dlr = d * lr * bc
+    sb2 = math.sqrt(beta2)
+    decouple = g0["decouple"]
+    members = _members(groups, grads, states)
+    dots, l1s = [0.0] * len(groups), [0.0] * len(groups)
+    for gi, g, p, grad, st in members:
+        for name in ("s", "exp_avg", "exp_avg_sq"):
+            _zeros(st, name, p)
+        if float(g["lr"]) > 0.0:
+            wd, eps, r = float(g["weight_decay"]), float(g["eps"]), float(g["layer_scale"])
+            gr = grad + wd * p if wd != 0.0 and not decouple else grad
+            s, m, v = st["s"], st["exp_avg"], st["exp_avg_sq"]
+            den = np.sqrt(v)
+            den += eps
+            dots[gi] += blocked_lane_sum(_f64(gr) * _f64(s / den))
+            m *= beta1
+            m += (r * dlr * (1.0 - beta1)) * gr
+            v *= beta2
+            tmp = (1.0 - beta2) * gr
+            tmp *= gr
+            v += tmp
+            s *= sb2
+            s += (dlr * (1.0 - sb2)) * gr
+            l1s[gi] += blocked_lane_sum(np.abs(_f64(s)))
+    num = den = 0.0
+    for g, dot, l1 in zip(groups, dots, l1s):
+        if float(g["lr"]) > 0.0:
+            num += float(g["layer_scale"]) * dlr * dot
+            den += float(g["layer_scale"]) * l1
+    nw = sb2 * float(g0["numerator_weighted"]) + (1.0 - sb2) * num
+    if den == 0.0:
+        return                      # the reference returns: nothing but the moments and s changes
+    if lr > 0.0:
+        d = max(d, min(nw / ((1.0 - sb2) * den), d * float(g0["growth_rate"])))
+    for g in groups:
+        g.update(d=d, numerator_weighted=nw, k=g["k"] + 1)
+    for gi, g, p, grad, st in members:
+        wd, eps = float(g["weight_decay"]), float(g["eps"])
+        if wd != 0.0 and decouple:
+            p += (-wd * dlr) * p
+        den_ = np.sqrt(st["exp_avg_sq"])
+        den_ += eps
+        p -= st["exp_avg"] / den_
+
+
+def dadapt_sgd_groups(groups, grads, states):
+    """One DAdaptSGD step (``dadaptation.DAdaptSGD``) over every group, in place.
+
+    State per parameter: ``z``, ``s``, ``x0``.  Per group: ``d``,
+    ``numerator_weighted``, ``k``, ``g0_norm`` (shared: the first group's
+    are read).  See :class:`etakit.DAdaptSGD`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([3.0, -4.0]); st = [{}]
+    >>> groups = [{"params": [p], "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0, "d0": 1e-6,
+    ...            "growth_rate": float("inf")}]
+    >>> dadapt_sgd_groups(groups, [p.copy()], st)
+    >>> groups[0]["g0_norm"], p                 # the first step moves by d0 along -grad / |grad|
+    (5.0, array([ 2.9999994, -3.9999992]))
+    """
+    _start(groups, d="d0", numerator_weighted=0.0, k=0, g0_norm=0.0)
+    g0 = groups[0]
+    lr = max(float(g["lr"]) for g in groups)
+    d = float(g0["d"])
+    members = _members(groups, grads, states)
+    g0_norm = float(g0["g0_norm"])
+    if g0["k"] == 0:
+        gsq = [0.0] * len(groups)
+        for gi, g, p, grad, st in members:
+            if float(g["lr"]) > 0.0:
+                x = _f64(grad)
+                gsq[gi] += blocked_lane_sum(x * x)
+        total = 0.0
+        for g, s in zip(groups, gsq):
+            if float(g["lr"]) > 0.0:
+                total += s
+        g0_norm = math.sqrt(total)
+    if g0_norm == 0.0:
+        return                      # the reference divides by zero: nothing changes
+    dlr = d * lr / g0_norm
+    ck = 1.0 - float(g0["momentum"])
+    dots, sqs = [0.0] * len(groups), [0.0] * len(groups)
+    for gi, g, p, grad, st in members:
+        if "z" not in st:
+            st["z"], st["s"], st["x0"] = p.copy(), np.zeros_like(p), p.copy()
+        wd = float(g["weight_decay"])
+        gr = grad + wd * p if wd != 0.0 else grad
+        s = st["s"]
+        if float(g["lr"]) > 0.0:
+            dots[gi] += blocked_lane_sum(_f64(gr) * _f64(s))
+            s += dlr * gr
+            sqs[gi] += blocked_lane_sum(_f64(s) * _f64(s))
+        np.subtract(st["x0"], s, out=st["z"])
+        p *= 1.0 - ck
+        p += ck * st["z"]
+    num = den = 0.0
+    for g, dot, sq in zip(groups, dots, sqs):
+        if float(g["lr"]) > 0.0:
+            num += dot
+            den += sq
+    nw = float(g0["numerator_weighted"]) + dlr * num
+    if lr > 0.0 and den > 0.0:
+        d = max(d, min(2.0 * nw / math.sqrt(den), d * float(g0["growth_rate"])))
+    k = g0["k"]
+    for g in groups:                # the first group's count, in every group (as the reference)
+        g.update(d=d, numerator_weighted=nw, k=k + 1, g0_norm=g0_norm)
+
+
+def dadapt_adagrad_groups(groups, grads, states):
+    """One DAdaptAdaGrad step (``dadaptation.DAdaptAdaGrad``, dense gradients) over every group, in place.
+
+    State per parameter: ``alphak`` (starting at 1e-6), ``sk``, ``x0``.  Per
+    group: ``d``, ``gsq_weighted``, ``sksq_weighted``, ``skl1``, ``k``
+    (shared: the first group's are read).  The changes of ``sksq_weighted``
+    and ``skl1`` are summed element by element.  See :class:`etakit.DAdaptAdaGrad`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([3.0, -4.0]); st = [{}]
+    >>> groups = [{"params": [p], "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0, "eps": 1e-6, "d0": 1e-6,
+    ...            "growth_rate": float("inf")}]
+    >>> dadapt_adagrad_groups(groups, [p.copy()], st)
+    >>> groups[0]["skl1"], st[0]["alphak"]
+    (7e-06, array([ 9.000001, 16.000001]))
+    """
+    _start(groups, d="d0", gsq_weighted=0.0, sksq_weighted=0.0, skl1=0.0, k=0)
+    g0 = groups[0]
+    lr, d = float(g0["lr"]), float(g0["d"])
+    dlr = d * lr
+    members = _members(groups, grads, states)
+    dsq, dl1, gsq = [0.0] * len(groups), [0.0] * len(groups), [0.0] * len(groups)
+    for gi, g, p, grad, st in members:
+        if "alphak" not in st:
+            st["alphak"], st["sk"], st["x0"] = np.full_like(p, 1e-6), np.zeros_like(p), p.copy()
+        wd, eps = float(g["weight_decay"]), float(g["eps"])
+        gr = grad + wd * p if wd != 0.0 else grad
+        a, sk = st["alphak"], st["sk"]
+        old = sk.copy()
+        q_old = (sk * sk) / (np.sqrt(a) + eps)
+        a += gr * gr
+        den = np.sqrt(a) + eps
+        sk += dlr * gr
+        dsq[gi] += blocked_lane_sum(_f64((sk * sk) / den) - _f64(q_old))
+        dl1[gi] += blocked_lane_sum(np.abs(_f64(sk)) - np.abs(_f64(old)))
+        gsq[gi] += blocked_lane_sum(_f64((gr * gr) / den))
+    csq = cl1 = cg = 0.0
+    for a_, b_, c_ in zip(dsq, dl1, gsq):
+        csq += a_
+        cl1 += b_
+        cg += c_
+    sksq = float(g0["sksq_weighted"]) + csq
+    skl1 = float(g0["skl1"]) + cl1
+    if skl1 == 0.0:
+        return                      # the reference returns: nothing but alphak and sk changes
+    gsqw = float(g0["gsq_weighted"]) + dlr * dlr * cg
+    if lr > 0.0:
+        d = max(d, min((sksq - gsqw) / skl1, d * float(g0["growth_rate"])))
+    for g in groups:
+        g.update(d=d, gsq_weighted=gsqw, sksq_weighted=sksq, skl1=skl1, k=g["k"] + 1)
+    ck = 1.0 - float(g0["momentum"])
+    for gi, g, p, grad, st in members:
+        z = st["x0"] - st["sk"] / (np.sqrt(st["alphak"]) + float(g["eps"]))
+        if float(g0["momentum"]) != 0.0:
+            p *= 1.0 - ck
+            p += ck * z
+        else:
+            p[...] = z

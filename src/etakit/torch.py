@@ -168,6 +168,16 @@ class _DropIn(torch.optim.Optimizer):
                         st[name] = t.contiguous()
                 for name in self._numpy._ignored_state:
                     st.pop(name, None)
+            if spec.constant_state:     # one 0-d value standing for a whole buffer: the buffer
+                for g in self.param_groups:
+                    for p in g["params"]:
+                        st = self.state.get(p, {})
+                        for name in spec.constant_state:
+                            v = st.get(name)
+                            if isinstance(v, torch.Tensor) and v.dim() == 0:
+                                j = spec.slot_names.index(name)
+                                st[name] = torch.full(spec.slot_shape(j, tuple(p.shape), _floats(g)), float(v),
+                                                      dtype=p.dtype)
             self._k = int(step_count)
             self._stepper.plan = None
             self._stepper.key = None
@@ -185,7 +195,7 @@ class _DropIn(torch.optim.Optimizer):
         if len(sd["param_groups"]) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(sd['param_groups'])} parameter groups, this optimizer "
                              f"has {len(self.param_groups)}")
-        params, packed = [], {}
+        params, packed, loaded_groups, packed_groups = [], {}, [], []
         for gi, (g, mine) in enumerate(zip(sd["param_groups"], self.param_groups)):
             where = f"loaded param_groups[{gi}]"
             if not isinstance(g, dict) or not isinstance(g.get("params"), (list, tuple)):
@@ -198,19 +208,23 @@ class _DropIn(torch.optim.Optimizer):
                 raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
                                  f"{list(spec.kernel_keys)} (was it saved by another optimizer?)")
             kept = {k: mine[k] for k in self._numpy._group_optional if k in mine and k not in g}
-            b = spec.pack(_floats({**kept, **g}), where, int(step_count))
+            full = _floats({**kept, **g})
+            b = spec.pack(full, where, int(step_count))
+            loaded_groups.append(full)
+            packed_groups.append(b)
             if self._numpy._torch_step == "group" and "step" in g:
                 v = g["step"]
                 if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < 2**62:
                     raise ValueError(f"{where}['step'] must be an integer >= 0 and < 2**62, got {v!r}")
             for key in g["params"]:
                 packed[key] = b
-            params += list(zip(g["params"], mine["params"]))
+            params += [(key, (p, full)) for key, p in zip(g["params"], mine["params"])]
+        spec.check_groups(loaded_groups, packed_groups, "loaded ", int(step_count))
         index = dict(params)
         for key, entry in sd["state"].items():
             if key not in index or not isinstance(entry, dict):
                 raise ValueError(f"loaded state has an entry {key!r} that is not a parameter index of the groups")
-            p = index[key]
+            p, group = index[key]
             for name, v in entry.items():
                 if name == "step":
                     if not (isinstance(v, torch.Tensor) and v.numel() == 1) and \
@@ -231,9 +245,10 @@ class _DropIn(torch.optim.Optimizer):
                 if not spec.slot_applies(j, tuple(p.shape)):
                     raise StateError(f"loaded state[{key}][{name!r}] is not state of a parameter of shape "
                                      f"{tuple(p.shape)} for {type(self).__name__}")
-                shape = spec.slot_shape(j, tuple(p.shape))
-                if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape or not v.is_floating_point() \
-                        or v.device.type != "cpu" or v.layout != torch.strided:
+                shape = spec.slot_shape(j, tuple(p.shape), group)
+                constant = name in spec.constant_state and isinstance(v, torch.Tensor) and v.dim() == 0
+                if not isinstance(v, torch.Tensor) or (tuple(v.shape) != shape and not constant) or \
+                        not v.is_floating_point() or v.device.type != "cpu" or v.layout != torch.strided:
                     got = (f"{v.dtype} {tuple(v.shape)} on {v.device}" if isinstance(v, torch.Tensor)
                            else type(v).__name__)
                     raise StateError(f"loaded state[{key}][{name!r}] is {got}; expected a floating-point CPU "
@@ -277,12 +292,12 @@ class _DropIn(torch.optim.Optimizer):
             hp = tuple(self._get_hp(_floats(g)) for g in groups)
             needs = st.needs
             st.configure([_floats(g) for g in groups], self._k)
-            st.key = hp
             if st.plan is not None:
                 if st.needs != needs:
                     st.plan = None       # an option that needs new state (amsgrad, momentum...)
                 else:
-                    st.bind()
+                    st.bind()            # refused if it would resize state (Prodigy's slice_p)
+            st.key = hp
         k = self._k
         ran = False
         if st.plan is not None and st.spec.host is None:
@@ -389,12 +404,15 @@ class _DropIn(torch.optim.Optimizer):
 
     def _new_state(self, j, p, group):
         spec = self._stepper.spec
-        fill = spec.slot_fill(j, _floats(group), self._k)
+        group = _floats(group)
+        fill = spec.slot_fill(j, group, self._k)
+        if spec.slots[j]["shape"] == "strided" and fill is None:
+            return p.detach().flatten()[::spec.stride(j, group)].clone()
         if fill is None:
             return p.detach().clone(memory_format=torch.contiguous_format)
         if spec.slots[j]["shape"] == "scalar":
             return torch.tensor(fill, dtype=torch.float64)
-        return torch.full(spec.slot_shape(j, tuple(p.shape)), fill, dtype=p.dtype)
+        return torch.full(spec.slot_shape(j, tuple(p.shape), group), fill, dtype=p.dtype)
 
     def _build_plan(self, params, gis, fresh, final=True):
         st = self._stepper
@@ -460,7 +478,9 @@ def _drop_in(np_cls):
         defaults = dict(bound.arguments)
         defaults.pop("self")
         params_ = defaults.pop("params")
-        _DropIn.__init__(self, params_, {**defaults, **np_cls._implied})
+        defaults = {**defaults, **np_cls._implied}
+        defaults.update(RuleSpec.of(np_cls).group_state_start(defaults, list(np_cls._group_state)))
+        _DropIn.__init__(self, params_, defaults)
 
     __init__.__signature__ = new_sig
     shape = "2, 3" if RuleSpec.of(np_cls).matrix_only else "3"
