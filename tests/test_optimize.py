@@ -90,3 +90,24 @@ def test_bad_arguments(kw, exc, match):
 def test_scipy_method_refuses_bounds():
     with pytest.raises(ValueError, match="bounds"):
         scipy_optimize.minimize(rosen, [0.0, 0.0], method=etakit.scipy_method, bounds=[(0, 1), (0, 1)])
+
+
+@pytest.mark.parametrize("method", ["dog", "prodigy", "dadaptadam", "dadaptsgd"])
+def test_learning_rate_free_methods_need_no_lr(method):
+    # lr=None leaves the optimizer's own default (a multiplier of 1 for these), not Adam's 1e-3
+    fun, args = logistic_problem()
+    ref = scipy_optimize.minimize(fun, np.zeros(5), args=args, jac=True, method="L-BFGS-B", tol=1e-12)
+    res = etakit.minimize(fun, np.zeros(5), args=args, jac=True, method=method, maxiter=3000)
+    assert res.fun - ref.fun < 1e-4 * ref.fun
+
+
+def test_schedule_free_returns_the_averaged_point():
+    fun, args = logistic_problem()
+    seen = []
+    res = etakit.minimize(fun, np.zeros(5), args=args, jac=True, method="schedulefreesgd", lr=0.5, maxiter=300,
+                          callback=lambda xk: seen.append(xk))
+    assert res.status == 1 and res.nit == 300
+    # the last iterate seen is y, where the gradients are taken; the answer is x, the average, a step further
+    assert not np.array_equal(res.x, seen[-1])
+    assert res.fun == pytest.approx(fun(res.x, *args)[0], rel=0, abs=0)
+    assert res.nfev == 302     # one more evaluation, at the average

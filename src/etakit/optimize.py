@@ -87,7 +87,7 @@ def _central_differences(f, x):
     return g
 
 
-def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, gtol=1e-6, callback=None,
+def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, gtol=1e-6, callback=None,
              **optimizer_kwargs):
     """Minimise ``fun(x, *args)`` with an etakit optimizer; SciPy's result conventions.
 
@@ -106,9 +106,16 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
         ``None`` or ``"2-point"``: forward differences (as ``scipy.optimize.approx_fprime``),
         n + 1 evaluations per iteration.  ``"3-point"``: central differences, 2n + 1
         evaluations, more accurate.  (SciPy's ``"cs"``, complex step, is not supported.)
-    method : {"adam", "adamw", "sgd", "rmsprop", "adagrad"}
-    lr : float or schedule
-        Learning rate, or an ``etakit.schedules`` schedule / callable of the iteration.
+    method : str
+        An optimizer's name, in lower case (``etakit.OPTIMIZERS``: "adam",
+        "sgd", "rmsprop", "prodigy", "dog", "schedulefreeadamw", ...; the
+        matrix-only "muon" is not offered).
+    lr : float, schedule or None
+        Learning rate, or an ``etakit.schedules`` schedule / callable of the
+        iteration.  None: the optimizer's own default (1e-3 for Adam, 1 for the
+        learning-rate-free methods, where it is a multiplier of the step size
+        they find).  The schedule-free methods return their averaged point
+        (``x`` after ``eval()``), the point they are meant to be evaluated at.
     maxiter : int
         Iterations (optimizer steps) at most.
     gtol : float
@@ -189,7 +196,9 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
             return f, _central_differences(value, xk.copy())
         return f, _forward_differences(value, xk.copy(), f)    # None, False or "2-point"
 
-    opt = _METHODS[name]([x], lr=lr, **optimizer_kwargs)
+    if lr is not None:
+        optimizer_kwargs["lr"] = lr
+    opt = _METHODS[name]([x], **optimizer_kwargs)
     if hasattr(opt, "train"):
         opt.train()     # schedule-free: steps in train mode (x holds the point the gradient is taken at)
     new_style = callback is not None and _new_style(callback)
@@ -223,6 +232,11 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=1e-3, maxiter=1000, g
                 break
     if status == 2 and nit == 0:
         best = (x.copy(), f, g)    # not even the start is finite: report it as it is
+    elif status != 2 and hasattr(opt, "eval") and nit:
+        opt.eval()                 # schedule-free: the averaged point is the answer
+        fa, ga = evaluate(x)
+        if math.isfinite(fa) and np.all(np.isfinite(ga)):
+            best = (x.copy(), fa, ga)
     x_out, f_out, g_out = best
     return _optimize_result(x=x_out, fun=f_out, jac=g_out, nit=nit, nfev=nfev, njev=njev, success=status == 0,
                             status=status, message=message)
