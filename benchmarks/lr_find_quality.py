@@ -20,8 +20,12 @@ The rules: ``default`` (lr_find's suggestion), and the classic rules read off
 the same sweep as fastai reads them (its bias-corrected moving average of the
 loss): ``valley``, ``steepest`` (steepest descent point), ``minimum/10``.
 
-Run: python benchmarks/lr_find_quality.py [--markdown] [--seeds 3] [--jobs 2]
-(needs scikit-learn; about 5 minutes on 2 cores)
+The summary gives, per rule and schedule (and both together), the mean and
+the max over problems of the seed-averaged regret, and the divergences out
+of all runs.
+
+Run: python benchmarks/lr_find_quality.py [--markdown] [--seeds 3] [--quick] [--jobs 2]
+(needs scikit-learn; about 3 minutes on 2 cores, one with --quick)
 """
 import argparse
 import json
@@ -173,6 +177,7 @@ def problems():
     SGD, mom = etakit.SGD, dict(momentum=0.9)
     return [
         Quadratic("quadratic L=10 cond=10, SGD", geometric(10, 10), SGD, {}),
+        Quadratic("quadratic L=100 cond=100, SGD, noise 0.1", geometric(100, 100), SGD, {}, noise=0.1),
         Quadratic("quadratic L=1e3 cond=1e3, SGD", geometric(1e3, 1e3), SGD, {}),
         Quadratic("quadratic L=1e4 cond=1e4, SGD, noise 1", geometric(1e4, 1e4), SGD, {}, noise=1.0),
         Quadratic("quadratic eig linspace(1,100,100), SGD", np.linspace(1, 100, 100), SGD, {}),
@@ -180,6 +185,7 @@ def problems():
         Quadratic("quadratic L=100 cond=100, SGD momentum 0.9", geometric(100, 100), SGD, mom),
         Quadratic("quadratic L=1e4 cond=100, SGD momentum 0.9, noise 1", geometric(1e4, 100), SGD, mom, noise=1.0),
         Quadratic("quadratic L=100 cond=100, Adam, noise 1", geometric(100, 100), etakit.Adam, {}, noise=1.0),
+        Quadratic("quadratic L=1e4 cond=1e4, Adam", geometric(1e4, 1e4), etakit.Adam, {}),
         Quadratic("quadratic L=1e3 cond=1e3, RMSprop", geometric(1e3, 1e3), etakit.RMSprop, {}),
         Quadratic("quadratic L=10 cond=1e3, Adagrad, noise 0.1, loss - 100", geometric(10, 1e3), etakit.Adagrad, {},
                   noise=0.1, shift=-100.0),
@@ -255,8 +261,9 @@ def summarise(results, n_problems):
     per = {}
     for r in results:
         per.setdefault(r["problem"], []).append(r)
-    rows, allreg = [], {rule: [] for rule in RULES}
-    divs = {rule: 0 for rule in RULES}
+    rows = []
+    allreg = {(rule, sched): [] for rule in RULES for sched in SCHEDULES}
+    divs = {(rule, sched): 0 for rule in RULES for sched in SCHEDULES}
     for i in range(n_problems):
         rs = per.get(i, [])
         if not rs:
@@ -268,16 +275,24 @@ def summarise(results, n_problems):
                 reg = [r["runs"][sched][rule]["regret"] for r in rs]
                 d = sum(r["runs"][sched][rule]["diverged"] for r in rs)
                 row[sched][rule] = (float(np.mean(reg)), d)
-                allreg[rule].append(float(np.mean(reg)))
-                divs[rule] += d
+                allreg[rule, sched].append(float(np.mean(reg)))
+                divs[rule, sched] += d
         row["lr"] = {rule: float(np.exp(np.mean([np.log(r["lrs"][rule]) for r in rs
                                                  if r["lrs"][rule] > 0 and math.isfinite(r["lrs"][rule])] or [np.nan])))
                      for rule in RULES}
         row["extra"] = float(np.mean([r["cost"]["extra"] for r in rs]))
         row["sweep"] = float(np.mean([r["cost"]["sweep"] for r in rs]))
         rows.append(row)
-    summary = {rule: {"mean": float(np.mean(allreg[rule])), "max": float(np.max(allreg[rule])),
-                      "divergences": divs[rule], "runs": 2 * sum(row["n"] for row in rows)} for rule in RULES}
+    runs = sum(row["n"] for row in rows)
+    summary = {}
+    for rule in RULES:
+        for sched in SCHEDULES:
+            summary[rule, sched] = {"mean": float(np.mean(allreg[rule, sched])),
+                                    "max": float(np.max(allreg[rule, sched])),
+                                    "divergences": divs[rule, sched], "runs": runs}
+        both = allreg[rule, SCHEDULES[0]] + allreg[rule, SCHEDULES[1]]
+        summary[rule, "both"] = {"mean": float(np.mean(both)), "max": float(np.max(both)),
+                                 "divergences": sum(divs[rule, sc] for sc in SCHEDULES), "runs": 2 * runs}
     return rows, summary
 
 
@@ -295,11 +310,13 @@ def report(rows, summary, names, markdown=True):
         cells += [f"{c[r][1] + w[r][1]}" for r in RULES[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("| rule | mean regret | max regret | divergences |")
-    lines.append("|---|---|---|---|")
+    lines.append("| rule | schedule | mean regret | max regret | divergences |")
+    lines.append("|---|---|---|---|---|")
     for r in RULES:
-        s = summary[r]
-        lines.append(f"| {RULE_NAMES[r]} | {s['mean']:.4f} | {s['max']:.3f} | {s['divergences']} of {s['runs']} |")
+        for sched in (*SCHEDULES, "both"):
+            s = summary[r, sched]
+            lines.append(f"| {RULE_NAMES[r]} | {sched} | {s['mean']:.4f} | {s['max']:.3f} | "
+                         f"{s['divergences']} of {s['runs']} |")
     return "\n".join(lines) if markdown else "\n".join(lines).replace("|", " ")
 
 
@@ -307,11 +324,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--markdown", action="store_true", help="print Markdown tables only")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per problem (default 3)")
+    ap.add_argument("--quick", action="store_true", help="one seed per problem (about a third of the time)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--problems", default="", help="only problems whose name contains this text")
     ap.add_argument("--cache", default=None, help="JSON file keeping the grid's losses between runs")
     ap.add_argument("--json", default=None, help="write every result to this JSON file")
+    ap.add_argument("--lr-find-kwargs", default="{}", help="extra keyword arguments of lr_find, as JSON")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds = 1
     t0 = time.perf_counter()
     ps = problems()
     names = [p.name for p in ps]
@@ -323,7 +344,7 @@ def main(argv=None):
     tasks = []
     for i in chosen:
         mine = [(k, v) for k, v in cache.items() if k.startswith(names[i] + "|")]
-        tasks += [(i, seed, mine, json.loads(os.environ.get("LRF_KW", "{}"))) for seed in range(args.seeds)]
+        tasks += [(i, seed, mine, json.loads(args.lr_find_kwargs)) for seed in range(args.seeds)]
     # the slow problems first, so the two workers finish together
     tasks.sort(key=lambda t: -ps[t[0]].steps * (10 if isinstance(ps[t[0]], Supervised) else 1))
     if args.jobs > 1:

@@ -26,6 +26,7 @@ from .optim import AdamW, Optimizer
 __all__ = ["lr_find", "LRFindResult", "LRFindWarning"]
 
 _MEDIAN_WINDOW = 5   # the sweep's causal smoothing: a running median of 5 before the moving average
+_WARM = 10           # the sweep checks for divergence from this step on (fewer for short sweeps)
 _LEVEL = 0.2         # the candidate: where the curve has made all but this fraction of its drop
 _MARGIN = 1.5        # a confirmation run tests this multiple of the learning rate it would suggest
 _STEP = 2.0          # the factor between the candidates of successive confirmation runs
@@ -115,6 +116,10 @@ def _read_curve(lrs, losses, stop_reason):
     late = y[-max(3, nf // 3):]
     risen = float(np.median(late)) > l0 + tol or stop_reason in ("diverged", "non-finite")
     out.update(kind="rising" if risen else "flat", i_min=i_min)
+    if risen and l0 != 0.0:
+        # a curve that only rose says little about the noise (its spread is the rise itself): at most
+        # a tenth of the start level, so that the runs from start_lr down can pass
+        out["sigma"] = min(sigma, 0.1 * abs(l0))
     return out
 
 
@@ -457,8 +462,10 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
         stops on, in [0, 1).
     diverge : float
         Stop once the smoothed loss exceeds ``diverge`` times its best (> 1;
-        for a loss that can be negative: the best plus ``diverge - 1`` times
-        its magnitude).
+        precisely: the best plus ``diverge - 1`` times the larger of its
+        magnitude and the drop from the start, so that a loss that can be
+        negative, or noise about a level near 0, is read alike).  Checked
+        from step ``min(10, max(5, num_steps // 10))`` on.
     restore : bool
         Put the parameters back exactly as they were (also on an exception).
         With False they keep the values the sweep left (the confirmation runs
@@ -489,8 +496,9 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
 
     1. **The sweep** records the loss before each step; it stops (a causal
        rule: it cannot see the future) once a running median of 5 followed
-       by a bias-corrected moving average passes ``diverge`` x its best, or
-       a loss is not finite.
+       by a bias-corrected moving average passes ``diverge`` x its best (see
+       ``diverge``), or a loss is not finite.  The best counts from step 10
+       on: a noisy loss must not set it from one or two lucky losses.
     2. **The curve**, read after the sweep, is smoothed without lag: a
        centred running median of 5 (against spikes), then a centred mean
        over ±4% of the sweep.  (The moving average lags the loss by tens of
@@ -526,16 +534,18 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
        the run would fail.
     5. **Upward.**  When the first run passed (on a decreasing curve), the
        candidate is doubled while the run at 1.5 times the doubled candidate
-       passes, ends measurably lower than the best run so far (by more than
-       0.1% of the sweep's drop) and not clearly higher (one standard error
-       of the two levels).  The 80% point is cautious on purpose (it is read
-       before the floor, where noise cannot move it much); this recovers the
-       factor it leaves, e.g. SGD with momentum, whose best rate sits near
-       its limit 2(1 + mu)/L.
+       passes and ends lower than the best run so far, by more than 0.1% of
+       the sweep's drop (its late level: the mean of its last third).  The
+       80% point is cautious on purpose (it is read before the floor, where
+       noise cannot move it much); this recovers the factor it leaves, e.g.
+       for SGD with momentum, which a sweep reads low.  Where noise decides
+       between two runs, the search stops half the time, so it rarely climbs
+       more than a doubling or two on noise alone, and every step up is
+       itself a passed run at 1.5 times the rate.
     6. **Cost.**  ``extra_steps`` counts the confirmation runs' steps: up to
        ``confirm_steps`` per run, 10 runs at most; a failing run stops as
        soon as its loss explodes or stops being finite.  On the benchmark
-       suite it averages about 105 steps on top of a sweep of about 90.
+       suite it averages about 95 steps on top of a sweep of about 90.
     7. **Groups** keep their ratios: the runs train every group at its
        multiple of the tested rate, so each group's suggestion passed with
        the others.
@@ -604,6 +614,7 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
             bar = None
     lrs, losses, smoothed = [], [], []
     stop, avg, best = "completed", 0.0, math.inf
+    warm, ref = min(_WARM, max(_MEDIAN_WINDOW, n // 10)), math.nan
     runs, notes = [], []
     suggestion = math.nan
     after_sweep = None
@@ -623,11 +634,16 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
                 avg = smooth * avg + (1.0 - smooth) * float(np.median(window))
                 s = avg / (1.0 - smooth ** (t + 1))
                 smoothed.append(s)
-                # diverge x best for positive losses; the same margin above |best| otherwise
-                if t > 0 and s > best + (diverge - 1.0) * abs(best):
-                    stop = "diverged"
-                    break
-                best = min(best, s)
+                # diverge x best for positive losses; the same margin above |best| otherwise, and at
+                # least diverge - 1 times the drop from the start (noise about a level near 0 must not
+                # count); only after a few steps, when the best no longer rests on one or two losses
+                if t == warm - 1:
+                    ref = float(np.median(losses))
+                if t >= warm:
+                    if s > best + (diverge - 1.0) * max(abs(best), ref - best):
+                        stop = "diverged"
+                        break
+                    best = min(best, s)
                 opt.step(grads)
                 if bar is not None:
                     bar.update(1)
@@ -685,8 +701,8 @@ def _confirm(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwargs, 
     Each run trains at ``_MARGIN`` times a candidate.  Down: while a run
     fails, the candidate is halved.  Up (once the first run passed, on a
     decreasing curve): the candidate is doubled while the run at its margin
-    passes and ends no clearly higher than the best run so far (one standard
-    error of the two levels), and the levels still differ measurably.
+    passes and ends lower than the best run so far, by more than
+    ``_NEGLIGIBLE`` of the sweep's drop (late levels: see ``_late``).
     """
     limits = (curve["l0"], curve["sigma"], curve["n0"], curve["drop"])
 
@@ -706,10 +722,8 @@ def _confirm(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwargs, 
             ok, new = run(candidate * _STEP)
             if not ok:
                 break
-            if abs(new[0] - best[0]) <= _NEGLIGIBLE * curve["drop"]:
-                break      # no measurable difference: nothing left to gain within a run
-            if new[0] > best[0] + math.hypot(best[1], new[1]):
-                break      # clearly worse: the noise floor of the higher rate shows
+            if new[0] >= best[0] - _NEGLIGIBLE * curve["drop"]:
+                break      # not lower, or by a negligible amount: stay
             candidate *= _STEP
             best = min(best, new)
         return candidate
