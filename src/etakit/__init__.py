@@ -16,13 +16,13 @@ from .errors import GradientError, GradientTypeError, HyperparameterError, State
 from .optim import OPTIMIZERS, Optimizer
 from .optim import *  # noqa: F401,F403  (every optimizer class, by name)
 from .checkpoint import load, save
-from .lr_finder import LRFindResult, lr_find
+from .lr_finder import LRFindResult, LRFindWarning, lr_find
 from .optimize import minimize, scipy_method
 from .plateau import ReduceLROnPlateau
 
 __version__ = "0.2.0"
-__all__ = [*OPTIMIZERS, "Optimizer", "OPTIMIZERS", "ReduceLROnPlateau", "lr_find", "LRFindResult", "minimize",
-           "scipy_method", "reference", "schedules", "save", "load", "GradientError", "GradientTypeError",
+__all__ = [*OPTIMIZERS, "Optimizer", "OPTIMIZERS", "ReduceLROnPlateau", "lr_find", "LRFindResult", "LRFindWarning",
+           "minimize", "scipy_method", "reference", "schedules", "save", "load", "GradientError", "GradientTypeError",
            "HyperparameterError", "StateError", "get_include", "get_num_threads", "set_num_threads",
            "set_flush_denormal", "simd_variant", "__version__"]
 

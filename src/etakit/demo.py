@@ -128,7 +128,8 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
     found = etakit.lr_find(minibatch_loss_and_grad, net.params, optimizer=etakit.AdamW, start_lr=1e-5,
                            end_lr=10.0, num_steps=60 if quick else 100, progress=progress, weight_decay=1e-4)
     lr = found.suggestion
-    log(f"lr_find: suggested learning rate {lr:.3g} ({found.stop_reason} after {len(found.lrs)} steps; "
+    log(f"lr_find: suggested learning rate {lr:.3g} ({found.stop_reason} after {len(found.lrs)} steps, "
+        f"+ {found.extra_steps} confirming it; "
         + ", ".join(f"{k} {v:.3g}" for k, v in found.suggestions.items()) + ")")
     found.plot(path=os.path.join(out, "lr_find.png"))
 
