@@ -199,3 +199,28 @@ def test_gradient_layouts():
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(ValueError, match="sparse"):
         opt.step()
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_an_empty_parameter_with_a_gradient_changes_nothing_else(kind):
+    # an empty tensor's data_ptr is 0 (its numpy view's is not): the step must still run, and run
+    # exactly as without the empty parameter
+    hp = CASES[kind][0]
+    runs = []
+    for with_empty in (False, True):
+        model = make_model(torch.float64, bias=not matrix_only(kind))
+        params = list(model.parameters())
+        empty = torch.nn.Parameter(torch.zeros(0, 16, dtype=torch.float64))
+        opt = ready(getattr(et, kind)([empty] + params if with_empty else params, **hp))
+        g = torch.Generator().manual_seed(1)
+        for _ in range(6):
+            x = torch.randn(32, 6, generator=g, dtype=torch.float64)
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            empty.grad = torch.zeros_like(empty)
+            opt.step()
+        runs.append([p.detach().clone() for p in model.parameters()])
+    start = make_model(torch.float64, bias=not matrix_only(kind))
+    assert any(not torch.equal(a, b) for a, b in zip(runs[1], start.parameters()))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

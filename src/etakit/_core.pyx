@@ -882,7 +882,8 @@ cdef class Plan:
             return False
         for i in range(n):
             p = params[i]
-            if <uintptr_t>p.data_ptr() != <uintptr_t>self.t[i].param:
+            # (an empty tensor's data_ptr is 0, its numpy view's is not: nothing to compare)
+            if self.t[i].n and <uintptr_t>p.data_ptr() != <uintptr_t>self.t[i].param:
                 return False
             if p.dtype is not self.torch_dtypes[i] or <size_t>p.numel() != self.t[i].n or \
                     (self.matrix and tuple(p.shape)[max(p.dim() - 2, 0):] != self.torch_shapes[i]):

@@ -320,7 +320,9 @@ class _DropIn(torch.optim.Optimizer):
                 self._prepare(params, grads, gis)
             self._before_run(groups, k)
             if st.spec.host is None:
-                st.plan.run_torch(params, grads, k)
+                if not st.plan.run_torch(params, grads, k):     # never silently a step that did nothing
+                    raise RuntimeError("etakit.torch: the plan built for this step does not fit its parameters "
+                                       "(please report this as a bug)")
             elif not self._run_split(params, grads, k):   # a parameter's memory was replaced
                 self._prepare(params, grads, gis)
                 self._before_run(groups, k)
