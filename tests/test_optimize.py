@@ -111,3 +111,15 @@ def test_schedule_free_returns_the_averaged_point():
     assert not np.array_equal(res.x, seen[-1])
     assert res.fun == pytest.approx(fun(res.x, *args)[0], rel=0, abs=0)
     assert res.nfev == 302     # one more evaluation, at the average
+
+
+@pytest.mark.parametrize("method,lr", [("schedulefreesgd", 0.01), ("schedulefreeadamw", 0.05)])
+def test_schedule_free_success_means_gtol_holds_at_the_returned_point(method, lr):
+    A = np.diag([1.0, 10.0, 100.0])
+    for gtol in (1e-3, 1e-6):
+        res = etakit.minimize(lambda x: 0.5 * x @ A @ x, np.ones(3), jac=lambda x: A @ x, method=method, lr=lr,
+                              maxiter=5000, gtol=gtol)
+        np.testing.assert_array_equal(res.jac, A @ res.x)
+        assert res.success == (np.abs(res.jac).max() <= gtol)
+        if gtol == 1e-3:
+            assert res.success

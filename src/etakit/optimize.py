@@ -112,10 +112,12 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, g
         matrix-only "muon" is not offered).
     lr : float, schedule or None
         Learning rate, or an ``etakit.schedules`` schedule / callable of the
-        iteration.  None: the optimizer's own default (1e-3 for Adam, 1 for the
-        learning-rate-free methods, where it is a multiplier of the step size
-        they find).  The schedule-free methods return their averaged point
-        (``x`` after ``eval()``), the point they are meant to be evaluated at.
+        iteration.  None: the optimizer's own default (1e-3 for Adam; 1 for
+        Prodigy, D-Adaptation and DoG, a multiplier of the step size they
+        find; 0.0025 for ScheduleFreeAdamW and ScheduleFreeRAdam, 1 for
+        ScheduleFreeSGD, which do need a learning rate).  The schedule-free
+        methods return their averaged point (``x`` after ``eval()``), the
+        point they are meant to be evaluated at, and ``gtol`` is tested there.
     maxiter : int
         Iterations (optimizer steps) at most.
     gtol : float
@@ -199,7 +201,8 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, g
     if lr is not None:
         optimizer_kwargs["lr"] = lr
     opt = _METHODS[name]([x], **optimizer_kwargs)
-    if hasattr(opt, "train"):
+    averages = hasattr(opt, "eval")   # schedule-free: x (eval mode) is the average of the points y it steps at
+    if averages:
         opt.train()     # schedule-free: steps in train mode (x holds the point the gradient is taken at)
     new_style = callback is not None and _new_style(callback)
     status, message = 1, "Maximum number of iterations has been exceeded."
@@ -212,8 +215,19 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, g
             break
         best = (x.copy(), f, g)
         if np.max(np.abs(g), initial=0.0) <= gtol:
-            status, message = 0, "Optimization terminated successfully."
-            break
+            if averages:
+                # schedule-free: the answer is the average x, not the point y the gradient was taken
+                # at; converged only if x passes too (otherwise back to y, and on)
+                opt.eval()
+                fa, ga = evaluate(x)
+                if math.isfinite(fa) and np.all(np.isfinite(ga)) and np.max(np.abs(ga), initial=0.0) <= gtol:
+                    best = (x.copy(), fa, ga)
+                    status, message = 0, "Optimization terminated successfully."
+                    break
+                opt.train()
+            else:
+                status, message = 0, "Optimization terminated successfully."
+                break
         if nit >= maxiter:
             break
         opt.step([g])
@@ -232,11 +246,13 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, g
                 break
     if status == 2 and nit == 0:
         best = (x.copy(), f, g)    # not even the start is finite: report it as it is
-    elif status != 2 and hasattr(opt, "eval") and nit:
+    elif status != 2 and status != 0 and averages and nit:
         opt.eval()                 # schedule-free: the averaged point is the answer
         fa, ga = evaluate(x)
         if math.isfinite(fa) and np.all(np.isfinite(ga)):
             best = (x.copy(), fa, ga)
+            if status == 1 and np.max(np.abs(ga), initial=0.0) <= gtol:
+                status, message = 0, "Optimization terminated successfully."
     x_out, f_out, g_out = best
     return _optimize_result(x=x_out, fun=f_out, jac=g_out, nit=nit, nfev=nfev, njev=njev, success=status == 0,
                             status=status, message=message)
