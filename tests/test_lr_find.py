@@ -74,12 +74,12 @@ def test_restore_false_keeps_the_trained_parameters():
 
 @pytest.mark.parametrize("mode", ["exp", "linear"])
 def test_sweep_modes(mode):
-    import contextlib
-    coarse = (pytest.warns(etakit.LRFindWarning, match="coarse") if mode == "linear"   # 11 linear steps
-              else contextlib.nullcontext())
-    with coarse:
+    # a linear loss falls all the way to end_lr; 11 linear steps are coarse
+    with pytest.warns(etakit.LRFindWarning, match="still falling|coarse") as caught:
         res = etakit.lr_find(lambda ps: (float(ps[0].sum()), [np.ones(3)]), [np.zeros(3)], optimizer=etakit.SGD,
                              start_lr=1e-3, end_lr=1.0, num_steps=11, mode=mode, progress=False)
+    assert any("still falling" in str(w.message) for w in caught)
+    assert any("coarse" in str(w.message) for w in caught) == (mode == "linear")
     assert res.stop_reason == "completed" and len(res.lrs) == 11   # a linear loss never diverges
     assert res.lrs[0] == pytest.approx(1e-3) and res.lrs[-1] == pytest.approx(1.0)
     if mode == "exp":
@@ -90,9 +90,10 @@ def test_sweep_modes(mode):
 
 def test_groups_are_swept_together_keeping_their_ratios():
     a, b = np.zeros(2), np.zeros(3)
-    res = etakit.lr_find(lambda ps: (float(ps[0].sum() + ps[1].sum()), [np.ones(2), np.ones(3)]),
-                         [{"params": [a]}, {"params": [b], "lr": 0.1}], optimizer=etakit.SGD, start_lr=1e-3,
-                         end_lr=1.0, num_steps=10, restore=False, progress=False)
+    with pytest.warns(etakit.LRFindWarning, match="still falling"):     # a linear loss
+        res = etakit.lr_find(lambda ps: (float(ps[0].sum() + ps[1].sum()), [np.ones(2), np.ones(3)]),
+                             [{"params": [a]}, {"params": [b], "lr": 0.1}], optimizer=etakit.SGD, start_lr=1e-3,
+                             end_lr=1.0, num_steps=10, restore=False, progress=False)
     total = res.lrs.sum()
     np.testing.assert_allclose(a, -total)
     np.testing.assert_allclose(b, -0.1 * total)

@@ -228,3 +228,31 @@ def test_parameters_restored_bit_for_bit_and_extra_steps_counted():
 def test_confirm_steps_zero_suggests_the_unconfirmed_candidate():
     res = quiet(*norm2(), optimizer=etakit.SGD, confirm_steps=0)
     assert res.extra_steps == 0 and not res.confirm_runs and res.suggestion == res.candidate
+
+
+def test_noise_ten_times_the_loss_gives_a_sensible_suggestion_or_a_warning():
+    """A drop the sweep owes to noise is not progress: confirmation runs that cannot lower the loss
+    measurably fail, and the result is a warning, not a rate four decades too low."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+
+        def lg(ps):
+            x = ps[0]
+            return float(x @ x) + 10 * rng.standard_normal(), [2 * x + rng.standard_normal(x.shape)]
+        res, msgs = find(lg, [np.ones(10)], optimizer=etakit.Adam)
+        if math.isnan(res.suggestion):
+            assert any("noise" in m for m in msgs)
+        else:
+            assert 0.01 < res.suggestion < 1.0, (seed, res.suggestion, res.confirm_runs)
+
+
+def test_a_curve_still_falling_at_end_lr_says_so():
+    res, msgs = find(*norm2(), optimizer=etakit.SGD, start_lr=1e-7, end_lr=1e-5)
+    assert res.suggestion < 1e-5 and any("still falling at end_lr" in m for m in msgs)
+    _, msgs = find(*norm2(), optimizer=etakit.SGD)
+    assert not any("still falling" in m for m in msgs)
+
+
+def test_a_start_lr_too_large_for_the_loss_suggests_lowering_it():
+    res, msgs = find(lambda ps: (1e30 * float(ps[0] @ ps[0]), [2e30 * ps[0]]), [np.ones(5)], optimizer=etakit.SGD)
+    assert math.isnan(res.suggestion) and any("lower it" in m for m in msgs)

@@ -189,7 +189,8 @@ def _judge(c, l0, sigma, n0, drop, done):
 
     - e is above the start level by the sweep's drop (or 6 noise levels);
     - e has not come down half the sweep's drop below the start, allowing
-      two standard errors ("too little progress"; after a curve that rose
+      two standard errors, or is not two standard errors below the start
+      at all ("too little progress"; after a curve that rose
       from the start: e is not two standard errors below the run's first
       loss or the start level, whichever is lower);
     - e has given back more than half of the run's own gain: the loss grows
@@ -208,8 +209,8 @@ def _judge(c, l0, sigma, n0, drop, done):
     se = math.hypot(se_e, 1.25 * sigma / math.sqrt(max(n0, 1)))
     if e > l0 + up:
         return False, "loss above the start"
-    if drop > 0 and e > l0 - 0.5 * drop + 2.0 * se:
-        return False, "too little progress"
+    if drop > 0 and (e > l0 - 0.5 * drop + 2.0 * se or e > l0 - 2.0 * se):
+        return False, "too little progress"     # (a drop the sweep owed to noise is not progress)
     if drop == 0 and e > min(l0, c[0]) - 2.0 * se:   # the start level itself, not the risen median
         return False, "too little progress"
     lo = float(np.min(_centred(np.asarray(c), 1)))
@@ -672,6 +673,13 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
                 candidate = start_lr / _MARGIN
             else:
                 candidate = curve["candidate"]
+                # still falling at end_lr: the curve was read to the end, and its last tenth made a
+                # fifth of its drop
+                n_read = int(np.sum(np.isfinite(curve["trend"])))
+                tail = curve["trend"][n_read - max(3, n_read // 10)] - curve["trend"][n_read - 1]
+                if stop == "completed" and n_read == len(lrs) and tail > 0.2 * curve["drop"]:
+                    notes.append(f"the loss was still falling at end_lr ({lrs[-1]:.3g}): the best rate may lie "
+                                 "above the range swept; raise end_lr")
             if confirm_steps == 0:
                 suggestion = candidate
             else:
@@ -734,7 +742,9 @@ def _confirm(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwargs, 
         ok, _ = run(candidate)
         if ok:
             return candidate
-    hint = "" if upward else "; check the gradients' sign"
+    hint = ("; the loss's noise may hide its progress in a short run: try a larger confirm_steps, or less "
+            "noisy losses (larger batches)" if upward else
+            "; start_lr is too large for this loss (lower it), or the gradients do not descend (check their sign)")
     notes.append(f"no confirmation run passed (down to {runs[-1]['lr']:.3g}): no suggestion{hint}")
     return math.nan
 
