@@ -1698,6 +1698,12 @@ class DoG(Optimizer):
     is 0 after a step (``eps=0`` and zero gradients); etakit then takes
     ``eta = 0`` and the next step is a first step again.
 
+    Checkpoints do not move to or from the authors' ``dog`` package: it
+    keeps ``x0`` in its parameter groups (a list ``init_buffer`` per group)
+    and a ``_first_step`` flag per parameter, where etakit keeps ``x0`` per
+    parameter (the state ``init_buffer``, as for every etakit rule) and
+    tells a first step by ``G == 0``.  The trajectories are the same.
+
     Examples
     --------
     >>> import numpy as np, etakit

@@ -5,7 +5,10 @@ Every etakit optimizer has a drop-in here of the same name (``etakit.torch.AdamW
 signature, defaults, update rule and state layout of its reference
 (``torch.optim`` or the package its numpy class names), so checkpoints move
 both ways between, say, ``torch.optim.AdamW`` and ``etakit.torch.AdamW``, and
-``torch.optim.lr_scheduler`` drives them.  etakit's own schedules and Python
+``torch.optim.lr_scheduler`` drives them (one exception: DoG and LDoG, whose
+reference keeps x0 in its parameter groups where etakit keeps it per
+parameter; their trajectories match, their checkpoints do not move across).
+etakit's own schedules and Python
 callables work as hyperparameters too, as with the numpy optimizers.
 
 Parameters, gradients and optimizer state are used in place, zero-copy: the
