@@ -78,6 +78,8 @@ def test_bench_errors_are_argparse_errors(args, match, capsys):
 
 @pytest.mark.parametrize("args,match", [
     (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["--auto", "--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["--auto", "--out", "{file}"], "not a folder"),
     (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
     (["--out", "{file}"], "not a folder"),
     (["--out", "{file}/sub"], "cannot create or write a folder there"),
