@@ -78,6 +78,8 @@ def test_bench_errors_are_argparse_errors(args, match, capsys):
 
 @pytest.mark.parametrize("args,match", [
     (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["--auto", "--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+    (["--auto", "--out", "{file}"], "not a folder"),
     (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
     (["--out", "{file}"], "not a folder"),
     (["--out", "{file}/sub"], "cannot create or write a folder there"),
@@ -158,3 +160,13 @@ def test_console_exits_2_without_traceback(argv):
     r = subprocess.run([sys.executable, "-m", "etakit"] + argv, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"etakit {argv[0]}: error: ")
+
+
+def test_bench_mixed_for_each_optimizer_and_no_numpy(monkeypatch, capsys):
+    # the 200-tensor case for every listed rule (--mixed-all), and without the numpy contender
+    rows = bench.main(["--quick", "--sizes", "1000", "--optimizers", "SGD", "DoG", "--no-torch", "--repeats", "1",
+                       "--mixed-all", "--no-numpy"])
+    out, err = capsys.readouterr()
+    assert [(r["optimizer"], r["tensors"]) for r in rows] == [("SGD", 1), ("DoG", 1), ("SGD", 200), ("DoG", 200)]
+    assert all(r["x_numpy"] is None for r in rows)
+    assert [line.split()[-2] for line in out.splitlines() if line.startswith("DoG")] == ["-", "-"]

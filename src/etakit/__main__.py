@@ -163,7 +163,8 @@ def main(argv=None):
     sp.add_argument("--log", action="store_true", help="logarithmic learning-rate axis")
     sp.add_argument("--title")
     # demo and bench parse their own arguments: what follows the command is handed over as it is
-    sub.add_parser("demo", help="train an MLP on scikit-learn's digits with lr_find + AdamW (etakit demo -h)",
+    sub.add_parser("demo", help="train an MLP on scikit-learn's digits with lr_find + AdamW, or with --auto "
+                        "learning-rate-free (Prodigy) (etakit demo -h)",
                    add_help=False)
     sub.add_parser("bench", help="benchmark the optimizer step, as python -m etakit.bench (etakit bench -h)",
                    add_help=False)

@@ -276,7 +276,7 @@ def mixed_sizes(total=18_000_000, count=200, seed=0):
     return [int(s) for s in sizes]
 
 
-def run_case(case, repeats, min_time, with_torch=True):
+def run_case(case, repeats, min_time, with_torch=True, with_numpy=True):
     """Measure one case against all contenders; a dict of times, bandwidths and ratios.
 
     Examples
@@ -285,7 +285,9 @@ def run_case(case, repeats, min_time, with_torch=True):
     >>> row["x_torch"] is None and row["us_per_step"] > 0
     True
     """
-    fns = {"etakit": case.etakit_step(), "probe": case.probe_step(), "numpy": case.numpy_step()}
+    fns = {"etakit": case.etakit_step(), "probe": case.probe_step()}
+    if with_numpy:
+        fns["numpy"] = case.numpy_step()
     torch_fn = case.torch_step() if with_torch else None
     if torch_fn is not None:
         fns["torch"] = torch_fn[0]
@@ -298,10 +300,10 @@ def run_case(case, repeats, min_time, with_torch=True):
         "gb_per_s": case.bytes_per_step / t["etakit"] / 1e9,
         "probe_gb_per_s": case.probe_bytes / t["probe"] / 1e9,
         "frac_probe": (case.bytes_per_step / t["etakit"]) / (case.probe_bytes / t["probe"]),
-        "x_numpy": t["numpy"] / t["etakit"],
+        "x_numpy": t["numpy"] / t["etakit"] if "numpy" in t else None,
         "x_torch": t["torch"] / t["etakit"] if "torch" in t else None,
         "torch_mode": torch_fn[1] if torch_fn is not None else None,
-        "numpy_us": t["numpy"] * 1e6,
+        "numpy_us": t["numpy"] * 1e6 if "numpy" in t else None,
         "torch_us": t["torch"] * 1e6 if "torch" in t else None,
     }
     return row
@@ -330,7 +332,7 @@ def format_table(rows, markdown=False):
         xt = "-" if r["x_torch"] is None else f"{r['x_torch']:.2f}" + {"fused": "", "foreach": "*"}.get(
             r["torch_mode"], "**")
         lines.append([r["optimizer"], str(r["tensors"]), _fmt_n(r["elements"]), f"{r['us_per_step']:.1f}",
-                      f"{r['gb_per_s']:.1f}", f"{100 * r['frac_probe']:.0f}%", f"{r['x_numpy']:.1f}", xt])
+                      f"{r['gb_per_s']:.1f}", f"{100 * r['frac_probe']:.0f}%", "-" if r["x_numpy"] is None else f"{r['x_numpy']:.1f}", xt])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(head))) + "|"]
         out += ["| " + " | ".join(line) + " |" for line in lines]
@@ -460,7 +462,10 @@ def main(argv=None, prog="python -m etakit.bench"):
                     help="interleaved rounds per measurement (median reported)")
     ap.add_argument("--threads", type=_count_arg(1, what="an integer"), help="etakit threads (default: OpenMP's)")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--no-numpy", action="store_true", help="skip the in-place numpy contender")
     ap.add_argument("--no-mixed", action="store_true", help="skip the 200-tensor case")
+    ap.add_argument("--mixed-all", action="store_true",
+                    help="run the 200-tensor case for every optimizer listed (default: Adam only)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--targets", action="store_true",
                     help="measure only the performance targets and report pass/fail (exit 1 on a miss)")
@@ -493,17 +498,20 @@ def main(argv=None, prog="python -m etakit.bench"):
             return results
         cases = [(name, [int(n)]) for name in args.optimizers for n in sizes]
         if not args.no_mixed:
-            cases += [(name, None) for name in ("Adam",) if name in args.optimizers]
+            cases += [(name, None) for name in (args.optimizers if args.mixed_all else ("Adam",))
+                      if name in args.optimizers]
         rows = []
         bar = _Progress(len(cases), args.progress)
         try:
             for name, case_sizes in cases:
                 if case_sizes is None:
                     bar(f"{name}, 200 tensors of {_fmt_n(mixed_total)} in all")
-                    rows.append(run_case(Case(name, mixed_sizes(mixed_total)), repeats, min_time, not args.no_torch))
+                    rows.append(run_case(Case(name, mixed_sizes(mixed_total)), repeats, min_time, not args.no_torch,
+                                        not args.no_numpy))
                 else:
                     bar(f"{name}, 1 tensor of {_fmt_n(case_sizes[0])}")
-                    rows.append(run_case(Case(name, case_sizes), repeats, min_time, not args.no_torch))
+                    rows.append(run_case(Case(name, case_sizes), repeats, min_time, not args.no_torch,
+                                        not args.no_numpy))
         finally:
             bar.close()
     except MemoryError:

@@ -5,6 +5,11 @@ bundled handwritten digits (``load_digits``: 1,797 8x8 images, no download).
 The demo runs the LR range test, trains with AdamW and a warmup-cosine
 schedule built from the suggested learning rate, reports held-out accuracy
 and the time per optimizer step, and writes three pictures.
+
+With ``--auto`` there is no learning rate to find: it trains with
+``etakit.Prodigy``, the learning-rate-free optimizer this project recommends,
+with no learning rate given, and plots the step size Prodigy estimated
+(``step_size.png``) beside the training curves.
 """
 import argparse
 import os
@@ -103,13 +108,20 @@ def _batches(rng, n, batch):
         yield perm[i:i + batch]
 
 
-def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False, progress=True, log=print):
+def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False, progress=True, log=print,
+        auto=False):
     """Run the demo; return a dict of what it measured (accuracy, suggested lr, times, files).
+
+    ``auto=True`` trains with ``etakit.Prodigy`` and no learning rate instead
+    of lr_find + AdamW; ``suggested_lr`` and ``lr_find`` are then None and
+    ``history["lr"]`` holds Prodigy's step size d at the end of each epoch.
 
     Examples
     --------
     >>> r = run(out="etakit-demo", quick=True)          # doctest: +SKIP
     >>> r["accuracy"] > 0.9                             # doctest: +SKIP
+    True
+    >>> run(out="etakit-demo", quick=True, auto=True)["accuracy"] > 0.9     # doctest: +SKIP
     True
     """
     if quick:
@@ -119,7 +131,39 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
     net = MLP([Xtr.shape[1], hidden, 10], seed=seed)
     rng = np.random.default_rng(seed)
     log(f"etakit {etakit.__version__} demo: MLP 64-{hidden}-10 on scikit-learn's digits "
-        f"({len(ytr)} train / {len(yte)} held out), AdamW, SIMD {etakit.simd_variant()}")
+        f"({len(ytr)} train / {len(yte)} held out), {'Prodigy, no learning rate' if auto else 'AdamW'}, "
+        f"SIMD {etakit.simd_variant()}")
+    steps_per_epoch = len(ytr) // batch
+    total = epochs * steps_per_epoch
+    if auto:
+        # learning-rate-free: Prodigy estimates its own step size d as it goes
+        opt = etakit.Prodigy(net.params, weight_decay=1e-4)
+        found = lr = None
+        files = ["step_size.png", "training.png"]
+        title = "etakit demo: MLP on scikit-learn digits, Prodigy (no learning rate given)"
+        step_size = lambda: opt.param_groups[0]["d"] * opt.current_lr()[0]     # noqa: E731
+    else:
+        found, lr, opt = _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log)
+        files = ["lr_find.png", "schedule.png", "training.png"]
+        title = "etakit demo: MLP on scikit-learn digits, AdamW + warmup-cosine"
+        step_size = lambda: opt.current_lr()[0]     # noqa: E731
+    history, us_per_step, d_per_step = _train(net, opt, Xtr, ytr, Xte, yte, rng, batch, epochs, progress,
+                                              step_size)
+    acc = history["test_acc"][-1]
+    log(f"held-out accuracy: {acc:.2%} after {epochs} epochs ({total} steps)")
+    if auto:
+        log(f"Prodigy's step size d: {d_per_step[0]:.3g} after the first step, {d_per_step[-1]:.3g} at the end")
+        _plot_step_size(d_per_step, os.path.join(out, "step_size.png"))
+    log(f"optimizer step: {us_per_step:.1f} us per step ({sum(p.size for p in net.params):,} parameters)")
+    _plot_training(history, os.path.join(out, "training.png"), title)
+    files = [os.path.join(out, f) for f in files]
+    log("wrote " + ", ".join(files))
+    return {"accuracy": acc, "suggested_lr": lr, "lr_find": found, "history": history,
+            "us_per_step": us_per_step, "files": files}
+
+
+def _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log):
+    """lr_find, then AdamW with a warmup-cosine schedule peaking at the suggestion."""
 
     def minibatch_loss_and_grad(params):
         idx = rng.integers(0, len(ytr), batch)
@@ -132,22 +176,23 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
         f"+ {found.extra_steps} confirming it; "
         + ", ".join(f"{k} {v:.3g}" for k, v in found.suggestions.items()) + ")")
     found.plot(path=os.path.join(out, "lr_find.png"))
-
-    steps_per_epoch = len(ytr) // batch
-    total = epochs * steps_per_epoch
     schedule = S.warmup_cosine(lr, warmup_steps=max(1, total // 20), total_steps=total, min_lr=lr / 100)
     ax = schedule.plot(total)
     ax.set_title(f"AdamW learning rate: warmup-cosine from the suggested {lr:.3g}")
     ax.legend(fontsize="small")
     ax.figure.savefig(os.path.join(out, "schedule.png"), dpi=120)
-    opt = etakit.AdamW(net.params, lr=schedule, weight_decay=1e-4)
+    return found, lr, etakit.AdamW(net.params, lr=schedule, weight_decay=1e-4)
 
+
+def _train(net, opt, Xtr, ytr, Xte, yte, rng, batch, epochs, progress, step_size):
+    """The training loop: (history per epoch, us per optimizer step, step_size() after every step)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
         tqdm = None
     history = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
     step_time = 0.0
+    sizes = []
     bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not (progress and sys.stderr.isatty())) \
         if tqdm is not None else range(epochs)
     for epoch in bar:
@@ -158,26 +203,35 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
             opt.step(grads)
             step_time += time.perf_counter() - t0
             losses.append(loss)
+            sizes.append(step_size())
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(float(np.mean(losses)))
         history["train_acc"].append(net.accuracy(Xtr, ytr))
         history["test_acc"].append(net.accuracy(Xte, yte))
-        history["lr"].append(opt.current_lr()[0])
+        history["lr"].append(sizes[-1])
         if tqdm is not None:
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.4f}", acc=f"{history['train_acc'][-1]:.3f}",
                             lr=f"{history['lr'][-1]:.2e}")
-    acc = history["test_acc"][-1]
-    us_per_step = step_time / total * 1e6
-    log(f"held-out accuracy: {acc:.2%} after {epochs} epochs ({total} steps)")
-    log(f"optimizer step: {us_per_step:.1f} us per step ({sum(p.size for p in net.params):,} parameters)")
-    _plot_training(history, os.path.join(out, "training.png"))
-    files = [os.path.join(out, f) for f in ("lr_find.png", "schedule.png", "training.png")]
-    log("wrote " + ", ".join(files))
-    return {"accuracy": acc, "suggested_lr": lr, "lr_find": found, "history": history,
-            "us_per_step": us_per_step, "files": files}
+    return history, step_time / len(sizes) * 1e6, sizes
 
 
-def _plot_training(h, path):
+def _plot_step_size(sizes, path):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(np.arange(1, len(sizes) + 1), sizes, color="C2")
+    ax.set_xlabel("step")
+    ax.set_ylabel("step size d (lr multiplier 1)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("Prodigy's own estimate of the step size")
+    fig.savefig(path, dpi=120)
+
+
+def _plot_training(h, path, title):
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -196,7 +250,7 @@ def _plot_training(h, path):
     b.set_ylim(min(0.8, min(h["test_acc"])), 1.005)
     b.grid(True, alpha=0.3)
     b.legend()
-    fig.suptitle("etakit demo: MLP on scikit-learn digits, AdamW + warmup-cosine")
+    fig.suptitle(title)
     fig.savefig(path, dpi=120)
 
 
@@ -214,8 +268,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a smaller run (10 epochs), as the tests use")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--auto", action="store_true",
+                    help="no learning rate to find: train with etakit.Prodigy, learning-rate-free")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    r = run(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+    r = run(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick, progress=not args.no_progress,
+            auto=args.auto)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0 if r["accuracy"] > 0 else 1
