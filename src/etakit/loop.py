@@ -281,6 +281,12 @@ def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
         the list is usable as it is by every etakit optimizer and
         ``etakit.torch`` drop-in.
 
+    Notes
+    -----
+    A numpy optimizer takes its gradients in group order (the no-decay
+    group first), not in the order of ``named_params``:
+    ``params = [p for g in groups for p in g["params"]]`` is that order.
+
     Examples
     --------
     >>> import numpy as np, etakit
