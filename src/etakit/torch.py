@@ -508,3 +508,237 @@ def _drop_in(np_cls):
 for _cls in _optim.OPTIMIZERS.values():
     globals()[_cls.__name__] = _drop_in(_cls)
 del _cls
+
+
+# ---- the training loop's other passes (etakit.loop for tensors) ---------------
+def _numpy_for_norm(g):
+    """A numpy view (or exact float64 copy) of a gradient, for the deterministic norm."""
+    g = g.detach()
+    if g.is_sparse or g.layout != torch.strided:
+        g = g.to_dense()
+    if g.device.type == "cpu" and g.dtype in _DTYPES and not g.is_conj() and not g.is_neg():
+        try:
+            return g.numpy().reshape(-1)
+        except (RuntimeError, TypeError):
+            pass
+    return g.to("cpu", torch.float64).numpy().reshape(-1)   # half, bfloat16, other devices: exact in float64
+
+
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """The total norm of ``tensors``, deterministically; ``torch.nn.utils.get_total_norm``.
+
+    Per tensor, float64 sums over fixed blocks in a fixed order (as
+    :func:`etakit.grad_norm`), then tensors in order: the result does not
+    depend on the thread count.  Returned as a 0-d tensor of the tensors'
+    promoted dtype, as torch returns it (``tensor(0.)`` for no tensors).
+
+    Examples
+    --------
+    >>> import torch, etakit.torch
+    >>> etakit.torch.get_total_norm([torch.tensor([3.0]), torch.tensor([4.0])])
+    tensor(5.)
+    """
+    from .loop import NONFINITE_MESSAGE, _norm_type, _total_norm
+
+    if isinstance(tensors, torch.Tensor):
+        tensors = [tensors]
+    else:
+        tensors = list(tensors)
+    p = _norm_type(norm_type)
+    if not tensors:
+        return torch.tensor(0.0)
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    total = _total_norm([_numpy_for_norm(t) for t in tensors], p, RuntimeError)
+    total_t = torch.tensor(total, dtype=torch.float64).to(device=tensors[0].device, dtype=dtype)
+    if error_if_nonfinite and not bool(torch.isfinite(total_t)):
+        raise RuntimeError(NONFINITE_MESSAGE.format(p))
+    return total_t
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """Clip the gradients of ``parameters`` by their total norm; ``torch.nn.utils.clip_grad_norm_``.
+
+    Same arguments, result and effect as torch's: the total norm of every
+    ``p.grad`` (parameters without a gradient are skipped) as a 0-d tensor,
+    every gradient multiplied in place by ``clamp(max_norm / (total_norm +
+    1e-6), max=1.0)``, ``RuntimeError`` (nothing scaled) for a NaN or inf
+    norm under ``error_if_nonfinite``, and torch's error for the inf or a
+    negative order of an empty gradient.  The difference: the norm is
+    formed deterministically in float64 (:func:`get_total_norm`), so it is
+    the same whatever the thread count and at least as accurate as torch's.
+    ``foreach`` is accepted and ignored.
+
+    Examples
+    --------
+    >>> import torch, etakit.torch
+    >>> w = torch.nn.Parameter(torch.zeros(2)); w.grad = torch.tensor([3.0, 4.0])
+    >>> etakit.torch.clip_grad_norm_([w], max_norm=1.0)
+    tensor(5.)
+    >>> w.grad
+    tensor([0.6000, 0.8000])
+    """
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    else:
+        parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total_norm = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
+    if not grads:
+        return total_norm
+    max_norm = float(max_norm)
+    with torch.no_grad():
+        clip_coef = torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)   # in the norm's dtype, as torch
+        for g in grads:
+            g.mul_(clip_coef.to(g.device))
+    return total_norm
+
+
+class Lookahead(torch.optim.Optimizer):
+    """Lookahead (Zhang et al. 2019) around a torch optimizer, for ``etakit.torch``'s drop-ins.
+
+    The tensor counterpart of :class:`etakit.Lookahead`: every ``k`` steps of
+    a group, the slow weights of its parameters that have a gradient move
+    toward the fast ones (``slow += alpha * (fast - slow)``) and the fast
+    weights restart from them.  pytorch_optimizer's ``Lookahead``
+    (``pullback_momentum="none"``) step for step: same formula, same
+    ``state_dict`` layout (``{"lookahead_state": {(group, index):
+    {"slow_params": tensor}}, "base_optimizer": ...}``), plus the counters.
+    ``param_groups`` are the inner optimizer's, so ``torch.optim.lr_scheduler``
+    drives it.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        The inner optimizer, e.g. ``etakit.torch.AdamW``.
+    k : int, default 5
+        Fast steps between slow-weight updates, >= 1.
+    alpha : float, default 0.5
+        Step of the slow weights toward the fast ones, in [0, 1].
+
+    Examples
+    --------
+    >>> import torch, etakit.torch
+    >>> w = torch.nn.Parameter(torch.zeros(2))
+    >>> opt = etakit.torch.Lookahead(etakit.torch.SGD([w], lr=0.1), k=2)
+    >>> for _ in range(2):
+    ...     w.grad = torch.ones(2); opt.step()
+    >>> w.detach()
+    tensor([-0.1000, -0.1000])
+    """
+
+    def __init__(self, optimizer, k=5, alpha=0.5):
+        from collections import OrderedDict, defaultdict
+
+        from .loop import _check_k_alpha
+
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer (an etakit.torch drop-in, say), got "
+                            f"{type(optimizer).__name__}; for numpy optimizers use etakit.Lookahead")
+        self.k, self.alpha = _check_k_alpha(k, alpha)
+        self.optimizer = optimizer
+        self.defaults = {**optimizer.defaults, "lookahead_k": self.k, "lookahead_alpha": self.alpha}
+        self.state = defaultdict(dict)
+        for name in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
+                     "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
+                     "_optimizer_load_state_dict_post_hooks"):
+            setattr(self, name, OrderedDict())
+        self._patch_step_function()
+        self._counters = [0] * len(optimizer.param_groups)
+        for group in self.param_groups:
+            self._init_group(group)
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def _init_group(self, group):
+        for p in group["params"]:
+            if "slow_params" not in self.state[p]:
+                self.state[p]["slow_params"] = p.detach().clone()
+
+    def add_param_group(self, param_group):
+        self.optimizer.add_param_group(param_group)
+        self._init_group(self.param_groups[-1])
+        self._counters.append(0)
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def _update(self, group):
+        w = 1.0 - self.alpha
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            slow = self.state[p]["slow_params"]
+            p.lerp_(slow, w)
+            slow.copy_(p)
+
+    def step(self, closure=None):
+        """One step of the inner optimizer, then each group's slow-weight update at its k-th step."""
+        loss = self.optimizer.step(closure)
+        for gi, group in enumerate(self.param_groups):
+            self._counters[gi] += 1
+            if self._counters[gi] >= self.k:
+                self._counters[gi] = 0
+                self._update(group)
+        return loss
+
+    def state_dict(self):
+        slow = {(gi, j): {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in self.state[p].items()}
+                for gi, g in enumerate(self.param_groups) for j, p in enumerate(g["params"]) if p in self.state}
+        return {"lookahead_state": slow, "base_optimizer": self.optimizer.state_dict(),
+                "lookahead_counters": list(self._counters)}
+
+    def load_state_dict(self, state_dict):
+        """Restore :meth:`state_dict` (or pytorch_optimizer's Lookahead's); checked before anything changes."""
+        if not isinstance(state_dict, dict) or "lookahead_state" not in state_dict \
+                or "base_optimizer" not in state_dict:
+            raise ValueError("state_dict must be a Lookahead state dict: {'lookahead_state': ..., "
+                             "'base_optimizer': ...}")
+        saved = state_dict["lookahead_state"]
+        base = state_dict["base_optimizer"]
+        restored = {}
+        for gi, g in enumerate(self.param_groups):
+            for j, p in enumerate(g["params"]):
+                entry = saved.get((gi, j))
+                if not isinstance(entry, dict) or not isinstance(entry.get("slow_params"), torch.Tensor):
+                    raise ValueError(f"state_dict['lookahead_state'] has no slow_params for parameter {j} "
+                                     f"of group {gi}")
+                if entry["slow_params"].shape != p.shape:
+                    raise ValueError(f"state_dict['lookahead_state'][({gi}, {j})]['slow_params'] has shape "
+                                     f"{tuple(entry['slow_params'].shape)}; the parameter has {tuple(p.shape)}")
+                restored[p] = entry
+        if len(restored) != len(saved):
+            raise ValueError(f"state_dict['lookahead_state'] has {len(saved)} entries; the optimizer has "
+                             f"{len(restored)} parameters")
+        counters = state_dict.get("lookahead_counters")
+        if counters is None:     # pytorch_optimizer keeps them in the base groups, as 'counter'
+            counters = [g.get("counter", 0) for g in base.get("param_groups", [])]
+            base = {**base, "param_groups": [{k: v for k, v in g.items() if k != "counter"}
+                                             for g in base.get("param_groups", [])]}
+        counters = list(counters)
+        if len(counters) != len(self.param_groups) or any(
+                isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0 for c in counters):
+            raise ValueError(f"the Lookahead counters must be {len(self.param_groups)} ints >= 0, got {counters!r}")
+        self.optimizer.load_state_dict(base)
+        from collections import defaultdict
+
+        self.state = defaultdict(dict, {p: {k: (v.to(device=p.device, dtype=p.dtype).clone()
+                                                if isinstance(v, torch.Tensor) else v) for k, v in e.items()}
+                                        for p, e in restored.items()})
+        self._counters = [int(c) for c in counters]
+
+    def __getstate__(self):
+        return dict(self.__dict__)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        return f"Lookahead({self.optimizer!r}, k={self.k}, alpha={self.alpha})"
+
+
+__all__ += ["clip_grad_norm_", "get_total_norm", "Lookahead"]
