@@ -28,14 +28,21 @@
 
 #undef ETK_RULE_LOOPS
 
+#define ETK_LOWP_LOOPS
+#include "lowp.h"
+#undef ETK_LOWP_LOOPS
+
 /* A phase's loops by (param, state) pair: param dtype * ETK_NDTYPES + state dtype. */
 #define ETK_FNS(name) {ETK_CAT(name, ETK_VARIANT, f32), 0, 0, ETK_CAT(name, ETK_VARIANT, f64)}
 #define ETK_RULE_ROW
+#define ETK_LOWP_ROW
 const etk_kernels ETK_CAT2(etk_kernels, ETK_VARIANT) = {
     ETK_VARIANT_NAME,
     {
 #include "rules/all.h"
     },
+#include "lowp.h"
 };
+#undef ETK_LOWP_ROW
 #undef ETK_RULE_ROW
 #undef ETK_FNS
