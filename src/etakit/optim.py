@@ -453,8 +453,8 @@ class Optimizer:
                 self._state[i][spec.slot_names[j]] = spec.new_state(j, self._params[i],
                                                                     self.param_groups[group_of[i]], self._k)
                 self._fresh[i] = self._fresh.get(i, 0) | (1 << j)
-        if spec.lowp:
-            self._state = [_lowp.convert(s, spec, _lowp.target(self.param_groups[gi], p.size), p.dtype) if s else s
+        if st.spec.lowp:
+            self._state = [_lowp.convert(s, st.spec, _lowp.target(self.param_groups[gi], p.size), p.dtype) if s else s
                            for s, p, gi in zip(self._state, self._params, group_of)]
         self._build_plan()
         st.key = key

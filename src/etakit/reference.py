@@ -2008,7 +2008,7 @@ def bf16_round_stochastic(x, seed, step, slot, start=0):
 
 
 def lowp_step(rule, param, grad, state, *, step, state_dtype, nonneg=(), slots=(), stochastic_rounding=False,
-              seed=0, **hyperparameters):
+              seed=0, initial=None, **hyperparameters):
     """One step of ``rule`` with low-precision state, as the C engine takes it: every element-wise
     state buffer is decoded to float32, the rule's float32 step runs, and the buffers are encoded.
 
@@ -2016,8 +2016,19 @@ def lowp_step(rule, param, grad, state, *, step, state_dtype, nonneg=(), slots=(
     ``state_dtype="int8"``, the uint8 codes with their scales under ``<name>_absmax``.  ``nonneg``
     names the buffers that use the unsigned map; ``slots`` lists the rule's state names in slot order
     (the slot index enters the stochastic-rounding hash); ``seed`` is the tensor's stream
-    (``tensor_seed``).  Scalar state (float64 0-d arrays) is passed through as it is.
+    (``tensor_seed``).  Scalar state (float64 0-d arrays) is passed through as it is.  ``initial``
+    ({name: value}) names buffers the optimizer creates filled with a value before the first step
+    (Adagrad's ``sum``, ``initial_accumulator_value``): created here when missing, and stored encoded,
+    as the optimizer stores them.
     """
+    for name, value in (initial or {}).items():
+        if name not in state:
+            fill = np.full(np.shape(param), value, dtype=np.float32)
+            if state_dtype == "bfloat16":
+                state[name] = bf16_round(fill).reshape(fill.shape)
+            else:
+                codes, state[name + "_absmax"] = q8_quantize(fill, name not in nonneg)
+                state[name] = codes.reshape(fill.shape)
     full = {}
     for name, a in state.items():
         if name.endswith("_absmax") or np.ndim(a) == 0:
