@@ -261,3 +261,12 @@ def test_refusals():
     with pytest.raises(ValueError, match="Invalid state_dtype"):
         opt.step([np.ones(3, np.float32)])
     assert not w.any() and not opt.state_dict()["state"]
+
+
+def test_torch_drop_in_refuses_low_precision_state_for_now():
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    w = torch.nn.Parameter(torch.ones(3))
+    assert "state_dtype" not in et.Adam([w]).param_groups[0]       # groups stay torch.optim's
+    with pytest.raises(NotImplementedError, match="float32 state only"):
+        et.Adam([w], state_dtype="bfloat16")
