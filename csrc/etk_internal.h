@@ -185,6 +185,10 @@ typedef struct etk_q8_codec {
     const float *map;                /* 256 values, sorted */
     const float *thr;                /* 256 thresholds: the code of x is the number <= x (the last is +inf) */
     const unsigned char *lut;        /* 2 x ETK_Q8_NKEY: per sign and bucket, the code at the bucket's low end */
+    /* 2 x ETK_Q8_NKEY: the same search in one word, for a vector gather: per
+     * sign and bucket, lut << 17 | t, where x gets code lut + 1 exactly when
+     * its low 16 bits (inverted if x < 0) are >= t (t = 2^16: never) */
+    const int32_t *key;
 } etk_q8_codec;
 extern const etk_q8_codec etk_q8_signed, etk_q8_unsigned;
 

@@ -10,6 +10,13 @@ sign and the top bits of its magnitude (bits >> 16: exponent and 7 mantissa
 bits; magnitudes below 2**-23 share the lowest bucket, above 1 the highest).
 No bucket holds more than one rounding threshold (checked here), so the code
 is lut[bucket] plus one comparison with the threshold above it.
+
+The vector loops read the same search from one int32 word per bucket (key):
+lut << 17 | t.  Inside a bucket every x has the same top 16 bits, so
+x >= threshold is a comparison of the low 16 bits: low >= t, where low is the
+low half of x's bits, inverted for x < 0 (larger magnitude, smaller x), and
+t = 2**16 when the threshold is not in the bucket (never).  The two buckets
+that clamp (below 2**-23 and from 1 up) hold no threshold (checked here).
 """
 import importlib.util
 import os
@@ -33,6 +40,7 @@ def tables(signed):
     m = R.dynamic_map(signed)
     t = R.q8_thresholds(m)
     lut = np.zeros((2, NKEY), dtype=np.int64)
+    key = np.zeros((2, NKEY), dtype=np.int64)
     for s in (0, 1):
         for k in range(KMIN, KMAX + 1):
             lo_bits = k << 16
@@ -47,7 +55,16 @@ def tables(signed):
             inside = int(np.sum((t > lo) & (t <= hi)))
             assert inside <= 1, (signed, s, hex(k))
             lut[s, k - KMIN] = base
-    return m, t, lut
+            tb = np.float32(t[base]) if base < t.size else np.float32(np.inf)
+            tbits = int(np.array([tb], dtype=np.float32).view(np.uint32)[0])
+            if inside:
+                assert k not in (KMIN, KMAX), (signed, s, hex(k))
+                assert (tbits & 0x7FFFFFFF) >> 16 == k and tbits >> 31 == s, (signed, s, hex(k))
+                low = tbits & 0xFFFF
+                key[s, k - KMIN] = base << 17 | (0xFFFF - low if s else low)
+            else:
+                key[s, k - KMIN] = base << 17 | 0x10000
+    return m, t, lut, key
 
 
 def main():
@@ -55,7 +72,7 @@ def main():
            f"#if ETK_Q8_KMIN != 0x{KMIN:X}u || ETK_Q8_KMAX != 0x{KMAX:X}u || ETK_Q8_NKEY != {NKEY}",
            "#error \"etk_internal.h and q8_tables.h disagree: rerun csrc/gen_q8_tables.py\"", "#endif", ""]
     for signed, name in ((True, "signed"), (False, "unsigned")):
-        m, t, lut = tables(signed)
+        m, t, lut, key = tables(signed)
         out.append(f"static const float etk_q8_map_{name}[256] = {{")
         out += ["    " + ", ".join(hexf(v) + "f" for v in m[i:i + 4]) + "," for i in range(0, 256, 4)]
         out.append("};")
@@ -70,6 +87,14 @@ def main():
             row = [str(int(v)) for v in lut[s]]
             out.append("    {")
             out += ["        " + ", ".join(row[i:i + 24]) + "," for i in range(0, len(row), 24)]
+            out.append("    },")
+        out.append("};")
+        out.append(f"/* the same search for the vector loops: lut << 17 | t (see etk_q8_codec.key) */")
+        out.append(f"static const int32_t etk_q8_key_{name}[2][ETK_Q8_NKEY] = {{")
+        for s in (0, 1):
+            row = [str(int(v)) for v in key[s]]
+            out.append("    {")
+            out += ["        " + ", ".join(row[i:i + 12]) + "," for i in range(0, len(row), 12)]
             out.append("    },")
         out.append("};")
         out.append("")

@@ -27,8 +27,10 @@
 #include "etk_internal.h"
 #include "q8_tables.h"
 
-const etk_q8_codec etk_q8_signed = {etk_q8_map_signed, etk_q8_thr_signed, &etk_q8_lut_signed[0][0]};
-const etk_q8_codec etk_q8_unsigned = {etk_q8_map_unsigned, etk_q8_thr_unsigned, &etk_q8_lut_unsigned[0][0]};
+const etk_q8_codec etk_q8_signed = {etk_q8_map_signed, etk_q8_thr_signed, &etk_q8_lut_signed[0][0],
+                                    &etk_q8_key_signed[0][0]};
+const etk_q8_codec etk_q8_unsigned = {etk_q8_map_unsigned, etk_q8_thr_unsigned, &etk_q8_lut_unsigned[0][0],
+                                      &etk_q8_key_unsigned[0][0]};
 
 /* ------------------------------------------------------------ the maps */
 

@@ -1688,6 +1688,76 @@ static void test_lowp_codecs(void)
     }
 }
 
+/* The codec loops of every SIMD variant agree with the baseline's bit for bit:
+ * special values (NaN, infinities, zeros, subnormals, the map's values and
+ * midpoints), every bucket of the 8-bit search (random bits of magnitude <= 1
+ * in blocks whose scale is 1), and lengths that leave vector tails. */
+static void test_lowp_variants(void)
+{
+    enum { N = 4096 + 333, NB = (N + ETK_QBLOCK - 1) / ETK_QBLOCK };
+    static float x[N], d0[N], d1[N], a0[NB], a1[NB];
+    static uint16_t h0[N], h1[N];
+    static uint8_t c0[N], c1[N];
+    const char *variants[3] = {"baseline", "avx2", "avx512"};
+    const char *saved = etk_simd_variant();
+    const uint32_t special[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fbfffffu, 0x7f800000u, 0xff800000u, 0u,
+                                0x80000000u, 1u,          0x80000001u, 0x007fffffu, 0x00800000u, 0x3f800000u,
+                                0xbf800000u, 0x3f800001u, 0x7f7fffffu, 0xff7fffffu, 0x33ffffffu, 0x34000000u,
+                                0x3f7fffffu, 0x3f808000u, 0x3f7f8000u, 0x3f7f7fffu, 0x3f7f8001u};
+    float map[256];
+    size_t lens[] = {N, 1, 15, 16, 17, 255, 257, 1000};
+    int vi, sg, li, i, b;
+    etk_q8_map(1, map);
+    for (i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)(rng >> 20);
+        float f;
+        (void)urand();
+        b = i / ETK_QBLOCK;
+        if (b % 4 == 0) u &= 0xbfffffffu; /* magnitudes up to 2: every bucket, and the clamped ones */
+        if (b % 4 == 1) u = (u & 0x80000000u) | (u % 0x3f800001u);
+        memcpy(&f, &u, 4);
+        if (b % 4 == 2) f = (float)(urand() * pow(10.0, -9.0 * fabs(urand())));
+        if (b % 4 == 3) f = i % 2 ? map[(unsigned)i % 256] : (float)(((double)map[(unsigned)i % 255] + map[(unsigned)i % 255 + 1]) / 2);
+        if (i % ETK_QBLOCK == 7 && b % 4 == 1) f = 1.0f;
+        if (i % 37 == 0 && b % 8 == 0) memcpy(&f, &special[(unsigned)(i / 37) % (sizeof special / sizeof special[0])], 4);
+        x[i] = f;
+    }
+    for (li = 0; li < (int)(sizeof lens / sizeof lens[0]); li++) {
+        const size_t n = lens[li];
+        CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+        for (sg = 0; sg < 2; sg++) {
+            etk_q8_encode(x, c0 + sg * 0, a0, n, sg);
+            etk_q8_decode(c0, a0, d0, n, sg);
+            for (vi = 1; vi < 3; vi++) {
+                if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
+                memset(c1, 0xAA, sizeof c1);
+                etk_q8_encode(x, c1, a1, n, sg);
+                etk_q8_decode(c0, a0, d1, n, sg);
+                CHECK(!memcmp(c0, c1, n) && c1[n < N ? n : N - 1] == (n < N ? 0xAA : c1[N - 1]), "q8 codes %s %d %zu",
+                      variants[vi], sg, n);
+                CHECK(!memcmp(a0, a1, (n + ETK_QBLOCK - 1) / ETK_QBLOCK * sizeof(float)), "q8 scales %s %d %zu",
+                      variants[vi], sg, n);
+                CHECK(!memcmp(d0, d1, n * sizeof(float)), "q8 decode %s %d %zu", variants[vi], sg, n);
+                etk_set_simd_variant("baseline");
+            }
+        }
+        for (sg = 0; sg < 2; sg++) {
+            etk_bf16_encode(x, h0, n, sg, 42, 7, 1, (size_t)0xFFFFFF00u + (size_t)li);
+            etk_bf16_decode(h0, d0, n);
+            for (vi = 1; vi < 3; vi++) {
+                if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
+                memset(h1, 0xAA, sizeof h1);
+                etk_bf16_encode(x, h1, n, sg, 42, 7, 1, (size_t)0xFFFFFF00u + (size_t)li);
+                etk_bf16_decode(h0, d1, n);
+                CHECK(!memcmp(h0, h1, n * 2) && (n == N || h1[n] == 0xAAAA), "bf16 %s sr %d %zu", variants[vi], sg, n);
+                CHECK(!memcmp(d0, d1, n * sizeof(float)), "bf16 decode %s %zu", variants[vi], n);
+                etk_set_simd_variant("baseline");
+            }
+        }
+    }
+    etk_set_simd_variant(saved);
+}
+
 /* Adam with bfloat16 and 8-bit state: decode, float32 step, encode, over threads and variants */
 static void test_lowp_adam(void)
 {
@@ -1803,6 +1873,7 @@ int main(void)
     test_schedulefree();
     test_shared_step_size_rules();
     test_lowp_codecs();
+    test_lowp_variants();
     test_q8_map_construction();
     test_lowp_adam();
     if (failures) {
