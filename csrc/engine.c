@@ -64,6 +64,7 @@ static int etk_fail(etk_error *err, int status, int64_t tensor, int32_t group, i
 typedef struct etk_call {
     const etk_rule_desc *r;
     const etk_rule_loops *loops;
+    etk_loop_fn bf16;         /* the rule's fused bfloat16 loop, if any */
     const etk_kernels *kernels;
     const etk_tensor *ts;
     size_t count;
@@ -139,7 +140,9 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
             etk_reduced r = etk_reduced_of(c, i);
             c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
         }
-        if (t->state_dtype >= ETK_NDTYPES) {
+        if (t->state_dtype == ETK_BFLOAT16 && !t->stochastic && c->bf16) {
+            c->bf16(t, a, b, &coef, NULL); /* fused: one pass, state read and written as bfloat16 */
+        } else if (t->state_dtype >= ETK_NDTYPES) {
             const void *hp = etk_hp_of(c, t);
             etk_lowp_range(&c->kernels->lowp, fn, t, &c->r->info, hp && c->r->needs ? c->r->needs(hp) : 0u, a, b,
                            &coef);
@@ -374,6 +377,7 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
         if (c.phases >> p & 1u) c.last = p;
     c.kernels = etk_kernels_now();
     c.loops = &c.kernels->rule[rule];
+    c.bf16 = c.kernels->bf16[rule];
     c.ts = ts;
     c.count = count;
     c.nhps = nhps;

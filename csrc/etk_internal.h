@@ -217,6 +217,9 @@ typedef struct etk_kernels {
     const char *name;
     etk_rule_loops rule[ETK_NROWS];
     etk_lowp_fns lowp;
+    /* by rule: its one phase with bfloat16 state rounded to nearest, fused
+     * (NULL: decode, float32 loop, encode, chunk by chunk) */
+    etk_loop_fn bf16[ETK_NROWS];
 } etk_kernels;
 
 extern const etk_kernels etk_kernels_baseline;
