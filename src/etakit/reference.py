@@ -1919,7 +1919,7 @@ def q8_quantize(x, signed=True):
     >>> codes.dtype, absmax
     (dtype('uint8'), array([1.], dtype=float32))
     >>> q8_dequantize(codes, absmax, signed=True)
-    array([ 0.49921875, -0.9929687 ,  0.        ], dtype=float32)
+    array([ 0.50078124, -0.99296874,  0.        ], dtype=float32)
     """
     x = np.ascontiguousarray(x, dtype=np.float32).ravel()
     n = x.size
