@@ -64,6 +64,8 @@ static int etk_fail(etk_error *err, int status, int64_t tensor, int32_t group, i
 typedef struct etk_call {
     const etk_rule_desc *r;
     const etk_rule_loops *loops;
+    etk_loop_fn bf16;         /* the rule's fused bfloat16 loop, if any */
+    const etk_kernels *kernels;
     const etk_tensor *ts;
     size_t count;
     const unsigned char *hps; /* with scheduled values written in */
@@ -133,12 +135,18 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
         if (t->n == 0 || off + t->n <= lo) continue;
         a = lo > off ? lo - off : 0;
         b = hi - off < t->n ? hi - off : t->n;
-        fn = c->loops->fn[phase][ETK_PAIR(t->dtype, t->state_dtype)];
+        fn = c->loops->fn[phase][ETK_PAIR(t->dtype, t->state_dtype < ETK_NDTYPES ? t->state_dtype : ETK_FLOAT32)];
         if (c->r->prepare) {
             etk_reduced r = etk_reduced_of(c, i);
             c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
         }
-        if (etk_by_units(c, phase)) {
+        if (t->state_dtype == ETK_BFLOAT16 && !t->stochastic && c->bf16) {
+            c->bf16(t, a, b, &coef, NULL); /* fused: one pass, state read and written as bfloat16 */
+        } else if (t->state_dtype >= ETK_NDTYPES) {
+            const void *hp = etk_hp_of(c, t);
+            etk_lowp_range(&c->kernels->lowp, fn, t, &c->r->info, hp && c->r->needs ? c->r->needs(hp) : 0u, a, b,
+                           &coef);
+        } else if (etk_by_units(c, phase)) {
             size_t j, e;
             for (j = a; j < b; j = e) {
                 c->r->unit(phase, t, j, &e);
@@ -261,10 +269,16 @@ static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
         const etk_tensor *t = &c->ts[i];
         const int64_t ti = (int64_t)i;
         unsigned needs = 0u;
-        if (t->dtype >= ETK_NDTYPES || t->state_dtype >= ETK_NDTYPES)
+        const int lowp = t->state_dtype >= ETK_NDTYPES;
+        if (t->dtype >= ETK_NDTYPES || t->state_dtype >= ETK_NSTATE_DTYPES)
             return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "unknown dtype");
+        if (lowp && t->dtype != ETK_FLOAT32)
+            return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "low-precision state needs float32 parameters");
+        if (lowp && !etk_lowp_desc_ok(r))
+            return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL,
+                            "this rule cannot keep low-precision state (it is not one element-wise pass)");
         for (p = 0; p < r->nphases + r->nside; p++)
-            if (!c->loops->fn[p][ETK_PAIR(t->dtype, t->state_dtype)])
+            if (!c->loops->fn[p][ETK_PAIR(t->dtype, lowp ? ETK_FLOAT32 : t->state_dtype)])
                 return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "this (param, state) dtype pair is not supported");
         if (r->info.hp_size) {
             if (t->group >= nhps) return etk_fail(err, ETK_EGROUP, ti, (int32_t)t->group, -1, NULL, "no such group");
@@ -287,6 +301,9 @@ static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
                 continue; /* a slot of the other form (matrix or vector) */
             if ((needs >> j & 1u) && !t->state[j] && (t->n || scalar))
                 return etk_fail(err, ETK_ESTATE, ti, -1, (int32_t)j, NULL, "a state slot the options need is NULL");
+            if (t->state_dtype == ETK_QINT8 && (needs >> j & 1u) && !scalar && t->n && !t->absmax[j])
+                return etk_fail(err, ETK_ESTATE, ti, -1, (int32_t)j, NULL,
+                                "8-bit state needs the scales (absmax) of every slot");
         }
     }
     return ETK_OK;
@@ -358,7 +375,9 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
     c.last = r->nphases + r->nside;
     for (p = 0; p < r->nphases + r->nside; p++)
         if (c.phases >> p & 1u) c.last = p;
-    c.loops = &etk_kernels_now()->rule[rule];
+    c.kernels = etk_kernels_now();
+    c.loops = &c.kernels->rule[rule];
+    c.bf16 = c.kernels->bf16[rule];
     c.ts = ts;
     c.count = count;
     c.nhps = nhps;

@@ -68,12 +68,26 @@ typedef struct etk_error {
 } etk_error;
 
 /* ---- element types ---------------------------------------------------- */
-/* The state dtype is carried separately from the parameter dtype so that
- * reduced-precision optimizer state can be added as new (param, state)
- * combinations without changing any signature.  Today the state dtype must
- * equal the parameter dtype. */
-typedef enum etk_dtype { ETK_FLOAT32 = 0, ETK_FLOAT64 = 1 } etk_dtype;
-#define ETK_NDTYPES 2
+/* The state dtype is carried separately from the parameter dtype.  Full
+ * precision: the state dtype equals the parameter dtype (ETK_FLOAT32 or
+ * ETK_FLOAT64, the first ETK_NDTYPES values).  Low-precision state, for
+ * float32 parameters and the element-wise rules (etk_rule_lowp): the
+ * element-wise state slots hold
+ *   ETK_BFLOAT16: bfloat16 (uint16 bits: the upper half of a float32),
+ *                 rounded to nearest even or stochastically
+ *                 (etk_tensor.stochastic, .seed);
+ *   ETK_QINT8:    8-bit blockwise codes (uint8): per block of ETK_QBLOCK
+ *                 elements one float32 scale (etk_tensor.absmax[slot]), the
+ *                 largest magnitude of the block, and per element the index of
+ *                 the nearest value of x / scale in bitsandbytes' dynamic map
+ *                 (etk_q8_map: signed, or unsigned for slots whose values are
+ *                 never negative, etk_slot_info.nonneg).
+ * The step decodes each element's state to float32, runs the rule's float32
+ * update and encodes the result (etakit.reference.lowp_step). */
+typedef enum etk_dtype { ETK_FLOAT32 = 0, ETK_FLOAT64 = 1, ETK_BFLOAT16 = 2, ETK_QINT8 = 3 } etk_dtype;
+#define ETK_NDTYPES 2      /* parameter dtypes (and full-precision state) */
+#define ETK_NSTATE_DTYPES 4
+#define ETK_QBLOCK 256     /* elements per scale of ETK_QINT8 state */
 
 /* ---- hyperparameters, one struct per rule ----------------------------- */
 /* Each struct holds its reference's arguments, reals (double) first, then
@@ -365,6 +379,10 @@ typedef struct etk_tensor {
     uint8_t dtype;       /* etk_dtype of param and grad */
     uint8_t state_dtype; /* etk_dtype of the element-wise state buffers */
     uint16_t flags;      /* ETK_FRESH_SLOT bits */
+    /* low-precision state (see etk_dtype); ignored for full-precision state */
+    uint8_t stochastic;  /* ETK_BFLOAT16: 1 = stochastic rounding, 0 = to nearest even */
+    uint64_t seed;       /* stochastic rounding: this tensor's stream (etakit.reference.sr_bits) */
+    float *absmax[ETK_MAX_SLOTS]; /* ETK_QINT8: ceil(n / ETK_QBLOCK) scales per element-wise slot */
 } etk_tensor;
 
 /* ---- learning-rate schedules ----------------------------------------- */
@@ -518,6 +536,8 @@ typedef struct etk_slot_info {
     uint16_t init_field;
     uint16_t stride_field; /* ETK_SLOT_STRIDED: index of the int field s */
     double init_value;     /* ETK_INIT_VALUE: what a new slot is filled with */
+    uint8_t nonneg;        /* the slot's values are never negative (a second moment): 8-bit state uses
+                              the unsigned map */
 } etk_slot_info;
 
 #define ETK_RULE_USES_STEP 1u /* tensor.step is read (must be >= 1) */
@@ -551,6 +571,23 @@ int etk_rule_check(int rule, const void *hp, etk_error *err);
 int etk_rule_check_groups(int rule, const void *hps, size_t nhps, etk_error *err);
 /* Bit j set: state slot j is needed for these hyperparameters. */
 unsigned etk_rule_needs(int rule, const void *hp);
+/* 1 if the rule can keep low-precision state (ETK_BFLOAT16, ETK_QINT8): one
+ * element-wise phase without reductions, full or scalar slots only. */
+int etk_rule_lowp(int rule);
+
+/* ---- low-precision state: the codecs (lowp.c) --------------------------- */
+/* The 256 sorted values of bitsandbytes' dynamic map, create_dynamic_map(signed)
+ * with its defaults (7 exponent bits, 8 bits), built the same way. */
+void etk_q8_map(int is_signed, float out[256]);
+/* float32 <-> state encodings, serial, as the step encodes: bfloat16 bits
+ * (stochastic: the bits of elements index0.. of state slot `slot` of a
+ * tensor with stream `seed` at step `step`), and 8-bit blockwise codes of
+ * ceil(n / ETK_QBLOCK) blocks. */
+void etk_bf16_encode(const float *x, uint16_t *out, size_t n, int stochastic, uint64_t seed, int64_t step,
+                     unsigned slot, size_t index0);
+void etk_bf16_decode(const uint16_t *x, float *out, size_t n);
+void etk_q8_encode(const float *x, uint8_t *codes, float *absmax, size_t n, int is_signed);
+void etk_q8_decode(const uint8_t *codes, const float *absmax, float *out, size_t n, int is_signed);
 
 /* ---- memory-bandwidth probe ------------------------------------------- */
 /* The physical limit of a step: the same access pattern as an update rule

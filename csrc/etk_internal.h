@@ -38,6 +38,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "etakit.h"
 
@@ -174,9 +175,51 @@ typedef struct etk_rule_loops {
     etk_loop_fn fn[ETK_MAX_PHASES][ETK_NPAIRS];
 } etk_rule_loops;
 
+/* ---- low-precision state (lowp.c, lowp.h) ---------------------------- */
+/* The 8-bit map of a slot and its nearest-code tables (q8_tables.h): buckets of
+ * |x| by its float32 bits >> 16, from 2^-23 (ETK_Q8_KMIN) to 1 (ETK_Q8_KMAX). */
+#define ETK_Q8_KMIN 0x3400u
+#define ETK_Q8_KMAX 0x3F80u
+#define ETK_Q8_NKEY 2945
+typedef struct etk_q8_codec {
+    const float *map;                /* 256 values, sorted */
+    const float *thr;                /* 256 thresholds: the code of x is the number <= x (the last is +inf) */
+    const unsigned char *lut;        /* 2 x ETK_Q8_NKEY: per sign and bucket, the code at the bucket's low end */
+    /* 2 x ETK_Q8_NKEY: the same search in one word, for a vector gather: per
+     * sign and bucket, lut << 17 | t, where x gets code lut + 1 exactly when
+     * its low 16 bits (inverted if x < 0) are >= t (t = 2^16: never) */
+    const int32_t *key;
+} etk_q8_codec;
+extern const etk_q8_codec etk_q8_signed, etk_q8_unsigned;
+
+/* The codec loops of one SIMD variant. */
+typedef struct etk_lowp_fns {
+    void (*bf16_dec)(const uint16_t *in, float *out, size_t n);
+    void (*bf16_enc)(const float *in, uint16_t *out, size_t n);
+    /* stochastic: element i adds the hash of its index's low word lo0 + i under the keys ka, kbh */
+    void (*bf16_enc_sr)(const float *in, uint16_t *out, size_t n, uint32_t ka, uint32_t kbh, uint32_t lo0);
+    void (*q8_dec)(const uint8_t *in, const float *map, float scale, float *out, size_t n);
+    /* one block (n <= ETK_QBLOCK): its scale into *absmax, its codes into out */
+    void (*q8_enc)(const float *in, uint8_t *out, float *absmax, size_t n, const etk_q8_codec *q);
+} etk_lowp_fns;
+
+/* Elements [a, b) of tensor t (a a multiple of ETK_BLOCK) with low-precision
+ * state: chunk by chunk (ETK_LOWP_CHUNK elements, aligned in the tensor, so
+ * the cut does not depend on the thread split), decode the slots in `needs`
+ * into float32, run the float32 loop fn, encode. */
+#define ETK_LOWP_CHUNK ((size_t)1024)
+void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, const etk_rule_info *info,
+                    unsigned needs, size_t a, size_t b, const void *coef);
+/* Whether rule descriptor r can keep low-precision state. */
+int etk_lowp_desc_ok(const etk_rule_desc *r);
+
 typedef struct etk_kernels {
     const char *name;
     etk_rule_loops rule[ETK_NROWS];
+    etk_lowp_fns lowp;
+    /* by rule: its one phase with bfloat16 state rounded to nearest, fused
+     * (NULL: decode, float32 loop, encode, chunk by chunk) */
+    etk_loop_fn bf16[ETK_NROWS];
 } etk_kernels;
 
 extern const etk_kernels etk_kernels_baseline;

@@ -9,6 +9,14 @@
 
 #include "etk_internal.h"
 
+/* ETK_ISA, per variant: 0 baseline (portable C only), 1 AVX2, 2 AVX-512
+ * (F, VL, BW, DQ): the codec loops of low-precision state (lowp.h) use
+ * intrinsics of that level, inside functions with the variant's target
+ * attribute. */
+#if ETK_X86_DISPATCH
+#include <immintrin.h>
+#endif
+
 #define ETK_CAT_(a, b, c) a##_##b##_##c
 #define ETK_CAT(a, b, c) ETK_CAT_(a, b, c)
 #define FN(name) ETK_CAT(name, ETK_VARIANT, ETK_TYPES)
@@ -22,20 +30,24 @@
 #define ETK_VARIANT baseline
 #define ETK_VARIANT_NAME "baseline"
 #define ETK_TGT
+#define ETK_ISA 0
 #include "kernels_variant.h"
 #undef ETK_VARIANT
 #undef ETK_VARIANT_NAME
 #undef ETK_TGT
+#undef ETK_ISA
 
 #if ETK_X86_DISPATCH
 /* AVX2 (Haswell, Zen). */
 #define ETK_VARIANT avx2
 #define ETK_VARIANT_NAME "avx2"
 #define ETK_TGT __attribute__((target("avx2")))
+#define ETK_ISA 1
 #include "kernels_variant.h"
 #undef ETK_VARIANT
 #undef ETK_VARIANT_NAME
 #undef ETK_TGT
+#undef ETK_ISA
 
 /* AVX-512 (Skylake-X, Ice Lake, Zen 4) with full-width vectors. */
 #define ETK_VARIANT avx512
@@ -45,8 +57,10 @@
 #else
 #define ETK_TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,prefer-vector-width=512")))
 #endif
+#define ETK_ISA 2
 #include "kernels_variant.h"
 #undef ETK_VARIANT
 #undef ETK_VARIANT_NAME
 #undef ETK_TGT
+#undef ETK_ISA
 #endif

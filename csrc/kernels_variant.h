@@ -28,14 +28,58 @@
 
 #undef ETK_RULE_LOOPS
 
+#define ETK_LOWP_LOOPS
+#include "lowp.h"
+#undef ETK_LOWP_LOOPS
+
+/* Fused bfloat16 loops (state rounded to nearest): the float32 loop of a rule
+ * with its state read and written as bfloat16 in the same pass.  The loop
+ * computes in float32 exactly as on decoded state and rounds what it stores
+ * (etk_bf16_rne1), so the results are those of decode, float32 loop, encode;
+ * only for rules whose loop reads each state element before writing it and
+ * never reads it back (checked by reading them, tested bit for bit). */
+#undef LD
+#undef ST
+#define LD(x) etk_float_of((uint32_t)(x) << 16)
+#define ST(x) etk_bf16_rne1(x)
+#define T float
+#define S uint16_t
+#define ETK_TYPES bf16
+#define ETK_SQRT sqrtf
+#define ETK_RULE_LOOPS
+#include "rules/sgd.h"
+#include "rules/adam.h"
+#include "rules/rmsprop.h"
+#include "rules/adagrad.h"
+#include "rules/lion.h"
+#undef ETK_RULE_LOOPS
+#undef T
+#undef S
+#undef ETK_TYPES
+#undef ETK_SQRT
+#undef LD
+#undef ST
+#define LD(x) ((T)(x))
+#define ST(x) ((S)(x))
+
 /* A phase's loops by (param, state) pair: param dtype * ETK_NDTYPES + state dtype. */
 #define ETK_FNS(name) {ETK_CAT(name, ETK_VARIANT, f32), 0, 0, ETK_CAT(name, ETK_VARIANT, f64)}
 #define ETK_RULE_ROW
+#define ETK_LOWP_ROW
 const etk_kernels ETK_CAT2(etk_kernels, ETK_VARIANT) = {
     ETK_VARIANT_NAME,
     {
 #include "rules/all.h"
     },
+#include "lowp.h"
+    {
+        [ETK_RULE_SGD] = ETK_CAT(sgd_p0, ETK_VARIANT, bf16),
+        [ETK_RULE_ADAM] = ETK_CAT(adam_p0, ETK_VARIANT, bf16),
+        [ETK_RULE_RMSPROP] = ETK_CAT(rmsprop_p0, ETK_VARIANT, bf16),
+        [ETK_RULE_ADAGRAD] = ETK_CAT(adagrad_p0, ETK_VARIANT, bf16),
+        [ETK_RULE_LION] = ETK_CAT(lion_p0, ETK_VARIANT, bf16),
+    },
 };
+#undef ETK_LOWP_ROW
 #undef ETK_RULE_ROW
 #undef ETK_FNS

@@ -1625,6 +1625,231 @@ static void test_shared_step_size_rules(void)
     free(a.d), free(b.d), free(a.f), free(b.f);
 }
 
+/* ---- low-precision state ---------------------------------------------- */
+static uint16_t bf16_rne_scalar(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* the q8 maps and their nearest-code search against a brute-force search */
+static void test_lowp_codecs(void)
+{
+    enum { N = 3000 };
+    static float x[N], dec[N], absmax[(N + ETK_QBLOCK - 1) / ETK_QBLOCK];
+    static uint8_t codes[N];
+    static uint16_t b16[N], b16b[N];
+    float map[256];
+    int sg, i, c;
+    for (sg = 0; sg < 2; sg++) {
+        etk_q8_map(sg, map);
+        for (i = 1; i < 256; i++) CHECK(map[i] > map[i - 1], "map %d not increasing at %d", sg, i);
+        CHECK(map[255] == 1.0f, "map ends at 1");
+        for (i = 0; i < N; i++) {
+            double u = urand();
+            /* magnitudes over many decades, exact map values, midpoints and zeros */
+            x[i] = (float)(u * pow(10.0, -7.0 * fabs(urand())));
+            if (i % 7 == 0) x[i] = map[(unsigned)(i / 7) % 256];
+            if (i % 11 == 0) x[i] = (float)(((double)map[(unsigned)(i / 11) % 255] + map[(unsigned)(i / 11) % 255 + 1]) / 2);
+            if (!sg) x[i] = fabsf(x[i]);
+            if (i % 97 == 0) x[i] = 0.0f;
+        }
+        x[5] = 1.0f; /* a block whose absmax is its own element */
+        etk_q8_encode(x, codes, absmax, N, sg);
+        for (i = 0; i < N; i++) {
+            float m = absmax[i / ETK_QBLOCK], inv = m == 0.0f ? 0.0f : 1.0f / m, xn = x[i] * inv;
+            int best = 0;
+            double bd = fabs((double)xn - map[0]);
+            for (c = 1; c < 256; c++) {
+                double d = fabs((double)xn - map[c]);
+                if (d < bd) bd = d, best = c; /* ties: the lower code */
+            }
+            CHECK(codes[i] == best, "map %d element %d (%g): code %d, nearest %d", sg, i, (double)xn, codes[i], best);
+        }
+        etk_q8_decode(codes, absmax, dec, N, sg);
+        for (i = 0; i < N; i++) CHECK(dec[i] == map[codes[i]] * absmax[i / ETK_QBLOCK], "decode %d", i);
+    }
+    for (i = 0; i < N; i++) x[i] = (float)(urand() * 1e3);
+    etk_bf16_encode(x, b16, N, 0, 0, 1, 0, 0);
+    for (i = 0; i < N; i++) CHECK(b16[i] == bf16_rne_scalar(x[i]), "bf16 rne %d", i);
+    etk_bf16_decode(b16, dec, N);
+    for (i = 0; i < N; i++) CHECK(bf16_rne_scalar(dec[i]) == b16[i], "bf16 round trip %d", i);
+    /* stochastic: one of the two neighbours; a run split in two gives the same bits */
+    etk_bf16_encode(x, b16, N, 1, 42, 7, 1, 100);
+    etk_bf16_encode(x, b16b, 1000, 1, 42, 7, 1, 100);
+    etk_bf16_encode(x + 1000, b16b + 1000, N - 1000, 1, 42, 7, 1, 1100);
+    for (i = 0; i < N; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        CHECK(b16[i] == (uint16_t)(u >> 16) || b16[i] == (uint16_t)((u >> 16) + 1), "sr %d", i);
+        CHECK(b16[i] == b16b[i], "sr split %d", i);
+    }
+}
+
+/* The codec loops of every SIMD variant agree with the baseline's bit for bit:
+ * special values (NaN, infinities, zeros, subnormals, the map's values and
+ * midpoints), every bucket of the 8-bit search (random bits of magnitude <= 1
+ * in blocks whose scale is 1), and lengths that leave vector tails. */
+static void test_lowp_variants(void)
+{
+    enum { N = 4096 + 333, NB = (N + ETK_QBLOCK - 1) / ETK_QBLOCK };
+    static float x[N], d0[N], d1[N], a0[NB], a1[NB];
+    static uint16_t h0[N], h1[N];
+    static uint8_t c0[N], c1[N];
+    const char *variants[3] = {"baseline", "avx2", "avx512"};
+    const char *saved = etk_simd_variant();
+    const uint32_t special[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fbfffffu, 0x7f800000u, 0xff800000u, 0u,
+                                0x80000000u, 1u,          0x80000001u, 0x007fffffu, 0x00800000u, 0x3f800000u,
+                                0xbf800000u, 0x3f800001u, 0x7f7fffffu, 0xff7fffffu, 0x33ffffffu, 0x34000000u,
+                                0x3f7fffffu, 0x3f808000u, 0x3f7f8000u, 0x3f7f7fffu, 0x3f7f8001u};
+    float map[256];
+    size_t lens[] = {N, 1, 15, 16, 17, 255, 257, 1000};
+    int vi, sg, li, i, b;
+    etk_q8_map(1, map);
+    for (i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)(rng >> 20);
+        float f;
+        (void)urand();
+        b = i / ETK_QBLOCK;
+        if (b % 4 == 0) u &= 0xbfffffffu; /* magnitudes up to 2: every bucket, and the clamped ones */
+        if (b % 4 == 1) u = (u & 0x80000000u) | (u % 0x3f800001u);
+        memcpy(&f, &u, 4);
+        if (b % 4 == 2) f = (float)(urand() * pow(10.0, -9.0 * fabs(urand())));
+        if (b % 4 == 3) f = i % 2 ? map[(unsigned)i % 256] : (float)(((double)map[(unsigned)i % 255] + map[(unsigned)i % 255 + 1]) / 2);
+        if (i % ETK_QBLOCK == 7 && b % 4 == 1) f = 1.0f;
+        if (i % 37 == 0 && b % 8 == 0) memcpy(&f, &special[(unsigned)(i / 37) % (sizeof special / sizeof special[0])], 4);
+        x[i] = f;
+    }
+    for (li = 0; li < (int)(sizeof lens / sizeof lens[0]); li++) {
+        const size_t n = lens[li];
+        CHECK(etk_set_simd_variant("baseline") == ETK_OK, "baseline");
+        for (sg = 0; sg < 2; sg++) {
+            etk_q8_encode(x, c0 + sg * 0, a0, n, sg);
+            etk_q8_decode(c0, a0, d0, n, sg);
+            for (vi = 1; vi < 3; vi++) {
+                if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
+                memset(c1, 0xAA, sizeof c1);
+                etk_q8_encode(x, c1, a1, n, sg);
+                etk_q8_decode(c0, a0, d1, n, sg);
+                CHECK(!memcmp(c0, c1, n) && c1[n < N ? n : N - 1] == (n < N ? 0xAA : c1[N - 1]), "q8 codes %s %d %zu",
+                      variants[vi], sg, n);
+                CHECK(!memcmp(a0, a1, (n + ETK_QBLOCK - 1) / ETK_QBLOCK * sizeof(float)), "q8 scales %s %d %zu",
+                      variants[vi], sg, n);
+                CHECK(!memcmp(d0, d1, n * sizeof(float)), "q8 decode %s %d %zu", variants[vi], sg, n);
+                etk_set_simd_variant("baseline");
+            }
+        }
+        for (sg = 0; sg < 2; sg++) {
+            etk_bf16_encode(x, h0, n, sg, 42, 7, 1, (size_t)0xFFFFFF00u + (size_t)li);
+            etk_bf16_decode(h0, d0, n);
+            for (vi = 1; vi < 3; vi++) {
+                if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
+                memset(h1, 0xAA, sizeof h1);
+                etk_bf16_encode(x, h1, n, sg, 42, 7, 1, (size_t)0xFFFFFF00u + (size_t)li);
+                etk_bf16_decode(h0, d1, n);
+                CHECK(!memcmp(h0, h1, n * 2) && (n == N || h1[n] == 0xAAAA), "bf16 %s sr %d %zu", variants[vi], sg, n);
+                CHECK(!memcmp(d0, d1, n * sizeof(float)), "bf16 decode %s %zu", variants[vi], n);
+                etk_set_simd_variant("baseline");
+            }
+        }
+    }
+    etk_set_simd_variant(saved);
+}
+
+/* Adam with bfloat16 and 8-bit state: decode, float32 step, encode, over threads and variants */
+static void test_lowp_adam(void)
+{
+    enum { N = 20000, STEPS = 5, NB = (N + ETK_QBLOCK - 1) / ETK_QBLOCK };
+    static float g[STEPS][N], p0[N], pr[N], p[N], mf[N], vf[N], amr[NB], avr[NB], am[NB], av[NB];
+    static uint16_t m16r[N], v16r[N], m16[N], v16[N];
+    static uint8_t mqr[N], vqr[N], mq[N], vq[N];
+    etk_adam_hp h = {1e-2, 0.9, 0.999, 1e-8, 0.01, 0, 0, 1};
+    const char *variants[3] = {"baseline", "avx2", "avx512"};
+    const char *saved = etk_simd_variant();
+    int fmt, sr, th, vi, i, k, saved_threads = etk_get_num_threads();
+    etk_tensor t;
+    etk_error err;
+    for (i = 0; i < N; i++) p0[i] = (float)urand();
+    for (k = 0; k < STEPS; k++)
+        for (i = 0; i < N; i++) g[k][i] = (float)(urand() * (i % 3 ? 1.0 : 1e-4));
+    for (fmt = 0; fmt < 2; fmt++)
+        for (sr = 0; sr < (fmt ? 1 : 2); sr++) {
+            /* the reference: the serial codecs around the float32 step */
+            memcpy(pr, p0, sizeof pr);
+            memset(m16r, 0, sizeof m16r), memset(v16r, 0, sizeof v16r);
+            memset(mqr, 127, sizeof mqr), memset(vqr, 0, sizeof vqr); /* the codes of 0 */
+            memset(amr, 0, sizeof amr), memset(avr, 0, sizeof avr);
+            for (k = 1; k <= STEPS; k++) {
+                void *st[3] = {mf, vf, NULL};
+                if (fmt == 0) etk_bf16_decode(m16r, mf, N), etk_bf16_decode(v16r, vf, N);
+                else etk_q8_decode(mqr, amr, mf, N, 1), etk_q8_decode(vqr, avr, vf, N, 0);
+                CHECK(etk_adam_f32(pr, g[k - 1], st, N, &h, k) == ETK_OK, "f32 step");
+                if (fmt == 0) etk_bf16_encode(mf, m16r, N, sr, 99, k, 0, 0), etk_bf16_encode(vf, v16r, N, sr, 99, k, 1, 0);
+                else etk_q8_encode(mf, mqr, amr, N, 1), etk_q8_encode(vf, vqr, avr, N, 0);
+            }
+            for (vi = 0; vi < 3; vi++) {
+                if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
+                for (th = 1; th <= 3; th++) {
+                    etk_set_num_threads(th);
+                    memcpy(p, p0, sizeof p);
+                    memset(m16, 0, sizeof m16), memset(v16, 0, sizeof v16);
+                    memset(mq, 127, sizeof mq), memset(vq, 0, sizeof vq);
+                    memset(am, 0, sizeof am), memset(av, 0, sizeof av);
+                    for (k = 1; k <= STEPS; k++) {
+                        memset(&t, 0, sizeof t);
+                        t.param = p, t.grad = g[k - 1], t.n = N, t.step = k;
+                        t.dtype = ETK_FLOAT32;
+                        t.state_dtype = fmt ? ETK_QINT8 : ETK_BFLOAT16;
+                        t.stochastic = (uint8_t)sr, t.seed = 99;
+                        if (fmt) t.state[0] = mq, t.state[1] = vq, t.absmax[0] = am, t.absmax[1] = av;
+                        else t.state[0] = m16, t.state[1] = v16;
+                        CHECK(etk_step(ETK_RULE_ADAM, &t, 1, &h, 1, NULL, NULL) == ETK_OK, "lowp step");
+                    }
+                    CHECK(memcmp(p, pr, sizeof p) == 0, "params: fmt %d sr %d %s %d threads", fmt, sr, variants[vi], th);
+                    if (fmt == 0)
+                        CHECK(!memcmp(m16, m16r, sizeof m16) && !memcmp(v16, v16r, sizeof v16), "bf16 state %d %d", sr, th);
+                    else
+                        CHECK(!memcmp(mq, mqr, sizeof mq) && !memcmp(vq, vqr, sizeof vq) && !memcmp(am, amr, sizeof am) &&
+                                  !memcmp(av, avr, sizeof av),
+                              "q8 state %s %d", variants[vi], th);
+                }
+            }
+        }
+    etk_set_num_threads(saved_threads);
+    etk_set_simd_variant(saved);
+    /* refusals, nothing written */
+    memcpy(p, p0, sizeof p);
+    memset(&t, 0, sizeof t);
+    t.param = p, t.grad = g[0], t.n = N, t.step = 1, t.dtype = ETK_FLOAT32, t.state_dtype = ETK_QINT8;
+    t.state[0] = mq, t.state[1] = vq, t.absmax[0] = am;
+    CHECK(etk_step(ETK_RULE_ADAM, &t, 1, &h, 1, NULL, &err) == ETK_ESTATE && err.slot == 1, "q8 without scales");
+    t.state_dtype = 4;
+    CHECK(etk_step(ETK_RULE_ADAM, &t, 1, &h, 1, NULL, &err) == ETK_EDTYPE, "unknown state dtype");
+    t.state_dtype = ETK_BFLOAT16;
+    t.dtype = ETK_FLOAT64;
+    CHECK(etk_step(ETK_RULE_ADAM, &t, 1, &h, 1, NULL, &err) == ETK_EDTYPE, "bf16 state, f64 params");
+    CHECK(memcmp(p, p0, sizeof p) == 0, "refused steps wrote nothing");
+    CHECK(etk_rule_lowp(ETK_RULE_ADAM) && etk_rule_lowp(ETK_RULE_SGD) && !etk_rule_lowp(ETK_RULE_LAMB) &&
+              !etk_rule_lowp(ETK_RULE_ADAFACTOR) && !etk_rule_lowp(ETK_RULE_PRODIGY),
+          "rules that keep low-precision state");
+}
+
+/* the generated tables agree with the map's construction */
+static void test_q8_map_construction(void)
+{
+    float map[256], dec[256], absmax = 1.0f;
+    uint8_t codes[256];
+    int sg, i;
+    for (sg = 0; sg < 2; sg++) {
+        etk_q8_map(sg, map);
+        for (i = 0; i < 256; i++) codes[i] = (uint8_t)i;
+        etk_q8_decode(codes, &absmax, dec, 256, sg);
+        for (i = 0; i < 256; i++) CHECK(dec[i] == map[i], "map %d value %d: table %a, built %a", sg, i, (double)dec[i], (double)map[i]);
+    }
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -1647,6 +1872,10 @@ int main(void)
     test_dog();
     test_schedulefree();
     test_shared_step_size_rules();
+    test_lowp_codecs();
+    test_lowp_variants();
+    test_q8_map_construction();
+    test_lowp_adam();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

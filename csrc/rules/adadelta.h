@@ -26,8 +26,8 @@ static const etk_field_info adadelta_fields[] = {
     ETK_FLAG(etk_adadelta_hp, maximize),
 };
 static const etk_slot_info adadelta_slots[] = {
-    {"square_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"acc_delta", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"square_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
+    {"acc_delta", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
 };
 
 static unsigned adadelta_needs(const void *hp) { (void)hp; return 3u; }

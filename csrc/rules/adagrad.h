@@ -24,7 +24,7 @@ static const etk_field_info adagrad_fields[] = {
     ETK_FLAG(etk_adagrad_hp, maximize),
 };
 /* sum starts at field 4, initial_accumulator_value */
-static const etk_slot_info adagrad_slots[] = {{"sum", ETK_SLOT_FULL, ETK_INIT_FIELD, 4}};
+static const etk_slot_info adagrad_slots[] = {{"sum", ETK_SLOT_FULL, ETK_INIT_FIELD, 4, 0, 0.0, 1}};
 
 static unsigned adagrad_needs(const void *hp) { (void)hp; return 1u; }
 static void adagrad_prepare(unsigned phase, const void *hp, const etk_tensor *t, const etk_reduced *red, void *cf)

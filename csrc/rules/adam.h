@@ -33,8 +33,8 @@ static const etk_field_info adam_fields[] = {
 };
 static const etk_slot_info adam_slots[] = {
     {"exp_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"max_exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
+    {"max_exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
 };
 
 static unsigned adam_needs(const void *hp) { return ((const etk_adam_hp *)hp)->amsgrad ? 7u : 3u; }

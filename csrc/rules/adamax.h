@@ -26,7 +26,7 @@ static const etk_field_info adamax_fields[] = {
 };
 static const etk_slot_info adamax_slots[] = {
     {"exp_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"exp_inf", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"exp_inf", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
 };
 
 static unsigned adamax_needs(const void *hp) { (void)hp; return 3u; }

@@ -38,7 +38,7 @@ static const etk_field_info ademamix_fields[] = {
 };
 static const etk_slot_info ademamix_slots[] = {
     {"exp_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
     {"exp_avg_slow", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
 };
 

@@ -36,7 +36,7 @@ static const etk_field_info adopt_fields[] = {
 };
 static const etk_slot_info adopt_slots[] = {
     {"exp_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
 };
 
 static unsigned adopt_needs(const void *hp) { (void)hp; return 3u; }

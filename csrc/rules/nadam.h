@@ -42,7 +42,7 @@ static const etk_field_info nadam_fields[] = {
 };
 static const etk_slot_info nadam_slots[] = {
     {"exp_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
     {"mu_product", ETK_SLOT_SCALAR, ETK_INIT_ONE, 0},
 };
 

@@ -41,7 +41,7 @@ static const etk_field_info radam_fields[] = {
 };
 static const etk_slot_info radam_slots[] = {
     {"exp_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"exp_avg_sq", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
 };
 
 static unsigned radam_needs(const void *hp) { (void)hp; return 3u; }

@@ -26,7 +26,7 @@ static const etk_field_info rmsprop_fields[] = {
     ETK_FLAG(etk_rmsprop_hp, maximize),
 };
 static const etk_slot_info rmsprop_slots[] = {
-    {"square_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
+    {"square_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0, 0, 0.0, 1},
     {"momentum_buffer", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
     {"grad_avg", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
 };

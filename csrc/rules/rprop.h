@@ -30,7 +30,7 @@ static const etk_field_info rprop_fields[] = {
 /* step_size starts at field 0, lr */
 static const etk_slot_info rprop_slots[] = {
     {"prev", ETK_SLOT_FULL, ETK_INIT_ZERO, 0},
-    {"step_size", ETK_SLOT_FULL, ETK_INIT_FIELD, 0},
+    {"step_size", ETK_SLOT_FULL, ETK_INIT_FIELD, 0, 0, 0.0, 1},
 };
 
 static unsigned rprop_needs(const void *hp) { (void)hp; return 3u; }

@@ -16,7 +16,7 @@ naming its index and what was expected; nothing is written.  A scheduled
 value out of range raises ``etakit.HyperparameterError`` naming the group,
 the key and the step.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free, qsort
 from libc.string cimport memset, memcpy
 from cpython.ref cimport PyObject
@@ -171,12 +171,47 @@ def rule_info(rule):
                   init_field=fields[info.slots[i].init_field]["name"] if info.slots[i].init == 1 else None,
                   stride_field=(fields[info.slots[i].stride_field]["name"]
                                 if info.slots[i].shape == ETK_SLOT_STRIDED else None),
-                  init_value=info.slots[i].init_value)
+                  init_value=info.slots[i].init_value, nonneg=bool(info.slots[i].nonneg))
              for i in range(info.nslots)]
     group_state = [info.group_state[i].decode() for i in range(info.ngroup_state)]
     return dict(id=r, name=info.name.decode(), hp_size=info.hp_size, fields=fields, slots=slots,
                 uses_step=bool(info.flags & ETK_RULE_USES_STEP), matrix=bool(info.flags & ETK_RULE_MATRIX),
-                matrix_only=bool(info.flags & ETK_RULE_MATRIX_ONLY), group_state=group_state)
+                matrix_only=bool(info.flags & ETK_RULE_MATRIX_ONLY), group_state=group_state,
+                lowp=bool(etk_rule_lowp(r)))
+
+
+def q8_map(bint signed):
+    """The C engine's 8-bit map (``etk_q8_map``): 256 sorted float32 values."""
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, [256], cnp.NPY_FLOAT32, 0)
+    etk_q8_map(signed, <float *>cnp.PyArray_DATA(out))
+    return out
+
+
+def bf16_encode(cnp.ndarray x not None, bint stochastic=False, uint64_t seed=0, int64_t step=1, unsigned slot=0,
+                size_t index0=0):
+    """float32 (C-contiguous) to bfloat16 bits (uint16), as the step encodes."""
+    if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        raise TypeError("bf16_encode takes a C-contiguous float32 array")
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.NPY_UINT16, 0)
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(x)
+    with nogil:
+        etk_bf16_encode(<const float *>cnp.PyArray_DATA(x), <uint16_t *>cnp.PyArray_DATA(out), n, stochastic, seed,
+                        step, slot, index0)
+    return out
+
+
+def q8_encode(cnp.ndarray x not None, bint signed=True):
+    """float32 (C-contiguous) to 8-bit codes and scales, as the step encodes: ``(codes, absmax)``."""
+    if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        raise TypeError("q8_encode takes a C-contiguous float32 array")
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(x)
+    cdef cnp.ndarray codes = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.NPY_UINT8, 0)
+    cdef cnp.npy_intp nb = <cnp.npy_intp>((n + 255) // 256)
+    cdef cnp.ndarray absmax = cnp.PyArray_EMPTY(1, &nb, cnp.NPY_FLOAT32, 0)
+    with nogil:
+        etk_q8_encode(<const float *>cnp.PyArray_DATA(x), <uint8_t *>cnp.PyArray_DATA(codes),
+                      <float *>cnp.PyArray_DATA(absmax), n, signed)
+    return codes, absmax
 
 
 def rule_names():
@@ -383,7 +418,7 @@ cdef class Plan:
         self.nhps = nhps
         self.t = <etk_tensor *>calloc(count if count else 1, sizeof(etk_tensor))
         self.hps = <unsigned char *>calloc(nhps if nhps else 1, self.info.hp_size if self.info != NULL else 1)
-        self.written = <_Interval *>calloc((ETK_MAX_SLOTS + 1) * count if count else 1, sizeof(_Interval))
+        self.written = <_Interval *>calloc((2 * ETK_MAX_SLOTS + 1) * count if count else 1, sizeof(_Interval))
         if not self.t or not self.hps or not self.written:
             raise MemoryError()
         self.params = [None] * count
@@ -479,23 +514,34 @@ cdef class Plan:
         memcpy(self.hps + g * self.info.hp_size + offset, &value, sizeof(double))
 
     def set_tensor(self, Py_ssize_t i, cnp.ndarray param not None, tuple states, Py_ssize_t group,
-                   int64_t completed_steps, unsigned fresh=0, int64_t rows=0, int64_t cols=0):
+                   int64_t completed_steps, unsigned fresh=0, int64_t rows=0, int64_t cols=0,
+                   int state_format=0, bint stochastic=False, uint64_t seed=0, tuple absmax=None):
         """Point tensor ``i`` at ``param`` and its state arrays (one per slot, None where unused).
 
+        ``state_format``: 0 (state in the parameter's dtype), 2 (bfloat16: the
+        element-wise slots are uint16 arrays of bfloat16 bits; ``stochastic``
+        rounding with stream ``seed``) or 3 (8-bit: uint8 codes, with the float32
+        scales of every element-wise slot in ``absmax``, one per 256 elements).
         Every array is checked against what its slot holds, so a plan never
         points past the end of a buffer."""
         cdef etk_tensor *t
         cdef Py_ssize_t j, nslots = self.info.nslots if self.info != NULL else ETK_MAX_SLOTS
-        cdef cnp.ndarray s
+        cdef cnp.ndarray s, sc
         cdef Py_ssize_t n, want, k
         cdef int sdt = -1, shape
         if not 0 <= i < self.count or not 0 <= group < max(self.nhps, 1) or len(states) != nslots:
             raise IndexError("plan index out of range")
+        if state_format not in (0, 2, 3) or (absmax is not None and len(absmax) != nslots):
+            raise ValueError("invalid state format or scales")
         label = self.labels[i]
         if cnp.PyArray_TYPE(param) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or \
                 not cnp.PyArray_IS_C_CONTIGUOUS(param) or not cnp.PyArray_ISALIGNED(param) or \
                 not cnp.PyArray_ISNOTSWAPPED(param):
             raise TypeError(f"{label} must be an aligned, C-contiguous float32 or float64 array")
+        if state_format and cnp.PyArray_TYPE(param) != cnp.NPY_FLOAT32:
+            raise TypeError(f"{label}: low-precision optimizer state needs float32 parameters, got {param.dtype}")
+        if state_format and self.info != NULL and not etk_rule_lowp(self.rule):
+            raise ValueError(f"rule {self.info.name.decode()!r} cannot keep low-precision state")
         n = cnp.PyArray_SIZE(param)
         if rows < 0 or cols < 0 or (rows == 0) != (cols == 0) or (rows and n % (rows * cols)):
             raise ValueError(f"{label}: invalid matrix shape ({rows}, {cols})")
@@ -523,6 +569,22 @@ cdef class Plan:
                     if k < 1:
                         raise ValueError(f"set the hyperparameters of group {group} before its tensors")
                     want = (n + k - 1) // k
+                if state_format:
+                    k = cnp.NPY_UINT16 if state_format == 2 else cnp.NPY_UINT8
+                    if cnp.PyArray_SIZE(s) != want or cnp.PyArray_TYPE(s) != k:
+                        raise StateError(f"the optimizer state {name!r} of {label} has {cnp.PyArray_SIZE(s)} "
+                                         f"elements of {s.dtype}; expected {want} "
+                                         f"{'bfloat16 bits (uint16)' if state_format == 2 else '8-bit codes (uint8)'}")
+                    if state_format == 3:
+                        sc = <cnp.ndarray?>(absmax[j] if absmax is not None else None)
+                        if sc is None or cnp.PyArray_TYPE(sc) != cnp.NPY_FLOAT32 or \
+                                cnp.PyArray_SIZE(sc) != (n + 255) // 256 or not cnp.PyArray_IS_C_CONTIGUOUS(sc) or \
+                                not cnp.PyArray_ISALIGNED(sc) or not cnp.PyArray_ISWRITEABLE(sc):
+                            raise StateError(f"the scales of the 8-bit optimizer state {name!r} of {label} must be "
+                                             f"a writable C-contiguous float32 array of {(n + 255) // 256} values")
+                        t.absmax[j] = <float *>cnp.PyArray_DATA(sc)
+                    t.state[j] = cnp.PyArray_DATA(s)
+                    continue
                 if cnp.PyArray_SIZE(s) != want or cnp.PyArray_TYPE(s) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
                     raise StateError(f"the optimizer state {name!r} of {label} has {cnp.PyArray_SIZE(s)} "
                                      f"elements of {s.dtype}; expected {want} float32 or float64")
@@ -537,11 +599,15 @@ cdef class Plan:
         t.cols = cols
         t.dtype = ETK_FLOAT32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32 else ETK_FLOAT64
         t.state_dtype = t.dtype if sdt == -1 else (ETK_FLOAT32 if sdt == cnp.NPY_FLOAT32 else ETK_FLOAT64)
+        if state_format:
+            t.state_dtype = <uint8_t>state_format
+            t.stochastic = stochastic
+            t.seed = seed
         t.group = <uint32_t>group
         t.step = completed_steps + 1
         t.flags = <uint16_t>fresh
         self.params[i] = param
-        self.states[i] = states
+        self.states[i] = states if state_format != 3 else states + tuple(absmax)
 
     def index_written(self):
         """Sort the buffers a step writes, for the gradient overlap check."""
@@ -551,7 +617,8 @@ cdef class Plan:
             k += 1
             for j, s in enumerate(self.states[i]):
                 if s is not None:
-                    self.written[k] = _span(<cnp.ndarray>s, <int32_t>i, <int32_t>j)
+                    # (8-bit state: the slots' scales follow the slots, numbered from nslots)
+                    self.written[k] = _span(<cnp.ndarray>s, <int32_t>i, <int32_t>(j % self.info.nslots if self.info != NULL else j))
                     k += 1
         self.nwritten = k
         qsort(self.written, k, sizeof(_Interval), _cmp_interval)

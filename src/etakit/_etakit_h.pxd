@@ -2,7 +2,7 @@
 # step, the rule table, schedules, configuration), shared by etakit._core and
 # the generated etakit/cykernels.pxd.  The per-rule structs and typed entry
 # points are generated from the header into cykernels.pxd by setup.py.
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "etakit.h" nogil:
     enum: ETK_MAX_SLOTS
@@ -36,6 +36,9 @@ cdef extern from "etakit.h" nogil:
         uint8_t dtype
         uint8_t state_dtype
         uint16_t flags
+        uint8_t stochastic
+        uint64_t seed
+        float *absmax[6]
 
     ctypedef struct etk_error:
         int status
@@ -82,6 +85,7 @@ cdef extern from "etakit.h" nogil:
         uint16_t init_field
         uint16_t stride_field
         double init_value
+        uint8_t nonneg
     ctypedef struct etk_rule_info:
         const char *name
         size_t hp_size
@@ -102,6 +106,13 @@ cdef extern from "etakit.h" nogil:
     int etk_rule_check(int rule, const void *hp, etk_error *err)
     int etk_rule_check_groups(int rule, const void *hps, size_t nhps, etk_error *err)
     unsigned etk_rule_needs(int rule, const void *hp)
+    int etk_rule_lowp(int rule)
+    void etk_q8_map(int is_signed, float *out)
+    void etk_bf16_encode(const float *x, uint16_t *out, size_t n, int stochastic, uint64_t seed, int64_t step,
+                         unsigned slot, size_t index0) nogil
+    void etk_bf16_decode(const uint16_t *x, float *out, size_t n) nogil
+    void etk_q8_encode(const float *x, uint8_t *codes, float *absmax, size_t n, int is_signed) nogil
+    void etk_q8_decode(const uint8_t *codes, const float *absmax, float *out, size_t n, int is_signed) nogil
 
     int etk_schedule_check(const etk_schedule *s)
     double etk_schedule_eval(const etk_schedule *s, int64_t k)

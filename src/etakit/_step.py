@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from . import _core
+from . import _core, _lowp
 from .errors import HyperparameterError, StateError
 from .schedules import Schedule
 
@@ -142,6 +142,7 @@ class RuleSpec:
             raise TypeError(f"{opt_cls.__name__}._group_state names scalars the rule does not have: "
                             f"{sorted(set(self.group_state_init) - set(self.group_state))}")
         self.constant_state = tuple(opt_cls._constant_state)
+        self.lowp = info["lowp"]     # can keep bfloat16 or 8-bit state (etakit._lowp)
         component = {f: (key, j) for key, fs in opt_cls._tuples.items() for j, f in enumerate(fs)}
         self.sources = []       # per field: (group key, index in the tuple or None)
         keys = []
@@ -174,6 +175,7 @@ class RuleSpec:
         for key, check in self.extra.items():
             if key in group and check is not None:
                 check(group[key], where)
+        _lowp.check(group, where, self)
         scheduled = {}
         for f, (key, j) in zip(self.fields, self.sources):
             label = self.labels[f["name"]]
@@ -269,7 +271,7 @@ class RuleSpec:
 
     def unknown_keys(self, group, also=()):
         return [k for k in group if k != "params" and k not in self.keys and k not in self.group_state
-                and k not in also]
+                and k not in also and k not in _lowp.KEYS]
 
     # ---- state ----------------------------------------------------------
     def matrix_shape(self, shape):
@@ -416,8 +418,10 @@ class Stepper:
         # a step that is one C call, with nothing to do in Python around it
         self.simple = not calls and not self.spec.group_state and self.spec.host is None
 
-    def build(self, params, states, group_of, steps, fresh, labels):
-        """A new plan over ``params`` (numpy arrays) and their ``states`` ({slot name: array})."""
+    def build(self, params, states, group_of, steps, fresh, labels, seeds=None, stochastic=None):
+        """A new plan over ``params`` (numpy arrays) and their ``states`` ({slot name: array}, in
+        any state format, etakit._lowp); ``stochastic`` (per group) and ``seeds`` (per tensor): the
+        stochastic rounding of bfloat16 state."""
         spec = self.spec
         plan = _core.Plan(spec.id, len(params), len(self.packed), labels, spec.labels)
         for gi, b in enumerate(self.packed):
@@ -431,8 +435,14 @@ class Stepper:
             if spec.work:
                 st = {**st, **self._work_for(i, p, group_of[i])}
                 work.append({names[j]: st.get(names[j]) for j in spec.work})
-            plan.set_tensor(i, p, tuple([st.get(name) for name in names]), group_of[i], steps[i],
-                            fresh.get(i, 0), rows, cols)
+            if spec.lowp and st:
+                fmt, arrays, scales = _lowp.plan_arrays(st, spec)
+                sr = bool(stochastic[group_of[i]]) if stochastic is not None and fmt == _lowp.BF16 else False
+                plan.set_tensor(i, p, arrays, group_of[i], steps[i], fresh.get(i, 0), rows, cols, fmt, sr,
+                                seeds[i] if seeds is not None else 0, scales)
+            else:
+                plan.set_tensor(i, p, tuple([st.get(name) for name in names]), group_of[i], steps[i],
+                                fresh.get(i, 0), rows, cols)
         plan.index_written()
         self.plan = plan
         self.group_of = list(group_of)

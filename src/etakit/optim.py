@@ -19,10 +19,13 @@ import warnings
 
 import numpy as np
 
-from . import _core
+import functools
+import inspect
+
+from . import _core, _lowp
 from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
 from .errors import HyperparameterError, StateError
-from .reference import group_step, zeropower_via_newtonschulz
+from .reference import group_step, tensor_seed, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
@@ -154,10 +157,34 @@ class Optimizer:
     _front_end_mixins = ()  # classes etakit.torch's drop-in derives from too (methods both front ends share)
     _torch_example = "lr=0.1"   # the arguments of the drop-in's docstring example
 
+    def __init_subclass__(cls, **kwargs):
+        """Every optimizer takes the keyword-only low-precision state options (etakit._lowp):
+        ``state_dtype``, ``stochastic_rounding`` and ``min_8bit_size``; they become group keys
+        only when they differ from their defaults, so a float32 optimizer's groups are as before."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_lowp_wrapped", False):
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args, state_dtype="float32", stochastic_rounding=False, min_8bit_size=4096, **kw):
+            given = {k: v for k, v in (("state_dtype", state_dtype), ("stochastic_rounding", stochastic_rounding),
+                                       ("min_8bit_size", min_8bit_size)) if not _same(v, _lowp.KEYS[k])}
+            if given:
+                self.__dict__.setdefault("_lowp_defaults", {}).update(given)
+            init(self, *args, **kw)
+
+        sig = inspect.signature(init)
+        extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in _lowp.KEYS.items()
+                 if k not in sig.parameters]
+        __init__.__signature__ = sig.replace(parameters=list(sig.parameters.values()) + extra)
+        __init__._lowp_wrapped = True
+        cls.__init__ = __init__
+
     def __init__(self, params, defaults):
         self._stepper = Stepper(RuleSpec.of(type(self)))
         spec = self._stepper.spec
-        self.defaults = {**defaults, **self._implied}
+        self.defaults = {**defaults, **self._implied, **self.__dict__.pop("_lowp_defaults", {})}
         spec.pack(self.defaults, "defaults")
         self.defaults.update(spec.group_state_start(self.defaults, list(self._group_state)))
         self._get_hp = operator.itemgetter(*spec.keys)
@@ -220,6 +247,7 @@ class Optimizer:
         self._freeze(group)
         self._warn_unknown(group, f"param_groups[{gi}]")
         self._stepper.spec.pack(group, f"param_groups[{gi}]", self._k if hasattr(self, "_k") else 0)
+        _lowp.check_params(group, ps, self._labels[-len(ps):])
         self.param_groups.append(group)
 
     def _freeze(self, group):
@@ -313,7 +341,7 @@ class Optimizer:
         st = self._stepper
         groups = self.param_groups
         plan = st.plan
-        key = tuple(map(self._get_hp, groups))
+        key = (tuple(map(self._get_hp, groups)), tuple(map(_lowp.options, groups)))
         if plan is None or key != st.key or not plan.params_match(groups):
             self._reconfigure(grads, key)
             plan = st.plan
@@ -398,10 +426,13 @@ class Optimizer:
         for gi, g in enumerate(self.param_groups):
             self._warn_unknown(g, f"param_groups[{gi}]")
             self._freeze(g)
-        key = tuple(map(self._get_hp, self.param_groups))
+        key = (tuple(map(self._get_hp, self.param_groups)), tuple(map(_lowp.options, self.param_groups)))
         needs = st.needs
         st.configure(self.param_groups, self._k)
-        if st.plan is not None and st.needs == needs and st.plan.params_match(self.param_groups):
+        for gi, g in enumerate(self.param_groups):
+            _lowp.check_params(g, g["params"], [f"param_groups[{gi}]['params'][{j}]" for j in range(len(g["params"]))])
+        if st.plan is not None and st.needs == needs and st.plan.params_match(self.param_groups) and \
+                st.key is not None and key[1] == st.key[1]:
             st.bind()           # new values only: the plan still fits
             st.key = key
             return
@@ -422,6 +453,9 @@ class Optimizer:
                 self._state[i][spec.slot_names[j]] = spec.new_state(j, self._params[i],
                                                                     self.param_groups[group_of[i]], self._k)
                 self._fresh[i] = self._fresh.get(i, 0) | (1 << j)
+        if st.spec.lowp:
+            self._state = [_lowp.convert(s, st.spec, _lowp.target(self.param_groups[gi], p.size), p.dtype) if s else s
+                           for s, p, gi in zip(self._state, self._params, group_of)]
         self._build_plan()
         st.key = key
 
@@ -465,8 +499,12 @@ class Optimizer:
 
     def _build_plan(self):
         self._sync_steps()
+        seeds = stochastic = None
+        if self._stepper.spec.lowp:
+            stochastic = [_lowp.options(g)[1] for g in self.param_groups]
+            seeds = [tensor_seed(0, i) for i in range(len(self._params))] if any(stochastic) else None
         self._stepper.build(self._params, self._state, self._group_of_params(), self._steps, self._fresh,
-                            self._labels)
+                            self._labels, seeds, stochastic)
         self._stepper.plan.set_group_sizes([len(g) for g in self.param_groups])
 
     # ---- state ------------------------------------------------------
@@ -557,6 +595,7 @@ class Optimizer:
             g = {k: _decode(v) for k, v in theirs.items() if k != "params"}
             g["params"] = mine["params"]
             packed.append(spec.pack(g, where, step_count))
+            _lowp.check_params(g, g["params"], [f"{where}['params'][{j}]" for j in range(len(g["params"]))])
             new_groups.append(g)
         if not isinstance(state, dict):
             raise ValueError("loaded 'state' must be a dict {parameter index: {name: value}}")
@@ -571,8 +610,12 @@ class Optimizer:
             if not isinstance(entry, dict):
                 raise ValueError(f"loaded state[{key}] must be a dict")
             p = self._params[key]
+            if spec.lowp:
+                _lowp.check_loaded(entry, spec, p.shape, f"loaded state[{key}]")
             for name, v in entry.items():
-                if name == "step":
+                if spec.lowp and name.endswith("_absmax") and name[:-7] in allowed:
+                    new_state[key][name] = np.array(v, dtype=np.float32, order="C", copy=True)
+                elif name == "step":
                     new_steps[key] = _step_value(v, f"loaded state[{key}]['step']")
                 elif name in allowed:
                     j = spec.slot_names.index(name)
@@ -584,6 +627,9 @@ class Optimizer:
                     shape = spec.slot_shape(j, p.shape, new_groups[group_of[key]])
                     a = spec.loaded_state(j, a, shape, f"loaded state[{key}][{name!r}]",
                                           f" (for {self._labels[key]} of shape {p.shape})")
+                    if spec.lowp and not scalar and (a.dtype == np.uint8 or a.dtype == _lowp.bfloat16()):
+                        new_state[key][name] = np.array(a, order="C", copy=True)    # converted below
+                        continue
                     if a.dtype.kind != "f":
                         raise TypeError(f"loaded state[{key}][{name!r}] has dtype {a.dtype}; "
                                         "expected a floating-point array")
@@ -593,6 +639,11 @@ class Optimizer:
                     raise ValueError(f"loaded state[{key}] has an unknown entry {name!r}; "
                                      f"{type(self).__name__} keeps {sorted(allowed)} and 'step'")
         group_of = self._group_of_params()
+        if spec.lowp:   # into the loaded groups' state formats (a float32 checkpoint into bfloat16, ...)
+            for i, p in enumerate(self._params):
+                if new_state[i]:
+                    new_state[i] = _lowp.convert(new_state[i], spec, _lowp.target(new_groups[group_of[i]], p.size),
+                                                 p.dtype)
         for i in range(len(self._params)):
             if new_steps[i] or new_state[i]:
                 lacking = spec.lacking(packed[group_of[i]], self._params[i].shape, new_state[i], self._lazy_state)
@@ -633,6 +684,10 @@ class Optimizer:
 
 
 from ._core import _Moved  # noqa: E402  (after the class, which does not need it at import)
+
+
+def _same(a, b):
+    return type(a) is type(b) and a == b
 
 
 # ----------------------------------------------------------------- rules

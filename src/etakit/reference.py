@@ -1822,3 +1822,236 @@ def dadapt_adagrad_groups(groups, grads, states):
             p += ck * z
         else:
             p[...] = z
+
+
+# ---------------------------------------------------------------- low-precision state
+#
+# Optimizer state kept in fewer bytes than the parameters (``state_dtype=`` of
+# the optimizers): the step decodes the state of each element to float32,
+# runs the rule's float32 step and encodes the result back.  These functions
+# are the specification the C engine (csrc/lowp.c, csrc/lowp.h) follows bit
+# for bit:
+#
+# - bfloat16: the upper 16 bits of a float32.  Encoding rounds to nearest,
+#   ties to even (NaN stays a quiet NaN), or stochastically: it adds 16 random
+#   bits to the float32's bits and truncates, so a value rounds up with
+#   probability equal to its distance from the lower neighbour.  The bits
+#   come from a counter-based hash of (the tensor's seed, the step, the state
+#   slot, the element's index), the same whatever the thread count or SIMD
+#   variant (``sr_bits``).
+# - 8-bit blockwise ("int8"): blocks of ``Q8_BLOCK`` = 256 elements, each with
+#   one float32 scale, its largest magnitude (``absmax``), and per element a
+#   code, the index (uint8) of the nearest value of x / absmax in a map of 256
+#   values: bitsandbytes' signed dynamic map for state that may be negative,
+#   its unsigned map for state that is not (second moments).  Decoding is
+#   ``map[code] * absmax`` in float32, as bitsandbytes' dequantize_blockwise.
+
+Q8_BLOCK = 256
+_M64 = (1 << 64) - 1
+
+
+def _fma32(a, b, c):
+    """float32 fused multiply-add (one rounding); exact here: the double sum is re-rounded once
+    to float32, and for the values of the maps no double rounding occurs (the tests check the maps
+    against bitsandbytes' own)."""
+    return np.float32(np.float64(np.float32(a)) * np.float64(np.float32(b)) + np.float64(np.float32(c)))
+
+
+def _linspace32(start, end, steps):
+    """float32 ``torch.linspace`` as torch computes it on the CPU: the first half from the start, the
+    second from the end, each value one fused multiply-add."""
+    a, b = np.float32(start), np.float32(end)
+    step = np.float32((b - a) / np.float32(steps - 1))
+    return np.array([_fma32(step, i, a) if i < steps // 2 else _fma32(-step, steps - 1 - i, b)
+                     for i in range(steps)], dtype=np.float32)
+
+
+def dynamic_map(signed=True):
+    """The 256 values of bitsandbytes' dynamic quantization map (``create_dynamic_map(signed)`` with
+    its defaults, 7 exponent bits, 8 bits), sorted, as float32.
+
+    For each exponent i = 0..6, the midpoints of ``linspace(0.1, 1, 2**i + 1)`` (signed) or of
+    ``linspace(0.1, 1, 2**(i+1) + 1)`` (unsigned), times 10**(i - 6) (and their negatives, signed),
+    plus 0 and 1.
+
+    Examples
+    --------
+    >>> m = dynamic_map(signed=True)
+    >>> m.dtype, m.shape, float(m[0]) < 0 < float(m[-1]) == 1.0
+    (dtype('float32'), (256,), True)
+    """
+    data = []
+    for i in range(7):
+        b = _linspace32(0.1, 1.0, (2 ** i if signed else 2 ** (i + 1)) + 1)
+        means = (b[:-1] + b[1:]) / np.float32(2)
+        v = np.float32(10.0 ** (i - 6)) * means
+        data += list(v)
+        if signed:
+            data += list(-v)
+    data += [np.float32(0), np.float32(1)]
+    out = np.sort(np.array(data, dtype=np.float32))
+    assert out.shape == (256,)
+    return out
+
+
+def q8_thresholds(qmap):
+    """The 255 rounding thresholds of a map: t[c] is the smallest float32 above the midpoint of
+    qmap[c] and qmap[c + 1], so a float32 x gets code ``#{c : x >= t[c]}``: the nearest value, a tie
+    (x exactly at a midpoint) going to the lower code."""
+    qmap = np.asarray(qmap, dtype=np.float32)
+    mid = (qmap[:-1].astype(np.float64) + qmap[1:].astype(np.float64)) / 2
+    t = mid.astype(np.float32)
+    low = t.astype(np.float64) <= mid
+    t[low] = np.nextafter(t[low], np.float32(np.inf))
+    return t
+
+
+def q8_quantize(x, signed=True):
+    """Blockwise 8-bit quantization of a float32 array: ``(codes, absmax)``.
+
+    ``absmax[b]`` is the largest |x| of block b (NaN if the block holds a NaN); codes are the nearest
+    map values of ``x * (1 / absmax)`` (float32; an all-zero block has scale 0 and the code of 0).
+    NaN, and x above every threshold, get code 255.
+
+    Examples
+    --------
+    >>> codes, absmax = q8_quantize(np.array([0.5, -1.0, 0.0], dtype=np.float32))
+    >>> codes.dtype, absmax
+    (dtype('uint8'), array([1.], dtype=float32))
+    >>> q8_dequantize(codes, absmax, signed=True)
+    array([ 0.50078124, -0.99296874,  0.        ], dtype=float32)
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32).ravel()
+    n = x.size
+    nb = -(-n // Q8_BLOCK)
+    pad = np.zeros(nb * Q8_BLOCK, dtype=np.float32)
+    pad[:n] = np.abs(x)
+    blocks = pad.reshape(nb, Q8_BLOCK)
+    with np.errstate(invalid="ignore"):
+        absmax = blocks.max(axis=1) if nb else np.zeros(0, np.float32)   # NaN if any NaN
+    absmax = absmax.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        inv = np.where(absmax == 0, np.float32(0), np.float32(1) / absmax).astype(np.float32)
+        xn = x * np.repeat(inv, Q8_BLOCK)[:n]
+    t = q8_thresholds(dynamic_map(signed))
+    codes = np.searchsorted(t, xn, side="right").astype(np.uint8)      # NaN sorts last: 255
+    return codes, absmax
+
+
+def q8_dequantize(codes, absmax, signed=True):
+    """float32 values of 8-bit codes: ``map[code] * absmax`` of the code's block of 256."""
+    codes = np.asarray(codes).ravel()
+    scale = np.repeat(np.asarray(absmax, dtype=np.float32), Q8_BLOCK)[:codes.size]
+    return (dynamic_map(signed)[codes] * scale).astype(np.float32)
+
+
+def bf16_round(x):
+    """float32 to bfloat16 bits (uint16), rounding to nearest, ties to even; NaN stays a quiet NaN.
+
+    Examples
+    --------
+    >>> bf16_round(np.array([1.0, 1.00390625, 1.01171875], dtype=np.float32))   # ties go to even
+    array([16256, 16256, 16258], dtype=uint16)
+    """
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    r = np.where(nan, (u >> np.uint32(16)) | np.uint32(0x40),
+                 (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16))
+    return r.astype(np.uint16)
+
+
+def bf16_decode(bits):
+    """bfloat16 bits (uint16) to float32 (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def _splitmix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def _lowbias32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def tensor_seed(seed, index):
+    """The random stream of the tensor at position ``index`` of an optimizer with seed ``seed``."""
+    return _splitmix64((int(seed) + int(index) * 0x9E3779B97F4A7C15) & _M64)
+
+
+def sr_bits(seed, step, slot, start, n):
+    """The 16 random bits (uint32 < 2**16) stochastic rounding adds to elements start..start+n-1 of
+    state slot ``slot`` of a tensor with stream ``seed`` at step ``step``: a hash of the four."""
+    k = _splitmix64(_splitmix64(int(seed) & _M64) ^ (((int(step) << 3) | int(slot)) & _M64))
+    ka, kb = np.uint32(k & 0xFFFFFFFF), k >> 32
+    idx = np.arange(start, start + n, dtype=np.uint64)
+    lo = (idx & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    hi = (idx >> np.uint64(32)).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        kbh = (np.uint32(kb) + hi * np.uint32(0x9E3779B9)).astype(np.uint32)
+        return _lowbias32(_lowbias32(lo ^ ka) ^ kbh) >> np.uint32(16)
+
+
+def bf16_round_stochastic(x, seed, step, slot, start=0):
+    """float32 to bfloat16 bits with stochastic rounding (``sr_bits``); NaN stays a quiet NaN."""
+    u = np.ascontiguousarray(x, dtype=np.float32).ravel().view(np.uint32)
+    r = sr_bits(seed, step, slot, start, u.size)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    out = np.where(nan, (u >> np.uint32(16)) | np.uint32(0x40), (u + r) >> np.uint32(16))
+    return out.astype(np.uint16).reshape(np.shape(x))
+
+
+def lowp_step(rule, param, grad, state, *, step, state_dtype, nonneg=(), slots=(), stochastic_rounding=False,
+              seed=0, initial=None, **hyperparameters):
+    """One step of ``rule`` with low-precision state, as the C engine takes it: every element-wise
+    state buffer is decoded to float32, the rule's float32 step runs, and the buffers are encoded.
+
+    ``state`` holds, per state name, the encoded buffer: ``uint16`` bfloat16 bits, or, for
+    ``state_dtype="int8"``, the uint8 codes with their scales under ``<name>_absmax``.  ``nonneg``
+    names the buffers that use the unsigned map; ``slots`` lists the rule's state names in slot order
+    (the slot index enters the stochastic-rounding hash); ``seed`` is the tensor's stream
+    (``tensor_seed``).  Scalar state (float64 0-d arrays) is passed through as it is.  ``initial``
+    ({name: value}) names buffers the optimizer creates filled with a value before the first step
+    (Adagrad's ``sum``, ``initial_accumulator_value``): created here when missing, and stored encoded,
+    as the optimizer stores them.
+    """
+    for name, value in (initial or {}).items():
+        if name not in state:
+            fill = np.full(np.shape(param), value, dtype=np.float32)
+            if state_dtype == "bfloat16":
+                state[name] = bf16_round(fill).reshape(fill.shape)
+            else:
+                codes, state[name + "_absmax"] = q8_quantize(fill, name not in nonneg)
+                state[name] = codes.reshape(fill.shape)
+    full = {}
+    for name, a in state.items():
+        if name.endswith("_absmax") or np.ndim(a) == 0:
+            continue
+        if state_dtype == "bfloat16":
+            full[name] = bf16_decode(a).reshape(param.shape)
+        else:
+            full[name] = q8_dequantize(a, state[name + "_absmax"], name not in nonneg).reshape(param.shape)
+    work = dict(state)
+    for k in list(work):
+        if k.endswith("_absmax") or k in full:
+            del work[k]
+    work.update(full)
+    step_rule(rule, param, grad, work, step=step, **hyperparameters)
+    for name, a in work.items():
+        if np.ndim(a) == 0:
+            state[name] = a
+        elif state_dtype == "bfloat16":
+            if stochastic_rounding:
+                state[name] = bf16_round_stochastic(a, seed, step, slots.index(name)).reshape(a.shape)
+            else:
+                state[name] = bf16_round(a).reshape(a.shape)
+        else:
+            codes, absmax = q8_quantize(a, name not in nonneg)
+            state[name] = codes.reshape(a.shape)
+            state[name + "_absmax"] = absmax

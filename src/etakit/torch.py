@@ -37,7 +37,7 @@ import operator
 
 import torch
 
-from . import _core
+from . import _core, _lowp
 from . import optim as _optim
 from ._step import NESTED, RuleSpec, Stepper
 from .errors import StateError
@@ -132,6 +132,10 @@ class _DropIn(torch.optim.Optimizer):
                 if self._stepper.spec.matrix_only:
                     _optim._check_matrix(p, f"param_groups[{n}]['params'][{j}]", type(self).__name__)
             self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)
+            if _lowp.options(group) != tuple(_lowp.KEYS.values()):
+                raise NotImplementedError(f"param_groups[{n}]: etakit.torch keeps float32 state only for now; "
+                                          "bfloat16 and 8-bit state (state_dtype=...) are in the numpy "
+                                          "optimizers (etakit.Adam, ...)")
             if self._numpy._torch_step == "group":
                 group.setdefault("step", 0)
         except Exception:
@@ -484,6 +488,9 @@ def _drop_in(np_cls):
         defaults.pop("self")
         params_ = defaults.pop("params")
         defaults = {**defaults, **np_cls._implied}
+        for k, v in _lowp.KEYS.items():     # group keys only when set (the groups stay torch.optim's)
+            if k in defaults and type(defaults[k]) is type(v) and defaults[k] == v:
+                del defaults[k]
         defaults.update(RuleSpec.of(np_cls).group_state_start(defaults, list(np_cls._group_state)))
         _DropIn.__init__(self, params_, defaults)
 

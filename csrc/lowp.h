@@ -1,0 +1,401 @@
+/*
+ * lowp.h -- the codec loops of low-precision optimizer state, instantiated
+ * once per SIMD variant by kernels_variant.h (ETK_LOWP_LOOPS; ETK_LOWP_ROW
+ * gives the variant's table entry).  The host side, the chunk driver that
+ * decodes a chunk of state, runs a rule's float32 loop on it and encodes it
+ * back, is lowp.c.  Every loop is a pure function of its inputs, element by
+ * element (the scale of a block is a maximum, whose value does not depend on
+ * the order), so the results are the same for every variant; they are the
+ * functions etakit.reference.bf16_round, bf16_round_stochastic,
+ * q8_quantize and q8_dequantize.
+ */
+#if defined(ETK_LOWP_LOOPS)
+
+#define ETK_LFN(name) ETK_CAT2(name, ETK_VARIANT)
+
+#ifndef ETK_LOWP_HELPERS
+#define ETK_LOWP_HELPERS
+static ETK_ALWAYS_INLINE uint32_t etk_bits_of(float f)
+{
+    union { float f; uint32_t u; } x;
+    x.f = f;
+    return x.u;
+}
+static ETK_ALWAYS_INLINE float etk_float_of(uint32_t u)
+{
+    union { float f; uint32_t u; } x;
+    x.u = u;
+    return x.f;
+}
+/* Chris Wellons' lowbias32 integer hash */
+static ETK_ALWAYS_INLINE uint32_t etk_lowbias32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+/* One element of each codec, as the portable loops write it (the tails of the
+ * vector loops). */
+static ETK_ALWAYS_INLINE uint16_t etk_bf16_rne1(float f)
+{
+    uint32_t u = etk_bits_of(f);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t q = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
+static ETK_ALWAYS_INLINE uint16_t etk_bf16_sr1(float f, uint32_t idx, uint32_t ka, uint32_t kbh)
+{
+    uint32_t u = etk_bits_of(f);
+    uint32_t h = etk_lowbias32(etk_lowbias32(idx ^ ka) ^ kbh) >> 16;
+    uint32_t r = (u + h) >> 16;
+    uint32_t q = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
+static ETK_ALWAYS_INLINE uint8_t etk_q8_code1(float x, const unsigned char *lut, const float *thr)
+{
+    uint32_t u = etk_bits_of(x);
+    uint32_t k = (u & 0x7fffffffu) >> 16;
+    uint32_t base, c;
+    k = k < ETK_Q8_KMIN ? ETK_Q8_KMIN : k > ETK_Q8_KMAX ? ETK_Q8_KMAX : k;
+    base = (uint32_t)lut[(u >> 31) * ETK_Q8_NKEY + (k - ETK_Q8_KMIN)];
+    c = base + (x >= thr[base]);
+    c = c > 255u ? 255u : c;
+    return (uint8_t)(x != x ? 255u : c);
+}
+/* The scale of a block: max |x|, NaN if any is NaN; returns 1 / scale (0 for 0). */
+static ETK_ALWAYS_INLINE float etk_q8_absmax(const float *restrict in, size_t n, float *absmax)
+{
+    float m = 0.0f;
+    int nan = 0;
+    size_t i;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (i = 0; i < n; i++) {
+        float a = fabsf(in[i]);
+        m = a > m ? a : m;
+        nan |= a != a;
+    }
+    if (nan) m = etk_float_of(0x7fc00000u);
+    *absmax = m;
+    return m == 0.0f ? 0.0f : 1.0f / m;
+}
+#endif
+
+#if ETK_ISA >= 2
+/* AVX-512 (F, VL, BW, DQ): 16 lanes, masked tails. */
+static ETK_TGT ETK_ALWAYS_INLINE __mmask16 ETK_LFN(tail16)(size_t left)
+{
+    return left >= 16 ? (__mmask16)0xFFFFu : (__mmask16)((1u << left) - 1u);
+}
+
+ETK_TGT static void ETK_LFN(bf16_dec)(const uint16_t *restrict in, float *restrict out, size_t n)
+{
+    size_t i;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *)(in + i));
+        _mm512_storeu_si512((void *)(out + i), _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    if (i < n) {
+        const __mmask16 k = ETK_LFN(tail16)(n - i);
+        const __m256i h = _mm256_maskz_loadu_epi16(k, in + i);
+        _mm512_mask_storeu_epi32(out + i, k, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+}
+
+/* NaN: the quiet NaN of the top half; else (u + round) >> 16 */
+static ETK_TGT ETK_ALWAYS_INLINE __m256i ETK_LFN(bf16_pack16)(__m512i u, __m512i add)
+{
+    const __m512i hi = _mm512_srli_epi32(u, 16);
+    const __mmask16 nan =
+        _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, add), 16);
+    r = _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+static ETK_TGT ETK_ALWAYS_INLINE __m512i ETK_LFN(bf16_rne_add)(__m512i u)
+{
+    return _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+}
+
+ETK_TGT static void ETK_LFN(bf16_enc)(const float *restrict in, uint16_t *restrict out, size_t n)
+{
+    size_t i;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512i u = _mm512_loadu_si512((const void *)(in + i));
+        _mm256_storeu_si256((__m256i *)(out + i), ETK_LFN(bf16_pack16)(u, ETK_LFN(bf16_rne_add)(u)));
+    }
+    if (i < n) {
+        const __mmask16 k = ETK_LFN(tail16)(n - i);
+        const __m512i u = _mm512_maskz_loadu_epi32(k, in + i);
+        _mm256_mask_storeu_epi16(out + i, k, ETK_LFN(bf16_pack16)(u, ETK_LFN(bf16_rne_add)(u)));
+    }
+}
+
+static ETK_TGT ETK_ALWAYS_INLINE __m512i ETK_LFN(lowbias32x16)(__m512i x)
+{
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+ETK_TGT static void ETK_LFN(bf16_enc_sr)(const float *restrict in, uint16_t *restrict out, size_t n, uint32_t ka,
+                                         uint32_t kbh, uint32_t lo0)
+{
+    const __m512i vka = _mm512_set1_epi32((int)ka), vkb = _mm512_set1_epi32((int)kbh);
+    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)lo0),
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 k = ETK_LFN(tail16)(n - i);
+        const __m512i u = _mm512_maskz_loadu_epi32(k, in + i);
+        const __m512i h = _mm512_srli_epi32(
+            ETK_LFN(lowbias32x16)(_mm512_xor_si512(ETK_LFN(lowbias32x16)(_mm512_xor_si512(idx, vka)), vkb)), 16);
+        _mm256_mask_storeu_epi16(out + i, k, ETK_LFN(bf16_pack16)(u, h));
+        idx = _mm512_add_epi32(idx, _mm512_set1_epi32(16));
+    }
+}
+
+ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const float *restrict map, float scale,
+                                    float *restrict out, size_t n)
+{
+    const __m512 s = _mm512_set1_ps(scale);
+    size_t i;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(in + i)));
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_i32gather_ps(c, map, 4), s));
+    }
+    if (i < n) {
+        const __mmask16 k = ETK_LFN(tail16)(n - i);
+        const __m512i c = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, in + i));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(_mm512_i32gather_ps(c, map, 4), s));
+    }
+}
+
+/* The codes of 16 values x (already scaled), as etk_q8_code1, from one
+ * gather of the bucket's key (etk_q8_codec.key). */
+static ETK_TGT ETK_ALWAYS_INLINE __m128i ETK_LFN(q8_code16)(__m512 x, const int32_t *key)
+{
+    const __m512i u = _mm512_castps_si512(x);
+    const __mmask16 neg = _mm512_movepi32_mask(u);
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512i k = _mm512_srli_epi32(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), 16);
+    __m512i e, low, c;
+    k = _mm512_min_epi32(_mm512_max_epi32(k, _mm512_set1_epi32((int)ETK_Q8_KMIN)), _mm512_set1_epi32((int)ETK_Q8_KMAX));
+    k = _mm512_sub_epi32(k, _mm512_set1_epi32((int)ETK_Q8_KMIN));
+    k = _mm512_mask_add_epi32(k, neg, k, _mm512_set1_epi32(ETK_Q8_NKEY));
+    e = _mm512_i32gather_epi32(k, key, 4);
+    low = _mm512_and_si512(_mm512_mask_xor_epi32(u, neg, u, _mm512_set1_epi32(0xffff)), _mm512_set1_epi32(0xffff));
+    c = _mm512_srli_epi32(e, 17);
+    c = _mm512_mask_add_epi32(c, _mm512_cmpge_epi32_mask(low, _mm512_and_si512(e, _mm512_set1_epi32(0x1ffff))), c,
+                              _mm512_set1_epi32(1));
+    c = _mm512_min_epi32(c, _mm512_set1_epi32(255));
+    c = _mm512_mask_mov_epi32(c, nan, _mm512_set1_epi32(255));
+    return _mm512_cvtepi32_epi8(c);
+}
+
+ETK_TGT static void ETK_LFN(q8_enc)(const float *restrict in, uint8_t *restrict out, float *absmax, size_t n,
+                                    const etk_q8_codec *q)
+{
+    const int32_t *key = q->key;
+    const __m512 inv = _mm512_set1_ps(etk_q8_absmax(in, n, absmax));
+    size_t i;
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i *)(out + i), ETK_LFN(q8_code16)(_mm512_mul_ps(_mm512_loadu_ps(in + i), inv), key));
+    if (i < n) {
+        const __mmask16 k = ETK_LFN(tail16)(n - i);
+        _mm_mask_storeu_epi8(out + i, k, ETK_LFN(q8_code16)(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, in + i), inv), key));
+    }
+}
+
+#elif ETK_ISA == 1
+/* AVX2: 8 lanes (16 for bfloat16 packing), scalar tails. */
+ETK_TGT static void ETK_LFN(bf16_dec)(const uint16_t *restrict in, float *restrict out, size_t n)
+{
+    size_t i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(in + i));
+        _mm256_storeu_si256((__m256i *)(out + i), _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    for (; i < n; i++) out[i] = etk_float_of((uint32_t)in[i] << 16);
+}
+
+static ETK_TGT ETK_ALWAYS_INLINE __m256i ETK_LFN(bf16_bits8)(__m256i u, __m256i add)
+{
+    const __m256i hi = _mm256_srli_epi32(u, 16);
+    /* |u| and 0x7f800000 are both below 2^31: a signed comparison */
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, add), 16);
+    return _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+}
+
+/* two vectors of 8 values below 2^16 -> 16 uint16 in order */
+static ETK_TGT ETK_ALWAYS_INLINE void ETK_LFN(store16x16)(uint16_t *out, __m256i a, __m256i b)
+{
+    _mm256_storeu_si256((__m256i *)out, _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8));
+}
+
+static ETK_TGT ETK_ALWAYS_INLINE __m256i ETK_LFN(bf16_rne_add)(__m256i u)
+{
+    return _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)));
+}
+
+ETK_TGT static void ETK_LFN(bf16_enc)(const float *restrict in, uint16_t *restrict out, size_t n)
+{
+    size_t i;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m256i u0 = _mm256_loadu_si256((const __m256i *)(in + i));
+        const __m256i u1 = _mm256_loadu_si256((const __m256i *)(in + i + 8));
+        ETK_LFN(store16x16)(out + i, ETK_LFN(bf16_bits8)(u0, ETK_LFN(bf16_rne_add)(u0)),
+                            ETK_LFN(bf16_bits8)(u1, ETK_LFN(bf16_rne_add)(u1)));
+    }
+    for (; i < n; i++) out[i] = etk_bf16_rne1(in[i]);
+}
+
+static ETK_TGT ETK_ALWAYS_INLINE __m256i ETK_LFN(lowbias32x8)(__m256i x)
+{
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bu));
+    return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+}
+
+static ETK_TGT ETK_ALWAYS_INLINE __m256i ETK_LFN(sr_bits8)(__m256i idx, __m256i ka, __m256i kb)
+{
+    return _mm256_srli_epi32(ETK_LFN(lowbias32x8)(_mm256_xor_si256(ETK_LFN(lowbias32x8)(_mm256_xor_si256(idx, ka)), kb)),
+                             16);
+}
+
+ETK_TGT static void ETK_LFN(bf16_enc_sr)(const float *restrict in, uint16_t *restrict out, size_t n, uint32_t ka,
+                                         uint32_t kbh, uint32_t lo0)
+{
+    const __m256i vka = _mm256_set1_epi32((int)ka), vkb = _mm256_set1_epi32((int)kbh);
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)lo0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    size_t i;
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m256i u0 = _mm256_loadu_si256((const __m256i *)(in + i));
+        const __m256i u1 = _mm256_loadu_si256((const __m256i *)(in + i + 8));
+        const __m256i h0 = ETK_LFN(sr_bits8)(idx, vka, vkb);
+        const __m256i h1 = ETK_LFN(sr_bits8)(_mm256_add_epi32(idx, _mm256_set1_epi32(8)), vka, vkb);
+        ETK_LFN(store16x16)(out + i, ETK_LFN(bf16_bits8)(u0, h0), ETK_LFN(bf16_bits8)(u1, h1));
+        idx = _mm256_add_epi32(idx, _mm256_set1_epi32(16));
+    }
+    for (; i < n; i++) out[i] = etk_bf16_sr1(in[i], lo0 + (uint32_t)i, ka, kbh);
+}
+
+ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const float *restrict map, float scale,
+                                    float *restrict out, size_t n)
+{
+    const __m256 s = _mm256_set1_ps(scale);
+    size_t i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(in + i)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(map, c, 4), s));
+    }
+    for (; i < n; i++) out[i] = map[in[i]] * scale;
+}
+
+ETK_TGT static void ETK_LFN(q8_enc)(const float *restrict in, uint8_t *restrict out, float *absmax, size_t n,
+                                    const etk_q8_codec *q)
+{
+    const int32_t *key = q->key;
+    const float inv1 = etk_q8_absmax(in, n, absmax);
+    const __m256 inv = _mm256_set1_ps(inv1);
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12,
+                                          -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i ffff = _mm256_set1_epi32(0xffff);
+    size_t i;
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(in + i), inv);
+        const __m256i u = _mm256_castps_si256(x);
+        const __m256i neg = _mm256_srai_epi32(u, 31);
+        __m256i k = _mm256_srli_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), 16);
+        __m256i e, low, c, b;
+        k = _mm256_min_epi32(_mm256_max_epi32(k, _mm256_set1_epi32((int)ETK_Q8_KMIN)),
+                             _mm256_set1_epi32((int)ETK_Q8_KMAX));
+        k = _mm256_sub_epi32(k, _mm256_set1_epi32((int)ETK_Q8_KMIN));
+        k = _mm256_add_epi32(k, _mm256_and_si256(neg, _mm256_set1_epi32(ETK_Q8_NKEY)));
+        e = _mm256_i32gather_epi32(key, k, 4);
+        low = _mm256_and_si256(_mm256_xor_si256(u, neg), ffff);
+        /* low >= t is not t > low; the comparison is all ones (-1) where false */
+        c = _mm256_sub_epi32(_mm256_add_epi32(_mm256_srli_epi32(e, 17), _mm256_set1_epi32(1)),
+                             _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_and_si256(e, _mm256_set1_epi32(0x1ffff)), low),
+                                              _mm256_set1_epi32(1)));
+        c = _mm256_min_epi32(c, _mm256_set1_epi32(255));
+        c = _mm256_or_si256(c, _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)),
+                                                _mm256_set1_epi32(255)));
+        b = _mm256_shuffle_epi8(c, pick);
+        _mm_storel_epi64((__m128i *)(out + i),
+                         _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+    }
+    for (; i < n; i++) out[i] = etk_q8_code1(in[i] * inv1, q->lut, q->thr);
+}
+
+#else
+/* Portable loops (the compiler vectorises what it can). */
+ETK_TGT static void ETK_LFN(bf16_dec)(const uint16_t *restrict in, float *restrict out, size_t n)
+{
+    size_t i;
+#pragma omp simd
+    for (i = 0; i < n; i++) out[i] = etk_float_of((uint32_t)in[i] << 16);
+}
+
+ETK_TGT static void ETK_LFN(bf16_enc)(const float *restrict in, uint16_t *restrict out, size_t n)
+{
+    size_t i;
+#pragma omp simd
+    for (i = 0; i < n; i++) {
+        uint32_t u = etk_bits_of(in[i]);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        uint32_t q = (u >> 16) | 0x40u;
+        out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
+}
+
+ETK_TGT static void ETK_LFN(bf16_enc_sr)(const float *restrict in, uint16_t *restrict out, size_t n, uint32_t ka,
+                                         uint32_t kbh, uint32_t lo0)
+{
+    size_t i;
+#pragma omp simd
+    for (i = 0; i < n; i++) {
+        uint32_t u = etk_bits_of(in[i]);
+        uint32_t h = etk_lowbias32(etk_lowbias32((lo0 + (uint32_t)i) ^ ka) ^ kbh) >> 16;
+        uint32_t r = (u + h) >> 16;
+        uint32_t q = (u >> 16) | 0x40u;
+        out[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
+}
+
+ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const float *restrict map, float scale,
+                                    float *restrict out, size_t n)
+{
+    size_t i;
+#pragma omp simd
+    for (i = 0; i < n; i++) out[i] = map[in[i]] * scale;
+}
+
+ETK_TGT static void ETK_LFN(q8_enc)(const float *restrict in, uint8_t *restrict out, float *absmax, size_t n,
+                                    const etk_q8_codec *q)
+{
+    const float *restrict thr = q->thr;
+    const unsigned char *restrict lut = q->lut;
+    const float inv = etk_q8_absmax(in, n, absmax);
+    size_t i;
+#pragma omp simd
+    for (i = 0; i < n; i++) out[i] = etk_q8_code1(in[i] * inv, lut, thr);
+}
+
+#endif
+
+#undef ETK_LFN
+
+#elif defined(ETK_LOWP_ROW)
+{ETK_CAT2(bf16_dec, ETK_VARIANT), ETK_CAT2(bf16_enc, ETK_VARIANT), ETK_CAT2(bf16_enc_sr, ETK_VARIANT),
+ ETK_CAT2(q8_dec, ETK_VARIANT), ETK_CAT2(q8_enc, ETK_VARIANT)},
+#endif

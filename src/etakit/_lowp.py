@@ -1,0 +1,199 @@
+"""Low-precision optimizer state: the group keys, the formats and the conversions.
+
+A group's ``state_dtype`` says how the element-wise state of its float32
+parameters is kept (the C engine decodes it to float32 for each step and
+encodes it back, see csrc/lowp.c):
+
+- ``"float32"`` (the default): in the parameter's own dtype, as before
+  (float64 parameters keep float64 state);
+- ``"bfloat16"``: ``ml_dtypes.bfloat16`` arrays (numpy has no bfloat16; the
+  ml_dtypes type is the one JAX uses, so the arrays print, convert with
+  ``astype(np.float32)`` and save like any numpy array; etakit.torch keeps
+  ``torch.bfloat16`` tensors), rounded to nearest even, or stochastically
+  with ``stochastic_rounding=True``;
+- ``"int8"``: 8-bit blockwise, bitsandbytes' format: per buffer ``<name>``
+  the uint8 codes (the parameter's shape) and ``<name>_absmax``, one float32
+  scale per 256 elements.  Parameters with fewer than ``min_8bit_size``
+  elements (default 4096, as bitsandbytes) keep float32 state.
+
+The format of a tensor's state is read from its arrays (the state is the
+truth); when a group's ``state_dtype`` changes, or a checkpoint in another
+format is loaded, the state is converted through float32.
+"""
+import numbers
+
+import numpy as np
+
+from . import _core, reference
+from .errors import StateError
+
+KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096}
+DTYPES = ("float32", "bfloat16", "int8")
+FULL, BF16, Q8 = 0, 2, 3
+_NAMES = {FULL: "float32", BF16: "bfloat16", Q8: "int8"}
+
+
+def bfloat16():
+    """The numpy dtype of bfloat16 state (``ml_dtypes.bfloat16``)."""
+    try:
+        import ml_dtypes
+    except ImportError:     # pragma: no cover - ml_dtypes is installed with etakit[lowp]
+        raise ImportError("state_dtype='bfloat16' keeps numpy state as ml_dtypes.bfloat16 arrays: "
+                          "pip install ml_dtypes") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def options(group):
+    """(state_dtype, stochastic_rounding, min_8bit_size) of a group (defaults for missing keys)."""
+    return (group.get("state_dtype", "float32"), group.get("stochastic_rounding", False),
+            group.get("min_8bit_size", 4096))
+
+
+def check(group, where, spec):
+    """Refuse bad low-precision keys of a group (TypeError, ValueError) before anything is written."""
+    dt, sr, m = options(group)
+    if not isinstance(dt, str) or dt not in DTYPES:
+        raise ValueError(f"Invalid state_dtype for {where}: {dt!r} (expected one of {', '.join(map(repr, DTYPES))})")
+    if dt != "float32" and not spec.lowp:
+        raise ValueError(f"{where}: {spec.name} cannot keep {dt} state (only the rules whose step is one "
+                         "element-wise pass can: SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax, ...)")
+    if not isinstance(sr, (bool, np.bool_)):
+        raise TypeError(f"{where}: stochastic_rounding must be a bool, got {type(sr).__name__} {sr!r}")
+    if sr and dt != "bfloat16":
+        raise ValueError(f"{where}: stochastic_rounding applies to state_dtype='bfloat16' (got {dt!r})")
+    if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 0:
+        raise ValueError(f"Invalid min_8bit_size for {where}: {m!r} (expected an integer >= 0)")
+
+
+def check_params(group, params, labels):
+    """Low-precision state needs float32 parameters (numpy arrays or torch tensors)."""
+    if options(group)[0] != "float32":
+        for p, label in zip(params, labels):
+            if str(p.dtype) not in ("float32", "torch.float32"):
+                raise TypeError(f"{label} has dtype {p.dtype}; state_dtype={options(group)[0]!r} needs float32 "
+                                "parameters")
+
+
+def target(group, size):
+    """The format a parameter of ``size`` elements keeps its state in under ``group``."""
+    dt, _, m = options(group)
+    if dt == "bfloat16":
+        return BF16
+    if dt == "int8":
+        return Q8 if size >= m else FULL
+    return FULL
+
+
+def format_of(state, spec):
+    """The format of a tensor's state dict ({name: numpy array}) from its arrays' dtypes."""
+    for j, s in enumerate(spec.slots):
+        a = state.get(s["name"])
+        if a is None or s["shape"] == "scalar":
+            continue
+        if a.dtype == np.uint8:
+            return Q8
+        if a.dtype.itemsize == 2:
+            return BF16
+        return FULL
+    return None
+
+
+def decode(state, spec, dtype):
+    """A tensor's state with its element-wise buffers in float (``dtype``), scales dropped."""
+    out = {}
+    for j, s in enumerate(spec.slots):
+        name = s["name"]
+        a = state.get(name)
+        if a is None:
+            continue
+        if s["shape"] != "scalar" and a.dtype == np.uint8:
+            a = reference.q8_dequantize(a, state[name + "_absmax"], not s["nonneg"]).reshape(a.shape)
+        elif s["shape"] != "scalar" and a.dtype.itemsize == 2:
+            a = reference.bf16_decode(a.view(np.uint16)).reshape(a.shape)
+        out[name] = np.array(a, dtype=np.float64 if s["shape"] == "scalar" else dtype, order="C", copy=True)
+    return out
+
+
+def encode(state, spec, fmt):
+    """A tensor's float state in format ``fmt`` (new arrays)."""
+    if fmt == FULL:
+        return state
+    out = {}
+    for j, s in enumerate(spec.slots):
+        name = s["name"]
+        a = state.get(name)
+        if a is None:
+            continue
+        if s["shape"] == "scalar":
+            out[name] = a
+        elif fmt == BF16:
+            out[name] = _core.bf16_encode(np.ascontiguousarray(a, dtype=np.float32)).view(bfloat16())
+        else:
+            codes, absmax = _core.q8_encode(np.ascontiguousarray(a, dtype=np.float32), not s["nonneg"])
+            out[name], out[name + "_absmax"] = codes, absmax
+    return out
+
+
+def _array_format(a):
+    return Q8 if a.dtype == np.uint8 else BF16 if a.dtype.itemsize == 2 else FULL
+
+
+def convert(state, spec, fmt, dtype):
+    """``state`` with every element-wise buffer in format ``fmt`` (``state`` itself if it is already)."""
+    if all(_array_format(state[s["name"]]) == fmt for s in spec.slots
+           if s["shape"] != "scalar" and state.get(s["name"]) is not None):
+        return state
+    return encode(decode(state, spec, dtype), spec, fmt)
+
+
+def plan_arrays(state, spec):
+    """What Plan.set_tensor takes for a tensor's state: (format, slot arrays, scales or None)."""
+    fmt = format_of(state, spec) or FULL
+    arrays, scales = [], [] if fmt == Q8 else None
+    for s in spec.slots:
+        a = state.get(s["name"])
+        if a is not None and fmt == BF16 and s["shape"] != "scalar":
+            a = a.view(np.uint16)
+        arrays.append(a)
+        if scales is not None:
+            scales.append(state.get(s["name"] + "_absmax"))
+    return fmt, tuple(arrays), (tuple(scales) if scales is not None else None)
+
+
+def check_loaded(entry, spec, shape, label):
+    """Check the low-precision buffers of a loaded state entry ({name: array}); StateError naming the
+    first that is not well formed (a bfloat16 buffer, or uint8 codes with float32 scales >= 0)."""
+    n = int(np.prod(shape))
+    for s in spec.slots:
+        name = s["name"]
+        a = entry.get(name)
+        if a is None or s["shape"] == "scalar":
+            if name + "_absmax" in entry and (a is None or s["shape"] == "scalar"):
+                raise StateError(f"{label}[{name + '_absmax'!r}] has no 8-bit codes {name!r} to scale")
+            continue
+        a = np.asarray(a)
+        if a.dtype == np.uint8:
+            sc = entry.get(name + "_absmax")
+            if sc is None:
+                raise StateError(f"{label}[{name!r}] holds 8-bit codes (uint8) without their scales "
+                                 f"{name + '_absmax'!r}")
+            sc = np.asarray(sc)
+            if sc.dtype != np.float32 or sc.shape != (-(-n // 256),):
+                raise StateError(f"{label}[{name + '_absmax'!r}] is {sc.dtype} of shape {sc.shape}; expected "
+                                 f"float32 of shape {(-(-n // 256),)} (one scale per 256 elements)")
+            if not (np.isfinite(sc).all() and (sc >= 0).all()):
+                raise StateError(f"{label}[{name + '_absmax'!r}] holds a negative or non-finite scale")
+        elif name + "_absmax" in entry:
+            raise StateError(f"{label}[{name + '_absmax'!r}] scales {name!r}, which is {a.dtype}, not 8-bit "
+                             "codes (uint8)")
+        elif a.dtype.kind != "f" and a.dtype != bfloat16():
+            raise TypeError(f"{label}[{name!r}] has dtype {a.dtype}; expected floating-point, bfloat16 or "
+                            "uint8 codes")
+    kinds = {_kind(np.asarray(entry[s["name"]]).dtype) for s in spec.slots
+             if s["shape"] != "scalar" and entry.get(s["name"]) is not None}
+    if len(kinds) > 1:
+        raise StateError(f"{label} mixes state formats ({', '.join(sorted(kinds))})")
+
+
+def _kind(dtype):
+    return "int8" if dtype == np.uint8 else "bfloat16" if dtype.itemsize == 2 else "float"
