@@ -80,6 +80,8 @@ def test_bench_errors_are_argparse_errors(args, match, capsys):
     (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
     (["--auto", "--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
     (["--auto", "--out", "{file}"], "not a folder"),
+    (["--auto", "--state-dtype", "int8"], "--state-dtype applies to the AdamW path"),
+    (["--state-dtype", "int4"], "argument --state-dtype: invalid choice"),
     (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
     (["--out", "{file}"], "not a folder"),
     (["--out", "{file}/sub"], "cannot create or write a folder there"),

@@ -109,12 +109,14 @@ def _batches(rng, n, batch):
 
 
 def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False, progress=True, log=print,
-        auto=False):
+        auto=False, state_dtype="float32"):
     """Run the demo; return a dict of what it measured (accuracy, suggested lr, times, files).
 
     ``auto=True`` trains with ``etakit.Prodigy`` and no learning rate instead
     of lr_find + AdamW; ``suggested_lr`` and ``lr_find`` are then None and
     ``history["lr"]`` holds Prodigy's step size d at the end of each epoch.
+    ``state_dtype`` ("float32", "bfloat16" or "int8") is AdamW's optimizer
+    state during training (lr_find sweeps with float32 state either way).
 
     Examples
     --------
@@ -126,12 +128,15 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
     """
     if quick:
         epochs = min(epochs, 10)
+    if auto and state_dtype != "float32":
+        raise ValueError(f"state_dtype={state_dtype!r} applies to the AdamW path; Prodigy keeps float32 state")
     os.makedirs(out, exist_ok=True)
     Xtr, ytr, Xte, yte = load_digits_split(seed)
     net = MLP([Xtr.shape[1], hidden, 10], seed=seed)
     rng = np.random.default_rng(seed)
     log(f"etakit {etakit.__version__} demo: MLP 64-{hidden}-10 on scikit-learn's digits "
         f"({len(ytr)} train / {len(yte)} held out), {'Prodigy, no learning rate' if auto else 'AdamW'}, "
+        f"{'' if state_dtype == 'float32' else state_dtype + ' optimizer state, '}"
         f"SIMD {etakit.simd_variant()}")
     steps_per_epoch = len(ytr) // batch
     total = epochs * steps_per_epoch
@@ -143,7 +148,7 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
         title = "etakit demo: MLP on scikit-learn digits, Prodigy (no learning rate given)"
         step_size = lambda: opt.param_groups[0]["d"] * opt.current_lr()[0]     # noqa: E731
     else:
-        found, lr, opt = _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log)
+        found, lr, opt = _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log, state_dtype)
         files = ["lr_find.png", "schedule.png", "training.png"]
         title = "etakit demo: MLP on scikit-learn digits, AdamW + warmup-cosine"
         step_size = lambda: opt.current_lr()[0]     # noqa: E731
@@ -162,7 +167,7 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
             "us_per_step": us_per_step, "files": files}
 
 
-def _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log):
+def _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log, state_dtype="float32"):
     """lr_find, then AdamW with a warmup-cosine schedule peaking at the suggestion."""
 
     def minibatch_loss_and_grad(params):
@@ -181,7 +186,7 @@ def _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log):
     ax.set_title(f"AdamW learning rate: warmup-cosine from the suggested {lr:.3g}")
     ax.legend(fontsize="small")
     ax.figure.savefig(os.path.join(out, "schedule.png"), dpi=120)
-    return found, lr, etakit.AdamW(net.params, lr=schedule, weight_decay=1e-4)
+    return found, lr, etakit.AdamW(net.params, lr=schedule, weight_decay=1e-4, state_dtype=state_dtype)
 
 
 def _train(net, opt, Xtr, ytr, Xte, yte, rng, batch, epochs, progress, step_size):
@@ -270,9 +275,13 @@ def main(argv=None):
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--auto", action="store_true",
                     help="no learning rate to find: train with etakit.Prodigy, learning-rate-free")
+    ap.add_argument("--state-dtype", choices=["float32", "bfloat16", "int8"], default="float32",
+                    help="AdamW's optimizer state while training (default float32)")
     args = ap.parse_args(argv)
+    if args.auto and args.state_dtype != "float32":
+        ap.error("--state-dtype applies to the AdamW path, not to --auto (Prodigy keeps float32 state)")
     t0 = time.perf_counter()
     r = run(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick, progress=not args.no_progress,
-            auto=args.auto)
+            auto=args.auto, state_dtype=args.state_dtype)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0 if r["accuracy"] > 0 else 1
