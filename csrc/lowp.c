@@ -89,6 +89,20 @@ static void etk_sr_keys(uint64_t seed, int64_t step, unsigned slot, uint64_t ind
 
 /* ------------------------------------------------------------ the chunk driver */
 
+/* One block of 8-bit codes.  The unsigned map (second moments, under a square
+ * root in a denominator) never rounds a positive value to code 0: a first
+ * moment that stays non-zero would then be divided by eps alone, a step
+ * thousands of times lr.  Such a value takes the smallest positive code. */
+static void etk_q8_enc_block(const etk_lowp_fns *f, const float *in, uint8_t *out, float *absmax, size_t n,
+                             const etk_q8_codec *q)
+{
+    size_t i;
+    f->q8_enc(in, out, absmax, n, q);
+    if (q == &etk_q8_unsigned)
+        for (i = 0; i < n; i++)
+            if (out[i] == 0 && in[i] > 0.0f) out[i] = 1;
+}
+
 int etk_lowp_desc_ok(const etk_rule_desc *r)
 {
     size_t j;
@@ -158,8 +172,9 @@ void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, 
                 const etk_q8_codec *q8 = info->slots[j].nonneg ? &etk_q8_unsigned : &etk_q8_signed;
                 size_t q;
                 for (q = 0; q < len; q += ETK_QBLOCK)
-                    f->q8_enc(buf[j] + q, (uint8_t *)t->state[j] + lo + q, &t->absmax[j][(lo + q) / ETK_QBLOCK],
-                              len - q < ETK_QBLOCK ? len - q : ETK_QBLOCK, q8);
+                    etk_q8_enc_block(f, buf[j] + q, (uint8_t *)t->state[j] + lo + q,
+                                     &t->absmax[j][(lo + q) / ETK_QBLOCK], len - q < ETK_QBLOCK ? len - q : ETK_QBLOCK,
+                                     q8);
             }
         }
     }
@@ -196,8 +211,8 @@ void etk_q8_encode(const float *x, uint8_t *codes, float *absmax, size_t n, int 
     const etk_lowp_fns *f = &etk_kernels_now()->lowp;
     size_t q;
     for (q = 0; q < n; q += ETK_QBLOCK)
-        f->q8_enc(x + q, codes + q, &absmax[q / ETK_QBLOCK], n - q < ETK_QBLOCK ? n - q : ETK_QBLOCK,
-                  is_signed ? &etk_q8_signed : &etk_q8_unsigned);
+        etk_q8_enc_block(f, x + q, codes + q, &absmax[q / ETK_QBLOCK], n - q < ETK_QBLOCK ? n - q : ETK_QBLOCK,
+                         is_signed ? &etk_q8_signed : &etk_q8_unsigned);
 }
 
 void etk_q8_decode(const uint8_t *codes, const float *absmax, float *out, size_t n, int is_signed)

@@ -289,3 +289,24 @@ def test_torch_drop_in_refuses_low_precision_state_for_now():
     assert "state_dtype" not in et.Adam([w]).param_groups[0]       # groups stay torch.optim's
     with pytest.raises(NotImplementedError, match="float32 state only"):
         et.Adam([w], state_dtype="bfloat16")
+
+
+def test_8bit_second_moment_never_rounds_to_zero():
+    """A positive second moment far below its block's largest one used to round to code 0 while the
+    first moment did not: the step was m / eps, thousands of times lr.  It now takes the smallest
+    positive code, and every step stays within a few lr, as with float32 state."""
+    g1 = np.full(4096, 1e-4, np.float32)
+    g1[0] = 1.0
+    g2 = np.zeros(4096, np.float32)
+    g2[0] = 1.0
+    moves = {}
+    for dt in ("float32", "int8"):
+        w = np.zeros(4096, np.float32)
+        opt = etakit.Adam([w], lr=1e-3, state_dtype=dt)
+        opt.step([g1])
+        before = w.copy()
+        opt.step([g2])
+        moves[dt] = float(np.abs(w - before).max())
+        if dt == "int8":
+            assert not np.any((opt.state_dict()["state"][0]["exp_avg_sq"] == 0))
+    assert moves["int8"] <= 2e-3 and moves["float32"] <= 2e-3, moves

@@ -1911,7 +1911,9 @@ def q8_quantize(x, signed=True):
 
     ``absmax[b]`` is the largest |x| of block b (NaN if the block holds a NaN); codes are the nearest
     map values of ``x * (1 / absmax)`` (float32; an all-zero block has scale 0 and the code of 0).
-    NaN, and x above every threshold, get code 255.
+    NaN, and x above every threshold, get code 255.  With the unsigned map (``signed=False``, second
+    moments) a positive x never gets code 0 but the smallest positive code: a non-zero first moment
+    over a second moment rounded to 0 would make a step of m / eps.
 
     Examples
     --------
@@ -1935,6 +1937,9 @@ def q8_quantize(x, signed=True):
         xn = x * np.repeat(inv, Q8_BLOCK)[:n]
     t = q8_thresholds(dynamic_map(signed))
     codes = np.searchsorted(t, xn, side="right").astype(np.uint8)      # NaN sorts last: 255
+    if not signed:
+        # a positive second moment never rounds to 0 (the step would divide by eps alone)
+        codes[(codes == 0) & (x > 0)] = 1
     return codes, absmax
 
 
