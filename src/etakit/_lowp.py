@@ -57,6 +57,11 @@ def check(group, where, spec):
     if dt != "float32" and not spec.lowp:
         raise ValueError(f"{where}: {spec.name} cannot keep {dt} state (only the rules whose step is one "
                          "element-wise pass can: SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax, ...)")
+    if dt == "int8" and isinstance(group.get("centered"), (bool, np.bool_)) and group["centered"]:
+        # square_avg - grad_avg**2 of two independently quantised moments can come out negative
+        raise ValueError(f"{where}: centered {spec.name} cannot keep int8 state (the variance estimate "
+                         "square_avg - grad_avg**2 of two 8-bit moments can turn negative; bitsandbytes refuses "
+                         "it too); use state_dtype='bfloat16' or centered=False")
     if not isinstance(sr, (bool, np.bool_)):
         raise TypeError(f"{where}: stochastic_rounding must be a bool, got {type(sr).__name__} {sr!r}")
     if sr and dt != "bfloat16":
@@ -181,11 +186,14 @@ def check_loaded(entry, spec, shape, label):
             if sc.dtype != np.float32 or sc.shape != (-(-n // 256),):
                 raise StateError(f"{label}[{name + '_absmax'!r}] is {sc.dtype} of shape {sc.shape}; expected "
                                  f"float32 of shape {(-(-n // 256),)} (one scale per 256 elements)")
-            if not (np.isfinite(sc).all() and (sc >= 0).all()):
-                raise StateError(f"{label}[{name + '_absmax'!r}] holds a negative or non-finite scale")
+            if (sc < 0).any():     # (NaN and inf are what a non-finite gradient leaves: they load)
+                raise StateError(f"{label}[{name + '_absmax'!r}] holds a negative scale")
         elif name + "_absmax" in entry:
             raise StateError(f"{label}[{name + '_absmax'!r}] scales {name!r}, which is {a.dtype}, not 8-bit "
                              "codes (uint8)")
+        elif a.dtype.kind == "V" and a.dtype.itemsize == 2:
+            # bfloat16 saved by numpy (np.save, np.savez, etakit.save) comes back as raw 2-byte voids
+            entry[name] = a.view(bfloat16())
         elif a.dtype.kind != "f" and a.dtype != bfloat16():
             raise TypeError(f"{label}[{name!r}] has dtype {a.dtype}; expected floating-point, bfloat16 or "
                             "uint8 codes")

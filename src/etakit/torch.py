@@ -86,6 +86,16 @@ def _floats(group):
     return out
 
 
+_LOWP_KEYS = frozenset(_lowp.KEYS)
+
+
+def _refuse_lowp(group, where):
+    """etakit.torch keeps float32 state: refuse low-precision keys wherever they come from."""
+    if _lowp.options(group) != tuple(_lowp.KEYS.values()):
+        raise NotImplementedError(f"{where}: etakit.torch keeps float32 state only for now; bfloat16 and 8-bit "
+                                  "state (state_dtype=...) are in the numpy optimizers (etakit.Adam, ...)")
+
+
 class _DropIn(torch.optim.Optimizer):
     """Shared machinery of the drop-ins: PyTorch-layout state, one C call per step."""
 
@@ -132,10 +142,7 @@ class _DropIn(torch.optim.Optimizer):
                 if self._stepper.spec.matrix_only:
                     _optim._check_matrix(p, f"param_groups[{n}]['params'][{j}]", type(self).__name__)
             self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)
-            if _lowp.options(group) != tuple(_lowp.KEYS.values()):
-                raise NotImplementedError(f"param_groups[{n}]: etakit.torch keeps float32 state only for now; "
-                                          "bfloat16 and 8-bit state (state_dtype=...) are in the numpy "
-                                          "optimizers (etakit.Adam, ...)")
+            _refuse_lowp(group, f"param_groups[{n}]")
             if self._numpy._torch_step == "group":
                 group.setdefault("step", 0)
         except Exception:
@@ -216,6 +223,7 @@ class _DropIn(torch.optim.Optimizer):
                                  f"{list(spec.kernel_keys)} (was it saved by another optimizer?)")
             kept = {k: mine[k] for k in self._numpy._group_optional if k in mine and k not in g}
             full = _floats({**kept, **g})
+            _refuse_lowp(full, where)
             b = spec.pack(full, where, int(step_count))
             loaded_groups.append(full)
             packed_groups.append(b)
@@ -290,6 +298,9 @@ class _DropIn(torch.optim.Optimizer):
     def _step(self):
         st = self._stepper
         groups = self.param_groups
+        for gi, g in enumerate(groups):     # low-precision keys set after construction
+            if not _LOWP_KEYS.isdisjoint(g):
+                _refuse_lowp(g, f"param_groups[{gi}]")
         hp = tuple(self._get_hp(_floats(g)) for g in groups)
         if hp != st.key:
             for g in groups:
