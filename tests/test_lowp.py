@@ -361,3 +361,19 @@ def test_etakit_torch_refuses_low_precision_keys_however_they_arrive():
     sd["param_groups"][0]["state_dtype"] = "bfloat16"
     with pytest.raises(NotImplementedError, match="float32 state only"):
         opt.load_state_dict(sd)
+
+
+def test_a_refused_step_does_not_convert_the_state():
+    w = np.zeros(8192, np.float32)
+    opt = etakit.Adam([w], lr=1e-2, state_dtype="int8")
+    opt.step([np.ones(8192, np.float32)])
+    before = {k: np.array(v) for k, v in opt.state_dict()["state"][0].items()}
+    opt.param_groups[0]["state_dtype"] = "bfloat16"
+    with pytest.raises(etakit.GradientError):
+        opt.step([np.ones(8191, np.float32)])
+    after = opt.state_dict()["state"][0]
+    assert set(after) == set(before)
+    assert all(np.asarray(after[k]).dtype == before[k].dtype and np.asarray(after[k]).tobytes() == before[k].tobytes()
+               for k in before)
+    opt.step([np.ones(8192, np.float32)])         # and the change takes effect with the next good step
+    assert opt.state_dict()["state"][0]["exp_avg"].dtype.itemsize == 2

@@ -439,9 +439,9 @@ class Optimizer:
         self._adopt_replaced_params()
         group_of = self._group_of_params()
         missing = st.missing([p.shape for p in self._params], group_of, self._state)
-        if missing:
-            # allocate only for a step that will happen: check the gradients
-            # against a plan of the state as it is
+        if missing or st.spec.lowp:
+            # allocate (or convert state to another format) only for a step that will
+            # happen: check the gradients against a plan of the state as it is
             self._build_plan()
             try:
                 st.plan.run(grads, self._k, check_only=True)
