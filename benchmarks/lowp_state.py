@@ -26,6 +26,7 @@ def main():
     ap.add_argument("--n", type=int, default=50_000_000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--bnb", action="store_true", help="also bitsandbytes.optim.Adam8bit on CPU (slow)")
     a = ap.parse_args()
     n = a.n
     etakit.set_num_threads(a.threads)
@@ -56,6 +57,16 @@ def main():
         state_bytes["torch fused"] = sum(v.numel() * v.element_size() for v in topt.state[tp].values()
                                          if v.numel() == n) / n
         moved["torch fused"] = 28.0
+        if a.bnb:
+            import bitsandbytes as bnb
+            bp = torch.from_numpy(p0.copy()).requires_grad_()
+            bp.grad = torch.from_numpy(g.copy())
+            bopt = bnb.optim.Adam8bit([bp], lr=1e-3)
+            bopt.step()
+            fns["bitsandbytes Adam8bit"] = bopt.step
+            state_bytes["bitsandbytes Adam8bit"] = sum(v.numel() * v.element_size() for v in bopt.state[bp].values()
+                                                       if isinstance(v, torch.Tensor)) / n
+            moved["bitsandbytes Adam8bit"] = 12 + 2 * state_bytes["bitsandbytes Adam8bit"]
     except ImportError:
         pass
     t0 = time.perf_counter()
@@ -63,16 +74,17 @@ def main():
     probe_bw = 28.0 * n / t["probe"]
     print(f"Adam, one float32 tensor of {n:,} elements, {a.threads} threads, simd {etakit.simd_variant()} "
           f"(measured in {time.perf_counter() - t0:.0f} s)\n")
-    print("| state | ms/step | state B/param | B moved/elem | GB/s | % probe | x torch fused |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for k in ("float32", "bfloat16", "int8", "torch fused"):
+    print("| state | ms/step | state B/param | B moved/elem | GB/s | % probe | x torch fused | x bnb Adam8bit |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for k in ("float32", "bfloat16", "int8", "torch fused", "bitsandbytes Adam8bit"):
         if k not in t:
             continue
         bw = moved[k] * n / t[k]
         xt = f"{t['torch fused'] / t[k]:.2f}" if "torch fused" in t else "-"
+        xb = f"{t['bitsandbytes Adam8bit'] / t[k]:.1f}" if "bitsandbytes Adam8bit" in t else "-"
         print(f"| {k} | {1e3 * t[k]:.1f} | {state_bytes[k]:.3f} | {moved[k]:.2f} | {bw / 1e9:.1f} | "
-              f"{100 * bw / probe_bw:.0f}% | {xt} |")
-    print(f"| probe (28 B/elem) | {1e3 * t['probe']:.1f} | | 28 | {probe_bw / 1e9:.1f} | 100% | |")
+              f"{100 * bw / probe_bw:.0f}% | {xt} | {xb} |")
+    print(f"| probe (28 B/elem) | {1e3 * t['probe']:.1f} | | 28 | {probe_bw / 1e9:.1f} | 100% | | |")
 
 
 if __name__ == "__main__":
