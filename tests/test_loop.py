@@ -531,3 +531,37 @@ def test_accumulator_bad_input_adds_nothing():
         etakit.GradientAccumulator([np.zeros(2)], mode="avg")
     with pytest.raises(TypeError, match="float32 or float64"):
         etakit.GradientAccumulator([np.zeros(2, dtype=np.float16)])
+
+
+@pytest.mark.parametrize("mode,micro", [("mean", 1), ("mean", 3), ("sum", 1), ("sum", 3)])
+def test_accumulated_gradients_keep_an_in_place_clip(mode, micro):
+    # grads() hands out the same buffers every time: a clip applied to them is what the step gets
+    w = np.zeros(2)
+    opt = etakit.SGD([w], lr=1.0)
+    acc = etakit.GradientAccumulator([w], mode=mode)
+    for _ in range(micro):
+        acc.add([np.array([3.0, 4.0])])
+    etakit.clip_grad_norm_(acc.grads(), 1.0)
+    opt.step(acc.grads())
+    assert np.linalg.norm(w) == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="call zero"):
+        acc.add([np.ones(2)])
+    acc.zero()
+    acc.add([np.array([3.0, 4.0])])
+    np.testing.assert_array_equal(acc.grads()[0], [3.0, 4.0])
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_torch_norm_and_clip_of_complex_gradients_match_torch(dtype):
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    dt = getattr(torch, dtype)
+    g = [torch.tensor([3 + 4j, 1 - 2j], dtype=dt), torch.tensor([2.0j], dtype=dt)]
+    ours, theirs = et.get_total_norm(g), torch.nn.utils.get_total_norm(g)
+    assert ours.dtype == theirs.dtype and torch.allclose(ours, theirs)
+    p = [torch.nn.Parameter(x.clone()) for x in g]
+    q = [torch.nn.Parameter(x.clone()) for x in g]
+    for a, b, x in zip(p, q, g):
+        a.grad, b.grad = x.clone(), x.clone()
+    assert torch.allclose(et.clip_grad_norm_(p, 1.0), torch.nn.utils.clip_grad_norm_(q, 1.0))
+    assert all(torch.allclose(a.grad, b.grad) for a, b in zip(p, q))

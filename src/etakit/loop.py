@@ -361,7 +361,9 @@ class Lookahead:
     ``slow += alpha * (fast - slow)``, and the fast weights restart from them
     (``fast = slow``).  The slow weights start as copies of the parameters.
     This is pytorch_optimizer's ``Lookahead`` (``pullback_momentum="none"``),
-    with its lerp formula, so trajectories agree to the last bit in float64.
+    with its lerp formula; torch's vectorised lerp rounds its multiply-add
+    once, numpy twice, so the two can differ by an ulp at each
+    synchronisation (trajectories agree to about 1e-14 in float64).
 
     Parameters
     ----------
@@ -529,8 +531,11 @@ class GradientAccumulator:
     """Buffers that sum or average micro-batch gradients, to hand to ``opt.step``.
 
     ``add(grads)`` adds into buffers this object owns (in place, no
-    temporaries); ``grads()`` returns them, divided by the number of
-    ``add`` calls when ``mode="mean"``; ``zero()`` starts over.
+    temporaries); ``grads()`` returns those very buffers, divided in place by
+    the number of ``add`` calls when ``mode="mean"``, so that clipping or
+    scaling them in place (``etakit.clip_grad_norm_(acc.grads(), 1.0)``)
+    is what a later ``acc.grads()`` returns; ``zero()`` starts over.  An
+    ``add`` after ``grads()`` and before ``zero()`` is refused.
 
     Parameters
     ----------
@@ -568,7 +573,7 @@ class GradientAccumulator:
                 raise TypeError(f"params_like[{i}] has dtype {a.dtype}; expected float32 or float64")
         self.mode = mode
         self._buf = [np.zeros(a.shape, dtype=a.dtype) for a in arrays]
-        self._out = None
+        self._final = False      # grads() handed the buffers out (averaged): add needs zero() first
         self.count = 0
 
     def add(self, grads):
@@ -581,6 +586,9 @@ class GradientAccumulator:
         >>> acc.add([np.ones(1)]); acc.add([np.ones(1)]); acc.grads(), acc.count
         ([array([2.])], 2)
         """
+        if self._final:
+            raise ValueError("grads() has handed out the accumulated gradients (and averaged them in mean mode); "
+                             "call zero() before adding the next micro-batch")
         grads = _check_grads(grads)
         if len(grads) != len(self._buf):
             raise ValueError(f"grads has {len(grads)} arrays; the accumulator has {len(self._buf)}")
@@ -592,10 +600,11 @@ class GradientAccumulator:
         self.count += 1
 
     def grads(self):
-        """The accumulated gradients: the buffers (``"sum"``), or their mean in a second set of buffers (``"mean"``).
+        """The accumulated gradients: the buffers themselves, every call the same arrays.
 
-        The arrays are owned by the accumulator and change with later calls.
-        Without any ``add``, zeros.
+        In ``"mean"`` mode the first call after the ``add`` calls divides them
+        in place by ``count``; changes made to them (an in-place clip) stay
+        until ``zero()``.  Without any ``add``, zeros.
 
         Examples
         --------
@@ -603,13 +612,11 @@ class GradientAccumulator:
         >>> etakit.GradientAccumulator([np.zeros(2, dtype=np.float32)]).grads()
         [array([0., 0.], dtype=float32)]
         """
-        if self.mode == "sum" or self.count <= 1:
-            return list(self._buf)
-        if self._out is None:
-            self._out = [np.empty_like(b) for b in self._buf]
-        for b, o in zip(self._buf, self._out):
-            np.divide(b, b.dtype.type(self.count), out=o)
-        return list(self._out)
+        if not self._final and self.mode == "mean" and self.count > 1:
+            for b in self._buf:
+                np.divide(b, b.dtype.type(self.count), out=b)
+        self._final = True
+        return list(self._buf)
 
     def zero(self):
         """Set the buffers to zero and the count to 0.
@@ -623,3 +630,4 @@ class GradientAccumulator:
         for b in self._buf:
             b.fill(0)
         self.count = 0
+        self._final = False

@@ -534,6 +534,8 @@ def _numpy_for_norm(g):
     g = g.detach()
     if g.is_sparse or g.layout != torch.strided:
         g = g.to_dense()
+    if g.is_complex():
+        g = g.abs()          # the norm of complex values is that of their moduli (as torch's vector_norm)
     if g.device.type == "cpu" and g.dtype in _DTYPES and not g.is_conj() and not g.is_neg():
         try:
             return g.numpy().reshape(-1)
@@ -569,6 +571,8 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     total = _total_norm([_numpy_for_norm(t) for t in tensors], p, RuntimeError)
+    if dtype.is_complex:
+        dtype = dtype.to_real()      # torch returns a real norm for complex tensors
     total_t = torch.tensor(total, dtype=torch.float64).to(device=tensors[0].device, dtype=dtype)
     if error_if_nonfinite and not bool(torch.isfinite(total_t)):
         raise RuntimeError(NONFINITE_MESSAGE.format(p))
