@@ -565,3 +565,30 @@ def test_torch_norm_and_clip_of_complex_gradients_match_torch(dtype):
         a.grad, b.grad = x.clone(), x.clone()
     assert torch.allclose(et.clip_grad_norm_(p, 1.0), torch.nn.utils.clip_grad_norm_(q, 1.0))
     assert all(torch.allclose(a.grad, b.grad) for a, b in zip(p, q))
+
+
+def test_an_etakit_torch_lookahead_checkpoint_resumes_in_pytorch_optimizer():
+    torch = pytest.importorskip("torch")
+    po = pytest.importorskip("pytorch_optimizer")
+    import copy
+
+    import etakit.torch as et
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+    la = et.Lookahead(et.AdamW([p], lr=0.1), k=3, alpha=0.5)
+    for _ in range(4):
+        p.grad = torch.randn(5, dtype=torch.float64)
+        la.step()
+    sd = la.state_dict()
+    q = torch.nn.Parameter(p.detach().clone())
+    theirs = po.Lookahead(et.AdamW([q], lr=0.1), k=3, alpha=0.5)
+    theirs.load_state_dict(copy.deepcopy(sd))
+    r = torch.nn.Parameter(p.detach().clone())
+    ours = et.Lookahead(et.AdamW([r], lr=0.1), k=3, alpha=0.5)
+    ours.load_state_dict(copy.deepcopy(sd))
+    for _ in range(5):
+        g = torch.randn(5, dtype=torch.float64)
+        q.grad, r.grad = g.clone(), g.clone()
+        theirs.step()
+        ours.step()
+    torch.testing.assert_close(q, r, rtol=1e-14, atol=1e-15)

@@ -711,8 +711,11 @@ class Lookahead(torch.optim.Optimizer):
     def state_dict(self):
         slow = {(gi, j): {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in self.state[p].items()}
                 for gi, g in enumerate(self.param_groups) for j, p in enumerate(g["params"]) if p in self.state}
-        return {"lookahead_state": slow, "base_optimizer": self.optimizer.state_dict(),
-                "lookahead_counters": list(self._counters)}
+        base = self.optimizer.state_dict()
+        # the counters also as pytorch_optimizer keeps them ('counter' in the base groups), so that
+        # its Lookahead resumes from this checkpoint too
+        base = {**base, "param_groups": [{**g, "counter": c} for g, c in zip(base["param_groups"], self._counters)]}
+        return {"lookahead_state": slow, "base_optimizer": base, "lookahead_counters": list(self._counters)}
 
     def load_state_dict(self, state_dict):
         """Restore :meth:`state_dict` (or pytorch_optimizer's Lookahead's); checked before anything changes."""
@@ -739,8 +742,8 @@ class Lookahead(torch.optim.Optimizer):
         counters = state_dict.get("lookahead_counters")
         if counters is None:     # pytorch_optimizer keeps them in the base groups, as 'counter'
             counters = [g.get("counter", 0) for g in base.get("param_groups", [])]
-            base = {**base, "param_groups": [{k: v for k, v in g.items() if k != "counter"}
-                                             for g in base.get("param_groups", [])]}
+        base = {**base, "param_groups": [{k: v for k, v in g.items() if k != "counter"}
+                                         for g in base.get("param_groups", [])]}
         counters = list(counters)
         if len(counters) != len(self.param_groups) or any(
                 isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0 for c in counters):
