@@ -272,7 +272,8 @@ def test_weight_decay_groups_numpy():
 
 
 def test_weight_decay_groups_edge_cases():
-    assert etakit.param_groups_weight_decay([]) == []
+    with pytest.raises(ValueError, match="no parameter"):
+        etakit.param_groups_weight_decay([])
     only = etakit.param_groups_weight_decay([("b", np.zeros(3))])
     assert len(only) == 1 and only[0]["weight_decay"] == 0.0
     etakit.SGD(only)                                     # usable: no empty group
@@ -592,3 +593,15 @@ def test_an_etakit_torch_lookahead_checkpoint_resumes_in_pytorch_optimizer():
         theirs.step()
         ours.step()
     torch.testing.assert_close(q, r, rtol=1e-14, atol=1e-15)
+
+
+def test_weight_decay_groups_take_wildcards_and_refuse_nothing_to_group():
+    named = [("pos_embed", np.zeros((4, 3))), ("blocks.0.w", np.zeros((3, 3))), ("head.w", np.zeros((3, 2)))]
+    groups = etakit.param_groups_weight_decay(named, 0.1, no_decay=["pos_*"])
+    assert [len(g["params"]) for g in groups] == [1, 2] and groups[0]["params"][0] is named[0][1]
+    gen = iter(named)
+    etakit.param_groups_weight_decay(gen, 0.1)
+    with pytest.raises(ValueError, match="no parameter"):
+        etakit.param_groups_weight_decay(gen, 0.1)          # the generator is spent
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        etakit.param_groups_weight_decay(named, -1.0)

@@ -28,6 +28,7 @@ Examples
 >>> np.round(g[0], 6), np.round(g[1], 6)
 (array([0.6, 0. ]), array([0.8]))
 """
+import fnmatch
 import math
 import numbers
 
@@ -258,7 +259,9 @@ def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
 
     A parameter goes to the group with ``weight_decay=0`` when it has at most
     one dimension (biases, norm scales), its name ends in ``".bias"``, or its
-    name is in ``no_decay``; every other one to the group with
+    name matches a pattern of ``no_decay`` (an exact name, or an
+    ``fnmatch`` wildcard such as ``"pos_*"``, as timm matches them); every
+    other one to the group with
     ``weight_decay``.  Torch parameters with ``requires_grad=False`` are
     left out, as timm does.  Order within each group is the input order.
 
@@ -270,7 +273,8 @@ def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
     weight_decay : float, default 1e-5
         The weight decay of the decayed group (timm's default).
     no_decay : iterable of str, default ()
-        Names that never decay (timm's ``no_weight_decay_list``).
+        Names or wildcard patterns that never decay (timm's
+        ``no_weight_decay_list``).
 
     Returns
     -------
@@ -279,7 +283,8 @@ def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
         "weight_decay": weight_decay}]``, timm's order; a group with no
         parameters is left out (etakit optimizers refuse an empty group), so
         the list is usable as it is by every etakit optimizer and
-        ``etakit.torch`` drop-in.
+        ``etakit.torch`` drop-in.  No parameter at all (a consumed generator,
+        a frozen model, a ``state_dict()``) raises ValueError.
 
     Notes
     -----
@@ -298,9 +303,11 @@ def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
     """
     if isinstance(no_decay, str):
         raise TypeError("no_decay must be a collection of names, got a str (wrap it in a list)")
-    skip = set(no_decay)
+    skip = list(no_decay)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real):
         raise TypeError(f"weight_decay must be a real number, got {type(weight_decay).__name__}")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if hasattr(named_params, "named_parameters") and callable(named_params.named_parameters):
         named_params = named_params.named_parameters()
     if isinstance(named_params, dict):
@@ -318,10 +325,13 @@ def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
             continue
         if not hasattr(param, "ndim"):
             raise TypeError(f"named_params[{i}] ({name!r}) must be an array or tensor, got {type(param).__name__}")
-        if param.ndim <= 1 or name.endswith(".bias") or name in skip:
+        if param.ndim <= 1 or name.endswith(".bias") or any(fnmatch.fnmatchcase(name, pat) for pat in skip):
             no.append(param)
         else:
             decay.append(param)
+    if not no and not decay:
+        raise ValueError("named_params holds no parameter that takes gradients (an exhausted generator, a frozen "
+                         "model, or tensors with requires_grad=False such as a state_dict()?)")
     groups = [{"params": no, "weight_decay": 0.0}, {"params": decay, "weight_decay": float(weight_decay)}]
     return [g for g in groups if g["params"]]
 
