@@ -605,3 +605,19 @@ def test_weight_decay_groups_take_wildcards_and_refuse_nothing_to_group():
         etakit.param_groups_weight_decay(gen, 0.1)          # the generator is spent
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
         etakit.param_groups_weight_decay(named, -1.0)
+
+
+def test_torch_lookahead_passes_train_and_eval_through():
+    torch = pytest.importorskip("torch")
+    import etakit.torch as et
+    p = torch.nn.Parameter(torch.ones(3))
+    la = et.Lookahead(et.ScheduleFreeSGD([p], lr=0.1), k=2)
+    la.train()
+    for _ in range(3):
+        p.grad = torch.ones(3)
+        la.step()
+    y = p.detach().clone()
+    la.eval()
+    assert la.optimizer.param_groups[0]["train_mode"] is False and not torch.equal(p, y)
+    with pytest.raises(AttributeError, match="has no train"):
+        et.Lookahead(et.SGD([p], lr=0.1)).train()

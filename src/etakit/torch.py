@@ -685,6 +685,21 @@ class Lookahead(torch.optim.Optimizer):
         self._init_group(self.param_groups[-1])
         self._counters.append(0)
 
+    def train(self):
+        """The wrapped optimizer's ``train()`` (schedule-free optimizers: the point gradients are taken at)."""
+        self._inner_mode("train")
+
+    def eval(self):
+        """The wrapped optimizer's ``eval()`` (schedule-free optimizers: the averaged weights)."""
+        self._inner_mode("eval")
+
+    def _inner_mode(self, name):
+        f = getattr(self.optimizer, name, None)
+        if f is None:
+            raise AttributeError(f"{type(self.optimizer).__name__} has no {name}() (only optimizers with modes, "
+                                 "such as the schedule-free ones, do)")
+        f()
+
     def zero_grad(self, set_to_none=True):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
