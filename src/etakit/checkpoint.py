@@ -29,12 +29,17 @@ Examples
 (1, dtype('float32'), ['exp_avg', 'exp_avg_sq', 'step'])
 >>> opt.load_state_dict(ckpt["optimizer"])
 """
+from __future__ import annotations
+
 import json
 import os
 import tempfile
 import zipfile
 
+from typing import IO, Any
+
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["save", "load"]
 
@@ -44,15 +49,15 @@ STRUCTURE = "__etakit_structure__"   # the npz entry that holds the JSON structu
 MAX_DEPTH = 200                      # containers nested deeper than this are refused (save and load)
 
 
-def _key_text(k):
+def _key_text(k: Any) -> str:
     return f"[{k!r}]"
 
 
 class _Encoder:
-    def __init__(self):
-        self.arrays = {}
+    def __init__(self) -> None:
+        self.arrays: dict[str, npt.NDArray[Any]] = {}
 
-    def encode(self, v, path, depth, active):
+    def encode(self, v: Any, path: str, depth: int, active: set[int]) -> Any:
         from .schedules import Schedule
 
         if depth > MAX_DEPTH:
@@ -79,7 +84,7 @@ class _Encoder:
                     if t is not dict:
                         raise TypeError(f"cannot save {path}: a {t.__name__} would come back as a dict; "
                                         "convert it to a dict before saving")
-                    items = []
+                    items: list[list[Any]] = []
                     for k, x in v.items():
                         if type(k) not in (str, int):
                             raise TypeError(f"cannot save {path}: it has a key {k!r} of type {type(k).__name__}; "
@@ -109,7 +114,7 @@ class _Encoder:
         raise TypeError(f"cannot save {path}: it is {what}, which a checkpoint can only hold with pickle; {hint} "
                         "(or use pickle yourself if you trust the files you load)")
 
-    def array(self, a, path):
+    def array(self, a: Any, path: str) -> str:
         a = np.asarray(a)
         if a.dtype.hasobject:
             raise TypeError(f"cannot save {path}: an array of dtype object needs pickle; store numbers, or "
@@ -121,7 +126,7 @@ class _Encoder:
         return name
 
 
-def _plain(obj):
+def _plain(obj: Any) -> dict[str, npt.NDArray[Any]]:
     """Entries of the npz: the arrays and the JSON structure, built before any file is touched."""
     enc = _Encoder()
     root = enc.encode(obj, "state", 0, set())
@@ -132,7 +137,7 @@ def _plain(obj):
     return entries
 
 
-def _file_mode(path):
+def _file_mode(path: str) -> int:
     try:
         return os.stat(path).st_mode & 0o777
     except OSError:
@@ -141,7 +146,7 @@ def _file_mode(path):
         return 0o666 & ~mask
 
 
-def save(path, obj):
+def save(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` (a state dict, an object with ``state_dict()``, or a dict/list of them) to ``path``.
 
     Parameters
@@ -181,7 +186,7 @@ def save(path, obj):
         raise type(e)(e.errno, f"cannot write {path!r}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **entries)
+            np.savez(f, **entries)  # type: ignore[arg-type]  # (numpy: a key could be "allow_pickle")
             f.flush()
             os.fsync(f.fileno())
         try:
@@ -208,19 +213,20 @@ def save(path, obj):
 
 
 class _Decoder:
-    def __init__(self, arrays, source):
-        self.arrays, self.source, self.used = arrays, source, set()
+    def __init__(self, arrays: dict[str, npt.NDArray[Any]], source: str) -> None:
+        self.arrays, self.source = arrays, source
+        self.used: set[str] = set()
 
-    def bad(self, path, what):
+    def bad(self, path: str, what: str) -> ValueError:
         return ValueError(f"{self.source} is not a valid etakit checkpoint: {path}: {what}")
 
-    def array(self, name, path):
+    def array(self, name: Any, path: str) -> npt.NDArray[Any]:
         if not isinstance(name, str) or name not in self.arrays or name == STRUCTURE:
             raise self.bad(path, f"refers to a missing array {name!r}")
         self.used.add(name)
         return self.arrays[name]
 
-    def decode(self, v, path, depth):
+    def decode(self, v: Any, path: str, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise self.bad(path, f"nested more than {MAX_DEPTH} levels deep")
         if v is None or isinstance(v, (bool, str, int, float)):
@@ -231,7 +237,7 @@ class _Decoder:
             raise self.bad(path, f"unexpected {type(v).__name__}")
         (tag, x), = v.items()
         if tag == "dict" and isinstance(x, list):
-            out = {}
+            out: dict[Any, Any] = {}
             for item in x:
                 if not (isinstance(item, list) and len(item) == 2 and type(item[0]) in (str, int)):
                     raise self.bad(path, "a malformed dict entry")
@@ -264,7 +270,7 @@ class _Decoder:
         raise self.bad(path, f"unknown entry {tag!r:.40}")
 
 
-def _check_member_sizes(f):
+def _check_member_sizes(f: IO[bytes]) -> None:
     """Refuse, before allocating anything, an archive whose arrays claim more bytes than it holds."""
     with zipfile.ZipFile(f) as zf:
         for info in zf.infolist():
@@ -282,13 +288,29 @@ def _check_member_sizes(f):
                                      f"{info.file_size}-byte member")
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Any:
     """Read a checkpoint written by :func:`save`; the structure comes back exactly as it was saved.
 
     Objects saved through their ``state_dict()`` come back as state dicts:
-    pass them to ``load_state_dict``.  A file that is not an etakit
-    checkpoint, or is truncated or corrupted, raises ``ValueError``; a missing
-    file ``FileNotFoundError``.  Nothing is unpickled.
+    pass them to ``load_state_dict``.  Nothing is unpickled.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file :func:`save` wrote.
+
+    Returns
+    -------
+    object
+        What was saved: dicts (with their int and str keys), lists, tuples,
+        numpy arrays and scalars, numbers, strings, None and schedules.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not an etakit checkpoint, or is truncated or corrupted.
+    FileNotFoundError
+        For a missing file.
 
     Examples
     --------

@@ -13,17 +13,34 @@ before and takes many steps to grow back.  A run from the start shows it at
 once.  Parameters are restored bit for bit afterwards.  The sweep and the
 runs are etakit schedules and optimizers, so every step runs in C as usual.
 """
+from __future__ import annotations
+
 import math
 import numbers
+import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import schedules as S
 from .optim import AdamW, Optimizer
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 __all__ = ["lr_find", "LRFindResult", "LRFindWarning"]
+
+_Array = npt.NDArray[np.float64]
+# loss_and_grad(arrays) -> (loss, one gradient per array)
+LossAndGrad = Callable[[list[npt.NDArray[Any]]], tuple[float, Sequence[npt.NDArray[Any]]]]
+# an optimizer class, or a factory f(params, lr) -> optimizer
+_FloatSeq = Union[Sequence[float], npt.NDArray[np.float64]]
+OptimizerFactory = Union[type[Optimizer], Callable[[Any, float], Optimizer]]
 
 _MEDIAN_WINDOW = 5   # the sweep's causal smoothing: a running median of 5 before the moving average
 _WARM = 10           # the sweep checks for divergence from this step on (fewer for short sweeps)
@@ -38,18 +55,30 @@ _NEGLIGIBLE = 1e-3   # runs whose levels differ by less than this fraction of th
 
 
 class LRFindWarning(UserWarning):
-    """lr_find could not suggest a learning rate the usual way (the result says why, in ``notes``)."""
+    """Warned when :func:`lr_find` could not suggest a learning rate the usual way.
+
+    The result says why, in ``notes``.
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, etakit
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = etakit.lr_find(lambda ps: (1.0, [np.zeros(3)]), [np.ones(3)], progress=False)
+    >>> caught[0].category.__name__, res.curve
+    ('LRFindWarning', 'flat')
+    """
 
 
 # ---- reading the curve --------------------------------------------------------------
 
-def _running_median(y, half):
+def _running_median(y: _FloatSeq, half: int) -> _Array:
     """Centred running median over 2*half + 1 points (shrinking at the ends)."""
     n = len(y)
     return np.array([np.median(y[max(0, i - half):i + half + 1]) for i in range(n)])
 
 
-def _running_mean(y, half):
+def _running_mean(y: _FloatSeq, half: int) -> _Array:
     """Centred running mean over 2*half + 1 points (shrinking at the ends)."""
     c = np.concatenate([[0.0], np.cumsum(y)])
     idx = np.arange(len(y))
@@ -57,12 +86,12 @@ def _running_mean(y, half):
     return (c[b] - c[a]) / (b - a)
 
 
-def _centred(y, half):
+def _centred(y: _FloatSeq, half: int) -> _Array:
     """The sweep's curve without lag: a centred running median of 5 (spikes), then a centred mean."""
     return _running_mean(_running_median(np.asarray(y, dtype=np.float64), 2), half)
 
 
-def _read_curve(lrs, losses, stop_reason):
+def _read_curve(lrs: _FloatSeq, losses: _FloatSeq, stop_reason: str) -> dict[str, Any]:
     """What the loss curve says, from its finite part.
 
     Returns a dict: ``kind`` ("decreasing", "flat", "rising" or "no finite
@@ -77,7 +106,7 @@ def _read_curve(lrs, losses, stop_reason):
     n = len(y)
     finite = np.isfinite(y)
     nf = int(np.argmin(finite)) if not finite.all() else n
-    out = {"kind": "no finite loss", "l0": math.nan, "sigma": 0.0, "n0": 0, "drop": 0.0,
+    out: dict[str, Any] = {"kind": "no finite loss", "l0": math.nan, "sigma": 0.0, "n0": 0, "drop": 0.0,
            "trend": np.full(n, np.nan), "candidate": math.nan, "i_min": None}
     if nf == 0:
         return out
@@ -123,7 +152,7 @@ def _read_curve(lrs, losses, stop_reason):
     return out
 
 
-def _valley(smoothed):
+def _valley(smoothed: Sequence[float]) -> int:
     """fastai's valley: the middle-to-late part of the longest decreasing stretch."""
     n = len(smoothed)
     lds = [1] * n
@@ -139,7 +168,7 @@ def _valley(smoothed):
     return max(0, max_start + int(sections) + int(sections / 2))
 
 
-def _classic(lrs, smoothed):
+def _classic(lrs: _FloatSeq, smoothed: _FloatSeq) -> dict[str, float]:
     """The classic rules, read as fastai reads them: off the moving average, from its finite part."""
     finite = np.isfinite(smoothed)
     n = int(np.argmin(finite)) if not finite.all() else len(finite)
@@ -157,7 +186,7 @@ def _classic(lrs, smoothed):
 
 # ---- confirmation runs --------------------------------------------------------------
 
-def _late(c):
+def _late(c: Sequence[float]) -> tuple[float, float]:
     """A run's late level and its standard error: the mean of its last third.
 
     The mean, not a median: what training lowers is the expected loss, and a
@@ -178,7 +207,8 @@ def _late(c):
     return float(np.mean(late)), float(np.std(late, ddof=1)) / math.sqrt(n_eff)
 
 
-def _judge(c, l0, sigma, n0, drop, done):
+def _judge(c: Sequence[float], l0: float, sigma: float, n0: int, drop: float,
+           done: bool) -> tuple[bool, str] | None:
     """The verdict on a confirmation run's losses ``c`` so far: None (go on), or (ok, reason).
 
     A run fails at once when a loss is not finite, or when the loss (median
@@ -223,6 +253,26 @@ def _judge(c, l0, sigma, n0, drop, done):
 
 class LRFindResult:
     """The outcome of :func:`lr_find`.
+
+    Built by :func:`lr_find`; built directly from a recorded sweep, it reads
+    the curve and suggests its candidate, unconfirmed.
+
+    Parameters
+    ----------
+    lrs, losses, smoothed_losses : array_like
+        The sweep, as the attributes of the same names.
+    group_scales : list of float
+        Each group's learning-rate multiplier.
+    stop_reason : str
+        As the attribute.
+    settings : dict
+        The arguments of the sweep (kept as ``settings``).
+    suggestion : float, optional
+        The confirmed suggestion; default the curve's candidate.
+    confirm_runs : list of dict, optional
+        As the attribute.
+    notes : list of str, optional
+        As the attribute.
 
     Attributes
     ----------
@@ -275,8 +325,10 @@ class LRFindResult:
     True
     """
 
-    def __init__(self, lrs, losses, smoothed_losses, group_scales, stop_reason, settings, *, suggestion=None,
-                 confirm_runs=(), notes=()):
+    def __init__(self, lrs: npt.ArrayLike, losses: npt.ArrayLike, smoothed_losses: npt.ArrayLike,
+                 group_scales: Iterable[float], stop_reason: str, settings: dict[str, Any], *,
+                 suggestion: float | None = None, confirm_runs: Iterable[dict[str, Any]] = (),
+                 notes: Iterable[str] = ()) -> None:
         self.lrs = np.asarray(lrs, dtype=np.float64)
         self.losses = np.asarray(losses, dtype=np.float64)
         self.smoothed_losses = np.asarray(smoothed_losses, dtype=np.float64)
@@ -296,13 +348,18 @@ class LRFindResult:
         self.suggestions = {"robust": self.suggestion, **_classic(self.lrs, self.smoothed_losses)}
         self.group_suggestions = [self.suggestion * s for s in self.group_scales]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"LRFindResult(suggestion={self.suggestion:.3g}, steps={len(self.lrs)}+{self.extra_steps}, "
                 f"stop_reason={self.stop_reason!r}, curve={self.curve!r}, suggestions={{"
                 + ", ".join(f"{k!r}: {v:.3g}" for k, v in self.suggestions.items()) + "})")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Plain data: lists, floats and strings.
+
+        Returns
+        -------
+        dict
+            Every attribute, arrays as lists (JSON-ready).
 
         Examples
         --------
@@ -320,10 +377,22 @@ class LRFindResult:
                 "extra_steps": self.extra_steps, "curve": self.curve, "notes": list(self.notes),
                 "stop_reason": self.stop_reason, "settings": dict(self.settings)}
 
-    def plot(self, path=None, ax=None):
+    def plot(self, path: str | os.PathLike[str] | None = None, ax: Axes | None = None) -> Axes:
         """Loss against learning rate (log scale), with the suggestions and confirmation runs marked.
 
-        Needs matplotlib.  Returns the axes; writes ``path`` when given.
+        Needs matplotlib.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Write the figure there.
+        ax : matplotlib.axes.Axes, optional
+            Draw on these axes; default a new figure (not attached to pyplot).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
 
         Examples
         --------
@@ -376,11 +445,11 @@ class LRFindResult:
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize="small")
         if path is not None:
-            ax.figure.savefig(path, dpi=120)
+            cast("Figure", ax.figure).savefig(path, dpi=120)
         return ax
 
 
-def _loss_axis_limits(losses, smoothed):
+def _loss_axis_limits(losses: npt.ArrayLike, smoothed: npt.ArrayLike) -> tuple[float, float] | None:
     """The loss axis of the plot: every raw loss that matters, not the final blow-up.
 
     From the lowest raw (or smoothed) loss up to the starting level (the
@@ -406,38 +475,43 @@ def _loss_axis_limits(losses, smoothed):
     return lo - 0.05 * span, top + 0.25 * span
 
 
-def _check_positive(v, name):
+def _check_positive(v: Any, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
     return float(v)
 
 
-def _build(optimizer, params, optimizer_kwargs):
+def _build(optimizer: OptimizerFactory, params: Any,
+           optimizer_kwargs: dict[str, Any]) -> tuple[Optimizer, list[float]]:
     """A fresh optimizer with lr = 1, and its groups' learning-rate multipliers."""
+    # (Any: the optimizer classes take their own keywords, which optim.py does not annotate yet)
+    opt: Any
     if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
-        opt = optimizer(params, lr=1.0, **optimizer_kwargs)
+        opt = cast(Any, optimizer)(params, lr=1.0, **optimizer_kwargs)
     elif callable(optimizer):
         if optimizer_kwargs:
             raise TypeError("optimizer_kwargs only apply to an optimizer class, not to a factory")
-        opt = optimizer(params, 1.0)
+        opt = cast(Callable[[Any, float], Any], optimizer)(params, 1.0)
     else:
         raise TypeError(f"optimizer must be an etakit optimizer class or a factory f(params, lr), got {optimizer!r}")
     if not isinstance(opt, Optimizer):
         raise TypeError(f"the optimizer factory returned {type(opt).__name__}, not an etakit optimizer")
     if hasattr(opt, "train"):
         opt.train()     # schedule-free optimizers step in train mode
-    scales = []
+    scales: list[float] = []
     for i, g in enumerate(opt.param_groups):
         lr = g["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not float(lr) > 0:
             raise ValueError(f"param_groups[{i}]['lr'] is the group's multiplier of the sweep's learning rate "
                              f"and must be a number > 0, got {lr!r}")
         scales.append(float(lr))
     return opt, scales
 
 
-def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, num_steps=100, mode="exp",
-            smooth=0.98, diverge=4.0, restore=True, progress=True, confirm_steps=30, **optimizer_kwargs):
+def lr_find(loss_and_grad: LossAndGrad, params: Any, optimizer: OptimizerFactory = AdamW, start_lr: float = 1e-7,
+            end_lr: float = 10.0, num_steps: int = 100, mode: str = "exp", smooth: float = 0.98,
+            diverge: float = 4.0, restore: bool = True, progress: bool = True, confirm_steps: int = 30,
+            **optimizer_kwargs: Any) -> LRFindResult:
     """LR range test: train briefly with a growing learning rate, suggest one, and confirm it.
 
     Parameters
@@ -484,6 +558,7 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
     Returns
     -------
     LRFindResult
+        The sweep, the suggestions and the confirmation runs.
 
     Warns
     -----
@@ -585,18 +660,20 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
     start_lr, end_lr = _check_positive(start_lr, "start_lr"), _check_positive(end_lr, "end_lr")
     if start_lr >= end_lr:
         raise ValueError(f"start_lr ({start_lr}) must be < end_lr ({end_lr})")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 5:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or int(num_steps) < 5:
         raise ValueError(f"num_steps must be an integer >= 5, got {num_steps!r}")
     if mode not in ("exp", "linear"):
         raise ValueError(f"mode must be 'exp' or 'linear', got {mode!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Real) or not 0.0 <= smooth < 1.0:
+    if isinstance(smooth, bool) or not isinstance(smooth, numbers.Real) or not 0.0 <= float(smooth) < 1.0:
         raise ValueError(f"smooth must be in [0, 1), got {smooth!r}")
+    smooth = float(smooth)
     diverge = _check_positive(diverge, "diverge")
     if diverge <= 1.0:
         raise ValueError(f"diverge must be > 1, got {diverge!r}")
     if (isinstance(confirm_steps, bool) or not isinstance(confirm_steps, numbers.Integral)
-            or not (confirm_steps == 0 or confirm_steps >= 5)):
+            or not (confirm_steps == 0 or int(confirm_steps) >= 5)):
         raise ValueError(f"confirm_steps must be 0 (no confirmation) or an integer >= 5, got {confirm_steps!r}")
+    confirm_steps = int(confirm_steps)
 
     # Groups' lr become multipliers: build with lr=1 so that unset groups get 1.
     opt, scales = _build(optimizer, params, optimizer_kwargs)
@@ -608,17 +685,20 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
 
     arrays = [p for g in opt.param_groups for p in g["params"]]
     saved = [p.copy() for p in arrays]
-    bar = None
+    bar: Any = None
     if progress:
         try:
             from tqdm.auto import tqdm
             bar = tqdm(total=n, desc="lr_find", unit="step", leave=False, disable=not sys.stderr.isatty())
         except ImportError:
             bar = None
-    lrs, losses, smoothed = [], [], []
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
     stop, avg, best = "completed", 0.0, math.inf
     warm, ref = min(_WARM, max(_MEDIAN_WINDOW, n // 10)), math.nan
-    runs, notes = [], []
+    runs: list[dict[str, Any]] = []
+    notes: list[str] = []
     suggestion = math.nan
     after_sweep = None
     try:
@@ -704,8 +784,10 @@ def lr_find(loss_and_grad, params, optimizer=AdamW, start_lr=1e-7, end_lr=10.0, 
                         notes=notes)
 
 
-def _confirm(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwargs, candidate, curve, steps, end_lr,
-             runs, notes, bar, upward):
+def _confirm(loss_and_grad: LossAndGrad, arrays: list[npt.NDArray[Any]], saved: list[npt.NDArray[Any]],
+             optimizer: OptimizerFactory, params: Any, optimizer_kwargs: dict[str, Any], candidate: float,
+             curve: dict[str, Any], steps: int, end_lr: float, runs: list[dict[str, Any]], notes: list[str],
+             bar: Any, upward: bool) -> float:
     """The confirmation runs; returns the suggestion (NaN if no run passed) and fills in ``runs`` and ``notes``.
 
     Each run trains at ``_MARGIN`` times a candidate.  Down: while a run
@@ -714,9 +796,9 @@ def _confirm(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwargs, 
     passes and ends lower than the best run so far, by more than
     ``_NEGLIGIBLE`` of the sweep's drop (late levels: see ``_late``).
     """
-    limits = (curve["l0"], curve["sigma"], curve["n0"], curve["drop"])
+    limits: tuple[float, float, int, float] = (curve["l0"], curve["sigma"], curve["n0"], curve["drop"])
 
-    def run(c):
+    def run(c: float) -> tuple[bool, tuple[float, float]]:
         test = _MARGIN * c
         if bar is not None:
             bar.total += steps
@@ -749,7 +831,9 @@ def _confirm(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwargs, 
     return math.nan
 
 
-def _confirm_run(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwargs, lr, steps, limits, bar):
+def _confirm_run(loss_and_grad: LossAndGrad, arrays: list[npt.NDArray[Any]], saved: list[npt.NDArray[Any]],
+                 optimizer: OptimizerFactory, params: Any, optimizer_kwargs: dict[str, Any], lr: float, steps: int,
+                 limits: tuple[float, float, int, float], bar: Any) -> tuple[bool, str, int, tuple[float, float]]:
     """Train ``steps`` steps at the constant rate ``lr`` from the saved parameters, with a fresh optimizer.
 
     Returns (ok, reason, steps used, (late level, its standard error)).
@@ -760,7 +844,7 @@ def _confirm_run(loss_and_grad, arrays, saved, optimizer, params, optimizer_kwar
     for g, s in zip(opt.param_groups, scales):
         g["lr"] = lr * s
     run_arrays = [p for g in opt.param_groups for p in g["params"]]
-    c = []
+    c: list[float] = []
     for k in range(steps):
         loss, grads = loss_and_grad(run_arrays)
         c.append(float(loss))

@@ -7,27 +7,40 @@ Useful where SciPy's quasi-Newton methods do not fit: noisy objectives
 (minibatches drawn inside ``fun``), huge parameter vectors, or a learning-rate
 schedule.
 """
+from __future__ import annotations
+
 import inspect
 import math
 import numbers
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import optim
 from ._step import RuleSpec
 
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
+
 __all__ = ["minimize", "scipy_method"]
 
+_Vector = npt.NDArray[np.float64]
+
 # x is a vector: rules for matrices only (Muon) do not apply
-_METHODS = {name.lower(): cls for name, cls in optim.OPTIMIZERS.items() if not RuleSpec.of(cls).matrix_only}
+# (read through vars(): inside the package's import cycle mypy cannot infer the type of the
+# unannotated optim.OPTIMIZERS)
+_METHODS: dict[str, type[optim.Optimizer]] = {name.lower(): cls for name, cls in vars(optim)["OPTIMIZERS"].items()
+                                              if not RuleSpec.of(cls).matrix_only}
 
 
-def _optimize_result(**kw):
+def _optimize_result(**kw: Any) -> OptimizeResult:
     from scipy.optimize import OptimizeResult
     return OptimizeResult(**kw)
 
 
-def _new_style(callback):
+def _new_style(callback: Callable[..., object]) -> bool:
     try:
         return "intermediate_result" in inspect.signature(callback).parameters
     except (TypeError, ValueError):
@@ -37,7 +50,7 @@ def _new_style(callback):
 _FD_JAC = ("2-point", "3-point")
 
 
-def _scalar(f, what):
+def _scalar(f: Any, what: str) -> float:
     """fun's value as a float: a scalar, or an array of one element (as SciPy accepts)."""
     try:
         a = np.asarray(f, dtype=np.float64)
@@ -48,7 +61,7 @@ def _scalar(f, what):
     return float(a.reshape(()))
 
 
-def _gradient(g, n, what):
+def _gradient(g: Any, n: int, what: str) -> _Vector:
     """The gradient as a fresh 1-D float64 array of n elements, or a clear error."""
     if g is None:
         raise TypeError(f"{what} returned None; it must return the gradient, an array of {n} numbers "
@@ -64,7 +77,7 @@ def _gradient(g, n, what):
     return np.array(a.ravel(), dtype=np.float64)
 
 
-def _forward_differences(f, x, f0):
+def _forward_differences(f: Callable[[_Vector], float], x: _Vector, f0: float) -> _Vector:
     """``scipy.optimize.approx_fprime``'s: (f(x + h e_i) - f(x)) / h, h = sqrt(eps), reusing f(x)."""
     h = np.sqrt(np.finfo(np.float64).eps)
     g = np.empty_like(x)
@@ -75,7 +88,7 @@ def _forward_differences(f, x, f0):
     return g
 
 
-def _central_differences(f, x):
+def _central_differences(f: Callable[[_Vector], float], x: _Vector) -> _Vector:
     """SciPy's '3-point' scheme: (f(x + h e_i) - f(x - h e_i)) / 2h, h = eps**(1/3) * max(1, |x_i|)."""
     h = np.finfo(np.float64).eps ** (1 / 3) * np.maximum(1.0, np.abs(x))
     g = np.empty_like(x)
@@ -87,8 +100,10 @@ def _central_differences(f, x):
     return g
 
 
-def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, gtol=1e-6, callback=None,
-             **optimizer_kwargs):
+def minimize(fun: Callable[..., Any], x0: npt.ArrayLike, args: tuple[Any, ...] = (),
+             jac: bool | str | Callable[..., Any] | None = None, method: str = "adam",
+             lr: float | Callable[[int], float] | None = None, maxiter: int = 1000, gtol: float = 1e-6,
+             callback: Callable[..., object] | None = None, **optimizer_kwargs: Any) -> OptimizeResult:
     """Minimise ``fun(x, *args)`` with an etakit optimizer; SciPy's result conventions.
 
     Parameters
@@ -172,12 +187,12 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, g
     n = x.size
     nfev = njev = 0
 
-    def value(z):
+    def value(z: _Vector) -> float:
         nonlocal nfev
         nfev += 1
         return _scalar(fun(z.copy(), *args), "fun")
 
-    def evaluate(xk):
+    def evaluate(xk: _Vector) -> tuple[float, _Vector]:
         # fun and jac get copies: the optimizer's array changes in place at each step
         nonlocal nfev, njev
         if jac is True:
@@ -258,14 +273,30 @@ def minimize(fun, x0, args=(), jac=None, method="adam", lr=None, maxiter=1000, g
                             status=status, message=message)
 
 
-def scipy_method(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None, constraints=(), callback=None,
-                 **options):
-    """etakit's solver as a custom method of ``scipy.optimize.minimize``.
+def scipy_method(fun: Callable[..., Any], x0: npt.ArrayLike, args: tuple[Any, ...] = (),
+                 jac: bool | str | Callable[..., Any] | None = None, hess: object = None, hessp: object = None,
+                 bounds: object = None, constraints: Any = (), callback: Callable[..., object] | None = None,
+                 **options: Any) -> OptimizeResult:
+    """Run etakit's solver as a custom method of ``scipy.optimize.minimize``.
 
-    ``options`` are :func:`minimize`'s keywords: ``optimizer`` (the method
-    name, default "adam"), ``lr``, ``maxiter``, ``gtol`` (also set by SciPy's
-    ``tol``) and optimizer arguments.  Bounds, constraints and Hessians are
-    not supported.
+    SciPy calls it with the arguments it was given; bounds, constraints and
+    Hessians are not supported.
+
+    Parameters
+    ----------
+    fun, x0, args, jac, callback
+        As for :func:`minimize`.
+    hess, hessp, bounds, constraints
+        Must be None or empty (a ``ValueError`` otherwise).
+    **options
+        :func:`minimize`'s keywords: ``optimizer`` (the method name, default
+        "adam"), ``lr``, ``maxiter``, ``gtol`` (also set by SciPy's ``tol``)
+        and optimizer arguments.
+
+    Returns
+    -------
+    scipy.optimize.OptimizeResult
+        As :func:`minimize` returns it.
 
     Examples
     --------

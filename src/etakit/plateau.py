@@ -6,8 +6,12 @@ it scales the schedule instead of replacing it (``plateau_scaled``), so
 warmup, then cosine, then plateau reductions compose; the reduced schedule
 lives in the optimizer's param_groups and so in its state dict.
 """
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 from .schedules import Schedule, plateau_scaled
 
@@ -19,7 +23,8 @@ class ReduceLROnPlateau:
 
     Parameters
     ----------
-    optimizer : etakit.Optimizer
+    optimizer : etakit.Optimizer or etakit.torch optimizer
+        The optimizer whose groups' ``lr`` this scales.
     mode : {"min", "max"}
         Whether the metric should decrease or increase.
     factor : float
@@ -30,6 +35,7 @@ class ReduceLROnPlateau:
         Minimum change that counts as an improvement, relative (``threshold_mode="rel"``)
         or absolute (``"abs"``).
     threshold_mode : {"rel", "abs"}
+        How ``threshold`` is read.
     cooldown : int
         Calls after a reduction during which bad calls are not counted.
     min_lr : float or list of float
@@ -48,8 +54,9 @@ class ReduceLROnPlateau:
     0.5
     """
 
-    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
-                 cooldown=0, min_lr=0.0, eps=1e-8):
+    def __init__(self, optimizer: Any, mode: str = "min", factor: float = 0.1, patience: int = 10,
+                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
+                 min_lr: float | Sequence[float] = 0.0, eps: float = 1e-8) -> None:
         if not hasattr(optimizer, "param_groups") or not hasattr(optimizer, "step_count"):
             raise TypeError(f"optimizer must be an etakit optimizer (numpy or etakit.torch), got "
                             f"{type(optimizer).__name__}")
@@ -77,8 +84,20 @@ class ReduceLROnPlateau:
         self.cooldown_counter = 0
         self.last_epoch = 0
 
-    def is_better(self, a, best):
+    def is_better(self, a: float, best: float) -> bool:
         """Whether metric ``a`` improves on ``best`` by more than the threshold.
+
+        Parameters
+        ----------
+        a : float
+            A metric.
+        best : float
+            The best so far.
+
+        Returns
+        -------
+        bool
+            True if ``a`` counts as an improvement (in the direction of ``mode``).
 
         Examples
         --------
@@ -91,8 +110,13 @@ class ReduceLROnPlateau:
             return a < (best * (1.0 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
         return a > (best * (self.threshold + 1.0) if self.threshold_mode == "rel" else best + self.threshold)
 
-    def step(self, metric):
+    def step(self, metric: float) -> None:
         """Record the metric of the latest evaluation; reduce the learning rates if it has plateaued.
+
+        Parameters
+        ----------
+        metric : float
+            The latest value of the monitored quantity (a 0-d array is accepted).
 
         Examples
         --------
@@ -122,15 +146,15 @@ class ReduceLROnPlateau:
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
 
-    def _reduce_lr(self):
+    def _reduce_lr(self) -> None:
         k = self.optimizer.step_count
         for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
             lr = group["lr"]
             if isinstance(lr, Schedule):
                 base, scale = (lr._args["schedule"], lr._args["scale"]) if lr._name == "plateau_scaled" else (lr, 1.0)
-                new = plateau_scaled(base, scale * self.factor, min_lr)
-                if lr(k) - new(k) > self.eps:
-                    group["lr"] = new
+                reduced = plateau_scaled(base, scale * self.factor, min_lr)
+                if lr(k) - reduced(k) > self.eps:
+                    group["lr"] = reduced
             elif callable(lr):
                 raise TypeError("ReduceLROnPlateau cannot scale a Python-callable learning rate; "
                                 "use an etakit.schedules schedule instead")
@@ -140,8 +164,13 @@ class ReduceLROnPlateau:
                 if old - new > self.eps:
                     group["lr"] = new
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Counters and settings as plain values (the reduced learning rates are in the optimizer's).
+
+        Returns
+        -------
+        dict
+            Everything :meth:`load_state_dict` restores.
 
         Examples
         --------
@@ -152,8 +181,15 @@ class ReduceLROnPlateau:
         """
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore counters saved by :meth:`state_dict`.
+
+        Every value is checked as the constructor checks it before anything changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            What :meth:`state_dict` returned.
 
         Examples
         --------
@@ -178,7 +214,7 @@ class ReduceLROnPlateau:
         factor = _real(new["factor"], "loaded factor")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"loaded factor must be in (0, 1), got {factor!r}")
-        checked = dict(factor=factor)
+        checked: dict[str, Any] = dict(factor=factor)
         for key in ("patience", "cooldown", "num_bad_epochs", "cooldown_counter", "last_epoch"):
             checked[key] = _count(new[key], f"loaded {key}")
         for key in ("threshold", "eps"):
@@ -196,9 +232,9 @@ class ReduceLROnPlateau:
         self.__dict__.update(checked)
 
 
-def _real(v, name):
+def _real(v: Any, name: str) -> float:
     try:
-        ok = not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0
+        ok = not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and float(v) >= 0
     except OverflowError:       # an int beyond any double
         ok = False
     if not ok:
@@ -206,7 +242,7 @@ def _real(v, name):
     return float(v)
 
 
-def _count(v, name):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+def _count(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
     return int(v)
