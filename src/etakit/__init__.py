@@ -9,6 +9,8 @@ Examples
 >>> w
 array([-0.01, -0.01, -0.01], dtype=float32)
 """
+from __future__ import annotations
+
 import numbers as _numbers
 
 from . import _core, reference, schedules
@@ -29,12 +31,17 @@ __all__ = [*OPTIMIZERS, "Optimizer", "OPTIMIZERS", "ReduceLROnPlateau", "lr_find
            "set_flush_denormal", "simd_variant", "__version__"]
 
 
-def get_include():
+def get_include() -> str:
     """Directory with ``etakit.h`` and the Cython declarations ``cykernels.pxd``.
 
     For a C extension: ``include_dirs=[etakit.get_include()]``.  For Cython:
     ``from etakit.cykernels cimport adam_f32, etk_adam_hp`` with the same
     include directory; the functions are resolved at import, nothing to link.
+
+    Returns
+    -------
+    str
+        The directory (in the installed package, or ``csrc/`` of a source tree).
 
     Examples
     --------
@@ -52,11 +59,16 @@ def get_include():
     return os.path.join(os.path.dirname(os.path.dirname(here)), "csrc")
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads a large step uses (OpenMP's; 1 without OpenMP).
 
     Follows ``OMP_NUM_THREADS`` at start-up, :func:`set_num_threads`, and
     ``threadpoolctl.threadpool_limits``.
+
+    Returns
+    -------
+    int
+        At least 1.
 
     Examples
     --------
@@ -67,7 +79,7 @@ def get_num_threads():
     return _core.get_num_threads()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the number of threads for large steps (calls ``omp_set_num_threads``).
 
     Results are bit-identical whatever the thread count.
@@ -92,14 +104,24 @@ def set_num_threads(n):
     _core.set_num_threads(int(n))
 
 
-def set_flush_denormal(mode):
+def set_flush_denormal(mode: bool) -> bool:
     """Flush denormal numbers to zero inside etakit's kernels (like ``torch.set_flush_denormal``).
 
     Float32 Adam, RMSprop and Adagrad on near-zero gradients square them into
     denormals, and denormal arithmetic is slow on most CPUs (2x here).  With
     ``mode=True`` such values become 0: results then differ from
     ``etakit.reference`` exactly where a value would have been denormal.  Off
-    by default.  Returns True where supported (x86), False elsewhere (no effect).
+    by default.
+
+    Parameters
+    ----------
+    mode : bool
+        Flush (True) or not (False).
+
+    Returns
+    -------
+    bool
+        True where supported (x86), False elsewhere (no effect).
 
     Examples
     --------
@@ -114,11 +136,16 @@ def set_flush_denormal(mode):
     return _core.set_flush_denormal(bool(mode))
 
 
-def simd_variant():
-    """The SIMD variant of the kernels chosen for this CPU ("avx512", "avx2" or "baseline").
+def simd_variant() -> str:
+    """The SIMD variant of the kernels chosen for this CPU.
 
     Set the environment variable ``ETAKIT_SIMD`` before import to pick another
     supported variant.  All variants give bit-identical results.
+
+    Returns
+    -------
+    str
+        "avx512", "avx2" or "baseline".
 
     Examples
     --------

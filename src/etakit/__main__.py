@@ -9,9 +9,12 @@ Examples
 --------
 ``python -m etakit schedule "warmup_cosine(peak_lr=3e-4, warmup_steps=500, total_steps=10000)" -o sched.png``
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 
 # values() of this many steps is 80 MB and a plot of as many points; more is refused
 MAX_STEPS = 10_000_000
@@ -21,13 +24,13 @@ class _UsageError(Exception):
     """A bad argument found after parsing: reported as ``prog: error: message``, exit status 2."""
 
 
-def _fail(prog, message):
+def _fail(prog: str, message: object) -> int:
     message = " ".join(str(message).split())     # one line, whatever the message
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
 
 
-def _steps(text):
+def _steps(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
@@ -37,7 +40,7 @@ def _steps(text):
     return n
 
 
-def _output_path(path):
+def _output_path(path: str) -> None:
     """Refuse an output file that cannot be written before any work is done."""
     from matplotlib.figure import Figure
 
@@ -54,7 +57,7 @@ def _output_path(path):
         raise _UsageError(f"-o {path}: cannot write there")
 
 
-def _schedule_cmd(args, prog):
+def _schedule_cmd(args: argparse.Namespace, prog: str) -> int:
     from . import schedules
 
     if args.output:
@@ -96,7 +99,7 @@ def _schedule_cmd(args, prog):
     return 0
 
 
-def _demo_cmd(argv):
+def _demo_cmd(argv: list[str]) -> int:
     """``etakit demo``: demo.main's arguments; the output folder is checked before the run."""
     from . import demo
 
@@ -122,15 +125,15 @@ def _demo_cmd(argv):
         return _fail(prog, str(err))
 
 
-def _bench_cmd(argv):
+def _bench_cmd(argv: list[str]) -> int:
     from . import bench
 
     bench.main(argv, prog="etakit bench")    # exits 2 on a bad argument, 1 on a missed target
     return 0
 
 
-def _at_least(lo):
-    def check(text):
+def _at_least(lo: int) -> Callable[[str], int]:
+    def check(text: str) -> int:
         try:
             n = int(text)
         except ValueError:
@@ -141,8 +144,18 @@ def _at_least(lo):
     return check
 
 
-def main(argv=None):
-    """``etakit``'s entry point; returns the exit status.
+def main(argv: Sequence[str] | None = None) -> int:
+    """``etakit``'s entry point.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``etakit``; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 2 for a bad argument (reported on one line).
 
     Examples
     --------

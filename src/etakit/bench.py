@@ -26,6 +26,8 @@ Examples
 >>> times["etakit"] > 0
 True
 """
+from __future__ import annotations
+
 import argparse
 import math
 import os
@@ -33,8 +35,11 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
 
 import etakit
 from etakit import _core, reference
@@ -44,7 +49,7 @@ __all__ = ["Case", "measure", "mixed_sizes", "run_case", "format_table", "check_
 
 # Benchmark settings where the defaults would leave a rule's state unused.
 # (ASGD: averaging from the start, so that ax is read as well as written.)
-BENCH_KW = {"SGD": dict(momentum=0.9), "ASGD": dict(t0=0.0)}
+BENCH_KW: dict[str, dict[str, Any]] = {"SGD": dict(momentum=0.9), "ASGD": dict(t0=0.0)}
 # The bandwidth-bound rules: a matrix-only rule (Muon) spends its step in matrix products (BLAS),
 # so the bandwidth of its element-wise passes says nothing of it.
 RULES = [name for name, cls in etakit.OPTIMIZERS.items() if not RuleSpec.of(cls).matrix_only]
@@ -69,7 +74,7 @@ TRAFFIC = {
 MATRIX = {"LARS", "Adafactor"}
 
 
-def _shape(name, n):
+def _shape(name: str, n: int) -> tuple[int, ...]:
     """The benchmark shape of ``n`` elements for rule ``name`` (rows x cols for matrix rules)."""
     if name not in MATRIX or n < 4:
         return (n,)
@@ -79,27 +84,27 @@ def _shape(name, n):
     return (n // cols, cols)
 
 
-def _train_mode(opt):
+def _train_mode(opt: Any) -> Any:
     """An optimizer with modes (schedule-free) in train mode, where it steps."""
     if hasattr(opt, "train"):
         opt.train()
     return opt
 
 
-def _settings(name):
+def _settings(name: str) -> tuple[Any, dict[str, Any]]:
     cls = etakit.OPTIMIZERS[name]
     return cls, dict(BENCH_KW.get(name, {}))
 
 
-def _reference_stepper(name, params):
+def _reference_stepper(name: str, params: list[npt.NDArray[Any]]) -> Callable[[list[npt.NDArray[Any]]], None]:
     cls, kw = _settings(name)
     hp = {**cls([np.zeros(1, np.float32)]).defaults, **kw}
-    state = [{} for _ in params]
-    group = {}          # the group's scalars, for rules that keep some (DoG)
+    state: list[dict[str, Any]] = [{} for _ in params]
+    group: dict[str, Any] = {}          # the group's scalars, for rules that keep some (DoG)
     whole = {**hp, "params": params}    # rules that step the whole optimizer at once (Prodigy, D-Adaptation)
     step = [0]
 
-    def run(grads):
+    def run(grads: list[npt.NDArray[Any]]) -> None:
         step[0] += 1
         if hasattr(reference, f"{cls.rule}_groups"):
             reference.step_groups(cls.rule, [whole], grads, state, [step[0]] * len(params))
@@ -110,7 +115,7 @@ def _reference_stepper(name, params):
     return run
 
 
-def torch_contender(name, params, kw):
+def torch_contender(name: str, params: list[Any], kw: dict[str, Any]) -> tuple[Any, str] | None:
     """The reference implementation's fastest CPU path for rule ``name``:
     (optimizer, "fused" | "foreach" | "loop"), or None when it is not installed."""
     ref = etakit.OPTIMIZERS[name].reference_impl or f"torch.optim.{name}"
@@ -141,6 +146,17 @@ class Case:
     Each contender updates its own copy of the parameters, so none disturbs
     another's numbers; inputs are built here, outside any timed region.
 
+    Parameters
+    ----------
+    name : str
+        An optimizer's class name (``etakit.OPTIMIZERS``).
+    sizes : list of int
+        Element counts of the tensors (matrix rules get matrices of that size).
+    dtype : numpy dtype
+        float32 or float64.
+    seed : int
+        Seed of the parameters and gradients.
+
     Examples
     --------
     >>> case = Case("Adam", [1000, 10])
@@ -149,7 +165,7 @@ class Case:
     >>> case.etakit_step()()
     """
 
-    def __init__(self, name, sizes, dtype=np.float32, seed=0):
+    def __init__(self, name: str, sizes: Sequence[int], dtype: npt.DTypeLike = np.float32, seed: int = 0) -> None:
         self.name = name
         self.sizes = [int(s) for s in sizes]
         self.dtype = np.dtype(dtype)
@@ -164,36 +180,85 @@ class Case:
         self.n_state = sum(1 for a in probe._state[0].values() if a.shape == (3,))
 
     @property
-    def elements(self):
+    def elements(self) -> int:
+        """Elements of all tensors.
+
+        Examples
+        --------
+        >>> Case("SGD", [3, 4]).elements
+        7
+        """
         return sum(self.sizes)
 
     @property
-    def accesses(self):
-        """Accesses per element of a step: grad read, param and each state buffer read and written
-        (more for a rule that makes several passes: TRAFFIC)."""
+    def accesses(self) -> int:
+        """Accesses per element of a step.
+
+        The gradient read, the parameter and each state buffer read and
+        written; more for a rule that makes several passes (``TRAFFIC``).
+
+        Examples
+        --------
+        >>> Case("Adam", [10]).accesses       # g; p, exp_avg, exp_avg_sq read and written
+        7
+        """
         return TRAFFIC.get(self.name, 1 + 2 * (1 + self.n_state))
 
     @property
-    def bytes_per_step(self):
-        """Compulsory traffic of a step (see ``accesses``)."""
+    def bytes_per_step(self) -> int:
+        """Compulsory traffic of a step (see ``accesses``).
+
+        Examples
+        --------
+        >>> Case("Adam", [10]).bytes_per_step      # 7 float32 accesses per element
+        280
+        """
         return self.elements * self.dtype.itemsize * self.accesses
 
     @property
-    def probe_bytes(self):
-        """Traffic of the probe: one pass with the rule's state buffers."""
+    def probe_bytes(self) -> int:
+        """Traffic of the probe: one pass with the rule's state buffers.
+
+        Examples
+        --------
+        >>> Case("LAMB", [10]).probe_bytes, Case("LAMB", [10]).bytes_per_step   # one pass, against LAMB's two
+        (280, 400)
+        """
         return self.elements * self.dtype.itemsize * (1 + 2 * (1 + self.n_state))
 
-    def _params(self):
+    def _params(self) -> list[npt.NDArray[Any]]:
         return [p.copy() for p in self._init]
 
-    def etakit_step(self):
+    def etakit_step(self) -> Callable[[], None]:
+        """A callable that steps etakit's optimizer once (its state already allocated).
+
+        Returns
+        -------
+        callable
+            ``f()``, one step.
+
+        Examples
+        --------
+        >>> step = Case("SGD", [10]).etakit_step(); step()
+        """
         cls, kw = _settings(self.name)
         opt = _train_mode(cls(self._params(), **kw))
         grads = self.grads
         opt.step(grads)  # allocate state outside the timed region
         return lambda: opt.step(grads)
 
-    def probe_step(self):
+    def probe_step(self) -> Callable[[], None]:
+        """A callable that runs the bandwidth probe once over the same access pattern.
+
+        Returns
+        -------
+        callable
+            ``f()``, one pass of the probe.
+
+        Examples
+        --------
+        >>> probe = Case("Adam", [10]).probe_step(); probe()
+        """
         params = self._params()
         plan = _core.Plan(_core.NRULES, len(params), 0)    # the probe runs as one more rule
         for i, p in enumerate(params):
@@ -203,14 +268,38 @@ class Case:
         grads = self.grads
         return lambda: plan.run(grads)
 
-    def numpy_step(self):
+    def numpy_step(self) -> Callable[[], None]:
+        """A callable that steps the in-place numpy reference once.
+
+        Returns
+        -------
+        callable
+            ``f()``, one step of ``etakit.reference``.
+
+        Examples
+        --------
+        >>> step = Case("Adam", [10]).numpy_step(); step()
+        """
         run = _reference_stepper(self.name, self._params())
         grads = self.grads
         run(grads)
         return lambda: run(grads)
 
-    def torch_step(self):
-        """(callable, mode) for the reference implementation, or None when it is not installed."""
+    def torch_step(self) -> tuple[Callable[[], Any], str] | None:
+        """The reference implementation's step, on torch tensors.
+
+        Returns
+        -------
+        tuple or None
+            ``(callable, mode)``, the mode being "fused", "foreach" or "loop";
+            None when the reference (or torch) is not installed.
+
+        Examples
+        --------
+        >>> found = Case("Adam", [10]).torch_step()
+        >>> found is None or found[1] == "fused"
+        True
+        """
         try:
             import torch
         except ImportError:
@@ -226,7 +315,7 @@ class Case:
         return opt.step, mode
 
 
-def _calibrate(fn, min_time):
+def _calibrate(fn: Callable[[], object], min_time: float) -> int:
     """Calls per timed sample so that a sample lasts at least min_time."""
     n = 1
     while True:
@@ -239,8 +328,22 @@ def _calibrate(fn, min_time):
         n = max(2 * n, int(n * min_time / max(dt, 1e-9)) + 1)
 
 
-def measure(fns, repeats=7, min_time=0.05):
+def measure(fns: Mapping[str, Callable[[], object]], repeats: int = 7, min_time: float = 0.05) -> dict[str, float]:
     """Median seconds per call of each callable, sampled in interleaved rounds.
+
+    Parameters
+    ----------
+    fns : mapping of str to callable
+        The contenders, ``f()`` each.
+    repeats : int
+        Rounds; each round times every contender once, in turn.
+    min_time : float
+        Seconds each timed sample lasts at least (calls per sample are calibrated first).
+
+    Returns
+    -------
+    dict of str to float
+        The median seconds per call of each contender.
 
     Examples
     --------
@@ -249,7 +352,7 @@ def measure(fns, repeats=7, min_time=0.05):
     True
     """
     loops = {k: _calibrate(f, min_time) for k, f in fns.items()}
-    samples = {k: [] for k in fns}
+    samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
             n = loops[k]
@@ -260,9 +363,24 @@ def measure(fns, repeats=7, min_time=0.05):
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def mixed_sizes(total=18_000_000, count=200, seed=0):
-    """Sizes of ``count`` tensors summing to about ``total``: a few large
-    matrices and many small vectors, as in a real model's parameter list.
+def mixed_sizes(total: int = 18_000_000, count: int = 200, seed: int = 0) -> list[int]:
+    """Sizes of ``count`` tensors summing to about ``total``.
+
+    A few large matrices and many small vectors, as in a real model's parameter list.
+
+    Parameters
+    ----------
+    total : int
+        The sum to aim at (the result is at most this).
+    count : int
+        How many tensors.
+    seed : int
+        Seed of the log-uniform draw.
+
+    Returns
+    -------
+    list of int
+        ``count`` sizes, each at least 1.
 
     Examples
     --------
@@ -276,8 +394,25 @@ def mixed_sizes(total=18_000_000, count=200, seed=0):
     return [int(s) for s in sizes]
 
 
-def run_case(case, repeats, min_time, with_torch=True, with_numpy=True):
-    """Measure one case against all contenders; a dict of times, bandwidths and ratios.
+def run_case(case: Case, repeats: int, min_time: float, with_torch: bool = True,
+             with_numpy: bool = True) -> dict[str, Any]:
+    """Measure one case against all contenders.
+
+    Parameters
+    ----------
+    case : Case
+        What to measure.
+    repeats, min_time
+        As for :func:`measure`.
+    with_torch, with_numpy : bool
+        Whether to measure the reference implementation and the numpy reference.
+
+    Returns
+    -------
+    dict
+        Times (``us_per_step``, ``numpy_us``, ``torch_us``), bandwidths
+        (``gb_per_s``, ``probe_gb_per_s``, ``frac_probe``) and ratios
+        (``x_numpy``, ``x_torch`` and the reference's ``torch_mode``).
 
     Examples
     --------
@@ -309,7 +444,7 @@ def run_case(case, repeats, min_time, with_torch=True, with_numpy=True):
     return row
 
 
-def _fmt_n(n):
+def _fmt_n(n: int) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= div:
             v = n / div
@@ -317,8 +452,20 @@ def _fmt_n(n):
     return str(n)
 
 
-def format_table(rows, markdown=False):
+def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """The rows of :func:`run_case` as a text (or Markdown) table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        What :func:`run_case` returned.
+    markdown : bool
+        A Markdown table instead of aligned text.
+
+    Returns
+    -------
+    str
+        The table, one line per row after the header.
 
     Examples
     --------
@@ -342,7 +489,7 @@ def format_table(rows, markdown=False):
     return "\n".join([fmt.format(*head)] + [fmt.format(*line) for line in lines])
 
 
-def machine_line():
+def machine_line() -> str:
     """One line saying what the numbers were measured on.
 
     Examples
@@ -359,10 +506,23 @@ def machine_line():
             f"{etakit.simd_variant()}, {etakit.get_num_threads()} threads; numpy {np.__version__}; {tv}")
 
 
-def check_targets(repeats=9, with_torch=True, progress=None):
-    """Measure the project's performance targets; return [(target, measured, ok)].
+def check_targets(repeats: int = 9, with_torch: bool = True,
+                  progress: Callable[[str], object] | None = None) -> list[tuple[str, str, bool]]:
+    """Measure the project's performance targets.
 
-    ``progress``, if given, is called with a label before each measurement.
+    Parameters
+    ----------
+    repeats : int
+        Rounds of each measurement.
+    with_torch : bool
+        Also measure torch's fused step (reported beside the small-step target).
+    progress : callable, optional
+        Called with a label before each measurement.
+
+    Returns
+    -------
+    list of tuple
+        ``(target, measured, ok)`` for each target.
 
     Examples
     --------
@@ -398,12 +558,12 @@ class _Progress:
     ``True`` always, ``False`` never.  Call it with a label before each case.
     """
 
-    def __init__(self, total, enabled=None, stream=None):
+    def __init__(self, total: int, enabled: bool | None = None, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.total, self.done = total, -1
         isatty = getattr(self.stream, "isatty", lambda: False)
         self.enabled = isatty() if enabled is None else bool(enabled)
-        self.bar = None
+        self.bar: Any = None
         if self.enabled:
             try:
                 from tqdm.auto import tqdm
@@ -412,7 +572,7 @@ class _Progress:
             if tqdm is not None:
                 self.bar = tqdm(total=total, unit="case", file=self.stream, leave=False, dynamic_ncols=True)
 
-    def __call__(self, label):
+    def __call__(self, label: str) -> None:
         self.done += 1
         if self.bar is not None:
             if self.done:
@@ -421,14 +581,14 @@ class _Progress:
         elif self.enabled:
             print(f"[{self.done + 1}/{self.total}] {label}", file=self.stream, flush=True)
 
-    def close(self):
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.update(self.total - self.bar.n)
             self.bar.close()
 
 
-def _count_arg(lo, hi=None, what="an integer"):
-    def check(text):
+def _count_arg(lo: int, hi: int | None = None, what: str = "an integer") -> Callable[[str], int]:
+    def check(text: str) -> int:
         try:
             v = float(text)
         except ValueError:
@@ -442,18 +602,31 @@ def _count_arg(lo, hi=None, what="an integer"):
     return check
 
 
-def main(argv=None, prog="python -m etakit.bench"):
-    """``python -m etakit.bench`` (see the module docstring); returns the measured rows.
+def main(argv: Sequence[str] | None = None, prog: str = "python -m etakit.bench") -> list[Any]:
+    """Run ``python -m etakit.bench`` (see the module docstring).
 
     Bad arguments exit with status 2 and one line on stderr (argparse's way),
     a missed target with status 1.  Progress goes to stderr when it is a
     terminal (or with ``--progress``); the table, once, to stdout.
 
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (``--help`` lists them); default ``sys.argv[1:]``.
+    prog : str
+        The program name in messages.
+
+    Returns
+    -------
+    list
+        The rows measured (dicts, as :func:`run_case` returns them), or with
+        ``--targets`` the ``(target, measured, ok)`` tuples.
+
     Examples
     --------
     >>> rows = main(["--quick", "--optimizers", "Adam"])     # doctest: +SKIP
     """
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (about 30 s)")
     ap.add_argument("--optimizers", nargs="+", choices=list(RULES), default=list(RULES))
     ap.add_argument("--sizes", nargs="+", type=_count_arg(1, 10**10, "an element count"),
@@ -496,11 +669,11 @@ def main(argv=None, prog="python -m etakit.bench"):
             if not all(ok for _, _, ok in results):
                 sys.exit(1)
             return results
-        cases = [(name, [int(n)]) for name in args.optimizers for n in sizes]
+        cases: list[tuple[str, list[int] | None]] = [(name, [int(n)]) for name in args.optimizers for n in sizes]
         if not args.no_mixed:
             cases += [(name, None) for name in (args.optimizers if args.mixed_all else ("Adam",))
                       if name in args.optimizers]
-        rows = []
+        rows: list[dict[str, Any]] = []
         bar = _Progress(len(cases), args.progress)
         try:
             for name, case_sizes in cases:

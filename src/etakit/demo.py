@@ -11,15 +11,23 @@ With ``--auto`` there is no learning rate to find: it trains with
 with no learning rate given, and plots the step size Prodigy estimated
 (``step_size.png``) beside the training curves.
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 import etakit
 from etakit import schedules as S
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["MLP", "load_digits_split", "run", "main"]
 
@@ -29,6 +37,15 @@ class MLP:
 
     Parameters live in ``self.params`` ([W1, b1, W2, b2, ...], float32,
     He-initialised) so any etakit optimizer can update them in place.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Widths of the layers, input first (``[64, 128, 10]``).
+    seed : int
+        Seed of the initial weights.
+    dtype : numpy dtype
+        Of the parameters.
 
     Examples
     --------
@@ -40,21 +57,68 @@ class MLP:
     True
     """
 
-    def __init__(self, sizes, seed=0, dtype=np.float32):
+    def __init__(self, sizes: Sequence[int], seed: int = 0, dtype: npt.DTypeLike = np.float32) -> None:
         rng = np.random.default_rng(seed)
-        self.params = []
+        self.params: list[npt.NDArray[Any]] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             self.params.append((rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(dtype))
             self.params.append(np.zeros(n_out, dtype=dtype))
 
-    def logits(self, params, X):
+    def logits(self, params: Sequence[npt.NDArray[Any]], X: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """The network's outputs (before the softmax) for the rows of ``X``.
+
+        Parameters
+        ----------
+        params : list of ndarray
+            The parameters to use (``self.params``, or others of the same shapes).
+        X : ndarray
+            Inputs, one row each.
+
+        Returns
+        -------
+        ndarray
+            One row of class scores per input.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> net = MLP([4, 8, 3])
+        >>> net.logits(net.params, np.ones((5, 4), np.float32)).shape
+        (5, 3)
+        """
         h = X
         for i in range(0, len(params) - 2, 2):
             h = np.maximum(h @ params[i] + params[i + 1], 0.0)
         return h @ params[-2] + params[-1]
 
-    def loss_and_grad(self, params, X, y):
-        """Mean cross-entropy over the batch and its gradient for every parameter."""
+    def loss_and_grad(self, params: Sequence[npt.NDArray[Any]], X: npt.NDArray[Any],
+                      y: npt.NDArray[Any]) -> tuple[float, list[npt.NDArray[Any]]]:
+        """Mean cross-entropy over the batch and its gradient for every parameter.
+
+        Parameters
+        ----------
+        params : list of ndarray
+            The parameters to evaluate at.
+        X : ndarray
+            Inputs, one row each.
+        y : ndarray
+            Their class labels (ints).
+
+        Returns
+        -------
+        loss : float
+            The mean cross-entropy.
+        grads : list of ndarray
+            Its gradient, one array per parameter (same shapes and dtypes, C-contiguous).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> net = MLP([4, 8, 3])
+        >>> loss, grads = net.loss_and_grad(net.params, np.ones((2, 4), np.float32), np.array([0, 2]))
+        >>> loss > 0, len(grads)
+        (True, 4)
+        """
         acts = [X]
         h = X
         for i in range(0, len(params) - 2, 2):
@@ -68,7 +132,7 @@ class MLP:
         d = np.exp(logp)
         d[np.arange(n), y] -= 1.0
         d /= n
-        grads = [None] * len(params)
+        grads: list[Any] = [None] * len(params)
         for i in range(len(params) - 2, -1, -2):
             a = acts[i // 2]
             grads[i] = np.ascontiguousarray(a.T @ d, dtype=params[i].dtype)
@@ -77,12 +141,45 @@ class MLP:
                 d = (d @ params[i].T) * (acts[i // 2] > 0)
         return loss, grads
 
-    def accuracy(self, X, y):
+    def accuracy(self, X: npt.NDArray[Any], y: npt.NDArray[Any]) -> float:
+        """The fraction of rows of ``X`` whose largest score is their label.
+
+        Parameters
+        ----------
+        X : ndarray
+            Inputs, one row each.
+        y : ndarray
+            Their class labels.
+
+        Returns
+        -------
+        float
+            In [0, 1].
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> MLP([4, 3]).accuracy(np.zeros((2, 4), np.float32), np.array([0, 0]))
+        1.0
+        """
         return float((self.logits(self.params, X).argmax(axis=1) == y).mean())
 
 
-def load_digits_split(seed=0, test_fraction=0.2):
-    """scikit-learn's bundled digits, scaled to [0, 1], split into train and held-out sets.
+def load_digits_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any],
+                                                                         npt.NDArray[np.float32], npt.NDArray[Any]]:
+    """Load scikit-learn's bundled digits, scaled to [0, 1], split into train and held-out sets.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the split.
+    test_fraction : float
+        The held-out share.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(X_train, y_train, X_test, y_test)``; X float32.
 
     Examples
     --------
@@ -93,7 +190,7 @@ def load_digits_split(seed=0, test_fraction=0.2):
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise SystemExit("etakit demo needs scikit-learn for its bundled dataset: pip install 'etakit[demo]'")
+        raise SystemExit("etakit demo needs scikit-learn for its bundled dataset: pip install 'etakit[demo]'") from None
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     perm = np.random.default_rng(seed).permutation(len(y))
@@ -102,21 +199,48 @@ def load_digits_split(seed=0, test_fraction=0.2):
     return X[train], y[train], X[test], y[test]
 
 
-def _batches(rng, n, batch):
+def _batches(rng: np.random.Generator, n: int, batch: int) -> Any:
     perm = rng.permutation(n)
     for i in range(0, n - batch + 1, batch):
         yield perm[i:i + batch]
 
 
-def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False, progress=True, log=print,
-        auto=False, state_dtype="float32"):
-    """Run the demo; return a dict of what it measured (accuracy, suggested lr, times, files).
+def run(out: str = "etakit-demo", epochs: int = 40, batch: int = 64, hidden: int = 128, seed: int = 0,
+        quick: bool = False, progress: bool = True, log: Callable[[str], object] = print, auto: bool = False,
+        state_dtype: str = "float32") -> dict[str, Any]:
+    """Run the demo: lr_find, then AdamW with warmup-cosine (or Prodigy), on the digits.
 
-    ``auto=True`` trains with ``etakit.Prodigy`` and no learning rate instead
-    of lr_find + AdamW; ``suggested_lr`` and ``lr_find`` are then None and
-    ``history["lr"]`` holds Prodigy's step size d at the end of each epoch.
-    ``state_dtype`` ("float32", "bfloat16" or "int8") is AdamW's optimizer
-    state during training (lr_find sweeps with float32 state either way).
+    Parameters
+    ----------
+    out : str
+        Folder for the pictures (created).
+    epochs : int
+        Training epochs (at most 10 with ``quick``).
+    batch : int
+        Minibatch size.
+    hidden : int
+        Width of the hidden layer.
+    seed : int
+        Seed of the split, the weights and the minibatches.
+    quick : bool
+        A smaller run, as the tests use.
+    progress : bool
+        Progress bars (on a terminal, with tqdm).
+    log : callable
+        Called with each line of the report.
+    auto : bool
+        Train with ``etakit.Prodigy`` and no learning rate instead of
+        lr_find + AdamW; ``suggested_lr`` and ``lr_find`` are then None and
+        ``history["lr"]`` holds Prodigy's step size d at the end of each epoch.
+    state_dtype : {"float32", "bfloat16", "int8"}
+        AdamW's optimizer state during training (lr_find sweeps with float32
+        state either way).
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (held out), ``suggested_lr``, ``lr_find`` (its result),
+        ``history`` (per epoch), ``us_per_step`` and the ``files`` written.
 
     Examples
     --------
@@ -167,10 +291,12 @@ def run(out="etakit-demo", epochs=40, batch=64, hidden=128, seed=0, quick=False,
             "us_per_step": us_per_step, "files": files}
 
 
-def _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log, state_dtype="float32"):
+def _lr_find_path(net: MLP, Xtr: npt.NDArray[Any], ytr: npt.NDArray[Any], rng: np.random.Generator, batch: int,
+                  total: int, quick: bool, progress: bool, out: str, log: Callable[[str], object],
+                  state_dtype: str = "float32") -> tuple[Any, float, Any]:
     """lr_find, then AdamW with a warmup-cosine schedule peaking at the suggestion."""
 
-    def minibatch_loss_and_grad(params):
+    def minibatch_loss_and_grad(params: list[npt.NDArray[Any]]) -> tuple[float, list[npt.NDArray[Any]]]:
         idx = rng.integers(0, len(ytr), batch)
         return net.loss_and_grad(params, Xtr[idx], ytr[idx])
 
@@ -185,20 +311,23 @@ def _lr_find_path(net, Xtr, ytr, rng, batch, total, quick, progress, out, log, s
     ax = schedule.plot(total)
     ax.set_title(f"AdamW learning rate: warmup-cosine from the suggested {lr:.3g}")
     ax.legend(fontsize="small")
-    ax.figure.savefig(os.path.join(out, "schedule.png"), dpi=120)
-    return found, lr, etakit.AdamW(net.params, lr=schedule, weight_decay=1e-4, state_dtype=state_dtype)
+    cast("Figure", ax.figure).savefig(os.path.join(out, "schedule.png"), dpi=120)
+    adamw: Any = etakit.AdamW        # (its keywords come from the rule's spec; optim.py is not annotated yet)
+    return found, lr, adamw(net.params, lr=schedule, weight_decay=1e-4, state_dtype=state_dtype)
 
 
-def _train(net, opt, Xtr, ytr, Xte, yte, rng, batch, epochs, progress, step_size):
+def _train(net: MLP, opt: Any, Xtr: npt.NDArray[Any], ytr: npt.NDArray[Any], Xte: npt.NDArray[Any],
+           yte: npt.NDArray[Any], rng: np.random.Generator, batch: int, epochs: int, progress: bool,
+           step_size: Callable[[], float]) -> tuple[dict[str, list[Any]], float, list[float]]:
     """The training loop: (history per epoch, us per optimizer step, step_size() after every step)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
         tqdm = None
-    history = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
+    history: dict[str, list[Any]] = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": [], "lr": []}
     step_time = 0.0
     sizes = []
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not (progress and sys.stderr.isatty())) \
+    bar: Any = tqdm(range(epochs), desc="training", unit="epoch", disable=not (progress and sys.stderr.isatty())) \
         if tqdm is not None else range(epochs)
     for epoch in bar:
         losses = []
@@ -220,7 +349,7 @@ def _train(net, opt, Xtr, ytr, Xte, yte, rng, batch, epochs, progress, step_size
     return history, step_time / len(sizes) * 1e6, sizes
 
 
-def _plot_step_size(sizes, path):
+def _plot_step_size(sizes: Sequence[float], path: str) -> None:
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -236,7 +365,7 @@ def _plot_step_size(sizes, path):
     fig.savefig(path, dpi=120)
 
 
-def _plot_training(h, path, title):
+def _plot_training(h: dict[str, list[Any]], path: str, title: str) -> None:
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -259,15 +388,25 @@ def _plot_training(h, path, title):
     fig.savefig(path, dpi=120)
 
 
-def main(argv=None):
-    """``etakit demo`` on the command line.
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``etakit demo`` on the command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (``--help`` lists them); default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status.
 
     Examples
     --------
     >>> main(["--quick", "--out", "/tmp/etakit-demo"])   # doctest: +SKIP
     0
     """
-    ap = argparse.ArgumentParser(prog="etakit demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="etakit demo", description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--out", default="etakit-demo", help="folder for the pictures (default ./etakit-demo)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)

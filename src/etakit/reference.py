@@ -30,9 +30,16 @@ array([0.90000004, 0.90000004, 0.90000004], dtype=float32)
 >>> sorted(state)
 ['exp_avg', 'exp_avg_sq']
 """
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+_Array = npt.NDArray[Any]
 
 __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
            "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
@@ -43,7 +50,8 @@ __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam
            "step_groups", "prodigy_groups", "dadapt_adam_groups", "dadapt_sgd_groups", "dadapt_adagrad_groups"]
 
 
-def step_rule(rule, param, grad, state, *, step, **hyperparameters):
+def step_rule(rule: str, param: _Array, grad: _Array, state: dict[str, Any], *, step: int,
+              **hyperparameters: Any) -> Any:
     """One step of the rule called ``rule`` (the C rule name, ``"adam"``).
 
     Examples
@@ -57,13 +65,13 @@ def step_rule(rule, param, grad, state, *, step, **hyperparameters):
     return globals()[f"{rule}_step"](param, grad, state, step=step, **hyperparameters)
 
 
-def _zeros(state, name, like, fill=0.0):
+def _zeros(state: dict[str, Any], name: str, like: _Array, fill: float = 0.0) -> _Array:
     if name not in state:
         state[name] = np.full_like(like, fill)
     return state[name]
 
 
-def _grad(param, grad, weight_decay, maximize):
+def _grad(param: _Array, grad: _Array, weight_decay: float, maximize: bool) -> _Array:
     """The gradient after maximize and L2 weight decay (a new array if changed)."""
     g = np.negative(grad) if maximize else grad
     if weight_decay != 0:
@@ -71,8 +79,8 @@ def _grad(param, grad, weight_decay, maximize):
     return g
 
 
-def sgd_step(param, grad, state, *, step, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-             nesterov=False, maximize=False):
+def sgd_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3, momentum: float = 0.0,
+             dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False) -> None:
     """One SGD step (``torch.optim.SGD``), in place.
 
     ``momentum_buffer`` is created, as a copy of the gradient, at the first
@@ -100,8 +108,9 @@ def sgd_step(param, grad, state, *, step, lr=1e-3, momentum=0.0, dampening=0.0, 
     param += -lr * g
 
 
-def adam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-              amsgrad=False, maximize=False, decoupled_weight_decay=False):
+def adam_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+              betas: tuple[float, ...] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+              amsgrad: bool = False, maximize: bool = False, decoupled_weight_decay: bool = False) -> None:
     """One Adam step (``decoupled_weight_decay=True``: AdamW), in place.
 
     State: ``exp_avg``, ``exp_avg_sq`` and, with ``amsgrad``, ``max_exp_avg_sq``.
@@ -150,8 +159,9 @@ def adam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8
     param += tmp
 
 
-def rmsprop_step(param, grad, state, *, step, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+def rmsprop_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-2,
+                 alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False, maximize: bool = False) -> None:
     """One RMSprop step (``torch.optim.RMSprop``), in place.
 
     State: ``square_avg``; ``momentum_buffer`` when ``momentum > 0``;
@@ -194,8 +204,9 @@ def rmsprop_step(param, grad, state, *, step, lr=1e-2, alpha=0.99, eps=1e-8, wei
         param += tmp
 
 
-def adagrad_step(param, grad, state, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, maximize=False):
+def adagrad_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-2,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10, maximize: bool = False) -> None:
     """One Adagrad step (``torch.optim.Adagrad``), in place.
 
     State: ``sum``, starting at ``initial_accumulator_value``.
@@ -222,8 +233,9 @@ def adagrad_step(param, grad, state, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     param += tmp
 
 
-def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, weight_decouple=True,
-              fixed_decay=False, maximize=False):
+def lion_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-4,
+              betas: tuple[float, ...] = (0.9, 0.99), weight_decay: float = 0.0, weight_decouple: bool = True,
+              fixed_decay: bool = False, maximize: bool = False) -> None:
     """One Lion step (``pytorch_optimizer.Lion``), in place.
 
     State: ``exp_avg``.  ``sign`` is numpy's (0 for a zero interpolation).
@@ -258,7 +270,8 @@ def lion_step(param, grad, state, *, step, lr=1e-4, betas=(0.9, 0.99), weight_de
     param += update
 
 
-def adadelta_step(param, grad, state, *, step, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+def adadelta_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1.0, rho: float = 0.9,
+                  eps: float = 1e-6, weight_decay: float = 0.0, maximize: bool = False) -> None:
     """One Adadelta step (``torch.optim.Adadelta``), in place.
 
     State: ``square_avg`` and ``acc_delta``, both starting at zero.
@@ -291,15 +304,15 @@ def adadelta_step(param, grad, state, *, step, lr=1.0, rho=0.9, eps=1e-6, weight
     param += delta * -lr
 
 
-def _scalar(state, name, value):
+def _scalar(state: dict[str, Any], name: str, value: float) -> _Array:
     """A per-tensor scalar state entry: a float64 0-d array, created at ``value``."""
     if name not in state:
         state[name] = np.array(float(value), dtype=np.float64)
     return state[name]
 
 
-def asgd_step(param, grad, state, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
-              maximize=False):
+def asgd_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-2, lambd: float = 1e-4,
+              alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, maximize: bool = False) -> None:
     """One ASGD step (``torch.optim.ASGD``), in place.
 
     State: ``ax`` (starts at zero), and the float64 scalars ``eta`` (starts
@@ -330,12 +343,14 @@ def asgd_step(param, grad, state, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1
     mu[...] = 1.0 / max(1.0, t - t0)
 
 
-def _torch_sign(x):
+def _torch_sign(x: _Array) -> _Array:
     """PyTorch's sign: 1, -1, or 0 (for +-0 and for NaN), in x's dtype."""
     return np.where(x > 0, 1, np.where(x < 0, -1, 0)).astype(x.dtype)
 
 
-def rprop_step(param, grad, state, *, step, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False):
+def rprop_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-2,
+               etas: tuple[float, ...] = (0.5, 1.2), step_sizes: tuple[float, ...] = (1e-6, 50),
+               maximize: bool = False) -> None:
     """One Rprop step (``torch.optim.Rprop``), in place.
 
     State: ``prev`` (starts at zero) and ``step_size`` (starts at ``lr``).
@@ -368,7 +383,7 @@ def rprop_step(param, grad, state, *, step, lr=1e-2, etas=(0.5, 1.2), step_sizes
     prev[...] = g
 
 
-def _lane_sums(x):
+def _lane_sums(x: _Array) -> _Array:
     """Sums of the last axis of float64 ``x`` in LANES lanes, as a kernel's block loop:
     lane j adds x[..., j], x[..., j + LANES], ... in order; the lanes are then added in order."""
     m = x.shape[-1]
@@ -392,7 +407,7 @@ AF_TILE = 65536
 AF_WIDTH = 256
 
 
-def _adafactor_sums(sq):
+def _adafactor_sums(sq: _Array) -> tuple[_Array, _Array]:
     """Row and column sums of ``sq`` (float64, shape (batch, R, C)) in the kernel's order."""
     nb, R, C = sq.shape
     w = min(C, AF_WIDTH)
@@ -409,8 +424,9 @@ def _adafactor_sums(sq):
     return rows, cols
 
 
-def adafactor_step(param, grad, state, *, step, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
-                   weight_decay=0.0, maximize=False):
+def adafactor_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-2,
+                   beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
+                   weight_decay: float = 0.0, maximize: bool = False) -> None:
     """One Adafactor step (``torch.optim.Adafactor``), in place.
 
     State: ``row_var`` (shape (..., R, 1)) and ``col_var`` (shape (..., 1, C))
@@ -458,7 +474,7 @@ def adafactor_step(param, grad, state, *, step, lr=1e-2, beta2_decay=-0.8, eps=(
         g64 = grad.astype(np.float64).reshape(nb, R, C)
         rows, cols = _adafactor_sums(g64 * g64)
 
-        def lerp(a, b):
+        def lerp(a: _Array, b: _Array) -> _Array:
             return b - (b - a) * omw if high else a + w * (b - a)
 
         rv = lerp(row_var.reshape(nb, R).astype(np.float64), rows / float(C)).astype(dt)
@@ -495,7 +511,7 @@ def adafactor_step(param, grad, state, *, step, lr=1e-2, beta2_decay=-0.8, eps=(
     param += T(-alpha / denom) * u
 
 
-def _lerp(a, b, w):
+def _lerp(a: _Array, b: _Array, w: float) -> _Array:
     """``torch.lerp(a, b, w)`` as a new array: a + w (b - a) when |w| < 0.5, else b - (b - a)(1 - w)."""
     w = float(w)
     if abs(w) < 0.5:
@@ -503,7 +519,8 @@ def _lerp(a, b, w):
     return b - (b - a) * (1.0 - w)
 
 
-def zeropower_via_newtonschulz(G, ns_coefficients=(3.4445, -4.7750, 2.0315), ns_steps=5, eps=1e-7, out=None):
+def zeropower_via_newtonschulz(G: _Array, ns_coefficients: tuple[float, ...] = (3.4445, -4.7750, 2.0315),
+                               ns_steps: int = 5, eps: float = 1e-7, out: _Array | None = None) -> _Array:
     """Muon's orthogonalisation of a matrix by quintic Newton-Schulz iterations, in G's dtype.
 
     ``torch.optim.Muon``'s ``_zeropower_via_newtonschulz`` without its
@@ -543,8 +560,10 @@ def zeropower_via_newtonschulz(G, ns_coefficients=(3.4445, -4.7750, 2.0315), ns_
     return out
 
 
-def muon_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-              ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
+def muon_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+              weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
+              ns_coefficients: tuple[float, ...] = (3.4445, -4.7750, 2.0315), eps: float = 1e-7, ns_steps: int = 5,
+              adjust_lr_fn: str | None = None) -> None:
     """One Muon step (``torch.optim.Muon``) of a 2-D ``param``, in place.
 
     State: ``momentum_buffer``.  The orthogonalisation runs in the
@@ -575,7 +594,7 @@ def muon_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.1, momentum=0
     param += -(lr * ratio) * o
 
 
-def group_step(rule, group_state, hyperparameters):
+def group_step(rule: str, group_state: dict[str, Any], hyperparameters: dict[str, Any]) -> None:
     """Advance a group's per-group scalars past one step, in place, once every tensor of it has stepped.
 
     For a rule whose groups keep scalars that a step updates (the keys of
@@ -598,7 +617,8 @@ def group_step(rule, group_state, hyperparameters):
         fn(group_state, **hyperparameters)
 
 
-def _sf_average(k, lr, lr_max, weight_sum, r, weight_lr_power):
+def _sf_average(k: int, lr: float, lr_max: float, weight_sum: float, r: float,
+                weight_lr_power: float) -> tuple[float, float, float]:
     """(lr_max, weight_sum, ckp1) of a group's step at rate ``lr``, from its scalars before it."""
     lr_max = max(lr, lr_max)
     weight = ((k + 1) ** r) * (lr_max ** weight_lr_power)
@@ -607,11 +627,11 @@ def _sf_average(k, lr, lr_max, weight_sum, r, weight_lr_power):
     return lr_max, weight_sum, ckp1
 
 
-def _sf_warmup_lr(k, lr, warmup_steps):
+def _sf_warmup_lr(k: int, lr: float, warmup_steps: int) -> float:
     return float(lr) * ((k + 1) / warmup_steps if k < warmup_steps else 1.0)
 
 
-def _sf_radam_lr(k, lr, beta2, silent_sgd_phase):
+def _sf_radam_lr(k: int, lr: float, beta2: float, silent_sgd_phase: bool) -> tuple[float, float, bool]:
     """(lr_t, 1 - beta2^t, whether the gradient is normalised) of RAdamScheduleFree's step t = k + 1."""
     step = k + 1
     beta2_t = beta2 ** step
@@ -625,15 +645,16 @@ def _sf_radam_lr(k, lr, beta2, silent_sgd_phase):
     return float(lr) * rect, bias_correction2, rho_t > 4.0
 
 
-def _sf_commit(group_state, lr_t, lr_max, weight_sum):
+def _sf_commit(group_state: dict[str, Any], lr_t: float, lr_max: float, weight_sum: float) -> None:
     group_state["k"] = group_state["k"] + 1
     group_state["lr_max"] = lr_max
     group_state["weight_sum"] = weight_sum
     group_state["scheduled_lr"] = lr_t
 
 
-def _sf_update(param, grad, state, lr_t, ckp1, beta1, weight_decay, second=None, beta2=0.0, eps=0.0,
-               bias_correction2=1.0):
+def _sf_update(param: _Array, grad: _Array, state: dict[str, Any], lr_t: float, ckp1: float, beta1: float,
+               weight_decay: float, second: str | None = None, beta2: float = 0.0, eps: float = 0.0,
+               bias_correction2: float = 1.0) -> None:
     """The element-wise step; ``second``: None (SGD), "adam" (normalise g) or "raw" (update v only)."""
     z = state.get("z")
     if z is None:
@@ -656,9 +677,11 @@ def _sf_update(param, grad, state, lr_t, ckp1, beta1, weight_decay, second=None,
     param[...] = y
 
 
-def schedulefree_adamw_step(param, grad, state, *, step, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                            warmup_steps=0, r=0.0, weight_lr_power=2.0, k=0, lr_max=-1.0, weight_sum=0.0,
-                            scheduled_lr=None, train_mode=None):
+def schedulefree_adamw_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 0.0025,
+                            betas: tuple[float, ...] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                            warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, k: int = 0,
+                            lr_max: float = -1.0, weight_sum: float = 0.0, scheduled_lr: float | None = None,
+                            train_mode: float | None = None) -> None:
     """One Schedule-Free AdamW step (``schedulefree.AdamWScheduleFree``) of ``param`` (y), in place.
 
     State: ``z`` (a copy of the parameter at first) and ``exp_avg_sq``.
@@ -681,16 +704,19 @@ def schedulefree_adamw_step(param, grad, state, *, step, lr=0.0025, betas=(0.9, 
                1 - beta2 ** (k + 1))
 
 
-def schedulefree_adamw_advance(group_state, *, lr=0.0025, warmup_steps=0, r=0.0, weight_lr_power=2.0, **_):
+def schedulefree_adamw_advance(group_state: dict[str, Any], *, lr: float = 0.0025, warmup_steps: int = 0,
+                               r: float = 0.0, weight_lr_power: float = 2.0, **_: Any) -> None:
     """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one AdamWScheduleFree step."""
     k = group_state["k"]
     lr_t = _sf_warmup_lr(k, lr, warmup_steps)
-    lr_max, weight_sum, _ = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
+    lr_max, weight_sum, _ckp1 = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
     _sf_commit(group_state, lr_t, lr_max, weight_sum)
 
 
-def schedulefree_sgd_step(param, grad, state, *, step, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0,
-                          weight_lr_power=2.0, k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=None, train_mode=None):
+def schedulefree_sgd_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1.0,
+                          momentum: float = 0.9, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                          weight_lr_power: float = 2.0, k: int = 0, lr_max: float = -1.0, weight_sum: float = 0.0,
+                          scheduled_lr: float | None = None, train_mode: float | None = None) -> None:
     """One Schedule-Free SGD step (``schedulefree.SGDScheduleFree``) of ``param`` (y), in place.
 
     State: ``z``.  Group scalars as for :func:`schedulefree_adamw_step`.
@@ -708,14 +734,17 @@ def schedulefree_sgd_step(param, grad, state, *, step, lr=1.0, momentum=0.9, wei
     _sf_update(param, grad, state, lr_t, ckp1, float(momentum), float(weight_decay))
 
 
-def schedulefree_sgd_advance(group_state, *, lr=1.0, warmup_steps=0, r=0.0, weight_lr_power=2.0, **_):
+def schedulefree_sgd_advance(group_state: dict[str, Any], *, lr: float = 1.0, warmup_steps: int = 0, r: float = 0.0,
+                             weight_lr_power: float = 2.0, **_: Any) -> None:
     """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one SGDScheduleFree step."""
     schedulefree_adamw_advance(group_state, lr=lr, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
 
 
-def schedulefree_radam_step(param, grad, state, *, step, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                            r=0.0, weight_lr_power=2.0, silent_sgd_phase=True, k=0, lr_max=-1.0, weight_sum=0.0,
-                            scheduled_lr=None, train_mode=None):
+def schedulefree_radam_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 0.0025,
+                            betas: tuple[float, ...] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                            r: float = 0.0, weight_lr_power: float = 2.0, silent_sgd_phase: bool = True, k: int = 0,
+                            lr_max: float = -1.0, weight_sum: float = 0.0, scheduled_lr: float | None = None,
+                            train_mode: float | None = None) -> None:
     """One Schedule-Free RAdam step (``schedulefree.RAdamScheduleFree``) of ``param`` (y), in place.
 
     State: ``z`` and ``exp_avg_sq``.  Group scalars as for :func:`schedulefree_adamw_step`.
@@ -735,16 +764,17 @@ def schedulefree_radam_step(param, grad, state, *, step, lr=0.0025, betas=(0.9, 
                float(eps), bias_correction2)
 
 
-def schedulefree_radam_advance(group_state, *, lr=0.0025, betas=(0.9, 0.999), r=0.0, weight_lr_power=2.0,
-                             silent_sgd_phase=True, **_):
+def schedulefree_radam_advance(group_state: dict[str, Any], *, lr: float = 0.0025,
+                               betas: tuple[float, ...] = (0.9, 0.999), r: float = 0.0, weight_lr_power: float = 2.0,
+                               silent_sgd_phase: bool = True, **_: Any) -> None:
     """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one RAdamScheduleFree step."""
     k = group_state["k"]
-    lr_t, _, _ = _sf_radam_lr(k, lr, float(betas[1]), silent_sgd_phase)
-    lr_max, weight_sum, _ = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
+    lr_t, _bc2, _defined = _sf_radam_lr(k, lr, float(betas[1]), silent_sgd_phase)
+    lr_max, weight_sum, _ckp1 = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
     _sf_commit(group_state, lr_t, lr_max, weight_sum)
 
 
-def schedulefree_switch(param, state, *, train, beta1):
+def schedulefree_switch(param: _Array, state: dict[str, Any], *, train: bool, beta1: float) -> None:
     """The schedule-free optimizers' ``train()`` (``train=True``: x -> y) or ``eval()`` (y -> x) for one
     parameter, in place: ``p = lerp(p, z, 1 - beta1)`` or ``lerp(p, z, 1 - 1/beta1)``; nothing without ``z``
     (a parameter not stepped yet).  ``beta1`` is SGD's ``momentum``.
@@ -773,7 +803,7 @@ BLOCK = 4096
 LANES = 16
 
 
-def blocked_lane_sum(x):
+def blocked_lane_sum(x: _Array) -> float:
     """The sum of ``x`` (converted to float64) formed exactly as the C engine forms a reduction.
 
     The flattened array is cut into blocks of ``BLOCK`` elements; in each
@@ -804,14 +834,15 @@ def blocked_lane_sum(x):
     return float(np.add.accumulate(blocks)[-1])
 
 
-def _sum_sq(x):
+def _sum_sq(x: _Array) -> float:
     """sum(x^2) as a reducing phase forms it: each square in float64 (exact for float32)."""
     x = np.asarray(x, dtype=np.float64)
     return blocked_lane_sum(x * x)
 
 
-def nadam_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-               momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False):
+def nadam_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 2e-3,
+               betas: tuple[float, ...] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+               momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
     """One NAdam step (``torch.optim.NAdam``; ``decoupled_weight_decay=True``: NAdamW), in place.
 
     State: ``exp_avg``, ``exp_avg_sq`` and ``mu_product``, the product of
@@ -865,8 +896,9 @@ def nadam_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-
     param += tmp
     state["mu_product"][...] = mu_product
 
-def radam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-               decoupled_weight_decay=False, maximize=False):
+def radam_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+               betas: tuple[float, ...] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+               decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
     """One RAdam step (``torch.optim.RAdam``), in place.
 
     State: ``exp_avg`` and ``exp_avg_sq``.  While ``rho_t <= 5`` (the first
@@ -914,8 +946,9 @@ def radam_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-
         update *= rect
     param -= update
 
-def adamax_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                maximize=False):
+def adamax_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 2e-3,
+                betas: tuple[float, ...] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                maximize: bool = False) -> None:
     """One Adamax step (``torch.optim.Adamax``), in place.
 
     State: ``exp_avg`` and ``exp_inf``, the exponentially weighted infinity
@@ -947,7 +980,7 @@ def adamax_step(param, grad, state, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e
     param += tmp
 
 
-def call_reductions(rule, grads, hyperparameters):
+def call_reductions(rule: str, grads: list[_Array], hyperparameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The keyword arguments each tensor's ``<rule>_step`` takes from sums over the whole step.
 
     Most rules update each tensor on its own and need none (a list of empty
@@ -970,7 +1003,7 @@ def call_reductions(rule, grads, hyperparameters):
     return fn(grads, hyperparameters) if fn is not None else [{} for _ in grads]
 
 
-def adan_call(grads, hyperparameters):
+def adan_call(grads: list[_Array], hyperparameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Adan's clip: the tensors whose group has ``max_grad_norm > 0`` get ``grad_sq_sum``,
     their squared gradients summed in tensor order as the engine does."""
     clipped = [float(hp.get("max_grad_norm", 0.0)) > 0 for hp in hyperparameters]
@@ -981,7 +1014,7 @@ def adan_call(grads, hyperparameters):
     return [{"grad_sq_sum": total} if c else {} for c in clipped]
 
 
-def lamb_call(grads, hyperparameters):
+def lamb_call(grads: list[_Array], hyperparameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """LAMB's ``pre_norm`` input (see :func:`call_reductions`): ``global_grad_sq``, the
     squared gradients of every tensor whose group has ``pre_norm``, each
     tensor's sum formed by :func:`blocked_lane_sum`, the tensors added in order.
@@ -999,7 +1032,8 @@ def lamb_call(grads, hyperparameters):
     return [{"global_grad_sq": total} for _ in grads]
 
 
-def _lamb_step_size(step, lr, beta1, beta2, rectify, degenerated_to_sgd, n_sma_threshold, adam_debias):
+def _lamb_step_size(step: int, lr: float, beta1: float, beta2: float, rectify: bool, degenerated_to_sgd: bool,
+                    n_sma_threshold: int, adam_debias: bool) -> tuple[float, str]:
     """(step size, update form) of LAMB at ``step``: pytorch_optimizer's get_rectify_step_size and
     apply_adam_debias; the form is "adam", "rect", "sgd" or "skip" (rectify with a step size <= 0)."""
     step_size, form = lr, "adam"
@@ -1022,10 +1056,12 @@ def _lamb_step_size(step, lr, beta1, beta2, rectify, degenerated_to_sgd, n_sma_t
     return step_size, form
 
 
-def lamb_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, weight_decouple=True,
-              fixed_decay=False, rectify=False, degenerated_to_sgd=False, n_sma_threshold=5, grad_averaging=True,
-              max_grad_norm=1.0, adam=False, pre_norm=False, eps=1e-6, maximize=False, adam_debias=False,
-              global_grad_sq=None):
+def lamb_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+              betas: tuple[float, ...] = (0.9, 0.999), weight_decay: float = 0.0, weight_decouple: bool = True,
+              fixed_decay: bool = False, rectify: bool = False, degenerated_to_sgd: bool = False,
+              n_sma_threshold: int = 5, grad_averaging: bool = True, max_grad_norm: float = 1.0, adam: bool = False,
+              pre_norm: bool = False, eps: float = 1e-6, maximize: bool = False, adam_debias: bool = False,
+              global_grad_sq: float | None = None) -> None:
     """One LAMB step (``pytorch_optimizer.Lamb``), in place.
 
     State: ``exp_avg``, ``exp_avg_sq``.  ``global_grad_sq`` is the squared
@@ -1068,7 +1104,7 @@ def lamb_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), weight_d
         param[...] = pd
         return
 
-    def update(neg_step):
+    def update(neg_step: float) -> tuple[_Array, _Array]:
         """(the quantity whose norm is taken, the new parameter) for a step of -neg_step."""
         if form == "adam":
             u = exp_avg / (np.sqrt(exp_avg_sq) + eps)
@@ -1087,8 +1123,9 @@ def lamb_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999), weight_d
     param[...] = update(-step_size * ratio)[1]
 
 
-def lars_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.0, momentum=0.9, dampening=0.0,
-              trust_coefficient=1e-3, nesterov=False, maximize=False):
+def lars_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+              weight_decay: float = 0.0, momentum: float = 0.9, dampening: float = 0.0, trust_coefficient: float = 1e-3,
+              nesterov: bool = False, maximize: bool = False) -> None:
     """One LARS step (``pytorch_optimizer.LARS``), in place.
 
     State: ``momentum_buffer`` (from zero) when ``momentum > 0``.  Only
@@ -1119,8 +1156,10 @@ def lars_step(param, grad, state, *, step, lr=1e-3, weight_decay=0.0, momentum=0
     param += -lr * g
 
 
-def adan_step(param, grad, state, *, step, lr=1e-3, betas=(0.98, 0.92, 0.99), weight_decay=0.0,
-              weight_decouple=False, max_grad_norm=0.0, eps=1e-8, maximize=False, grad_sq_sum=None):
+def adan_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+              betas: tuple[float, ...] = (0.98, 0.92, 0.99), weight_decay: float = 0.0, weight_decouple: bool = False,
+              max_grad_norm: float = 0.0, eps: float = 1e-8, maximize: bool = False,
+              grad_sq_sum: float | None = None) -> None:
     """One Adan step (``pytorch_optimizer.Adan``), in place.
 
     State: ``exp_avg``, ``exp_avg_sq``, ``exp_avg_diff`` and ``previous_grad``
@@ -1184,7 +1223,8 @@ def adan_step(param, grad, state, *, step, lr=1e-3, betas=(0.98, 0.92, 0.99), we
     np.negative(g, out=prev)
 
 
-def _weight_decay(param, g, lr, weight_decay, weight_decouple, fixed_decay):
+def _weight_decay(param: _Array, g: _Array, lr: float, weight_decay: float, weight_decouple: bool,
+                  fixed_decay: bool) -> _Array:
     """pytorch_optimizer's apply_weight_decay: the gradient to use (a new array when changed)."""
     if weight_decay == 0:
         return g
@@ -1194,8 +1234,10 @@ def _weight_decay(param, g, lr, weight_decay, weight_decouple, fixed_decay):
     return g + weight_decay * param
 
 
-def adopt_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.9999), clip_lambda=True, weight_decay=0.0,
-               weight_decouple=False, fixed_decay=False, eps=1e-6, maximize=False):
+def adopt_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+               betas: tuple[float, ...] = (0.9, 0.9999), clip_lambda: bool = True, weight_decay: float = 0.0,
+               weight_decouple: bool = False, fixed_decay: bool = False, eps: float = 1e-6,
+               maximize: bool = False) -> None:
     """One ADOPT step (``pytorch_optimizer.ADOPT``), in place.
 
     State: ``exp_avg`` and ``exp_avg_sq``.  Step 1 only sets ``exp_avg_sq``
@@ -1238,7 +1280,7 @@ def adopt_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.9999), clip_l
     exp_avg_sq += tmp
 
 
-def _c_div(a, b):
+def _c_div(a: float, b: float) -> float:
     """a / b as C computes it in double (IEEE: a zero divisor gives +-inf or NaN)."""
     if b != 0:
         return a / b
@@ -1247,14 +1289,15 @@ def _c_div(a, b):
     return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
-def _c_exp(x):
+def _c_exp(x: float) -> float:
     try:
         return math.exp(x)
     except OverflowError:
         return math.inf
 
 
-def ademamix_alpha_beta3(step, alpha, betas, t_alpha_beta3):
+def ademamix_alpha_beta3(step: int, alpha: float, betas: Sequence[float],
+                         t_alpha_beta3: float | None) -> tuple[float, float]:
     """AdEMAMix's alpha and beta3 at ``step`` (pytorch_optimizer's schedule_alpha and schedule_beta3).
 
     Examples
@@ -1275,9 +1318,10 @@ def ademamix_alpha_beta3(step, alpha, betas, t_alpha_beta3):
     return (alpha if alpha < a else a), (beta3 if beta3 < b else b)
 
 
-def ademamix_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999, 0.9999), weight_decay=0.0,
-                  weight_decouple=False, fixed_decay=False, alpha=5.0, t_alpha_beta3=None, eps=1e-8,
-                  maximize=False):
+def ademamix_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, lr: float = 1e-3,
+                  betas: tuple[float, ...] = (0.9, 0.999, 0.9999), weight_decay: float = 0.0,
+                  weight_decouple: bool = False, fixed_decay: bool = False, alpha: float = 5.0,
+                  t_alpha_beta3: float | None = None, eps: float = 1e-8, maximize: bool = False) -> None:
     """One AdEMAMix step (``pytorch_optimizer.AdEMAMix``), in place.
 
     State: ``exp_avg``, ``exp_avg_sq`` and ``exp_avg_slow``.
@@ -1322,7 +1366,8 @@ def ademamix_step(param, grad, state, *, step, lr=1e-3, betas=(0.9, 0.999, 0.999
 
 # ---- per-group reductions, DoG ---------------------------------------------
 
-def group_reductions(rule, params, grads, states, group, hyperparameters):
+def group_reductions(rule: str, params: list[_Array], grads: list[_Array], states: list[dict[str, Any]],
+                     group: dict[str, Any], hyperparameters: dict[str, Any]) -> list[dict[str, Any]]:
     """The keyword arguments each tensor's ``<rule>_step`` takes from sums over its parameter group.
 
     Most rules need none (a list of empty dicts).  A rule whose step size is
@@ -1351,19 +1396,22 @@ def group_reductions(rule, params, grads, states, group, hyperparameters):
     return fn(params, grads, states, group, hyperparameters) if fn is not None else [{} for _ in params]
 
 
-def _dog_options(reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None, layer_wise=False):
+def _dog_options(reps_rel: float = 1e-6, lr: float = 1.0, weight_decay: float = 0.0, eps: float = 1e-8,
+                 init_eta: float | None = None,
+                 layer_wise: bool = False) -> tuple[float, float, float, float, float | None, bool]:
     return (float(reps_rel), float(lr), float(weight_decay), float(eps),
             None if init_eta is None else float(init_eta), bool(layer_wise))
 
 
-def _dog_x0(state, param):
+def _dog_x0(state: dict[str, Any], param: _Array) -> _Array:
     """The state ``init_buffer``: the parameter before its first step."""
     if "init_buffer" not in state:
         state["init_buffer"] = param.copy()
     return state["init_buffer"]
 
 
-def _dog_sums(param, grad, state, weight_decay, first):
+def _dog_sums(param: _Array, grad: _Array, state: dict[str, Any], weight_decay: float,
+              first: bool) -> tuple[float, float]:
     """(||g||^2, ||p - x0||^2, or ||p||^2 on the first step) of one tensor, as the kernel's phase 0 forms them:
     g and p - x0 rounded to the tensor's dtype, squared and summed in float64 (:func:`blocked_lane_sum`)."""
     x0 = _dog_x0(state, param)
@@ -1371,7 +1419,8 @@ def _dog_sums(param, grad, state, weight_decay, first):
     return _sum_sq(g), _sum_sq(param if first else param - x0)
 
 
-def _dog_advance(rbar, G, d2, g2, reps_rel, lr, eps, init_eta):
+def _dog_advance(rbar: float, G: float, d2: float, g2: float, reps_rel: float, lr: float, eps: float,
+                 init_eta: float | None) -> tuple[float, float, float]:
     """(rbar, G, eta) after one step whose sums are d2 and g2 (:func:`_dog_sums`); the first step
     is the one that finds G == 0."""
     first = G == 0.0
@@ -1389,7 +1438,8 @@ def _dog_advance(rbar, G, d2, g2, reps_rel, lr, eps, init_eta):
     return rbar, G, eta
 
 
-def dog_group(params, grads, states, group, hyperparameters):
+def dog_group(params: list[_Array], grads: list[_Array], states: list[dict[str, Any]], group: dict[str, Any],
+              hyperparameters: dict[str, Any]) -> list[dict[str, Any]]:
     """DoG's step size for the tensors of one group (see :func:`group_reductions`).
 
     The norms are taken over all of the group's tensors as one vector, as the
@@ -1418,8 +1468,9 @@ def dog_group(params, grads, states, group, hyperparameters):
     return [{"eta": group.get("eta", 0.0)} for _ in params]
 
 
-def dog_step(param, grad, state, *, step, reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None,
-             layer_wise=False, eta=None):
+def dog_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, reps_rel: float = 1e-6, lr: float = 1.0,
+             weight_decay: float = 0.0, eps: float = 1e-8, init_eta: float | None = None, layer_wise: bool = False,
+             eta: float | None = None) -> None:
     """One DoG step (Ivgi, Hinder and Carmon 2023; the authors' ``dog.DoG``, ``dog.LDoG`` with ``layer_wise``), in place.
 
     ::
@@ -1476,7 +1527,8 @@ def dog_step(param, grad, state, *, step, reps_rel=1e-6, lr=1.0, weight_decay=0.
 # as the engine forms them: each tensor's by blocks (:func:`blocked_lane_sum`),
 # the tensors of a group in order, the groups in order, in float64.
 
-def step_groups(rule, groups, grads, states, steps):
+def step_groups(rule: str, groups: list[dict[str, Any]], grads: list[_Array], states: list[dict[str, Any]],
+                steps: list[int]) -> None:
     """One step of a whole optimizer over parameter groups, as etakit's optimizers take it.
 
     ``groups`` are parameter-group dicts (``{"params": [arrays], **hyperparameters}``,
@@ -1505,7 +1557,7 @@ def step_groups(rule, groups, grads, states, steps):
         step_rule(rule, p, grad, st, step=int(step), **hp, **kw)
 
 
-def _strided_sum(x, n, k):
+def _strided_sum(x: _Array, n: int, k: int) -> float:
     """The engine's sum of ``x``, the float64 values of the elements 0, k, 2k, ... of a tensor of n
     elements: blocks of BLOCK tensor elements, each the sum of the values it keeps (in lanes)."""
     if k == 1:
@@ -1516,7 +1568,7 @@ def _strided_sum(x, n, k):
     return total
 
 
-def _members(groups, grads, states):
+def _members(groups: list[dict[str, Any]], grads: list[_Array], states: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """(group index, group, param, grad, state) for every parameter, in group order."""
     out, i = [], 0
     for gi, g in enumerate(groups):
@@ -1526,7 +1578,7 @@ def _members(groups, grads, states):
     return out
 
 
-def _start(groups, **starts):
+def _start(groups: list[dict[str, Any]], **starts: Any) -> None:
     """Give every group the per-group scalars it lacks: a number, or the value of the named key."""
     for g in groups:
         for name, v in starts.items():
@@ -1534,11 +1586,11 @@ def _start(groups, **starts):
                 g[name] = g[v] if isinstance(v, str) else v
 
 
-def _f64(x):
+def _f64(x: _Array) -> _Array:
     return np.asarray(x, dtype=np.float64)
 
 
-def prodigy_groups(groups, grads, states):
+def prodigy_groups(groups: list[dict[str, Any]], grads: list[_Array], states: list[dict[str, Any]]) -> None:
     """One Prodigy step (``prodigyopt.Prodigy``) over every group, in place.
 
     State per parameter: ``s`` and ``p0`` (every ``slice_p``-th element),
@@ -1569,7 +1621,7 @@ def prodigy_groups(groups, grads, states):
     decouple, mom = g0["decouple"], beta1 > 0.0
     members = _members(groups, grads, states)
 
-    def gradient(g, p, grad):
+    def gradient(g: dict[str, Any], p: _Array, grad: _Array) -> _Array:
         wd = float(g["weight_decay"])
         return grad + wd * p if wd != 0.0 and not decouple else grad
 
@@ -1628,7 +1680,7 @@ def prodigy_groups(groups, grads, states):
             p += step
 
 
-def dadapt_adam_groups(groups, grads, states):
+def dadapt_adam_groups(groups: list[dict[str, Any]], grads: list[_Array], states: list[dict[str, Any]]) -> None:
     """One DAdaptAdam step (``dadaptation.DAdaptAdam``) over every group, in place.
 
     State per parameter: ``s``, ``exp_avg``, ``exp_avg_sq``.  Per group:
@@ -1697,7 +1749,7 @@ def dadapt_adam_groups(groups, grads, states):
         p -= st["exp_avg"] / den_
 
 
-def dadapt_sgd_groups(groups, grads, states):
+def dadapt_sgd_groups(groups: list[dict[str, Any]], grads: list[_Array], states: list[dict[str, Any]]) -> None:
     """One DAdaptSGD step (``dadaptation.DAdaptSGD``) over every group, in place.
 
     State per parameter: ``z``, ``s``, ``x0``.  Per group: ``d``,
@@ -1762,7 +1814,7 @@ def dadapt_sgd_groups(groups, grads, states):
         g.update(d=d, numerator_weighted=nw, k=k + 1, g0_norm=g0_norm)
 
 
-def dadapt_adagrad_groups(groups, grads, states):
+def dadapt_adagrad_groups(groups: list[dict[str, Any]], grads: list[_Array], states: list[dict[str, Any]]) -> None:
     """One DAdaptAdaGrad step (``dadaptation.DAdaptAdaGrad``, dense gradients) over every group, in place.
 
     State per parameter: ``alphak`` (starting at 1e-6), ``sk``, ``x0``.  Per
@@ -1850,14 +1902,14 @@ Q8_BLOCK = 256
 _M64 = (1 << 64) - 1
 
 
-def _fma32(a, b, c):
+def _fma32(a: float, b: float, c: float) -> np.float32:
     """float32 fused multiply-add (one rounding); exact here: the double sum is re-rounded once
     to float32, and for the values of the maps no double rounding occurs (the tests check the maps
     against bitsandbytes' own)."""
     return np.float32(np.float64(np.float32(a)) * np.float64(np.float32(b)) + np.float64(np.float32(c)))
 
 
-def _linspace32(start, end, steps):
+def _linspace32(start: float, end: float, steps: int) -> _Array:
     """float32 ``torch.linspace`` as torch computes it on the CPU: the first half from the start, the
     second from the end, each value one fused multiply-add."""
     a, b = np.float32(start), np.float32(end)
@@ -1866,7 +1918,7 @@ def _linspace32(start, end, steps):
                      for i in range(steps)], dtype=np.float32)
 
 
-def dynamic_map(signed=True):
+def dynamic_map(signed: bool = True) -> _Array:
     """The 256 values of bitsandbytes' dynamic quantization map (``create_dynamic_map(signed)`` with
     its defaults, 7 exponent bits, 8 bits), sorted, as float32.
 
@@ -1894,7 +1946,7 @@ def dynamic_map(signed=True):
     return out
 
 
-def q8_thresholds(qmap):
+def q8_thresholds(qmap: _Array) -> _Array:
     """The 255 rounding thresholds of a map: t[c] is the smallest float32 above the midpoint of
     qmap[c] and qmap[c + 1], so a float32 x gets code ``#{c : x >= t[c]}``: the nearest value, a tie
     (x exactly at a midpoint) going to the lower code."""
@@ -1906,7 +1958,7 @@ def q8_thresholds(qmap):
     return t
 
 
-def q8_quantize(x, signed=True):
+def q8_quantize(x: _Array, signed: bool = True) -> tuple[_Array, _Array]:
     """Blockwise 8-bit quantization of a float32 array: ``(codes, absmax)``.
 
     ``absmax[b]`` is the largest |x| of block b (NaN if the block holds a NaN); codes are the nearest
@@ -1943,14 +1995,14 @@ def q8_quantize(x, signed=True):
     return codes, absmax
 
 
-def q8_dequantize(codes, absmax, signed=True):
+def q8_dequantize(codes: _Array, absmax: _Array, signed: bool = True) -> _Array:
     """float32 values of 8-bit codes: ``map[code] * absmax`` of the code's block of 256."""
     codes = np.asarray(codes).ravel()
     scale = np.repeat(np.asarray(absmax, dtype=np.float32), Q8_BLOCK)[:codes.size]
     return (dynamic_map(signed)[codes] * scale).astype(np.float32)
 
 
-def bf16_round(x):
+def bf16_round(x: _Array) -> _Array:
     """float32 to bfloat16 bits (uint16), rounding to nearest, ties to even; NaN stays a quiet NaN.
 
     Examples
@@ -1965,19 +2017,19 @@ def bf16_round(x):
     return r.astype(np.uint16)
 
 
-def bf16_decode(bits):
+def bf16_decode(bits: _Array) -> _Array:
     """bfloat16 bits (uint16) to float32 (exact)."""
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-def _splitmix64(z):
+def _splitmix64(z: Any) -> Any:
     z = (z + 0x9E3779B97F4A7C15) & _M64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
     return z ^ (z >> 31)
 
 
-def _lowbias32(x):
+def _lowbias32(x: Any) -> Any:
     x = x ^ (x >> np.uint32(16))
     x = x * np.uint32(0x7FEB352D)
     x = x ^ (x >> np.uint32(15))
@@ -1985,12 +2037,12 @@ def _lowbias32(x):
     return x ^ (x >> np.uint32(16))
 
 
-def tensor_seed(seed, index):
+def tensor_seed(seed: int, index: int) -> int:
     """The random stream of the tensor at position ``index`` of an optimizer with seed ``seed``."""
     return _splitmix64((int(seed) + int(index) * 0x9E3779B97F4A7C15) & _M64)
 
 
-def sr_bits(seed, step, slot, start, n):
+def sr_bits(seed: int, step: int, slot: int, start: int, n: int) -> _Array:
     """The 16 random bits (uint32 < 2**16) stochastic rounding adds to elements start..start+n-1 of
     state slot ``slot`` of a tensor with stream ``seed`` at step ``step``: a hash of the four."""
     k = _splitmix64(_splitmix64(int(seed) & _M64) ^ (((int(step) << 3) | int(slot)) & _M64))
@@ -2003,7 +2055,7 @@ def sr_bits(seed, step, slot, start, n):
         return _lowbias32(_lowbias32(lo ^ ka) ^ kbh) >> np.uint32(16)
 
 
-def bf16_round_stochastic(x, seed, step, slot, start=0):
+def bf16_round_stochastic(x: _Array, seed: int, step: int, slot: int, start: int = 0) -> _Array:
     """float32 to bfloat16 bits with stochastic rounding (``sr_bits``); NaN stays a quiet NaN."""
     u = np.ascontiguousarray(x, dtype=np.float32).ravel().view(np.uint32)
     r = sr_bits(seed, step, slot, start, u.size)
@@ -2012,8 +2064,9 @@ def bf16_round_stochastic(x, seed, step, slot, start=0):
     return out.astype(np.uint16).reshape(np.shape(x))
 
 
-def lowp_step(rule, param, grad, state, *, step, state_dtype, nonneg=(), slots=(), stochastic_rounding=False,
-              seed=0, initial=None, **hyperparameters):
+def lowp_step(rule: str, param: _Array, grad: _Array, state: dict[str, Any], *, step: int, state_dtype: str,
+              nonneg: Sequence[str] = (), slots: Sequence[str] = (), stochastic_rounding: bool = False, seed: int = 0,
+              initial: dict[str, Any] | None = None, **hyperparameters: Any) -> None:
     """One step of ``rule`` with low-precision state, as the C engine takes it: every element-wise
     state buffer is decoded to float32, the rule's float32 step runs, and the buffers are encoded.
 
