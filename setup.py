@@ -44,7 +44,8 @@ class BuildExt(build_ext):
                 flags.append("-march=native")
         has_omp = _compiler_accepts(self.compiler, omp)
         if not has_omp:
-            warnings.warn("etakit: the C compiler does not support OpenMP; building single-threaded kernels")
+            warnings.warn("etakit: the C compiler does not support OpenMP; building single-threaded kernels",
+                          stacklevel=2)
             print("etakit: building WITHOUT OpenMP (single-threaded)", file=sys.stderr)
         for ext in self.extensions:
             ext.extra_compile_args = flags + (omp if has_omp else [])
@@ -98,9 +99,10 @@ def generate_cykernels_pxd(header="csrc/etakit.h", out="src/etakit/cykernels.pxd
     lines.append("")
     for name, upper in rules:
         for suffix, ctype, dt in (("f32", "float", "ETK_FLOAT32"), ("f64", "double", "ETK_FLOAT64")):
+            head = f"cdef inline int {name}_{suffix}("
             lines += [
-                f"cdef inline int {name}_{suffix}({ctype} *param, const {ctype} *grad, void **state, size_t n,",
-                f"                              const etk_{name}_hp *hp, int64_t step) noexcept nogil:",
+                f"{head}{ctype} *param, const {ctype} *grad, void **state, size_t n,",
+                f"{' ' * len(head)}const etk_{name}_hp *hp, int64_t step) noexcept nogil:",
                 f"    return c_step_single(ETK_RULE_{upper}, {dt}, param, grad, state, n, hp, step)",
                 "",
             ]

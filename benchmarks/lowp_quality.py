@@ -65,8 +65,8 @@ def main(argv=None):
             print(f"seed {seed}: lr {lr:.3g}; " + "; ".join(f"{n}: loss {l:.4f} acc {a:.2%}" for n, l, a in rows),
                   file=sys.stderr)
     base_acc = np.array([a for _, a in results["float32"]])
-    print(f"| AdamW state | final training loss (mean) | held-out accuracy (mean) | accuracy − float32, "
-          f"mean (worst seed) |")
+    print("| AdamW state | final training loss (mean) | held-out accuracy (mean) | accuracy − float32, "
+          "mean (worst seed) |")
     print("|---|---:|---:|---:|")
     for name, _ in FORMATS:
         loss = np.array([l for l, _ in results[name]])

@@ -60,7 +60,8 @@ class Problem:
         raise NotImplementedError
 
     def train(self, lr, schedule, seed):
-        """Final full loss after ``steps`` steps at ``lr`` (constant, or the peak of warmup-cosine); inf if not finite."""
+        """Final full loss after ``steps`` steps at ``lr`` (constant, or the peak of warmup-cosine); inf if not
+        finite."""
         params = self.init(seed)
         if schedule == "constant":
             sched = lr

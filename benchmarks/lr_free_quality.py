@@ -207,7 +207,7 @@ def evaluate(p, methods, grid, seeds, with_reference=True):
     for base, kw in (("Adam", {}), ("SGD", {"momentum": 0.9})):
         cls = getattr(etakit, base)
         for lr in grid:
-            v = _seed_mean([run_etakit(p, lambda ps: cls(ps, lr=lr, **kw), s) for s in seeds])
+            v = _seed_mean([run_etakit(p, lambda ps: cls(ps, lr=lr, **kw), s) for s in seeds])  # noqa: B023 (called here)
             if v < best:
                 best, best_name = v, f"{base}{' m=0.9' if kw else ''} lr={lr:.2g}"
     out = {}

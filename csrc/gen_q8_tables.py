@@ -77,7 +77,7 @@ def main():
         out += ["    " + ", ".join(hexf(v) + "f" for v in m[i:i + 4]) + "," for i in range(0, 256, 4)]
         out.append("};")
         tt = list(t) + [np.float32(np.inf)]
-        out.append(f"/* rounding thresholds (a code is the number of thresholds <= x); the last is +inf */")
+        out.append("/* rounding thresholds (a code is the number of thresholds <= x); the last is +inf */")
         out.append(f"static const float etk_q8_thr_{name}[256] = {{")
         out += ["    " + ", ".join(("HUGE_VALF" if not np.isfinite(v) else hexf(v) + "f") for v in tt[i:i + 4]) + ","
                 for i in range(0, 256, 4)]
@@ -89,7 +89,7 @@ def main():
             out += ["        " + ", ".join(row[i:i + 24]) + "," for i in range(0, len(row), 24)]
             out.append("    },")
         out.append("};")
-        out.append(f"/* the same search for the vector loops: lut << 17 | t (see etk_q8_codec.key) */")
+        out.append("/* the same search for the vector loops: lut << 17 | t (see etk_q8_codec.key) */")
         out.append(f"static const int32_t etk_q8_key_{name}[2][ETK_Q8_NKEY] = {{")
         for s in (0, 1):
             row = [str(int(v)) for v in key[s]]

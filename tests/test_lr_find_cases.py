@@ -236,9 +236,9 @@ def test_noise_ten_times_the_loss_gives_a_sensible_suggestion_or_a_warning():
     for seed in range(4):
         rng = np.random.default_rng(seed)
 
-        def lg(ps):
+        def lg(ps):   # called in this iteration only
             x = ps[0]
-            return float(x @ x) + 10 * rng.standard_normal(), [2 * x + rng.standard_normal(x.shape)]
+            return float(x @ x) + 10 * rng.standard_normal(), [2 * x + rng.standard_normal(x.shape)]  # noqa: B023
         res, msgs = find(lg, [np.ones(10)], optimizer=etakit.Adam)
         if math.isnan(res.suggestion):
             assert any("noise" in m for m in msgs)

@@ -392,6 +392,7 @@ def test_a_checkpoint_before_the_first_step_moves_both_ways(kind, direction):
     torch.manual_seed(0)
     w0 = torch.randn(6, dtype=torch.float64)
     runs = []
+    sd = None          # the source's state dict, taken in the first pass
     for cls in (src_cls, "resumed"):
         w = torch.nn.Parameter(w0.clone())
         if cls == "resumed":

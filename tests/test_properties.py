@@ -1,5 +1,4 @@
 """Property tests: any shape, any valid hyperparameters (drawn from each rule's C table), agree with the reference."""
-import math
 
 import numpy as np
 from hypothesis import given, settings

@@ -52,8 +52,8 @@ def leaf_call(draw):
     text = f"{name}(" + ", ".join([_literal(a) for a in args[:npos]] +
                                   [f"{k}={_literal(a)}" for k, a in zip(keys, args[npos:])]) + ")"
     d = {"type": name}
-    d.update({p: a for p, a in zip(params, args[:npos])})
-    d.update({k: a for k, a in zip(keys, args[npos:])})
+    d.update(zip(params, args[:npos]))
+    d.update(zip(keys, args[npos:]))
     return text, d
 
 

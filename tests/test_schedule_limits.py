@@ -108,8 +108,8 @@ def test_plateau_reduced_schedule_in_an_optimizer_group_pickles():
 # ---- item 9: parse and from_dict are bounded -------------------------------
 
 @pytest.mark.parametrize("text,match", [
-    ("multistep(0.1, [0] * 30000000)", r"\* multiplies a schedule or a number by a number, got list \* int "
-                                       r"\(at column 16\)"),
+    ("multistep(0.1, [0] * 30000000)", (r"\* multiplies a schedule or a number by a number, got list \* int "
+                                        r"\(at column 16\)")),
     ("cosine('a' * 1000000000, 10)", r"got str \* int \(at column 8\)"),
     ("1/0 * cosine(0.1,10)", r"division by zero \(at column 1\)"),
     ("cosine(0.1, 10) / 0", r"divisor must be > 0.*\(at column 1\)"),

@@ -67,12 +67,15 @@ CASES = [
     (S.cyclic(0.01, 0.1, 7, None, "exp_range", 0.99), lambda k: cyclic_ref(0.01, 0.1, 7, 7, "exp_range", 0.99, k)),
     (S.inverse_sqrt(0.1, 20), lambda k: 0.1 * (k / 20 if k < 20 else 1 / math.sqrt((k + 0) / 20))),
     (S.inverse_sqrt(0.1, 20, timescale=50), lambda k: 0.1 * (k / 20 if k < 20 else 1 / math.sqrt((k + 30) / 50))),
-    (S.warmup_cosine(0.1, 10, 110), lambda k: 0.1 * (k / 10 if k < 10 else 0.5 * (1 + cos(pi * min(1, (k - 10) / 100))))),
+    (S.warmup_cosine(0.1, 10, 110),
+     lambda k: 0.1 * (k / 10 if k < 10 else 0.5 * (1 + cos(pi * min(1, (k - 10) / 100))))),
     (S.warmup_cosine(0.1, 10, 110, min_lr=0.01, start_lr=0.001),
-     lambda k: 0.001 + (0.1 - 0.001) * k / 10 if k < 10 else 0.01 + 0.09 * 0.5 * (1 + cos(pi * min(1, (k - 10) / 100)))),
+     lambda k: (0.001 + (0.1 - 0.001) * k / 10 if k < 10
+                else 0.01 + 0.09 * 0.5 * (1 + cos(pi * min(1, (k - 10) / 100))))),
     (S.wsd(0.1, 10, 50, 40), lambda k: 0.1 * k / 10 if k < 10 else 0.1 if k < 60 else 0.1 * max(0, 1 - (k - 60) / 40)),
     (S.wsd(0.1, 10, 50, 40, "cosine", 0.01),
-     lambda k: 0.1 * k / 10 if k < 10 else 0.1 if k < 60 else 0.01 + 0.09 * 0.5 * (1 + cos(pi * min(1, (k - 60) / 40)))),
+     lambda k: (0.1 * k / 10 if k < 10 else 0.1 if k < 60
+                else 0.01 + 0.09 * 0.5 * (1 + cos(pi * min(1, (k - 60) / 40))))),
     (S.wsd(0.1, 0, 50, 40, "1-sqrt"), lambda k: 0.1 if k < 50 else 0.1 * (1 - math.sqrt(min(1, (k - 50) / 40)))),
     (S.piecewise_constant([10, 40], [0.1, 0.05, 0.01]), lambda k: 0.1 if k < 10 else 0.05 if k < 40 else 0.01),
     (S.join([S.linear(0.0, 0.1, 10), S.cosine(0.1, 50), S.constant(1e-3)], [10, 60]),

@@ -77,7 +77,7 @@ class OptimizerMachine(RuleBasedStateMachine):
         elif which == "count":
             grads = grads[:-1]
         else:
-            grads = {i: g for i, g in enumerate(grads)}
+            grads = dict(enumerate(grads))
         try:
             self.opt.step(grads)
         except (TypeError, ValueError):

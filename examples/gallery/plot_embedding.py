@@ -37,8 +37,6 @@ from sklearn.datasets import load_diabetes
 import etakit
 import etakit.torch
 
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-
 # %%
 # 1. A PyTorch drop-in
 # --------------------
@@ -82,13 +80,15 @@ for a, b in zip(resumed.parameters(), continued.parameters()):
     torch.testing.assert_close(a, b, rtol=1e-9, atol=0)
 print(f"final minibatch loss: torch.optim.AdamW {ref_losses[-1]:.6f}, etakit.torch.AdamW {eta_losses[-1]:.6f}")
 
-axes[0].plot(ref_losses, lw=3, color="0.7", label="torch.optim.AdamW")
-axes[0].plot(eta_losses, lw=1, color="C0", label="etakit.torch.AdamW")
-axes[0].set_yscale("log")
-axes[0].set_xlabel("step")
-axes[0].set_ylabel("minibatch MSE")
-axes[0].set_title("PyTorch: the same trajectory")
-axes[0].legend()
+fig, ax = plt.subplots(figsize=(7, 3.8))
+ax.plot(ref_losses, lw=3, color="0.7", label="torch.optim.AdamW")
+ax.plot(eta_losses, lw=1, color="C0", label="etakit.torch.AdamW")
+ax.set_yscale("log")
+ax.set_xlabel("step")
+ax.set_ylabel("minibatch MSE")
+ax.set_title("PyTorch: the same trajectory")
+ax.legend()
+fig.tight_layout()
 
 # %%
 # 2. SciPy's interface
@@ -111,12 +111,14 @@ assert res.success and res.nit < 5000 and np.allclose(res.x, 1.0, atol=1e-5)
 
 path = np.array([x0] + path)
 g1, g2 = np.meshgrid(np.linspace(-1.5, 1.5, 300), np.linspace(-0.5, 1.6, 300))
-axes[1].contour(g1, g2, scipy.optimize.rosen([g1, g2]), levels=np.geomspace(0.01, 500, 15), colors="0.8",
+fig, ax = plt.subplots(figsize=(7, 4.2))
+ax.contour(g1, g2, scipy.optimize.rosen([g1, g2]), levels=np.geomspace(0.01, 500, 15), colors="0.8",
                 linewidths=0.8)
-axes[1].plot(path[:, 0], path[:, 1], "C1-", lw=1.2, label=f"Adam, {res.nit} iterations")
-axes[1].plot(1, 1, "k*", ms=10, label="minimum (1, 1)")
-axes[1].set_title("SciPy: etakit.minimize on Rosenbrock")
-axes[1].legend(fontsize=8)
+ax.plot(path[:, 0], path[:, 1], "C1-", lw=1.2, label=f"Adam, {res.nit} iterations")
+ax.plot(1, 1, "k*", ms=10, label="minimum (1, 1)")
+ax.set_title("SciPy: etakit.minimize on Rosenbrock")
+ax.legend(fontsize=8)
+fig.tight_layout()
 
 # %%
 # 3. A Cython extension
@@ -199,11 +201,12 @@ np.testing.assert_array_equal(p_cy, p_py)                 # the same bits
 np.testing.assert_allclose(losses_cy, losses_py, rtol=1e-12)
 print(f"{steps} steps: the Cython loop {t_cy * 1e3:.1f} ms, the Python loop with etakit.Adam {t_py * 1e3:.1f} ms")
 
-axes[2].semilogy(losses_py, lw=3, color="0.7", label="Python loop, etakit.Adam")
-axes[2].semilogy(losses_cy, lw=1, color="C2", label="Cython loop, cykernels.adam_f64")
-axes[2].set_xlabel("step")
-axes[2].set_ylabel("loss")
-axes[2].set_title("Cython: the same bits, no Python per step")
-axes[2].legend(fontsize=8)
+fig, ax = plt.subplots(figsize=(7, 3.8))
+ax.semilogy(losses_py, lw=3, color="0.7", label="Python loop, etakit.Adam")
+ax.semilogy(losses_cy, lw=1, color="C2", label="Cython loop, cykernels.adam_f64")
+ax.set_xlabel("step")
+ax.set_ylabel("loss")
+ax.set_title("Cython: the same bits, no Python per step")
+ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()

@@ -109,8 +109,9 @@ assert abs(growth - 1.21) < 0.005 and high[-1] > 100 * high[0]
 # Loss curves and trajectories
 # ----------------------------
 # Left: the loss above its minimum, log scale.  Right: the loss contours and
-# the path of each run from the same start (the diverging run leaves the
-# picture after a few steps).
+# the path of each run from the same start (the diverging run's first 13
+# steps: it bounces across the valley, further each time, and leaves the
+# picture).
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
 colors = ["tab:blue", "tab:green", "tab:orange", "tab:red"]
@@ -126,7 +127,8 @@ W = np.stack([g1.ravel(), g2.ravel()], 1)
 Z = ((W @ X.T - y) ** 2).mean(1).reshape(g1.shape)
 ax2.contour(g1, g2, Z - f_star, levels=np.geomspace(1e-3, 30, 14), colors="0.75", linewidths=0.8)
 for (name, (path, _)), c in zip(results.items(), colors):
-    ax2.plot(path[:, 0], path[:, 1], ".-", color=c, lw=1, ms=3, label=name)
+    shown = path[:14] if "diverges" in name else path        # it leaves the picture after a few steps
+    ax2.plot(shown[:, 0], shown[:, 1], ".-", color=c, lw=1, ms=3, label=name)
 ax2.plot(*w_star, "k*", ms=12, label="minimum")
 ax2.set_xlim(-2.5, 3.0)
 ax2.set_ylim(-2.5, 3.0)
@@ -142,16 +144,20 @@ fig.tight_layout()
 # limit.  Every rate below :math:`2/L` (dashed line) ends lower than it
 # started; every rate above it ends higher, and the further above, the faster
 # it grows: the loss after 100 steps is close to :math:`|1-\eta L|^{200}`.
+# The lowest point of the curve is just below the limit, near
+# :math:`2/(L+\mu)` (dotted).
 
 ratios = np.concatenate([np.geomspace(0.05, 1.96, 25), np.geomspace(2.04, 2.6, 8)])
 final = np.array([train(r / L, 100)[1][-1] / train(r / L, 0)[1][0] for r in ratios])
 assert np.all(final[ratios < 2] < 1) and np.all(final[ratios > 2] > 1)
+assert 1.6 < ratios[np.argmin(final)] < 2.0, "the lowest point is just below the limit, near 2/(L+mu)"
 above = ratios > 2.2
 np.testing.assert_allclose(np.log(final[above]), 200 * np.log(ratios[above] - 1), rtol=0.05)
 
 fig, ax = plt.subplots(figsize=(7, 4))
 ax.semilogy(ratios, final, "o-", ms=4)
 ax.axvline(2.0, color="k", ls="--", label="2/L: the stability limit")
+ax.axvline(2 * L / (L + mu), color="tab:orange", ls=":", label="2/(L+mu): the best constant rate")
 ax.axhline(1.0, color="0.6", lw=0.8)
 ax.set_xlabel("learning rate × L")
 ax.set_ylabel("loss gap after 100 steps / at start")

@@ -73,21 +73,23 @@ level80 = start_level - 0.8 * (start_level - lowest)
 j = int(np.argmax(res.trend <= level80))
 assert res.candidate == res.lrs[j - 1], "the candidate: the step before the curve reaches 80% of its drop"
 
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.3), sharey=True)
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.3))
 ax1.semilogx(res.lrs, res.losses, color="0.6", lw=1, label="loss at each step of the sweep")
 ax1.semilogx(res.lrs, res.smoothed_losses, "C0--", lw=1.2, label="moving average (the sweep stops on it)")
 ax1.semilogx(res.lrs, res.trend, "C0", lw=2, label="centred smoothing (read after the sweep)")
 ax1.plot(res.lrs[i_ma], res.smoothed_losses[i_ma], "C0v", ms=8)
 ax1.plot(res.lrs[i_trend], res.trend[i_trend], "C0o", ms=8)
 ax1.set_title("1-2: the sweep; the moving average's lowest point (▼) lags")
+ax1.set_ylim(0, 1.6 * start_level)          # the divergence spike at the end goes off the top
 ax1.set_xlabel("learning rate")
 ax1.set_ylabel("minibatch loss")
 ax1.legend(fontsize=8)
 
 ax2.semilogx(res.lrs, res.trend, "C0", lw=2)
-for y, text in ((start_level, "starting level"), (lowest, "lowest point"), (level80, "80% of the drop")):
+for y, text, va in ((start_level, "starting level", "bottom"), (lowest, "lowest point", "top"),
+                    (level80, "80% of the drop", "bottom")):
     ax2.axhline(y, color="0.5", ls=":", lw=1)
-    ax2.text(res.lrs[0], y, text, va="bottom", fontsize=8)
+    ax2.text(res.lrs[0], y, text, va=va, fontsize=8)
 ax2.axvline(res.candidate, color="C1", lw=2, label=f"candidate {res.candidate:.3g}")
 ax2.set_title("3: the candidate")
 ax2.set_xlabel("learning rate")

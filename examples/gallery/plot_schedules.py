@@ -134,10 +134,10 @@ for ax, (s, matches, expected) in zip(axes.flat, PANELS):
     ax.plot(k, s.values(N), lw=1.8, label="etakit")
     if expected is not None:
         ax.plot(k[::40], expected[::40], "o", ms=3.5, color="tab:red", label="reference")
-    ax.set_title(f"{s.label()}\nmatches: {matches}", fontsize=8.5)
+    ax.set_title(f"{s.label()}\n{'matches: ' if expected is not None else ''}{matches}", fontsize=8.5)
     ax.tick_params(labelsize=7)
     ax.set_ylim(bottom=0)
-axes.flat[0].legend(fontsize=7)
+axes.flat[2].legend(fontsize=7)
 for ax in axes[-1]:
     ax.set_xlabel("step k")
 fig.tight_layout()

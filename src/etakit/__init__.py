@@ -16,7 +16,7 @@ import numbers as _numbers
 from . import _core, reference, schedules
 from .errors import GradientError, GradientTypeError, HyperparameterError, StateError
 from .optim import OPTIMIZERS, Optimizer
-from .optim import *  # noqa: F401,F403  (every optimizer class, by name)
+from .optim import *  # noqa: F403  (every optimizer class, by name)
 from .checkpoint import load, save
 from .lr_finder import LRFindResult, LRFindWarning, lr_find
 from .loop import GradientAccumulator, Lookahead, clip_grad_norm_, grad_norm, param_groups_weight_decay
@@ -24,9 +24,11 @@ from .optimize import minimize, scipy_method
 from .plateau import ReduceLROnPlateau
 
 __version__ = "0.2.0"
-__all__ = [*OPTIMIZERS, "Optimizer", "OPTIMIZERS", "ReduceLROnPlateau", "lr_find", "LRFindResult", "LRFindWarning",
-           "minimize", "scipy_method", "clip_grad_norm_", "grad_norm", "param_groups_weight_decay",
-           "Lookahead", "GradientAccumulator", "reference", "schedules", "save", "load", "GradientError", "GradientTypeError",
+# (OPTIMIZERS: the names of the optimizer classes, which ruff cannot see are strings)
+__all__ = [*OPTIMIZERS, "Optimizer", "OPTIMIZERS", "ReduceLROnPlateau", "lr_find", "LRFindResult",  # noqa: PLE0604
+           "LRFindWarning", "minimize", "scipy_method", "clip_grad_norm_", "grad_norm", "param_groups_weight_decay",
+           "Lookahead", "GradientAccumulator", "reference", "schedules", "save", "load", "GradientError",
+           "GradientTypeError",
            "HyperparameterError", "StateError", "get_include", "get_num_threads", "set_num_threads",
            "set_flush_denormal", "simd_variant", "__version__"]
 

@@ -17,7 +17,7 @@ value out of range raises ``etakit.HyperparameterError`` naming the group,
 the key and the step.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
-from libc.stdlib cimport malloc, calloc, free, qsort
+from libc.stdlib cimport calloc, free, qsort
 from libc.string cimport memset, memcpy
 from cpython.ref cimport PyObject
 from cpython.list cimport PyList_Check, PyList_GET_SIZE, PyList_GET_ITEM
@@ -618,7 +618,8 @@ cdef class Plan:
             for j, s in enumerate(self.states[i]):
                 if s is not None:
                     # (8-bit state: the slots' scales follow the slots, numbered from nslots)
-                    self.written[k] = _span(<cnp.ndarray>s, <int32_t>i, <int32_t>(j % self.info.nslots if self.info != NULL else j))
+                    self.written[k] = _span(<cnp.ndarray>s, <int32_t>i,
+                                            <int32_t>(j % self.info.nslots if self.info != NULL else j))
                     k += 1
         self.nwritten = k
         qsort(self.written, k, sizeof(_Interval), _cmp_interval)
@@ -758,7 +759,8 @@ cdef class Plan:
         if not p.flags.writeable:
             raise GradientError(f"{label} has become read-only; parameters are updated in place", i)
         if self._overlaps_written(<uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>g),
-                                  <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>g) + <uintptr_t>cnp.PyArray_NBYTES(<cnp.ndarray>g),
+                                  <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>g)
+                                  + <uintptr_t>cnp.PyArray_NBYTES(<cnp.ndarray>g),
                                   &w):
             raise GradientError(f"grads[{i}] shares memory with {self._what(w)}, which the step writes; "
                                 "pass a separate gradient array", i)

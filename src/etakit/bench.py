@@ -402,7 +402,9 @@ def run_case(case: Case, repeats: int, min_time: float, with_torch: bool = True,
     ----------
     case : Case
         What to measure.
-    repeats, min_time
+    repeats : int
+        As for :func:`measure`.
+    min_time : float
         As for :func:`measure`.
     with_torch, with_numpy : bool
         Whether to measure the reference implementation and the numpy reference.
@@ -479,7 +481,8 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         xt = "-" if r["x_torch"] is None else f"{r['x_torch']:.2f}" + {"fused": "", "foreach": "*"}.get(
             r["torch_mode"], "**")
         lines.append([r["optimizer"], str(r["tensors"]), _fmt_n(r["elements"]), f"{r['us_per_step']:.1f}",
-                      f"{r['gb_per_s']:.1f}", f"{100 * r['frac_probe']:.0f}%", "-" if r["x_numpy"] is None else f"{r['x_numpy']:.1f}", xt])
+                      f"{r['gb_per_s']:.1f}", f"{100 * r['frac_probe']:.0f}%",
+                      "-" if r["x_numpy"] is None else f"{r['x_numpy']:.1f}", xt])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(head))) + "|"]
         out += ["| " + " | ".join(line) + " |" for line in lines]

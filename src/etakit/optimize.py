@@ -284,10 +284,18 @@ def scipy_method(fun: Callable[..., Any], x0: npt.ArrayLike, args: tuple[Any, ..
 
     Parameters
     ----------
-    fun, x0, args, jac, callback
+    fun : callable
         As for :func:`minimize`.
-    hess, hessp, bounds, constraints
+    x0 : array_like
+        As for :func:`minimize`.
+    args : tuple
+        As for :func:`minimize`.
+    jac : bool, callable, str or None
+        As for :func:`minimize`.
+    hess, hessp, bounds, constraints : None
         Must be None or empty (a ``ValueError`` otherwise).
+    callback : callable, optional
+        As for :func:`minimize`.
     **options
         :func:`minimize`'s keywords: ``optimizer`` (the method name, default
         "adam"), ``lr``, ``maxiter``, ``gtol`` (also set by SciPy's ``tol``)

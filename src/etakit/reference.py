@@ -46,8 +46,9 @@ __all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam
            "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step", "muon_step",
            "zeropower_via_newtonschulz", "group_reductions", "dog_group", "dog_step", "group_step",
            "schedulefree_adamw_step", "schedulefree_sgd_step", "schedulefree_radam_step",
-           "schedulefree_adamw_advance", "schedulefree_sgd_advance", "schedulefree_radam_advance", "schedulefree_switch",
-           "step_groups", "prodigy_groups", "dadapt_adam_groups", "dadapt_sgd_groups", "dadapt_adagrad_groups"]
+           "schedulefree_adamw_advance", "schedulefree_sgd_advance", "schedulefree_radam_advance",
+           "schedulefree_switch", "step_groups", "prodigy_groups", "dadapt_adam_groups", "dadapt_sgd_groups",
+           "dadapt_adagrad_groups"]
 
 
 def step_rule(rule: str, param: _Array, grad: _Array, state: dict[str, Any], *, step: int,
@@ -706,10 +707,19 @@ def schedulefree_adamw_step(param: _Array, grad: _Array, state: dict[str, Any], 
 
 def schedulefree_adamw_advance(group_state: dict[str, Any], *, lr: float = 0.0025, warmup_steps: int = 0,
                                r: float = 0.0, weight_lr_power: float = 2.0, **_: Any) -> None:
-    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one AdamWScheduleFree step."""
+    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one AdamWScheduleFree step.
+
+    Examples
+    --------
+    >>> gs = dict(k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=0.0, train_mode=True)
+    >>> schedulefree_adamw_advance(gs, lr=0.01, warmup_steps=2)
+    >>> gs["k"], gs["scheduled_lr"]          # half way through the warmup
+    (1, 0.005)
+    """
     k = group_state["k"]
     lr_t = _sf_warmup_lr(k, lr, warmup_steps)
-    lr_max, weight_sum, _ckp1 = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
+    lr_max, weight_sum, _ckp1 = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r,
+                                            weight_lr_power)
     _sf_commit(group_state, lr_t, lr_max, weight_sum)
 
 
@@ -736,7 +746,15 @@ def schedulefree_sgd_step(param: _Array, grad: _Array, state: dict[str, Any], *,
 
 def schedulefree_sgd_advance(group_state: dict[str, Any], *, lr: float = 1.0, warmup_steps: int = 0, r: float = 0.0,
                              weight_lr_power: float = 2.0, **_: Any) -> None:
-    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one SGDScheduleFree step."""
+    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one SGDScheduleFree step.
+
+    Examples
+    --------
+    >>> gs = dict(k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=0.0, train_mode=True)
+    >>> schedulefree_sgd_advance(gs, lr=0.5)
+    >>> gs["k"], gs["lr_max"], gs["weight_sum"]        # weights lr_max ** 2
+    (1, 0.5, 0.25)
+    """
     schedulefree_adamw_advance(group_state, lr=lr, warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
 
 
@@ -767,10 +785,19 @@ def schedulefree_radam_step(param: _Array, grad: _Array, state: dict[str, Any], 
 def schedulefree_radam_advance(group_state: dict[str, Any], *, lr: float = 0.0025,
                                betas: tuple[float, ...] = (0.9, 0.999), r: float = 0.0, weight_lr_power: float = 2.0,
                                silent_sgd_phase: bool = True, **_: Any) -> None:
-    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one RAdamScheduleFree step."""
+    """Advance the group's ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr`` past one RAdamScheduleFree step.
+
+    Examples
+    --------
+    >>> gs = dict(k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=0.0, train_mode=True)
+    >>> schedulefree_radam_advance(gs, lr=0.01)
+    >>> gs["k"], gs["scheduled_lr"]          # no step while the rectification is undefined
+    (1, 0.0)
+    """
     k = group_state["k"]
     lr_t, _bc2, _defined = _sf_radam_lr(k, lr, float(betas[1]), silent_sgd_phase)
-    lr_max, weight_sum, _ckp1 = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r, weight_lr_power)
+    lr_max, weight_sum, _ckp1 = _sf_average(k, lr_t, group_state["lr_max"], group_state["weight_sum"], r,
+                                            weight_lr_power)
     _sf_commit(group_state, lr_t, lr_max, weight_sum)
 
 
@@ -1449,6 +1476,14 @@ def dog_group(params: list[_Array], grads: list[_Array], states: list[dict[str, 
     ``group`` with the step size ``eta``, which every tensor gets.  A group
     whose tensors have no elements is left as it is.  With ``layer_wise``
     each tensor forms its own (:func:`dog_step`): nothing to do here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ps, gs, group = [np.zeros(2), np.ones(3)], [np.ones(2), np.ones(3)], {}
+    >>> hp = dict(reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=0.5, layer_wise=False)
+    >>> dog_group(ps, gs, [{}, {}], group, hp)       # the first step's eta is init_eta, for every tensor
+    [{'eta': 0.5}, {'eta': 0.5}]
     """
     reps_rel, lr, weight_decay, eps, init_eta, layer_wise = _dog_options(**hyperparameters)
     if layer_wise:
@@ -1471,7 +1506,7 @@ def dog_group(params: list[_Array], grads: list[_Array], states: list[dict[str, 
 def dog_step(param: _Array, grad: _Array, state: dict[str, Any], *, step: int, reps_rel: float = 1e-6, lr: float = 1.0,
              weight_decay: float = 0.0, eps: float = 1e-8, init_eta: float | None = None, layer_wise: bool = False,
              eta: float | None = None) -> None:
-    """One DoG step (Ivgi, Hinder and Carmon 2023; the authors' ``dog.DoG``, ``dog.LDoG`` with ``layer_wise``), in place.
+    """One DoG step, in place (Ivgi, Hinder and Carmon 2023; the authors' ``dog.DoG``; ``dog.LDoG``: ``layer_wise``).
 
     ::
 

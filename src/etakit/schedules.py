@@ -81,7 +81,8 @@ def _register(fn: _F) -> _F:
     return fn
 
 
-class Schedule:  # numpydoc ignore=PR01 (built by this module's functions, not directly)
+# (the constructor's arguments are internal: schedules are built by this module's functions)
+class Schedule:  # numpydoc ignore=PR01
     """A learning-rate schedule: ``s(k)`` for ``k`` completed steps.
 
     Built by the functions of this module (``cosine(...)``, ``join(...)``,
@@ -178,7 +179,7 @@ class Schedule:  # numpydoc ignore=PR01 (built by this module's functions, not d
         Returns
         -------
         ndarray
-            float64, of length ``steps``; equal to calling the schedule at each step.
+            The values (float64, ``steps`` of them), equal to calling the schedule at each step.
 
         Examples
         --------
