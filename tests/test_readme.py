@@ -1,5 +1,5 @@
-"""README.md runs as written: every ```python block, and every command it shows (cheaply: with
---help or tiny options where the real run takes minutes)."""
+"""README.md and the user guide (docs/**/*.md) run as written: every ```python block, and every
+command they show (cheaply: with --help or tiny options where the real run takes minutes)."""
 import os
 import pathlib
 import re
@@ -11,29 +11,44 @@ import time
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-TEXT = README.read_text(encoding="utf-8")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+# the documents whose code is run here: the README and the Markdown pages of the docs (the gallery's
+# examples run when the docs are built, and the docstrings' examples in test_docs.py)
+DOCUMENTS = [README] + sorted((ROOT / "docs").glob("**/*.md"))
+DOCUMENTS = [d for d in DOCUMENTS if "_build" not in d.parts and "auto_examples" not in d.parts]
+TEXTS = {d.relative_to(ROOT).as_posix(): d.read_text(encoding="utf-8") for d in DOCUMENTS}
+TEXT = TEXTS["README.md"]
 FENCE = re.compile(r"^( *)```(\w+)\n(.*?)^\1```", re.S | re.M)
 
 
-def blocks(lang):
+def blocks(lang, names=None):
+    """[(where, code)] of the ```lang blocks of the documents (all, or those named)."""
     out = []
-    for m in FENCE.finditer(TEXT):
-        if m.group(2) == lang:
-            indent = len(m.group(1))
-            body = "".join(line[indent:] for line in m.group(3).splitlines(keepends=True))
-            out.append((TEXT[:m.start()].count("\n") + 1, body))
+    for name, text in TEXTS.items():
+        if names is not None and name not in names:
+            continue
+        for m in FENCE.finditer(text):
+            if m.group(2) == lang:
+                indent = len(m.group(1))
+                body = "".join(line[indent:] for line in m.group(3).splitlines(keepends=True))
+                out.append((f"{name}:{text[:m.start()].count(chr(10)) + 1}", body))
     return out
 
 
 PYTHON = blocks("python")
 
 
-def test_readme_has_the_blocks_we_expect():
-    assert len(PYTHON) >= 4 and blocks("bash") and blocks("cython")
+def test_the_documents_have_the_blocks_we_expect():
+    # the README's landing-page example (numpy and PyTorch) and its commands; the guide's examples
+    assert len(blocks("python", ["README.md"])) >= 2 and blocks("bash", ["README.md"])
+    assert len(PYTHON) >= 12 and blocks("cython")
+    assert {"docs/guide/first_steps.md", "docs/guide/schedules.md", "docs/guide/learning_rate.md",
+            "docs/guide/lr_free.md", "docs/guide/low_precision.md", "docs/guide/loop.md",
+            "docs/guide/embedding.md", "docs/guide/checkpoints.md"} <= {w.split(":")[0] for w, _ in PYTHON}
 
 
-@pytest.mark.parametrize("line,code", PYTHON, ids=[f"README.md:{line}" for line, _ in PYTHON])
+@pytest.mark.parametrize("line,code", PYTHON, ids=[where for where, _ in PYTHON])
 def test_python_block_runs_as_written(line, code, tmp_path, monkeypatch):
     if re.search(r"^import torch|^from torch|etakit\.torch", code, re.M):
         pytest.importorskip("torch")
@@ -41,14 +56,14 @@ def test_python_block_runs_as_written(line, code, tmp_path, monkeypatch):
         pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)                     # blocks write their files (ckpt.npz, lr_find.png) here
     t0 = time.perf_counter()
-    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
-    assert time.perf_counter() - t0 < 5.0, "README examples should stay quick"
+    exec(compile(code, line, "exec"), {"__name__": "__readme__"})
+    assert time.perf_counter() - t0 < 5.0, "the documents' examples should stay quick"
 
 
 # ---- commands ----------------------------------------------------------------
 
 def bash_commands():
-    """Commands of the ```bash blocks: continuation lines joined, comments dropped, split at &&."""
+    """Commands of the ```bash blocks (all documents): continuation lines joined, comments dropped, split at &&."""
     cmds = []
     for _, body in blocks("bash"):
         text = re.sub(r"\\\n\s*", " ", body)
@@ -61,7 +76,8 @@ def bash_commands():
 
 def inline_commands():
     """Commands quoted in the prose: `python -m ...`, `etakit ...`, `make ...`, `pytest ...`."""
-    found = re.findall(r"`((?:python -m |python benchmarks/|etakit |make |pytest )[^`]*)`", TEXT)
+    found = [c for text in TEXTS.values()
+             for c in re.findall(r"`((?:python -m |python benchmarks/|etakit |make |pytest )[^`]*)`", text)]
     return [c for c in found if "..." not in c]      # `etakit schedule EXPR... -o FILE` is a synopsis
 
 
@@ -70,6 +86,10 @@ TINY_BENCH = ["--quick", "--sizes", "1000", "--optimizers", "SGD", "--no-torch",
 NOT_RUN = {
     "pip install \".[demo]\"": "installs the package",
     "pip install \".[test]\"": "installs the package",
+    "pip install \".[docs]\"": "installs the package",
+    "python -m sphinx -W -b html docs docs/_build": "builds these documents (minutes; CI does)",
+    "python -m mypy.stubtest": "a CI check (.ci/run)",
+    "python -m build": "builds the packages (minutes; CI does, .ci/check_wheel.py)",
     "python -m pytest": "is this test suite",
     "pytest benchmarks/ --benchmark-group-by=group": "the benchmark suite (minutes)",
     "make -C csrc test": "the C tests (CI runs them)",
@@ -143,7 +163,7 @@ def test_readme_command_runs(cmd, tmp_path, capsys, monkeypatch):
     argv = cheap(cmd, tmp_path)
     if argv is None:
         pytest.skip(f"{cmd}: {NOT_RUN[cmd]}")
-    monkeypatch.chdir(README.parent)
+    monkeypatch.chdir(ROOT)
     if argv[0] == sys.executable:
         rc, out, err = run_in_process(argv, capsys, monkeypatch)
     else:       # the installed console script: a real process, once per command
