@@ -109,7 +109,7 @@ assert abs(growth - 1.21) < 0.005 and high[-1] > 100 * high[0]
 # Loss curves and trajectories
 # ----------------------------
 # Left: the loss above its minimum, log scale.  Right: the loss contours and
-# the path of each run from the same start (the diverging run's first 13
+# the path of each run from the same start (the diverging run's first 25
 # steps: it bounces across the valley, further each time, and leaves the
 # picture).
 
@@ -127,7 +127,7 @@ W = np.stack([g1.ravel(), g2.ravel()], 1)
 Z = ((W @ X.T - y) ** 2).mean(1).reshape(g1.shape)
 ax2.contour(g1, g2, Z - f_star, levels=np.geomspace(1e-3, 30, 14), colors="0.75", linewidths=0.8)
 for (name, (path, _)), c in zip(results.items(), colors):
-    shown = path[:14] if "diverges" in name else path        # it leaves the picture after a few steps
+    shown = path[:26] if "diverges" in name else path        # later steps are far off the picture
     ax2.plot(shown[:, 0], shown[:, 1], ".-", color=c, lw=1, ms=3, label=name)
 ax2.plot(*w_star, "k*", ms=12, label="minimum")
 ax2.set_xlim(-2.5, 3.0)
