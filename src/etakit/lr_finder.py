@@ -639,7 +639,7 @@ def lr_find(loss_and_grad: LossAndGrad, params: Any, optimizer: OptimizerFactory
     The classic rules (``valley``, ``steepest``, ``minimum``) are read off
     the moving average as fastai reads them, and are not confirmed; they are
     kept for comparison.  ``benchmarks/lr_find_quality.py`` measures all of
-    them against a grid search (the table is in README).
+    them against a grid search (the table is on the documentation's benchmarks page).
 
     Examples
     --------
