@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["etakit", "etakit.optim", "etakit.reference", "etakit.bench", "etakit.schedules", "etakit.plateau",
            "etakit.lr_finder", "etakit.demo", "etakit.optimize", "etakit.torch", "etakit.__main__",
-           "etakit.checkpoint", "etakit.loop", "etakit.errors"]
+           "etakit.checkpoint", "etakit.loop", "etakit.errors", "etakit.cykernels"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -17,3 +17,28 @@ def test_docstring_examples(name, threads):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+API_PAGES = {"etakit": "optimizers lr_find loop minimize checkpoints config errors", "etakit.torch": "torch",
+             "etakit.schedules": "schedules", "etakit.reference": "reference", "etakit.demo": "tools",
+             "etakit.bench": "tools", "etakit.cykernels": "cython"}
+
+
+@pytest.mark.parametrize("name", sorted(API_PAGES))
+def test_every_public_name_has_its_place_in_the_api_reference(name):
+    """The API pages list every name of the module's __all__ (so a new public name cannot be left out)."""
+    import pathlib
+    import re
+
+    if name == "etakit.torch":
+        pytest.importorskip("torch")
+    module = importlib.import_module(name)
+    docs = pathlib.Path(__file__).resolve().parent.parent / "docs" / "api"
+    text = "\n".join((docs / f"{page}.rst").read_text() for page in API_PAGES[name].split())
+    listed = set(re.findall(r"^\s+([A-Za-z_]\w*)\s*$", text, re.M))            # autosummary entries
+    listed |= set(re.findall(r"^\.\. (?:data|autofunction|autoclass):: (?:[\w.]+\.)?(\w+)", text, re.M))
+    public = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")
+                                                  and callable(getattr(module, n))]
+    modules_and_versions = {"reference", "schedules", "__version__"}
+    missing = sorted(set(public) - modules_and_versions - listed)
+    assert not missing, f"{name}: not in docs/api/{API_PAGES[name]}.rst: {missing}"

@@ -11,7 +11,19 @@ only reports that engine's state, for checking.
 
 
 def rule_ids():
-    """{rule name: id} as the cimported ``ETK_RULE_*`` constants see them."""
+    """{rule name: id} as the cimported ``ETK_RULE_*`` constants see them.
+
+    Returns
+    -------
+    dict of str to int
+        The ids of the rule table of the engine this module reaches (etakit._core's).
+
+    Examples
+    --------
+    >>> from etakit import cykernels
+    >>> cykernels.rule_ids()["adam"]
+    1
+    """
     cdef int r
     out = {}
     r = 0
