@@ -15,6 +15,11 @@ import sys
 import warnings
 
 import etakit
+# The compiled modules, imported here so that autodoc documents them rather than their
+# type stubs: for a native module not yet imported, Sphinx loads its .pyi (which has
+# signatures but not the docstrings) and keeps that in sys.modules.
+import etakit._core
+import etakit.cykernels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "_ext"))
