@@ -9,6 +9,10 @@ cdef extern from "etakit.h" nogil:
     enum: ETK_NRULES
     enum: ETK_OK
     enum: ETK_EHPARAM
+    enum: ETK_ENONFINITE
+    enum: ETK_NONFINITE_IGNORE
+    enum: ETK_NONFINITE_SKIP
+    enum: ETK_NONFINITE_RAISE
     enum: ETK_FIELD_REAL
     enum: ETK_FIELD_FLAG
     enum: ETK_FIELD_INT
@@ -39,6 +43,7 @@ cdef extern from "etakit.h" nogil:
         uint8_t stochastic
         uint64_t seed
         float *absmax[6]
+        void *ema
 
     ctypedef struct etk_error:
         int status
@@ -64,12 +69,26 @@ cdef extern from "etakit.h" nogil:
         uint32_t offset
         const etk_schedule *schedule
 
+    ctypedef struct etk_step_report:
+        double grad_norm
+        double grad_mul
+        int skipped
+        int64_t nonfinite_tensor
+
     ctypedef struct etk_step_opts:
         const etk_hp_schedule *sched
         size_t nsched
         int64_t k
         double *group_state
         unsigned phases
+        double grad_scale
+        double max_grad_norm
+        int norm_inf
+        int nonfinite
+        int report_norm
+        double ema_weight
+        etk_step_report *report
+
 
     ctypedef struct etk_field_info:
         const char *name
