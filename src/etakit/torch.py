@@ -37,7 +37,7 @@ import operator
 
 import torch
 
-from . import _core, _lowp
+from . import _core, _lowp, _passes
 from . import optim as _optim
 from ._step import NESTED, RuleSpec, Stepper
 from .errors import StateError
@@ -110,8 +110,17 @@ class _DropIn(torch.optim.Optimizer):
         self._get_hp = operator.itemgetter(*spec.kernel_keys)
         self._steps = None
         self._k = 0
+        self._loop = _passes.LoopOptions()
+        self._ema = None            # {parameter: its EMA tensor} (ema_decay), made at the first step
+        self._ema_swapped = False
+        self.skipped_steps = 0
+        self.last_grad_norm = None
         spec.pack(_floats(defaults), "defaults")
         super().__init__(params, defaults)
+
+    # torch.amp.GradScaler hands the loss scale and its inf check to the step
+    # (optimizer.grad_scale, optimizer.found_inf), as to PyTorch's fused optimizers
+    _step_supports_amp_scaling = True
 
     @property
     def step_count(self):
@@ -158,13 +167,25 @@ class _DropIn(torch.optim.Optimizer):
         sd["state"] = {k: ({**st, "step": st["step"].clone()} if isinstance(st.get("step"), torch.Tensor) else st)
                        for k, st in sd["state"].items()}
         sd["step_count"] = self._k
+        if self._ema is not None or self.skipped_steps:
+            index = {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+            ema = None
+            if self._ema is not None:
+                ema = {index[p]: (p.detach() if self._ema_swapped else e).clone() for p, e in self._ema.items()
+                       if p in index}
+            sd["loop"] = {"skipped_steps": self.skipped_steps, "ema": ema}
         return sd
 
     def load_state_dict(self, state_dict):
         with self._stepper:
+            if self._ema_swapped:
+                raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before loading")
+            loop = self._loaded_loop(state_dict.get("loop") if isinstance(state_dict, dict) else None)
             self._check_loaded(state_dict)
             state_dict = dict(state_dict)
+            state_dict.pop("loop", None)
             step_count = state_dict.pop("step_count", 0)
+            self.skipped_steps, self._ema = loop
             kept = [{k: g[k] for k in self._numpy._group_optional if k in g} for g in self.param_groups]
             super().load_state_dict(state_dict)
             for g, old in zip(self.param_groups, kept):
@@ -296,6 +317,22 @@ class _DropIn(torch.optim.Optimizer):
         return loss
 
     def _step(self):
+        if self._ema_swapped:
+            raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before stepping")
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf.sum()) != 0.0:
+            self.skipped_steps += 1         # GradScaler found inf or NaN: no step (it lowers the scale)
+            return
+        scale = getattr(self, "grad_scale", None)
+        self._grad_scale = _passes.check_grad_scale(float(scale) if scale is not None else None)
+        if self._loop.ema_decay is not None and self._ema is None:
+            self._ema = {}
+        self._run_step()
+
+    def _set_loop(self):
+        self._loop.set_plan(self._stepper.plan, self._k + 1, self._grad_scale)
+
+    def _run_step(self):
         st = self._stepper
         groups = self.param_groups
         for gi, g in enumerate(groups):     # low-precision keys set after construction
@@ -320,6 +357,7 @@ class _DropIn(torch.optim.Optimizer):
         ran = False
         if st.plan is not None and st.spec.host is None:
             self._before_run(groups, k)
+            self._set_loop()
             ran = st.plan.run_torch_groups(groups, k)
         if not ran:
             # the plan does not fit (first step, another set of gradients, p.data
@@ -337,6 +375,7 @@ class _DropIn(torch.optim.Optimizer):
             if st.spec.host is None or st.plan is None or not st.plan.torch_params_are(params):
                 self._prepare(params, grads, gis)
             self._before_run(groups, k)
+            self._set_loop()
             if st.spec.host is None:
                 if not st.plan.run_torch(params, grads, k):     # never silently a step that did nothing
                     raise RuntimeError("etakit.torch: the plan built for this step does not fit its parameters "
@@ -344,7 +383,12 @@ class _DropIn(torch.optim.Optimizer):
             elif not self._run_split(params, grads, k):   # a parameter's memory was replaced
                 self._prepare(params, grads, gis)
                 self._before_run(groups, k)
+                self._set_loop()
                 self._run_split(params, grads, k)
+        self.last_grad_norm = st.plan.last_grad_norm if self._loop.makes_norm else None
+        if st.plan.last_skipped:
+            self.skipped_steps += 1
+            return
         if st.spec.group_state:
             st.store_group_state(groups)
         if self._steps is not None:
@@ -458,7 +502,13 @@ class _DropIn(torch.optim.Optimizer):
                         raise StateError(f"the optimizer state {name!r} of {label} must be a CPU tensor")
                     arrays[name] = t.detach().numpy()
             states.append(arrays)
-        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels)
+        emas = None
+        if self._ema is not None:
+            for p in params:
+                if p not in self._ema:      # timm's ModelEmaV3 starts as a copy
+                    self._ema[p] = p.detach().clone(memory_format=torch.contiguous_format)
+            emas = [self._ema[p].numpy() for p in params]
+        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels, emas=emas)
         st.plan.set_torch_params(params, torch._C._increment_version)
         if mode == "state" and final:
             steps_t = torch.tensor(steps, dtype=torch.float32)
@@ -467,6 +517,76 @@ class _DropIn(torch.optim.Optimizer):
             self._steps = steps_t.numpy()            # += on the numpy view costs less than a torch op
         elif final:
             self._steps = None
+
+    # ---- the loop's other passes (etakit._passes) --------------------------
+    @property
+    def ema(self):
+        """The EMA of each parameter (tensors in group order; None without ``ema_decay`` or before
+        the first step); see :attr:`etakit.Optimizer.ema`."""
+        if self._ema is None:
+            return None
+        return [self._ema.get(p) for g in self.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def swap_ema(self):
+        """Exchange the parameters' values with their EMA's, in place (call again to swap back)."""
+        with self._stepper:
+            if not self._ema:
+                raise RuntimeError("no EMA to swap: set ema_decay and take a step first")
+            for p, e in self._ema.items():
+                t = p.detach().clone()
+                p.copy_(e)
+                e.copy_(t)
+            self._ema_swapped = not self._ema_swapped
+
+    def ema_weights(self):
+        """Context manager: the parameters hold their EMA inside the block (as ``swap_ema``)."""
+        return _optim._EmaWeights(self)
+
+    def _loaded_loop(self, loop):
+        """(skipped_steps, {parameter: EMA tensor} or None) from a loaded state dict's "loop" entry."""
+        if loop is None:
+            return 0, ({} if self._loop.ema_decay is not None else None)
+        if not isinstance(loop, dict) or not set(loop) <= {"skipped_steps", "ema"}:
+            raise ValueError("loaded 'loop' must be a dict with 'skipped_steps' and 'ema'")
+        skipped = loop.get("skipped_steps", 0)
+        if isinstance(skipped, bool) or not isinstance(skipped, numbers.Integral) or skipped < 0:
+            raise ValueError(f"loaded loop['skipped_steps'] must be an integer >= 0, got {skipped!r}")
+        ema = loop.get("ema")
+        if ema is None:
+            return int(skipped), ({} if self._loop.ema_decay is not None else None)
+        params = [p for g in self.param_groups for p in g["params"]]
+        if not isinstance(ema, dict):
+            raise ValueError("loaded loop['ema'] must be a dict {parameter index: tensor}")
+        out = {}
+        for key, e in ema.items():
+            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(params):
+                raise ValueError(f"loaded loop['ema'] has an entry for parameter {key!r}")
+            p = params[key]
+            if not isinstance(e, torch.Tensor) or tuple(e.shape) != tuple(p.shape) or not e.is_floating_point():
+                got = f"{e.dtype} {tuple(e.shape)}" if isinstance(e, torch.Tensor) else type(e).__name__
+                raise StateError(f"loaded loop['ema'][{key}] is {got}; expected a floating tensor of shape "
+                                 f"{tuple(p.shape)}")
+            out[p] = e.detach().to("cpu", p.dtype).clone(memory_format=torch.contiguous_format)
+        return int(skipped), out
+
+    def _loop_property(name):
+        def get(self):
+            return getattr(self._loop, name)
+
+        def set_(self, v):
+            with self._stepper:
+                setattr(self._loop, name, v)
+                if name == "ema_decay" and v is not None and self._ema is None:
+                    self._ema = {}
+                    self._stepper.plan = None
+        return property(get, set_, doc=getattr(_optim.Optimizer, name).__doc__)
+
+    global_clipnorm = _loop_property("global_clipnorm")
+    norm_type = _loop_property("norm_type")
+    nonfinite = _loop_property("nonfinite")
+    ema_decay = _loop_property("ema_decay")
+    del _loop_property
 
     def __getstate__(self):
         # torch.optim's __getstate__ keeps only defaults, state and groups; keep ours too,
@@ -503,7 +623,9 @@ def _drop_in(np_cls):
             if k in defaults and type(defaults[k]) is type(v) and defaults[k] == v:
                 del defaults[k]
         defaults.update(RuleSpec.of(np_cls).group_state_start(defaults, list(np_cls._group_state)))
+        loop = _passes.LoopOptions(**{k: defaults.pop(k) for k in _passes.KEYS if k in defaults})
         _DropIn.__init__(self, params_, defaults)
+        self._loop = loop
 
     __init__.__signature__ = new_sig
     shape = "2, 3" if RuleSpec.of(np_cls).matrix_only else "3"
