@@ -612,7 +612,7 @@ class Optimizer:
         >>> for _ in range(3):
         ...     opt.step([np.ones(2)])
         >>> w, opt.ema[0]          # first update copies, then ema += 0.5 (w - ema)
-        (array([-3., -3.]), array([-2.5, -2.5]))
+        (array([-3., -3.]), array([-2.25, -2.25]))
         """
         return self._ema
 
@@ -666,8 +666,8 @@ class Optimizer:
         as weights for the mean over all examples; ``weight=1`` everywhere
         averages), and empties the buffers.  The first call after a step
         copies instead of adding, and the mean's division rides on the step
-        (no pass of its own).  For a sum, pass ``grad_scale=1 / total``...
-        or simply keep the weights 1 and scale ``lr``.
+        (no pass of its own).  For the plain sum, step on it with
+        ``step(grad_scale=1 / sum(weights))`` (the division then cancels).
 
         Examples
         --------
