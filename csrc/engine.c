@@ -730,6 +730,61 @@ int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps,
     return etk_step_desc(r, rule, tensors, count, hps, nhps, opts, err);
 }
 
+int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm, int64_t *first_nonfinite)
+{
+    etk_call c;
+    etk_step_opts o;
+    size_t i, nblocks = 0;
+    if (!norm || (count && !tensors) || (norm_inf != 0 && norm_inf != 1)) return ETK_EARG;
+    for (i = 0; i < count; i++)
+        if (tensors[i].dtype >= ETK_NDTYPES || (tensors[i].n && !tensors[i].grad)) return ETK_EARG;
+    memset(&c, 0, sizeof c);
+    memset(&o, 0, sizeof o);
+    o.norm_inf = norm_inf;
+    c.o = &o;
+    c.ts = tensors;
+    c.count = count;
+    c.kernels = etk_kernels_now();
+    c.bad_tensor = -1;
+    for (i = 0; i < count; i++) {
+        c.total += tensors[i].n;
+        nblocks += (tensors[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+    }
+    c.npart = (double *)calloc(2 * nblocks + 1, sizeof(double));
+    c.nbase = (size_t *)calloc(count + 1, sizeof(size_t));
+    if (!c.npart || !c.nbase) {
+        free(c.npart), free(c.nbase);
+        return ETK_ENOMEM;
+    }
+    for (i = 0, nblocks = 0; i < count; i++) {
+        c.nbase[i] = nblocks;
+        nblocks += (tensors[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+    }
+#ifdef _OPENMP
+    {
+        int nth = etk_threads_for(c.total);
+        if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+            {
+                int tid = omp_get_thread_num(), got = omp_get_num_threads();
+                etk_norm_range(&c, etk_snap_to(&c, 0, 0, etk_cut(c.total, tid, got)),
+                               etk_snap_to(&c, 0, 0, etk_cut(c.total, tid + 1, got)));
+            }
+        } else {
+            etk_norm_range(&c, 0, c.total);
+        }
+    }
+#else
+    etk_norm_range(&c, 0, c.total);
+#endif
+    etk_norm_decide(&c);
+    *norm = c.norm;
+    if (first_nonfinite) *first_nonfinite = c.bad_tensor;
+    free(c.npart);
+    free(c.nbase);
+    return ETK_OK;
+}
+
 int etk_probe_multi(const etk_tensor *tensors, size_t count)
 {
     return etk_step_desc(etk_rule_desc_get(ETK_RULE_PROBE), ETK_RULE_PROBE, tensors, count, NULL, 0, NULL, NULL);

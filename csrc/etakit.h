@@ -505,6 +505,13 @@ typedef struct etk_step_opts {
 #define ETK_NONFINITE_SKIP 1
 #define ETK_NONFINITE_RAISE 2
 
+/* The global norm of the gradients of `count` tensors (their grad, n and
+ * dtype), as a step with clipping forms it (norm_inf 0: the 2-norm; 1: the
+ * largest magnitude), the same for any thread count; *first_nonfinite (if not
+ * NULL): the first tensor whose gradient holds inf or NaN, or -1.  Reads
+ * only. */
+int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm, int64_t *first_nonfinite);
+
 typedef struct etk_step_report {
     double grad_norm;    /* the global gradient norm (after grad_scale, before clipping); NaN if not made */
     double grad_mul;     /* the factor the gradients were read with (1 if none) */

@@ -214,6 +214,35 @@ def q8_encode(cnp.ndarray x not None, bint signed=True):
     return codes, absmax
 
 
+def grad_norm(list arrays, bint norm_inf=False):
+    """(norm, first non-finite index or -1) of C-contiguous float32/float64 arrays, as a step with
+    clipping forms the global norm (etk_grad_norm); None if an array is not of that kind."""
+    cdef Py_ssize_t i, n = len(arrays)
+    cdef etk_tensor *t = <etk_tensor *>calloc(n if n else 1, sizeof(etk_tensor))
+    cdef cnp.ndarray a
+    cdef double norm = 0.0
+    cdef int64_t bad = -1
+    cdef int st
+    if not t:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a = arrays[i]
+            if cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
+                    or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+                return None
+            t[i].grad = cnp.PyArray_DATA(a)
+            t[i].n = <size_t>cnp.PyArray_SIZE(a)
+            t[i].dtype = ETK_FLOAT32 if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 else ETK_FLOAT64
+        with nogil:
+            st = etk_grad_norm(t, <size_t>n, norm_inf, &norm, &bad)
+        if st != ETK_OK:
+            raise MemoryError("etk_grad_norm failed")
+        return norm, bad
+    finally:
+        free(t)
+
+
 def rule_names():
     return [etk_rule_info_get(i).name.decode() for i in range(ETK_NRULES)]
 

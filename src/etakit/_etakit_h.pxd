@@ -120,6 +120,8 @@ cdef extern from "etakit.h" nogil:
     int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps, size_t nhps,
                  const etk_step_opts *opts, etk_error *err)
     int etk_probe_multi(const etk_tensor *t, size_t count)
+    int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm,
+                      int64_t *first_nonfinite)
     const etk_rule_info *etk_rule_info_get(int rule)
     int etk_rule_find(const char *name)
     int etk_rule_check(int rule, const void *hp, etk_error *err)
