@@ -92,6 +92,7 @@ typedef struct etk_call {
     double norm;              /* the global norm (NaN if not made) */
     double gmul;              /* gradients are read as grad * gmul */
     int gscaled;              /* gmul != 1 */
+    size_t gsign_at;          /* the rule folds gmul into its gsign (etk_rule_gsign_at), or 0 */
     int skip;                 /* a non-finite gradient under SKIP or RAISE: nothing runs */
     int64_t bad_tensor;       /* the first tensor with a non-finite gradient, or -1 */
     double ema_w;             /* > 0: EMA after the rule's last step phase, in this call */
@@ -190,11 +191,17 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
             etk_reduced r = etk_reduced_of(c, i);
             c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
         }
-        if (step_phase && c->gscaled && units) {
+        if (step_phase && c->gscaled && c->gsign_at) {
+            double gs;
+            memcpy(&gs, coef.bytes + c->gsign_at - 1, sizeof gs);
+            gs *= c->gmul;
+            memcpy(coef.bytes + c->gsign_at - 1, &gs, sizeof gs);
+        }
+        if (step_phase && c->gscaled && !c->gsign_at && units) {
             etk_tensor w = *t;
             w.grad = c->gcopy + c->gcoff[i];
             etk_run_piece(c, phase, i, &w, fn, a, b, &coef);
-        } else if (step_phase && !units && (c->gscaled || (ema_here && t->ema))) {
+        } else if (step_phase && !units && ((c->gscaled && !c->gsign_at) || (ema_here && t->ema))) {
             union {
                 double align;
                 unsigned char bytes[ETK_BLOCK * sizeof(double)];
@@ -206,7 +213,7 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
                 etk_tensor w = *t;
                 e = (j / ETK_BLOCK + 1) * ETK_BLOCK;
                 if (e > b) e = b;
-                if (c->gscaled) {
+                if (c->gscaled && !c->gsign_at) {
                     pf->scale((const unsigned char *)t->grad + j * es, buf.bytes, e - j, c->gmul);
                     /* the loop reads grad[j .. e): point grad so that they fall in the buffer */
                     w.grad = (const void *)((uintptr_t)buf.bytes - j * es);
@@ -620,6 +627,7 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
     for (p = 0; p < r->nphases + r->nside; p++)
         if (c.phases >> p & 1u) c.last = p;
     c.kernels = etk_kernels_now();
+    c.gsign_at = etk_rule_gsign_at(rule);
     c.loops = &c.kernels->rule[rule];
     c.bf16 = c.kernels->bf16[rule];
     c.ts = ts;

@@ -151,6 +151,8 @@ typedef struct etk_rule_desc {
 #define ETK_NROWS (ETK_NRULES + 1)
 
 const etk_rule_desc *etk_rule_desc_get(int rule);
+/* 1 + the byte offset of the rule's gsign in its per-step scalars, or 0 (rules.c). */
+size_t etk_rule_gsign_at(int rule);
 /* Whether one field of a hyperparameter struct is in its range (rules.c). */
 int etk_field_ok(const etk_field_info *f, const void *hp);
 

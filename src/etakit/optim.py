@@ -343,8 +343,9 @@ class Optimizer:
           (the same for any thread count); the scaling happens inside the
           update, block by block in cache, and the gradient arrays are not
           written.  ``last_grad_norm`` holds the norm before clipping.
-        - ``nonfinite``: ``"raise"``, ``"skip"`` (nothing is written, the step
-          count and schedules do not advance, ``skipped_steps`` counts it) or
+        - ``nonfinite``, what a non-finite gradient (inf or NaN) does:
+          ``"raise"``, ``"skip"`` (nothing is written, the step count and
+          schedules do not advance, ``skipped_steps`` counts it) or
           ``"ignore"`` (as ``torch.optim``: an inf or NaN reaches its
           parameter).  The default is ``"raise"`` with clipping (the norm is
           made anyway, so the check is free) and ``"ignore"`` without (a check
