@@ -18,6 +18,7 @@
  * A call may run some of the phases only (etk_step_opts.phases), for rules
  * whose step has host work between phases.
  */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,7 +89,8 @@ typedef struct etk_call {
     const etk_step_opts *o;
     int norm_pass;            /* make the norm pass before the phases */
     size_t *nbase;            /* per tensor: index of its first block (norm partials) */
-    double *npart;            /* per block: 2 norm partials (passes.h) */
+    double *npart;            /* per block: 3 norm partials (passes.h) */
+    const char *why;          /* why the gradients are not finite (ETK_ENONFINITE's message) */
     double norm;              /* the global norm (NaN if not made) */
     double gmul;              /* gradients are read as grad * gmul */
     int gscaled;              /* gmul != 1 */
@@ -245,7 +247,7 @@ static void etk_norm_range(const etk_call *c, size_t lo, size_t hi)
         b = hi - off < t->n ? hi - off : t->n;
         for (j = a; j < b; j += ETK_BLOCK)
             pf->norm((const unsigned char *)t->grad + j * es, (j + ETK_BLOCK < b ? j + ETK_BLOCK : b) - j, inf,
-                     c->npart + 2 * (c->nbase[i] + j / ETK_BLOCK));
+                     c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
     }
 }
 
@@ -256,31 +258,29 @@ static void etk_norm_decide(etk_call *c)
     const etk_step_opts *o = c->o;
     const int inf = o->norm_inf != 0;
     const double scale = o->grad_scale > 0.0 ? o->grad_scale : 1.0;
-    double total = 0.0, coef = 1.0;
+    double total = 0.0, coef = 1.0, nans = 0.0;
     size_t i, j;
     for (i = 0; i < c->count; i++) {
         const size_t nb = (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
-        const double *q = c->npart + 2 * c->nbase[i];
+        const double *q = c->npart + 3 * c->nbase[i];
         double s = 0.0, bad = 0.0;
         for (j = 0; j < nb; j++) {
             if (inf)
-                s = q[2 * j] > s ? q[2 * j] : s;
+                s = q[3 * j] > s ? q[3 * j] : s;
             else
-                s += q[2 * j];
-            bad += q[2 * j + 1];
+                s += q[3 * j];
+            bad += q[3 * j + 1];
+            nans += q[3 * j + 2];
         }
-        if ((!etk_finite(s) || bad != 0.0) && c->bad_tensor < 0) c->bad_tensor = (int64_t)i;
+        if (bad != 0.0 && c->bad_tensor < 0) c->bad_tensor = (int64_t)i;
         if (inf)
             total = s > total ? s : total;
         else
             total += s;
     }
-    c->norm = (inf ? total : sqrt(total)) / scale;
-    if (c->bad_tensor >= 0) c->norm = inf ? NAN : c->norm; /* (a NaN the maximum passed over) */
-    if ((c->bad_tensor >= 0 || !etk_finite(c->norm)) && o->nonfinite != ETK_NONFINITE_IGNORE) {
-        c->skip = 1;
-        return;
-    }
+    /* as torch: the max norm is NaN when an element is NaN (the maximum above passed over it) */
+    c->norm = inf && nans != 0.0 ? NAN : (inf ? total : sqrt(total)) / scale;
+    c->why = c->bad_tensor >= 0 ? "holds inf or NaN" : "the global gradient norm overflowed to inf";
     if (o->max_grad_norm > 0.0) {
         /* torch.nn.utils.clip_grad_norm_: max_norm / (norm + 1e-6), clamped to 1 (NaN stays NaN) */
         coef = o->max_grad_norm / (c->norm + 1e-6);
@@ -288,6 +288,29 @@ static void etk_norm_decide(etk_call *c)
     }
     c->gmul = coef / scale;
     c->gscaled = c->gmul != 1.0;
+    if (c->bad_tensor < 0 && etk_finite(c->norm) && c->gmul > 1.0 && o->nonfinite != ETK_NONFINITE_IGNORE) {
+        /* a loss scale below 1 can make finite gradients overflow their dtype when unscaled */
+        for (i = 0; i < c->count && c->bad_tensor < 0; i++) {
+            const etk_tensor *t = &c->ts[i];
+            const size_t nb = (t->n + ETK_BLOCK - 1) / ETK_BLOCK;
+            const double big = t->dtype == ETK_FLOAT32 ? (double)FLT_MAX : DBL_MAX;
+            double s = 0.0, m;
+            for (j = 0; j < nb; j++) {
+                const double x = c->npart[3 * (c->nbase[i] + j)];
+                if (inf)
+                    s = x > s ? x : s;
+                else
+                    s += x;
+            }
+            if ((inf ? s : sqrt(s)) * c->gmul <= big / 2.0) continue; /* no element can reach the limit */
+            m = inf ? s : c->kernels->pass[t->dtype].absmax(t->grad, t->n);
+            if (t->dtype == ETK_FLOAT32 ? !etk_finite((double)((float)m * (float)c->gmul)) : !etk_finite(m * c->gmul)) {
+                c->bad_tensor = (int64_t)i;
+                c->why = "overflows its dtype when divided by grad_scale";
+            }
+        }
+    }
+    if ((c->bad_tensor >= 0 || !etk_finite(c->norm)) && o->nonfinite != ETK_NONFINITE_IGNORE) c->skip = 1;
 }
 
 /* Scale every gradient into c->gcopy (phases over units read it), blocks [lo, hi). */
@@ -572,7 +595,7 @@ static int etk_setup_passes(etk_call *c, const etk_step_opts *o, etk_error *err)
     }
     for (i = 0; i < c->count; i++) nblocks += (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
     if (c->norm_pass) {
-        c->npart = (double *)calloc(2 * nblocks + 1, sizeof(double));
+        c->npart = (double *)calloc(3 * nblocks + 1, sizeof(double));
         c->nbase = (size_t *)calloc(c->count + 1, sizeof(size_t));
     }
     if ((clip || o->grad_scale > 0.0) && (c->r->unit_phases & c->phases)) {
@@ -700,11 +723,8 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
     if ((st = etk_setup_passes(&c, o, err)) != ETK_OK) goto done;
     if (count) etk_run_phases(&c);
     if (c.skip) {
-        st = o->nonfinite == ETK_NONFINITE_RAISE
-                 ? etk_fail(err, ETK_ENONFINITE, c.bad_tensor, -1, -1, NULL,
-                            c.bad_tensor >= 0 ? "the gradient holds inf or NaN"
-                                              : "the global gradient norm overflowed to inf")
-                 : ETK_OK;
+        st = o->nonfinite == ETK_NONFINITE_RAISE ? etk_fail(err, ETK_ENONFINITE, c.bad_tensor, -1, -1, NULL, c.why)
+                                                  : ETK_OK;
         goto done;
     }
     if (r->finish && c.last + 1 == r->nphases)
@@ -758,7 +778,7 @@ int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double 
         c.total += tensors[i].n;
         nblocks += (tensors[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
     }
-    c.npart = (double *)calloc(2 * nblocks + 1, sizeof(double));
+    c.npart = (double *)calloc(3 * nblocks + 1, sizeof(double));
     c.nbase = (size_t *)calloc(count + 1, sizeof(size_t));
     if (!c.npart || !c.nbase) {
         free(c.npart), free(c.nbase);

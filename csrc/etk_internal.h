@@ -220,6 +220,7 @@ typedef struct etk_pass_fns {
     void (*norm)(const void *g, size_t n, int inf, double *out);
     void (*scale)(const void *g, void *out, size_t n, double mul);
     void (*ema)(void *ema, const void *p, size_t n, double w);
+    double (*absmax)(const void *g, size_t n);
 } etk_pass_fns;
 
 typedef struct etk_kernels {

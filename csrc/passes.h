@@ -13,12 +13,12 @@
 #if defined(ETK_PASS_LOOPS)
 
 /* out[0]: the sum of squares over the block (inf = 0) or its largest
- * magnitude (inf = 1); out[1]: 0, or NaN when the block holds an inf or NaN
- * (formed for inf = 1 only: for the 2-norm out[0] is not finite then). */
+ * magnitude, NaN aside (inf = 1); out[1]: how many elements are inf or NaN;
+ * out[2] (inf = 1 only): how many are NaN. */
 ETK_TGT static void FN(pass_norm)(const void *gv, size_t n, int inf, double *out)
 {
     const T *restrict g = (const T *)gv;
-    double acc[ETK_LANES] = {0.0}, bad[ETK_LANES] = {0.0};
+    double acc[ETK_LANES] = {0.0}, bad[ETK_LANES] = {0.0}, nan[ETK_LANES] = {0.0};
     size_t i = 0;
     int j;
     if (!inf) {
@@ -27,14 +27,17 @@ ETK_TGT static void FN(pass_norm)(const void *gv, size_t n, int inf, double *out
             for (j = 0; j < ETK_LANES; j++) {
                 const double x = (double)g[i + (size_t)j];
                 acc[j] += x * x;
+                bad[j] += x - x != 0.0 ? 1.0 : 0.0;
             }
         }
         for (j = 0; i < n; i++, j++) {
             const double x = (double)g[i];
             acc[j] += x * x;
+            bad[j] += x - x != 0.0 ? 1.0 : 0.0;
         }
         out[0] = etk_lane_sum(acc);
-        out[1] = 0.0;
+        out[1] = etk_lane_sum(bad);
+        out[2] = 0.0;
         return;
     }
     for (; i + ETK_LANES <= n; i += ETK_LANES) {
@@ -42,20 +45,36 @@ ETK_TGT static void FN(pass_norm)(const void *gv, size_t n, int inf, double *out
         for (j = 0; j < ETK_LANES; j++) {
             const double x = (double)g[i + (size_t)j], a = x < 0.0 ? -x : x;
             acc[j] = a > acc[j] ? a : acc[j];
-            bad[j] += x - x;
+            bad[j] += x - x != 0.0 ? 1.0 : 0.0;
+            nan[j] += x != x ? 1.0 : 0.0;
         }
     }
     for (j = 0; i < n; i++, j++) {
         const double x = (double)g[i], a = x < 0.0 ? -x : x;
         acc[j] = a > acc[j] ? a : acc[j];
-        bad[j] += x - x;
+        bad[j] += x - x != 0.0 ? 1.0 : 0.0;
+        nan[j] += x != x ? 1.0 : 0.0;
     }
     {
         double m = 0.0;
         for (j = 0; j < ETK_LANES; j++) m = acc[j] > m ? acc[j] : m;
         out[0] = m;
         out[1] = etk_lane_sum(bad);
+        out[2] = etk_lane_sum(nan);
     }
+}
+
+/* The largest magnitude in g[0 .. n) (NaN aside). */
+ETK_TGT static double FN(pass_absmax)(const void *gv, size_t n)
+{
+    const T *restrict g = (const T *)gv;
+    double m = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const double a = fabs((double)g[i]);
+        m = a > m ? a : m;
+    }
+    return m;
 }
 
 /* out = g * m, in T */
@@ -87,6 +106,8 @@ ETK_TGT static void FN(pass_ema)(void *ev, const void *pv, size_t n, double w)
 }
 
 #elif defined(ETK_PASS_ROW)
-{{ETK_CAT(pass_norm, ETK_VARIANT, f32), ETK_CAT(pass_scale, ETK_VARIANT, f32), ETK_CAT(pass_ema, ETK_VARIANT, f32)},
- {ETK_CAT(pass_norm, ETK_VARIANT, f64), ETK_CAT(pass_scale, ETK_VARIANT, f64), ETK_CAT(pass_ema, ETK_VARIANT, f64)}},
+{{ETK_CAT(pass_norm, ETK_VARIANT, f32), ETK_CAT(pass_scale, ETK_VARIANT, f32), ETK_CAT(pass_ema, ETK_VARIANT, f32),
+  ETK_CAT(pass_absmax, ETK_VARIANT, f32)},
+ {ETK_CAT(pass_norm, ETK_VARIANT, f64), ETK_CAT(pass_scale, ETK_VARIANT, f64), ETK_CAT(pass_ema, ETK_VARIANT, f64),
+  ETK_CAT(pass_absmax, ETK_VARIANT, f64)}},
 #endif

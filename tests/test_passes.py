@@ -303,3 +303,153 @@ def test_fused_passes_with_low_precision_state(state_dtype):
         ema = [reference.ema_lerp(e, p, 1.0 - ema_decay_at(step, 0.9)) for e, p in zip(ema, b)]
         for x, y in zip(a + fused.ema, b + ema):
             assert x.tobytes() == y.tobytes()
+
+
+# ---- regressions found by trying the passes as a new user would ----------------------------
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_a_refused_accumulation_is_spent_and_training_goes_on(policy):
+    w = np.zeros(3)
+    opt = etakit.SGD([w], lr=1.0, global_clipnorm=10.0, nonfinite=policy)
+    opt.accumulate([np.array([1.0, np.nan, 1.0])])
+    if policy == "raise":
+        with pytest.raises(etakit.NonFiniteGradientError):
+            opt.step()
+    else:
+        opt.step()
+    opt.accumulate([np.ones(3)])
+    opt.step()
+    assert opt.step_count == 1 and (w == -1.0).all()
+
+
+def test_a_step_on_given_gradients_ends_an_accumulation():
+    w = np.zeros(1)
+    opt = etakit.SGD([w], lr=1.0)
+    opt.accumulate([np.array([100.0])])
+    opt.step([np.array([1.0])])
+    opt.accumulate([np.array([2.0])])
+    opt.step()
+    assert w[0] == -3.0
+
+
+@pytest.mark.parametrize("kind", ["ScheduleFreeSGD", "ScheduleFreeAdamW", "ScheduleFreeRAdam"])
+def test_schedule_free_skip_leaves_the_group_scalars(kind):
+    ws = [np.linspace(-1, 1, 5) for _ in range(2)]
+    opts = [getattr(etakit, kind)([w], nonfinite="skip") for w in ws]
+    for o in opts:
+        o.train()
+    bad = np.ones(5)
+    bad[2] = np.nan
+    for k in range(3):
+        for o in opts:
+            o.step([np.full(5, 0.3 + k)])
+    opts[0].step([bad])
+    assert opts[0].skipped_steps == 1
+    for k in range(3):
+        for o in opts:
+            o.step([np.full(5, 0.5 - k)])
+    assert ws[0].tobytes() == ws[1].tobytes()
+    assert opts[0].param_groups[0]["k"] == opts[1].param_groups[0]["k"]
+
+
+def test_schedule_free_modes_are_refused_while_the_ema_is_swapped_in():
+    w = np.linspace(-1, 1, 4)
+    o = etakit.ScheduleFreeSGD([w], lr=0.1, ema_decay=0.5)
+    o.train()
+    o.step([np.ones(4)])
+    with o.ema_weights():
+        with pytest.raises(RuntimeError, match="swap"):
+            o.eval()
+    assert o.param_groups[0]["train_mode"]
+
+
+def test_add_param_group_extends_the_ema_and_the_accumulation():
+    o = etakit.SGD([np.zeros(3)], lr=1.0, ema_decay=0.5)
+    o.step([np.ones(3)])
+    new = np.full(1, 7.0)
+    o.add_param_group({"params": [new]})
+    o.step([np.ones(3), np.ones(1)])
+    assert o.ema[1][0] == 6.5                 # started as a copy (7), then halfway to 6
+    a = etakit.SGD([np.zeros(3)], lr=1.0)
+    a.accumulate([np.ones(3)])
+    a.step()
+    p = np.zeros(2)
+    a.add_param_group({"params": [p]})
+    a.accumulate([np.ones(3), np.ones(2)])
+    a.step()
+    assert (p == -1.0).all()
+
+
+def test_max_norm_clipping_of_an_inf_gradient_under_ignore_matches_torch_semantics():
+    g = [np.array([1.0, 2.0, np.inf, 3.0]), np.array([0.5, 0.5])]
+    ref = [x.copy() for x in g]
+    norm = etakit.clip_grad_norm_(ref, 1.0, norm_type=float("inf"))
+    a, b = np.ones(4), np.ones(2)
+    o = etakit.SGD([a, b], lr=0.1, global_clipnorm=1.0, norm_type=float("inf"), nonfinite="ignore")
+    o.step(g)
+    assert math.isinf(norm) and math.isinf(o.last_grad_norm)
+    np.testing.assert_array_equal(a, 1.0 - 0.1 * ref[0])
+    np.testing.assert_array_equal(b, [1.0, 1.0])
+    n2, _ = reference.global_grad_norm([np.array([1.0, np.inf]), np.array([np.nan])], norm_inf=True)
+    assert math.isnan(n2)                   # a NaN anywhere: NaN, as torch's max
+
+
+def test_lookahead_does_not_count_a_skipped_step():
+    def run(bad):
+        w = np.zeros(2)
+        la = etakit.Lookahead(etakit.SGD([w], lr=1.0, nonfinite="skip"), k=2, alpha=0.5)
+        la.step([np.ones(2)])
+        if bad:
+            la.step([np.array([np.nan, 1.0])])
+        la.step([np.ones(2)])
+        return w
+    assert run(False).tobytes() == run(True).tobytes()
+
+
+def test_ema_options_are_live_properties():
+    w = np.zeros(1)
+    o = etakit.SGD([w], lr=1.0, ema_decay=0.999)
+    o.ema_warmup = True
+    o.ema_update_after_step = 1
+    for _ in range(3):
+        o.step([np.ones(1)])
+    # updates 1 and 2 copy (update_after_step 1), update 3 warms up: decay 1 - 2 ** (-2/3)
+    w3 = 2.0 ** (-2.0 / 3.0)
+    assert o.ema[0][0] == pytest.approx(-2.0 + w3 * (-3.0 + 2.0), rel=1e-12)
+    with pytest.raises(ValueError, match="ema_min_decay"):
+        o.ema_min_decay = 2.0
+    o.ema_warmup = np.True_
+
+
+def test_unscaling_that_overflows_float32_is_a_non_finite_gradient():
+    w = np.zeros(2, np.float32)
+    o = etakit.Adam([w], lr=1e-3, nonfinite="skip")
+    o.step([np.array([3e38, 1.0], np.float32)], grad_scale=0.25)
+    assert o.skipped_steps == 1 and not w.any()
+    with pytest.raises(etakit.NonFiniteGradientError, match="grad_scale"):
+        etakit.Adam([w], nonfinite="raise").step([np.array([3e38, 1.0], np.float32)], grad_scale=0.25)
+    o.step([np.array([1e30, 1.0], np.float32)], grad_scale=0.25)     # finite when unscaled: steps
+    assert o.step_count == 1 and o.skipped_steps == 1
+
+
+def test_messages_say_what_was_not_finite():
+    o = etakit.SGD([np.zeros(3)], lr=1.0, global_clipnorm=1.0)
+    with pytest.raises(etakit.NonFiniteGradientError, match="overflowed") as e:
+        o.step([np.array([1e200, 1e200, 3.0])])     # finite elements, their sum of squares overflows
+    assert e.value.index is None
+    with pytest.raises(TypeError, match="max_norm"):
+        etakit.clip_grad_norm_([np.ones(2)], "a")
+    o.step([np.ones(3)])
+    assert o.last_grad_norm == pytest.approx(math.sqrt(3))
+    with pytest.raises(etakit.NonFiniteGradientError):
+        o.step([np.array([np.nan, 1.0, 1.0])])
+    assert math.isnan(o.last_grad_norm)
+
+
+def test_a_first_step_refused_leaves_no_state():
+    w = np.zeros(3)
+    o = etakit.Adam([w], lr=0.1, global_clipnorm=1.0, ema_decay=0.9)
+    with pytest.raises(etakit.NonFiniteGradientError):
+        o.step([np.array([1.0, np.inf, 0.0])])
+    assert o.state_dict()["state"] == {} and o.ema is None and "loop" not in o.state_dict()
+    o.step([np.ones(3)])
+    assert o.step_count == 1 and o.state_dict()["state"][0]["step"] == 1

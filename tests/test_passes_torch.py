@@ -158,3 +158,35 @@ def test_state_dict_with_ema_resumes_and_loads_into_torch_adamw():
     bad = dict(sd, loop={"skipped_steps": 0, "ema": {0: torch.zeros(2)}})
     with pytest.raises(ValueError, match=r"loop\['ema'\]\[0\]"):
         ob.load_state_dict(bad)
+
+
+def test_grad_scaler_skip_with_schedule_free_matches_the_reference():
+    schedulefree = pytest.importorskip("schedulefree")
+    a, b = _model(12), _model(12)
+    oa = et.ScheduleFreeAdamW(a.parameters(), lr=1e-2)
+    ob = schedulefree.AdamWScheduleFree(b.parameters(), lr=1e-2)
+    oa.train()
+    ob.train()
+    sa, sb = torch.amp.GradScaler("cpu", init_scale=256.0), torch.amp.GradScaler("cpu", init_scale=256.0)
+    x, y = _data(13)
+    for step in range(6):
+        for m, s, o in ((a, sa, oa), (b, sb, ob)):
+            o.zero_grad()
+            loss = torch.nn.functional.mse_loss(m(x), y)
+            s.scale(loss * (float("inf") if step == 2 else 1.0)).backward()
+            s.step(o)
+            s.update()
+    assert oa.param_groups[0]["k"] == ob.param_groups[0]["k"] == 5
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+def test_lookahead_does_not_count_a_step_the_inner_optimizer_skipped():
+    def run(bad):
+        w = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        la = et.Lookahead(et.SGD([w], lr=1.0, nonfinite="skip"), k=2, alpha=0.5)
+        for g in ([1.0, 1.0], [float("nan"), 1.0], [1.0, 1.0]) if bad else ([1.0, 1.0], [1.0, 1.0]):
+            w.grad = torch.tensor(g, dtype=torch.float64)
+            la.step()
+        return w.detach().clone()
+    assert torch.equal(run(False), run(True))

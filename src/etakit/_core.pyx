@@ -935,10 +935,9 @@ cdef class Plan:
                                       f"{value!r}{rng}", err.group, key, value)
         if st == ETK_ENONFINITE:
             if 0 <= err.tensor < self.count:
-                raise NonFiniteGradientError(f"the gradient of {self.labels[err.tensor]} holds inf or NaN "
+                raise NonFiniteGradientError(f"the gradient of {self.labels[err.tensor]} {why} "
                                              f"(nonfinite='raise'); nothing was written", err.tensor)
-            raise NonFiniteGradientError("the global gradient norm overflowed to inf (nonfinite='raise'); "
-                                         "nothing was written", None)
+            raise NonFiniteGradientError(f"{why} (nonfinite='raise'); nothing was written", None)
         where = f" (tensor {err.tensor}: {self.labels[err.tensor]})" if 0 <= err.tensor < self.count else ""
         raise RuntimeError(f"etakit kernel refused the step: {why}{where}")
 

@@ -10,6 +10,8 @@ the PyTorch drop-ins (``etakit.torch``) take them as keyword-only arguments.
 import math
 import numbers
 
+import numpy as np
+
 __all__ = ["KEYS", "LoopOptions", "ema_decay_at"]
 
 # keyword-only arguments of every optimizer, with their defaults
@@ -31,7 +33,7 @@ _NONFINITE = {"ignore": 0, "skip": 1, "raise": 2}
 def _real(v, name, lo=None, lo_open=False, hi=None, optional=False):
     if v is None and optional:
         return None
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         what = "a real number or None" if optional else "a real number"
         raise TypeError(f"{name} must be {what}, got {type(v).__name__} {v!r}")
     x = float(v)
@@ -93,8 +95,9 @@ class LoopOptions:
         elif name == "ema_decay":
             v = _real(v, name, 0.0, False, 1.0, optional=True)
         elif name == "ema_warmup":
-            if not isinstance(v, bool):
-                raise TypeError(f"ema_warmup must be a bool, got {type(v).__name__} {v!r}")
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"ema_warmup must be True or False, got {type(v).__name__} {v!r}")
+            v = bool(v)
         elif name == "ema_warmup_gamma":
             v = _real(v, name, 0.0, True)
         elif name == "ema_warmup_power":

@@ -239,6 +239,11 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     (1.4142135623730951, array([1., 1.]))
     """
     p = _norm_type(norm_type)
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real):
+        try:
+            max_norm = float(max_norm)     # a 0-d array or tensor, as torch takes
+        except (TypeError, ValueError):
+            raise TypeError(f"max_norm must be a real number, got {type(max_norm).__name__} {max_norm!r}") from None
     max_norm = float(max_norm)
     grads = _check_grads(grads)
     for i, g in enumerate(grads):
@@ -430,14 +435,15 @@ class Lookahead:
         """Completed steps of the inner optimizer."""
         return self.optimizer.step_count
 
-    def step(self, grads):
+    def step(self, grads=None, **kwargs):
         """One step of the inner optimizer, then the slow-weight update of each group at its k-th step.
 
         Parameters
         ----------
-        grads : list of ndarray
-            As for the inner optimizer's ``step``.  If that step raises,
-            nothing here changes either.
+        grads : list of ndarray, optional
+            As for the inner optimizer's ``step`` (None: its accumulated
+            gradients), with its keyword arguments.  If that step raises, or
+            skips for a non-finite gradient, nothing here changes either.
 
         Examples
         --------
@@ -447,7 +453,10 @@ class Lookahead:
         >>> la.step([np.ones(1)]); w     # fast to 0, slow 1 + 0.25 * (0 - 1)
         array([0.75])
         """
-        self.optimizer.step(grads)
+        skipped = getattr(self.optimizer, "skipped_steps", 0)
+        self.optimizer.step(grads, **kwargs)
+        if getattr(self.optimizer, "skipped_steps", 0) != skipped:
+            return              # the inner step was skipped: no step to count
         i = 0
         for gi, group in enumerate(self.param_groups):
             n = len(group["params"])

@@ -24,7 +24,7 @@ import inspect
 
 from . import _core, _lowp, _passes
 from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
-from .errors import HyperparameterError, StateError
+from .errors import HyperparameterError, NonFiniteGradientError, StateError
 from .reference import group_step, tensor_seed, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
@@ -299,6 +299,8 @@ class Optimizer:
                 raise
             added = len(self._params) - n_params
             self._sync_steps()
+            if self._ema is not None:       # the new parameters' EMA starts as a copy of them
+                self._ema += [p.copy() for p in self._params[n_params:]]
             self._state += [{} for _ in range(added)]
             self._steps += [0] * added
             self._stepper.plan = None
@@ -395,38 +397,51 @@ class Optimizer:
         key = (tuple(map(self._get_hp, groups)), tuple(map(_lowp.options, groups)))
         k = self._k
         self._pending = (k + 1, grad_scale)
-        if plan is None or key != st.key or not plan.params_match(groups):
-            self._reconfigure(grads, key)
-            plan = st.plan
-        loop.set_plan(plan, k + 1, grad_scale)
-        if st.simple:
-            try:
-                plan.run(grads, k)
-            except _Moved:
-                self._build_plan()
-                st.plan.run(grads, k)
-        else:
-            self._full_step(grads, k)
+        self.last_grad_norm = None
+        try:
+            if plan is None or key != st.key or not plan.params_match(groups):
+                self._reconfigure(grads, key)
+                plan = st.plan
+            loop.set_plan(plan, k + 1, grad_scale)
+            if st.simple:
+                try:
+                    plan.run(grads, k)
+                except _Moved:
+                    self._build_plan()
+                    st.plan.run(grads, k)
+            else:
+                self._full_step(grads, k)
+        except NonFiniteGradientError:
+            self.last_grad_norm = st.plan.last_grad_norm
+            self._undo_new(new_ema)
+            raise
+        finally:
+            if accumulated:     # stepped on, skipped or refused: the gathered gradients are spent
+                self._accum_weight = 0.0
         plan = st.plan
         self.last_grad_norm = plan.last_grad_norm if loop.makes_norm else None
         if plan.last_skipped:
             self.skipped_steps += 1
-            if self._fresh or new_ema:      # as before the step: without the state it created
-                names = self._stepper.spec.slot_names
-                for i, bits in self._fresh.items():
-                    for j, name in enumerate(names):
-                        if bits >> j & 1:
-                            self._state[i].pop(name, None)
-                self._fresh.clear()
-                if new_ema:
-                    self._ema = None
-                st.plan = None
+            self._undo_new(new_ema)
             return
-        if accumulated:
-            self._accum_weight = 0.0
+        self._accum_weight = 0.0        # a step on given gradients also ends an accumulation
         self._k = k + 1
         if self._fresh:
             self._fresh.clear()
+
+    def _undo_new(self, new_ema):
+        """After a step skipped or refused for a non-finite gradient: drop the state (and EMA)
+        that step created, so that the optimizer is as it was before it."""
+        if self._fresh or new_ema:
+            names = self._stepper.spec.slot_names
+            for i, bits in self._fresh.items():
+                for j, name in enumerate(names):
+                    if bits >> j & 1:
+                        self._state[i].pop(name, None)
+            self._fresh.clear()
+            if new_ema:
+                self._ema = None
+            self._stepper.plan = None
 
     def _full_step(self, grads, k):
         """A step with Python-callable schedules, per-group scalars or host work."""
@@ -597,6 +612,11 @@ class Optimizer:
     nonfinite = _loop_property("nonfinite", "What a gradient with inf or NaN does: 'raise', 'skip', 'ignore' or "
                                             "None (the default: 'raise' with clipping, else 'ignore').")
     ema_decay = _loop_property("ema_decay", "Decay of the EMA of the parameters (None: no EMA).")
+    ema_warmup = _loop_property("ema_warmup", "Warm the EMA's decay up as timm's ModelEmaV3 (use_warmup).")
+    ema_warmup_gamma = _loop_property("ema_warmup_gamma", "ModelEmaV3's warmup_gamma.")
+    ema_warmup_power = _loop_property("ema_warmup_power", "ModelEmaV3's warmup_power.")
+    ema_min_decay = _loop_property("ema_min_decay", "ModelEmaV3's min_decay.")
+    ema_update_after_step = _loop_property("ema_update_after_step", "ModelEmaV3's update_after_step.")
     del _loop_property
 
     @property
@@ -685,9 +705,9 @@ class Optimizer:
             raise ValueError(f"Invalid weight: {weight!r} (expected a finite number > 0)")
         with self._stepper:
             grads = self._check_accumulated(grads)
-            first = self._accum_weight == 0.0
-            if self._accum is None or any(a.shape != p.shape or a.dtype != p.dtype
-                                          for a, p in zip(self._accum, self._params)):
+            first = self._accum_weight == 0.0 or self._accum is None or len(self._accum) != len(self._params)
+            if self._accum is None or len(self._accum) != len(self._params) or \
+                    any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(self._accum, self._params)):
                 self._accum = [np.empty_like(p) for p in self._params]
             with np.errstate(all="ignore"):
                 for a, g in zip(self._accum, grads):
@@ -2094,9 +2114,9 @@ class _ScheduleFree:
             raise RuntimeError(f"{type(self).__name__} is in eval mode (param_groups[0]['train_mode'] is False) and "
                                "cannot step: call optimizer.train() before training steps, and optimizer.eval() "
                                "before evaluating the model or saving a checkpoint")
-        k = self._k
+        k, skipped = self._k, self.skipped_steps
         out = super().step(*args, **kwargs)
-        if self._k == k:
+        if self._k == k and self.skipped_steps == skipped:
             # etakit.torch with no gradient at all: nothing to update, but the reference still
             # advances every group's scalars (k, lr_max, weight_sum, scheduled_lr)
             rule = getattr(self, "_numpy", type(self)).rule
@@ -2143,6 +2163,9 @@ class _ScheduleFree:
         self._switch(False)
 
     def _switch(self, train):
+        if self._ema_swapped:
+            raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before switching "
+                               "between train and eval")
         with self._stepper:
             groups = self.param_groups
             if any(bool(g["train_mode"]) != train for g in groups):

@@ -810,10 +810,9 @@ def global_grad_norm(grads, norm_inf=False, grad_scale=None):
 
     Returns ``(norm, bad)``: the 2-norm (``sqrt`` of the blocked float64 sums of
     squares, :func:`blocked_lane_sum`, tensor by tensor in order) or, with
-    ``norm_inf``, the largest magnitude, divided by ``grad_scale``; ``bad`` is
-    the index of the first gradient holding inf or NaN (or whose sum of squares
-    overflowed), else None.  A NaN the maximum would pass over makes the max
-    norm NaN.
+    ``norm_inf``, the largest magnitude (NaN if an element is NaN, as torch's),
+    divided by ``grad_scale``; ``bad`` is the index of the first gradient
+    holding inf or NaN, else None.
 
     Examples
     --------
@@ -823,25 +822,21 @@ def global_grad_norm(grads, norm_inf=False, grad_scale=None):
     >>> global_grad_norm([np.array([1.0]), np.array([np.inf])], norm_inf=True)
     (inf, 1)
     """
-    total, bad = 0.0, None
+    total, bad, nan = 0.0, None, False
     for i, g in enumerate(grads):
         x = np.asarray(g).astype(np.float64).ravel()
         if norm_inf:
-            finite = bool(np.isfinite(x).all())
             a = np.abs(x)
             s = float(np.max(a[~np.isnan(a)], initial=0.0))
             total = s if s > total else total
+            nan = nan or bool(np.isnan(x).any())
         else:
             with np.errstate(over="ignore", invalid="ignore"):
-                s = blocked_lane_sum(x * x)
-            finite = math.isfinite(s)
-            total += s
-        if not finite and bad is None:
+                total += blocked_lane_sum(x * x)
+        if bad is None and not np.isfinite(x).all():
             bad = i
     scale = grad_scale or 1.0
-    norm = (total if norm_inf else math.sqrt(total)) / scale
-    if norm_inf and bad is not None and math.isfinite(norm):
-        norm = math.nan
+    norm = math.nan if nan else (total if norm_inf else math.sqrt(total)) / scale
     return norm, bad
 
 

@@ -325,6 +325,7 @@ class _DropIn(torch.optim.Optimizer):
             return
         scale = getattr(self, "grad_scale", None)
         self._grad_scale = _passes.check_grad_scale(float(scale) if scale is not None else None)
+        self.last_grad_norm = None
         if self._loop.ema_decay is not None and self._ema is None:
             self._ema = {}
         self._run_step()
@@ -586,6 +587,11 @@ class _DropIn(torch.optim.Optimizer):
     norm_type = _loop_property("norm_type")
     nonfinite = _loop_property("nonfinite")
     ema_decay = _loop_property("ema_decay")
+    ema_warmup = _loop_property("ema_warmup")
+    ema_warmup_gamma = _loop_property("ema_warmup_gamma")
+    ema_warmup_power = _loop_property("ema_warmup_power")
+    ema_min_decay = _loop_property("ema_min_decay")
+    ema_update_after_step = _loop_property("ema_update_after_step")
     del _loop_property
 
     def __getstate__(self):
@@ -837,7 +843,10 @@ class Lookahead(torch.optim.Optimizer):
 
     def step(self, closure=None):
         """One step of the inner optimizer, then each group's slow-weight update at its k-th step."""
+        skipped = getattr(self.optimizer, "skipped_steps", 0)
         loss = self.optimizer.step(closure)
+        if getattr(self.optimizer, "skipped_steps", 0) != skipped:
+            return loss         # the inner step was skipped (a non-finite gradient): no step to count
         for gi, group in enumerate(self.param_groups):
             self._counters[gi] += 1
             if self._counters[gi] >= self.k:
