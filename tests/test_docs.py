@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["etakit", "etakit.optim", "etakit.reference", "etakit.bench", "etakit.schedules", "etakit.plateau",
            "etakit.lr_finder", "etakit.demo", "etakit.optimize", "etakit.torch", "etakit.__main__",
-           "etakit.checkpoint", "etakit.loop", "etakit.distributed"]
+           "etakit.checkpoint", "etakit.loop", "etakit.distributed", "etakit.sweeps"]
 
 
 @pytest.mark.parametrize("name", MODULES)
