@@ -132,6 +132,23 @@ def test_partition():
                 assert cut in offsets or (not whole and (cut - offsets[i]) % BLOCK == 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [2.0, 1.0, 3.0])
+def test_block_sums_add_up_to_grad_norms_sums(dtype, p):
+    """Each block's sum is loop._blocked_sum of that block, and in order they add up to the tensor's."""
+    from etakit.loop import _blocked_sum
+    rng = np.random.default_rng(int(p))
+    for n in (1, 17, BLOCK, BLOCK + 1, 3 * BLOCK - 5, 2049 * BLOCK + 7):
+        x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-30, 30, n)).astype(dtype)
+        if n > 100:
+            x[n // 2] = np.inf if p == 1.0 else np.nan
+        sums = distributed._block_sums(x, p)
+        assert sums.size == -(-n // BLOCK)
+        for k in (0, sums.size // 2, sums.size - 1):
+            assert np.array_equal(sums[k], _blocked_sum(x[k * BLOCK:(k + 1) * BLOCK], p), equal_nan=True)
+        assert np.array_equal(np.add.accumulate(sums)[-1], _blocked_sum(x, p), equal_nan=True)
+
+
 EXPECTED = {"elements": ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax", "ADOPT",
                          "AdEMAMix", "Adadelta", "ASGD", "Rprop", "ScheduleFreeAdamW", "ScheduleFreeSGD",
                          "ScheduleFreeRAdam"],

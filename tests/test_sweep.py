@@ -60,7 +60,7 @@ def test_dask_sweep_on_two_workers_equals_serial(serial):
     assert _losses(res) == _losses(serial)
     assert [r["losses"] for r in res.rows] == [r["losses"] for r in serial.rows]
     # a Client of the user's (left open), and optimizer= handed to the training function
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as lc, \
             distributed.Client(lc) as client:
         res = etakit.sweep(train, [1e-2, 0.1], optimizer=etakit.Adam, client=client, progress=False)
         assert client.status == "running"

@@ -75,8 +75,8 @@ from . import _lowp
 from . import optim as _optim
 from ._step import RuleSpec
 from .errors import GradientError, GradientTypeError, StateError
-from .loop import _block_sums, _combine, _norm_type
-from .reference import BLOCK
+from .loop import _combine, _norm_type
+from .reference import BLOCK, LANES
 
 __all__ = ["ShardedOptimizer", "partition"]
 
@@ -141,6 +141,45 @@ def partition(sizes, nranks, whole_tensors=False):
         bounds.append(max(cut, bounds[-1]))
     bounds.append(n)
     return bounds
+
+
+def _block_sums(flat, p):
+    """The float64 sums of ``|x|**p`` over each 4096-element block of a 1-D array (the last one
+    partial), formed as :func:`etakit.grad_norm` forms them (``reference.blocked_lane_sum``: lane
+    ``i % 16`` adds its elements in order, then the lanes in order), so that adding a tensor's
+    block sums in order gives its ``grad_norm`` sum bit for bit.  Row by row: the float64 values
+    are never all in memory at once."""
+    rows = BLOCK // LANES
+    n = flat.size
+    full = n // BLOCK
+    out = np.empty(-(-n // BLOCK))
+
+    def sums(x3):
+        acc = np.zeros((x3.shape[0], LANES))
+        t = np.empty_like(acc)
+        for j in range(rows):           # each lane adds its next element
+            r = x3[:, j, :]
+            if p == 2.0:
+                np.multiply(r, r, out=t, dtype=np.float64)      # exact for float32
+            else:
+                np.abs(r, out=t, dtype=np.float64)
+                if p != 1.0:
+                    np.power(t, p, out=t)
+            np.add(acc, t, out=acc)
+        s = acc[:, 0].copy()
+        for lane in range(1, LANES):    # the lanes in order
+            s += acc[:, lane]
+        return s
+
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for b0 in range(0, full, 2048):
+            k = min(2048, full - b0)
+            out[b0:b0 + k] = sums(flat[b0 * BLOCK:(b0 + k) * BLOCK].reshape(k, rows, LANES))
+        if out.size > full:
+            tail = np.zeros(BLOCK, dtype=flat.dtype)
+            tail[:n - full * BLOCK] = flat[full * BLOCK:]
+            out[full] = sums(tail.reshape(1, rows, LANES))[0]
+    return out
 
 
 def _flat_of(arrays, n, dtype):

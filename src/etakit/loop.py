@@ -60,15 +60,9 @@ def _norm_type(norm_type):
 
 def _blocked_sum(flat, p):
     """Sum of |x|^p (x*x for p = 2) over a 1-D array, in float64, as ``reference.blocked_lane_sum`` forms it."""
-    if flat.size == 0:
-        return 0.0
-    return float(np.add.accumulate(_block_sums(flat, p))[-1])   # blocks in order
-
-
-def _block_sums(flat, p):
-    """The float64 sums of |x|^p over each BLOCK of a 1-D array (the last one partial), which
-    ``_blocked_sum`` adds in order: a slice starting at a block boundary has the same ones."""
     n = flat.size
+    if n == 0:
+        return 0.0
     nb = -(-n // BLOCK)
     block_sums = np.empty(nb)
     scratch = np.empty(min(nb, _CHUNK_BLOCKS) * BLOCK)
@@ -90,7 +84,7 @@ def _block_sums(flat, p):
             # each block: lane i % LANES adds its elements in order, the lanes are added in order
             lanes = np.add.accumulate(w.reshape(nbc, BLOCK // LANES, LANES), axis=1)[:, -1, :] + 0.0
             block_sums[b0:b0 + nbc] = np.add.accumulate(lanes, axis=1)[:, -1]
-    return block_sums
+    return float(np.add.accumulate(block_sums)[-1])   # blocks in order
 
 
 def _tensor_reduction(flat, p):

@@ -352,7 +352,7 @@ class _Dask:
             self.client = distributed.Client(client)
         else:
             self.cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                                                    dashboard_address=None, silence_logs=logging.ERROR)
+                                                    dashboard_address=":0", silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster)
 
     def submit(self, fn, *args):
