@@ -1,6 +1,7 @@
 """Scaling out: etakit.distributed.ShardedOptimizer on MPI, and etakit.sweep on Dask.
 
-Four measurements, each side by side in one run (medians over steps):
+Four measurements, each side by side in one run (medians over steps; the step
+variants interleaved, one of each per round):
 
 1. **State memory per rank** against the rank count: the optimizer state
    each rank keeps (AdamW: two buffers) on 1 and 2 ranks, measured from the
@@ -83,47 +84,26 @@ def worker(kind, out, elements, steps):
     grad = np.random.default_rng(1 + rank).standard_normal(n).astype(np.float32)
     res = {"ranks": R, "n": n, "tensors": len(shapes), "bytes_per_element": 4}
 
-    def timed(step, label):
-        for _ in range(2):
-            step()
-        ts = []
-        for _ in range(steps):
-            comm.Barrier()
-            t0 = time.perf_counter()
-            step()
-            t = time.perf_counter() - t0
-            ts.append(comm.allreduce(t, op=MPI.MAX))    # a step ends when the slowest rank's does
-        res[label] = float(np.median(ts))
-
-    def sent(step, label, k=3):
+    def sent(step, k=3):
         step()
         comm.Barrier()
         b0 = _lo_tx()
         for _ in range(k):
             step()
         comm.Barrier()
-        res[label] = (_lo_tx() - b0) / (k * R)       # the loopback sees every rank's bytes once
+        return (_lo_tx() - b0) / (k * R)       # the loopback sees every rank's bytes once
 
-    measure = timed if kind == "time" else sent
+    variants = {}
     # sharded (ZeRO-1): flat parameters and gradients, no copies
-    flat = start.copy()
-    opt = ShardedOptimizer(etakit.AdamW(_flat_views(flat, shapes), lr=1e-3), comm)
-    for g, v in zip(opt.grads, _flat_views(grad, shapes)):
-        g[...] = v
-    measure(opt.step, "sharded")
-    state = sum(a.nbytes for st in opt._inner._state for a in st.values())
-    res["state_bytes"] = comm.gather(state, root=0)
-    res["shard_elements"] = [opt.bounds[r + 1] - opt.bounds[r] for r in range(R)]
-    res["recv_bytes"] = opt._recv.nbytes
+    opt = ShardedOptimizer(etakit.AdamW(_flat_views(start.copy(), shapes), lr=1e-3), comm)
     clipped = ShardedOptimizer(etakit.AdamW(_flat_views(start.copy(), shapes), lr=1e-3), comm, max_grad_norm=1.0,
                                nonfinite="skip")
-    for g, v in zip(clipped.grads, _flat_views(grad, shapes)):
-        g[...] = v
-    measure(clipped.step, "sharded_clip")
-    del opt, clipped
+    for o in (opt, clipped):
+        for g, v in zip(o.grads, _flat_views(grad, shapes)):
+            g[...] = v
+    variants["sharded"], variants["sharded_clip"] = opt.step, clipped.step
     # unsharded data parallel: all-reduce the gradients, every rank steps the whole model
-    flat2 = start.copy()
-    plain = etakit.AdamW(_flat_views(flat2, shapes), lr=1e-3)
+    plain = etakit.AdamW(_flat_views(start.copy(), shapes), lr=1e-3)
     g2 = np.empty_like(grad)
     gviews = _flat_views(g2, shapes)
 
@@ -134,18 +114,33 @@ def worker(kind, out, elements, steps):
             np.divide(g2, R, out=g2)
         plain.step(gviews)
 
-    measure(unsharded, "unsharded")
-    res["unsharded_state_bytes"] = sum(a.nbytes for st in plain._state for a in st.values())
-    del plain
+    variants["unsharded"] = unsharded
     if kind == "time":
-        # the collectives alone, and the step alone
+        # the collectives alone
         bounds = list(np.linspace(0, n, R + 1).astype(int))
         counts = [bounds[r + 1] - bounds[r] for r in range(R)]
         recv = np.empty(counts[rank], np.float32)
         buf = start.copy()
-        timed(lambda: (comm.Reduce_scatter(grad, recv, counts, op=MPI.SUM),
-                       comm.Allgatherv(MPI.IN_PLACE, [buf, counts, bounds[:-1], MPI.FLOAT])), "collectives_zero")
-        timed(lambda: comm.Allreduce(MPI.IN_PLACE, g2, op=MPI.SUM), "collective_allreduce")
+        variants["collectives_zero"] = lambda: (comm.Reduce_scatter(grad, recv, counts, op=MPI.SUM),
+                                                comm.Allgatherv(MPI.IN_PLACE, [buf, counts, bounds[:-1], MPI.FLOAT]))
+        variants["collective_allreduce"] = lambda: comm.Allreduce(MPI.IN_PLACE, g2, op=MPI.SUM)
+        # interleaved: every round times each variant once, so a burst of load hits them alike
+        times = {k: [] for k in variants}
+        for r in range(steps + 2):
+            for k, step in variants.items():
+                comm.Barrier()
+                t0 = time.perf_counter()
+                step()
+                t = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)   # the step ends with the slowest rank
+                if r >= 2:
+                    times[k].append(t)
+        res.update({k: float(np.median(v)) for k, v in times.items()})
+    else:
+        res.update({k: sent(step) for k, step in variants.items()})
+    res["state_bytes"] = comm.gather(sum(a.nbytes for st in opt._inner._state for a in st.values()), root=0)
+    res["shard_elements"] = [opt.bounds[r + 1] - opt.bounds[r] for r in range(R)]
+    res["recv_bytes"] = opt._recv.nbytes
+    res["unsharded_state_bytes"] = sum(a.nbytes for st in plain._state for a in st.values())
     if rank == 0:
         with open(out, "w") as f:
             json.dump(res, f)
@@ -197,10 +192,16 @@ def sweep_times(trials, epochs, hidden):
         t0 = time.perf_counter()
         serial = etakit.sweep(demo, lrs, client="serial", progress=False)
         out["serial (this process)"] = (time.perf_counter() - t0, None)
+    import dask
+
+    # as etakit.sweep's own LocalCluster: without Dask's MALLOC_TRIM_THRESHOLD_ (see etakit.sweeps._Dask)
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     for w in (1, 2):
         t0 = time.perf_counter()
-        with distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                      silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+                distributed.LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                         silence_logs=40) as cluster, distributed.Client(cluster) as client:
             client.wait_for_workers(w)
             client.run(_warm_up)
             up = time.perf_counter() - t0
