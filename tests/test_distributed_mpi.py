@@ -169,6 +169,15 @@ def test_every_rule_is_sharded_or_refused():
                 assert ShardedOptimizer(opt, MPI.COMM_SELF).mode == how
 
 
+def test_low_precision_state_set_later_is_refused_at_the_step():
+    w = np.zeros(8, np.float32)
+    opt = ShardedOptimizer(etakit.Adam([w]), MPI.COMM_SELF)
+    opt.param_groups[0]["state_dtype"] = "bfloat16"
+    with pytest.raises(ValueError, match="low-precision"):
+        opt.step([np.ones(8, np.float32)])
+    assert opt.step_count == 0 and not w.any()
+
+
 @pytest.mark.parametrize("kind,hp,ok,match", [
     ("LAMB", dict(pre_norm=True), {}, "pre_norm"),
     ("Adan", dict(max_grad_norm=1.0), {}, "max_grad_norm"),

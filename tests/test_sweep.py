@@ -197,3 +197,13 @@ def test_dask_sweep_on_worker_processes(serial):
     assert all(r["extra"]["pid"] != os.getpid() for r in ran)
     # Dask's default MALLOC_TRIM_THRESHOLD_=65536 makes numpy loops about 2x slower; etakit's cluster drops it
     assert all(r["extra"]["malloc_trim"] == "unset" for r in ran)
+
+
+def test_a_progress_bar_on_a_terminal(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    etakit.sweep(train, [1e-2, 0.1], client="serial", progress=True)
+    err = capsys.readouterr().err
+    assert "sweep" in err and "2/2" in err and "trial" in err
+    etakit.sweep(train, [1e-2], client="serial", progress=False)
+    assert capsys.readouterr().err == ""

@@ -399,14 +399,20 @@ class ShardedOptimizer:
         if len(groups) != len(self._inner.param_groups):
             raise ValueError("the wrapped optimizer's parameter groups changed; build a new ShardedOptimizer "
                              "(add_param_group is not supported)")
-        changed = False
-        for g, mine in zip(groups, self._inner.param_groups):
-            for k, v in self._hyper(g).items():
-                if mine.get(k, _MISSING) is not v:
-                    mine[k] = v
-                    changed = True
-        if changed:
-            sharding(type(self.optimizer), groups)
+        hyper = [self._hyper(g) for g in groups]
+        if all(len(h) == len(mine) - 1 - sum(k in mine for k in self._spec.group_state) and
+               all(mine.get(k, _MISSING) is v for k, v in h.items())
+               for h, mine in zip(hyper, self._inner.param_groups)):
+            return                                  # (every step: nothing changed)
+        sharding(type(self.optimizer), groups)      # checked before anything changes
+        for gi, g in enumerate(groups):
+            if _lowp.options(g) != tuple(_lowp.KEYS.values()):
+                raise ValueError(f"param_groups[{gi}]: ShardedOptimizer keeps state in the parameters' dtype; "
+                                 "low-precision state (state_dtype=...) is not sharded")
+        for h, mine in zip(hyper, self._inner.param_groups):
+            for k in [k for k in mine if k != "params" and k not in self._spec.group_state and k not in h]:
+                del mine[k]
+            mine.update(h)
 
     def _pull_groups(self):
         """The shard's per-group scalars (schedule-free's k, train_mode, ...) into the wrapped optimizer's groups."""

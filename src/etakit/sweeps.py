@@ -350,6 +350,9 @@ class _Dask:
             self.client, self.own = client, False
         elif isinstance(client, str):
             self.client = distributed.Client(client)
+        elif client is not None:
+            raise TypeError(f"client must be None, 'serial', a scheduler address or a dask.distributed.Client, "
+                            f"got {type(client).__name__}")
         else:
             import dask
 
