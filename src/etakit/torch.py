@@ -21,6 +21,19 @@ rule, its checks and the link to the engine are the same objects
 (``etakit._step``); this module adds only what PyTorch needs (state in
 ``self.state`` under the reference's names, tensors instead of arrays).
 
+Under ``torch.distributed`` the drop-ins work unchanged: with
+``DistributedDataParallel`` (each process steps on the averaged gradients) and
+as ``optimizer_class`` of ``torch.distributed.optim.ZeroRedundancyOptimizer``
+(each rank's optimizer holds whole tensors of its partition), including
+``consolidate_state_dict`` and resuming from it; tests/test_distributed_torch.py
+checks both against one process.  With ZeRO, as with any local optimizer:
+rules that reduce over every tensor of a group (Prodigy, D-Adaptation, DoG,
+LAMB's ``pre_norm``, Adan's ``max_grad_norm``) reduce over the rank's partition;
+a schedule-free optimizer's mode is a group key, which ZeRO copies from its
+own groups, so set it there too after ``zero.optim.train()``; and etakit
+schedules given as hyperparameters restart from step 0 after a resume (ZeRO's
+checkpoint keeps no ``step_count``; ``torch.optim.lr_scheduler`` keeps its own).
+
 torch is imported by this module only (``import etakit.torch``).
 
 Examples
@@ -34,6 +47,7 @@ Examples
 import inspect
 import numbers
 import operator
+from collections import defaultdict
 
 import torch
 
@@ -96,6 +110,41 @@ def _refuse_lowp(group, where):
                                   "state (state_dtype=...) are in the numpy optimizers (etakit.Adam, ...)")
 
 
+class _State(defaultdict):
+    """A drop-in's ``self.state``: torch's ``defaultdict(dict)`` that counts changes to its entries.
+
+    ``torch.distributed.optim.ZeroRedundancyOptimizer.load_state_dict`` assigns a
+    parameter's whole entry (``optim.state[p] = {...}``) instead of calling the
+    optimizer's ``load_state_dict``; the count tells the next step that its plan
+    (pointers into the old buffers) is stale.  (A tensor replaced inside an entry,
+    ``state[p]["exp_avg"] = t``, is not seen: write into the tensor instead.)"""
+
+    def __init__(self, *args):
+        super().__init__(dict, *args)
+        self.version = 0
+
+    def __reduce__(self):      # defaultdict's would call _State(dict)
+        return type(self), (), None, None, iter(self.items())
+
+    def __setitem__(self, key, value):
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.version += 1
+        super().__delitem__(key)
+
+    def _changed(name):
+        def method(self, *args, **kwargs):
+            self.version += 1
+            return getattr(super(_State, self), name)(*args, **kwargs)
+        method.__name__ = name
+        return method
+
+    pop, popitem, clear, update, setdefault = map(_changed, ("pop", "popitem", "clear", "update", "setdefault"))
+    del _changed
+
+
 class _DropIn(torch.optim.Optimizer):
     """Shared machinery of the drop-ins: PyTorch-layout state, one C call per step."""
 
@@ -117,6 +166,8 @@ class _DropIn(torch.optim.Optimizer):
         self.last_grad_norm = None
         spec.pack(_floats(defaults), "defaults")
         super().__init__(params, defaults)
+        self.state = _State(self.state)
+        self._state_mark = (None, -1)    # (self.state, its version) when the plan was built
 
     # torch.amp.GradScaler hands the loss scale and its inf check to the step
     # (optimizer.grad_scale, optimizer.found_inf), as to PyTorch's fused optimizers
@@ -356,6 +407,8 @@ class _DropIn(torch.optim.Optimizer):
             st.key = hp
         k = self._k
         ran = False
+        if st.plan is not None and self._state_replaced():
+            st.plan = None
         if st.plan is not None and st.spec.host is None:
             self._before_run(groups, k)
             self._set_loop()
@@ -398,6 +451,14 @@ class _DropIn(torch.optim.Optimizer):
             for g in groups:
                 g["step"] = g.get("step", 0) + 1
         self._k = k + 1
+
+    def _state_replaced(self):
+        """Whether entries of ``self.state`` (or the dict itself) were replaced since the plan was built."""
+        s = self.state
+        if type(s) is not _State:      # torch's load_state_dict, or a user, put a new dict there
+            self.state = s = _State(s)
+        mark = self._state_mark
+        return mark[0] is not s or mark[1] != s.version
 
     def _run_side(self, phases):
         """Run side phases of the rule (passes that are not a step and read no gradient,
@@ -518,6 +579,10 @@ class _DropIn(torch.optim.Optimizer):
             self._steps = steps_t.numpy()            # += on the numpy view costs less than a torch op
         elif final:
             self._steps = None
+        if final:
+            if type(self.state) is not _State:
+                self.state = _State(self.state)
+            self._state_mark = (self.state, self.state.version)
 
     # ---- the loop's other passes (etakit._passes) --------------------------
     @property
@@ -598,7 +663,7 @@ class _DropIn(torch.optim.Optimizer):
         # torch.optim's __getstate__ keeps only defaults, state and groups; keep ours too,
         # less the plan (C pointers) and the lock, which are rebuilt
         d = dict(self.__dict__)
-        for key in ("_stepper", "_get_hp", "_steps"):
+        for key in ("_stepper", "_get_hp", "_steps", "_state_mark"):
             d.pop(key, None)
         return d
 
@@ -607,6 +672,9 @@ class _DropIn(torch.optim.Optimizer):
         self._stepper = Stepper(RuleSpec.of(self._numpy))
         self._get_hp = operator.itemgetter(*self._stepper.spec.kernel_keys)
         self._steps = None
+        if type(self.state) is not _State:     # (torch's load_state_dict comes here with a new defaultdict)
+            self.state = _State(self.state)
+        self._state_mark = (None, -1)
 
 
 def _drop_in(np_cls):
