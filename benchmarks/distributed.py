@@ -96,7 +96,7 @@ def worker(kind, out, elements, steps):
     variants = {}
     # sharded (ZeRO-1): flat parameters and gradients, no copies
     opt = ShardedOptimizer(etakit.AdamW(_flat_views(start.copy(), shapes), lr=1e-3), comm)
-    clipped = ShardedOptimizer(etakit.AdamW(_flat_views(start.copy(), shapes), lr=1e-3), comm, max_grad_norm=1.0,
+    clipped = ShardedOptimizer(etakit.AdamW(_flat_views(start.copy(), shapes), lr=1e-3), comm, global_clipnorm=1.0,
                                nonfinite="skip")
     for o in (opt, clipped):
         for g, v in zip(o.grads, _flat_views(grad, shapes)):

@@ -813,6 +813,21 @@ int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double 
     return ETK_OK;
 }
 
+int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums)
+{
+    const etk_pass_fns *pf;
+    size_t j, es;
+    double part[3];
+    if ((n && (!grad || !sums)) || (dtype != ETK_FLOAT32 && dtype != ETK_FLOAT64)) return ETK_EARG;
+    pf = &etk_kernels_now()->pass[dtype];
+    es = dtype == ETK_FLOAT32 ? sizeof(float) : sizeof(double);
+    for (j = 0; j < n; j += ETK_BLOCK) {
+        pf->norm((const unsigned char *)grad + j * es, (j + ETK_BLOCK < n ? j + ETK_BLOCK : n) - j, 0, part);
+        sums[j / ETK_BLOCK] = part[0];
+    }
+    return ETK_OK;
+}
+
 int etk_probe_multi(const etk_tensor *tensors, size_t count)
 {
     return etk_step_desc(etk_rule_desc_get(ETK_RULE_PROBE), ETK_RULE_PROBE, tensors, count, NULL, 0, NULL, NULL);

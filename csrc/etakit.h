@@ -512,6 +512,13 @@ typedef struct etk_step_opts {
  * only. */
 int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm, int64_t *first_nonfinite);
 
+/* The sums of squares of grad (n elements of dtype ETK_FLOAT32 or
+ * ETK_FLOAT64) over each block of ETK_BLOCK elements, in float64, formed as
+ * the norm pass forms them (added in order they give the tensor's sum), into
+ * sums[0 .. ceil(n / ETK_BLOCK)); serial.  For callers that combine the norm
+ * of pieces held in several places (a sharded optimizer). */
+int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums);
+
 typedef struct etk_step_report {
     double grad_norm;    /* the global gradient norm (after grad_scale, before clipping); NaN if not made */
     double grad_mul;     /* the factor the gradients were read with (1 if none) */

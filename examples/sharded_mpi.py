@@ -11,7 +11,7 @@ X = rng.standard_normal((512, 64))
 y = X @ np.linspace(-1, 1, 64) + 0.5
 flat = np.zeros(64 + 1)                              # the parameters as views of one array:
 w, b = flat[:64], flat[64:]                          # the all-gather writes into them, no copies
-opt = ShardedOptimizer(etakit.AdamW([w, b], lr=0.05), comm, max_grad_norm=10.0, nonfinite="skip")
+opt = ShardedOptimizer(etakit.AdamW([w, b], lr=0.05), comm, global_clipnorm=10.0, nonfinite="skip")
 for step in range(300):
     r = X @ w + b - y
     opt.step([X.T @ r / len(y), np.array([r.mean()])])    # every rank calls step

@@ -55,12 +55,12 @@ def single_process(name):
     for k in range(STEPS):
         g = mean([grads(name, k, r, params) for r in range(2)])
         refuse = False
-        if "max_grad_norm" in opts or opts.get("nonfinite", "ignore") != "ignore":
+        if "global_clipnorm" in opts or opts.get("nonfinite", "ignore") != "ignore":
             norm = etakit.grad_norm(g, p)
             refuse = not math.isfinite(norm) and opts.get("nonfinite", "ignore") != "ignore"
         if not refuse:
-            if "max_grad_norm" in opts:
-                etakit.clip_grad_norm_(g, opts["max_grad_norm"], p)
+            if "global_clipnorm" in opts:
+                etakit.clip_grad_norm_(g, opts["global_clipnorm"], p)
             opt.step(g)
         refused.append(refuse)
         traj.append([a.copy() for a in params])
@@ -200,8 +200,8 @@ def test_bad_arguments():
         ShardedOptimizer([w], MPI.COMM_SELF)
     with pytest.raises(TypeError, match="intracommunicator"):
         ShardedOptimizer(etakit.SGD([w]), None)
-    for kw, match in [(dict(max_grad_norm=-1.0), "max_grad_norm"), (dict(max_grad_norm=float("nan")), "max_grad_norm"),
-                      (dict(max_grad_norm=True), "max_grad_norm"), (dict(norm_type=0), "norm_type"),
+    for kw, match in [(dict(global_clipnorm=-1.0), "global_clipnorm"), (dict(global_clipnorm=float("nan")), "global_clipnorm"),
+                      (dict(global_clipnorm=True), "global_clipnorm"), (dict(norm_type=0), "norm_type"),
                       (dict(norm_type=-1.0), "norm_type"), (dict(nonfinite="warn"), "nonfinite")]:
         with pytest.raises(ValueError, match=match):
             ShardedOptimizer(etakit.SGD([w]), MPI.COMM_SELF, **kw)
@@ -237,7 +237,7 @@ def test_one_rank_is_the_plain_optimizer_with_clipping():
     rng = np.random.default_rng(3)
     ws = [rng.standard_normal(s) for s in [(5000,), (3, 7), (9000,)]]
     ref = [w.copy() for w in ws]
-    opt = ShardedOptimizer(etakit.AdamW(ws, lr=1e-2), MPI.COMM_SELF, max_grad_norm=1.0)
+    opt = ShardedOptimizer(etakit.AdamW(ws, lr=1e-2), MPI.COMM_SELF, global_clipnorm=1.0)
     plain = etakit.AdamW(ref, lr=1e-2)
     for k in range(4):
         g = [rng.standard_normal(w.shape) for w in ws]
@@ -278,3 +278,21 @@ def test_distributed_is_the_only_module_that_imports_mpi4py():
     users = sorted(p.name for p in src.glob("*.py") if "mpi4py" in p.read_text())
     assert users == ["distributed.py"]
     assert distributed.MPI is MPI
+
+
+def test_the_wrapped_optimizers_loop_options_become_the_sharded_steps():
+    ws = [np.ones(5), np.ones(3)]
+    inner = etakit.AdamW(ws, lr=1e-2, global_clipnorm=0.5, nonfinite="skip")
+    opt = ShardedOptimizer(inner, MPI.COMM_SELF)
+    assert (opt.global_clipnorm, opt.norm_type, opt.nonfinite) == (0.5, 2.0, "skip")
+    ref = [w.copy() for w in ws]
+    g = [np.full(5, 3.0), np.full(3, -2.0)]
+    opt.step([x.copy() for x in g])
+    plain = etakit.AdamW(ref, lr=1e-2)
+    clipped = [x.copy() for x in g]
+    etakit.clip_grad_norm_(clipped, 0.5)
+    plain.step(clipped)
+    for a, b in zip(ws, ref):
+        assert a.tobytes() == b.tobytes()
+    with pytest.raises(ValueError, match="ema_decay"):
+        ShardedOptimizer(etakit.AdamW([np.ones(2)], ema_decay=0.9), MPI.COMM_SELF)

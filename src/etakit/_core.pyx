@@ -243,6 +243,25 @@ def grad_norm(list arrays, bint norm_inf=False):
         free(t)
 
 
+def grad_block_sums(cnp.ndarray a not None):
+    """The float64 sums of squares of a C-contiguous float32/float64 array over each block of 4096
+    elements (etk_grad_block_sums); None for another kind of array."""
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(a)
+    cdef cnp.npy_intp nb = <cnp.npy_intp>((n + 4095) // 4096)
+    cdef cnp.ndarray out
+    cdef int dt, st
+    if cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        return None
+    out = cnp.PyArray_EMPTY(1, &nb, cnp.NPY_FLOAT64, 0)
+    dt = ETK_FLOAT32 if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 else ETK_FLOAT64
+    with nogil:
+        st = etk_grad_block_sums(cnp.PyArray_DATA(a), dt, n, <double *>cnp.PyArray_DATA(out))
+    if st != ETK_OK:
+        raise ValueError("etk_grad_block_sums refused its arguments")
+    return out
+
+
 def rule_names():
     return [etk_rule_info_get(i).name.decode() for i in range(ETK_NRULES)]
 

@@ -33,9 +33,9 @@ How a rule is sharded follows from what its update reads:
 - rules that reduce over every tensor of a group (Prodigy, D-Adaptation, DoG
   without ``layer_wise``) and the options that reduce over all tensors
   (LAMB's ``pre_norm``, Adan's ``max_grad_norm``) are refused: their step is
-  not separable; use ``max_grad_norm`` here, which clips by the global norm.
+  not separable; use ``global_clipnorm`` here, which clips by the global norm.
 
-Global-norm clipping (``max_grad_norm``) and the non-finite policy
+Global-norm clipping (``global_clipnorm``) and the non-finite policy
 (``nonfinite``) see the norm of all the averaged gradients: each rank forms
 the float64 sums of its 4096-element blocks, one ``Allgatherv`` gives every
 rank all of them, and every rank adds them in the same fixed order, the order
@@ -54,7 +54,7 @@ Run with ``mpiexec -n 2 python train.py``::
 
     flat = np.zeros(10 * 3 + 3)                  # parameters as views of one array: no copies
     W, b = flat[:30].reshape(10, 3), flat[30:]
-    opt = ShardedOptimizer(etakit.AdamW([W, b], lr=1e-3), MPI.COMM_WORLD, max_grad_norm=1.0)
+    opt = ShardedOptimizer(etakit.AdamW([W, b], lr=1e-3), MPI.COMM_WORLD, global_clipnorm=1.0)
     for step in range(100):
         gW, gb = ...                             # this rank's gradients
         opt.step([gW, gb])                       # every rank calls step
@@ -71,7 +71,7 @@ except ImportError as e:       # pragma: no cover (the extra is installed where 
     raise ImportError("etakit.distributed needs mpi4py and an MPI library: pip install 'etakit[mpi]' "
                       f"(which installs mpi4py and mpich) ({e})") from None
 
-from . import _lowp
+from . import _core, _lowp
 from . import optim as _optim
 from ._step import RuleSpec
 from .errors import GradientError, GradientTypeError, StateError
@@ -94,11 +94,11 @@ def sharding(opt_cls, groups):
         if name == "LAMB" and g.get("pre_norm"):
             raise ValueError(f"ShardedOptimizer: LAMB with pre_norm=True (param_groups[{gi}]) clips by the norm of "
                              "every tensor together, which no shard sees; use ShardedOptimizer(..., "
-                             "max_grad_norm=...) to clip by the global norm")
+                             "global_clipnorm=...) to clip by the global norm")
         if name == "Adan" and (g.get("max_grad_norm") or 0.0) > 0:
             raise ValueError(f"ShardedOptimizer: Adan with max_grad_norm > 0 (param_groups[{gi}]) clips by the norm "
                              "of every tensor together, which no shard sees; use ShardedOptimizer(..., "
-                             "max_grad_norm=...) to clip by the global norm")
+                             "global_clipnorm=...) to clip by the global norm")
     if issubclass(opt_cls, _optim._ScheduleFree):
         return "elements"      # per-group scalars from the step count and lr only: the same on every rank
     if spec.group_state:
@@ -149,6 +149,10 @@ def _block_sums(flat, p):
     ``i % 16`` adds its elements in order, then the lanes in order), so that adding a tensor's
     block sums in order gives its ``grad_norm`` sum bit for bit.  Row by row: the float64 values
     are never all in memory at once."""
+    if p == 2.0:
+        fast = _core.grad_block_sums(flat)      # the engine's norm pass, the same sums
+        if fast is not None:
+            return fast
     rows = BLOCK // LANES
     n = flat.size
     full = n // BLOCK
@@ -236,12 +240,17 @@ class ShardedOptimizer:
         are updated in place by the all-gather; others through a copy.
     comm : mpi4py.MPI.Intracomm
         The ranks that share the work, e.g. ``MPI.COMM_WORLD``.
-    max_grad_norm : float or None, default None
+    global_clipnorm : float or None, default None
         Clip the averaged gradients by their global norm, as
-        ``etakit.clip_grad_norm_(grads, max_grad_norm, norm_type)``.
-    norm_type : float, default 2.0
-        The order of that norm: > 0, or ``float('inf')``.
-    nonfinite : {"ignore", "skip", "raise"}, default "ignore"
+        ``etakit.clip_grad_norm_(grads, global_clipnorm, norm_type)``.
+        None: the wrapped optimizer's ``global_clipnorm`` (its clipping is
+        done here, by the norm over every rank, never by a shard's).
+    norm_type : float, optional
+        The order of that norm: > 0, or ``float('inf')`` (default: the
+        optimizer's, 2.0 unless set).
+    nonfinite : {"ignore", "skip", "raise"}, optional
+        Default: the optimizer's policy ("raise" with clipping, else
+        "ignore", unless it sets one).
         What a non-finite global gradient norm does: "ignore" steps anyway
         (as ``torch.optim``); "skip" leaves parameters, state and step count
         as they were on every rank (counted in ``skipped_steps``); "raise"
@@ -257,7 +266,7 @@ class ShardedOptimizer:
         the flat parameter vector.
     last_grad_norm : float or None
         The global norm of the last step's averaged gradients (before
-        clipping), when ``max_grad_norm`` or ``nonfinite`` needs it.
+        clipping), when ``global_clipnorm`` or ``nonfinite`` needs it.
     skipped_steps : int
         Steps skipped by ``nonfinite="skip"``.
 
@@ -273,13 +282,13 @@ class ShardedOptimizer:
     >>> from mpi4py import MPI
     >>> from etakit.distributed import ShardedOptimizer
     >>> w = np.zeros(3)
-    >>> opt = ShardedOptimizer(etakit.AdamW([w], lr=0.1), MPI.COMM_SELF, max_grad_norm=1.0)
+    >>> opt = ShardedOptimizer(etakit.AdamW([w], lr=0.1), MPI.COMM_SELF, global_clipnorm=1.0)
     >>> opt.step([np.array([3.0, 4.0, 0.0])])
     >>> opt.last_grad_norm, w.round(3)
     (5.0, array([-0.1, -0.1,  0. ]))
     """
 
-    def __init__(self, optimizer, comm, *, max_grad_norm=None, norm_type=2.0, nonfinite="ignore"):
+    def __init__(self, optimizer, comm, *, global_clipnorm=None, norm_type=None, nonfinite=None):
         if not isinstance(optimizer, _optim.Optimizer):
             raise TypeError(f"optimizer must be an etakit optimizer (etakit.AdamW, ...), got "
                             f"{type(optimizer).__name__}")
@@ -289,11 +298,23 @@ class ShardedOptimizer:
         if optimizer.step_count or any(optimizer._state) or any(optimizer._steps):
             raise ValueError("optimizer has stepped already; wrap a new optimizer (to continue a run, load its "
                              "state_dict into the ShardedOptimizer)")
-        if max_grad_norm is not None:
-            if isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, numbers.Real) or \
-                    not max_grad_norm >= 0 or not math.isfinite(max_grad_norm):
-                raise ValueError(f"max_grad_norm must be a finite number >= 0 or None, got {max_grad_norm!r}")
-            max_grad_norm = float(max_grad_norm)
+        # the wrapped optimizer's own loop options (etakit._passes) become the sharded step's: its
+        # shards' optimizer must not clip by a shard's norm
+        loop = optimizer._loop
+        if loop.ema_decay is not None:
+            raise ValueError("ShardedOptimizer: the optimizer has ema_decay set; an EMA of the parameters is not "
+                             "sharded (keep one of the gathered parameters on the rank that evaluates)")
+        if global_clipnorm is None:
+            global_clipnorm = loop.global_clipnorm
+        if norm_type is None:
+            norm_type = loop.norm_type
+        if nonfinite is None:
+            nonfinite = loop.nonfinite or ("raise" if global_clipnorm is not None else "ignore")
+        if global_clipnorm is not None:
+            if isinstance(global_clipnorm, bool) or not isinstance(global_clipnorm, numbers.Real) or \
+                    not global_clipnorm >= 0 or not math.isfinite(global_clipnorm):
+                raise ValueError(f"global_clipnorm must be a finite number >= 0 or None, got {global_clipnorm!r}")
+            global_clipnorm = float(global_clipnorm)
         p = _norm_type(norm_type)
         if not (p > 0):
             raise ValueError(f"norm_type must be > 0 (2.0, 1.0, float('inf'), ...), got {norm_type!r}")
@@ -314,7 +335,7 @@ class ShardedOptimizer:
         self.optimizer = optimizer
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.max_grad_norm, self.norm_type, self.nonfinite = max_grad_norm, p, nonfinite
+        self.global_clipnorm, self.norm_type, self.nonfinite = global_clipnorm, p, nonfinite
         self.last_grad_norm = None
         self.skipped_steps = 0
         self._spec = RuleSpec.of(cls)
@@ -498,7 +519,7 @@ class ShardedOptimizer:
         self.comm.Reduce_scatter(send, recv, self._counts, op=MPI.SUM)
         if self.size > 1:
             np.divide(recv, self.size, out=recv)          # the mean, as (g0 + ... ) / R
-        if self.max_grad_norm is not None or self.nonfinite != "ignore":
+        if self.global_clipnorm is not None or self.nonfinite != "ignore":
             total, values = self._global_norm()
             self.last_grad_norm = total
             if not math.isfinite(total):
@@ -510,8 +531,8 @@ class ShardedOptimizer:
                     raise GradientError(f"the gradients averaged over the ranks have a non-finite norm "
                                         f"({total}); grads[{bad}] (parameter of shape {self._shapes[bad]}) is the "
                                         "first with a NaN or inf; nothing was written (nonfinite='raise')", bad)
-            if self.max_grad_norm is not None:
-                coef = self.max_grad_norm / (total + 1e-6)     # as etakit.clip_grad_norm_ and torch
+            if self.global_clipnorm is not None:
+                coef = self.global_clipnorm / (total + 1e-6)     # as etakit.clip_grad_norm_ and torch
                 if coef > 1.0:
                     coef = 1.0
                 if coef != 1.0:
