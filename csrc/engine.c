@@ -828,6 +828,53 @@ int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums)
     return ETK_OK;
 }
 
+/* Elements [lo, hi) (snapped to blocks) of etk_accumulate. */
+static void etk_axpy_range(const etk_call *c, size_t lo, size_t hi, double w, int first)
+{
+    size_t i, off = 0;
+    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
+        const etk_tensor *t = &c->ts[i];
+        const size_t es = etk_esize(t);
+        size_t a, b;
+        if (t->n == 0 || off + t->n <= lo) continue;
+        a = lo > off ? lo - off : 0;
+        b = hi - off < t->n ? hi - off : t->n;
+        c->kernels->pass[t->dtype].axpy((unsigned char *)t->param + a * es, (const unsigned char *)t->grad + a * es,
+                                         b - a, w, first);
+    }
+}
+
+int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int first)
+{
+    etk_call c;
+    size_t i;
+    if ((count && !tensors) || !etk_finite(weight)) return ETK_EARG;
+    for (i = 0; i < count; i++)
+        if (tensors[i].dtype >= ETK_NDTYPES || (tensors[i].n && (!tensors[i].grad || !tensors[i].param)))
+            return ETK_EARG;
+    memset(&c, 0, sizeof c);
+    c.ts = tensors;
+    c.count = count;
+    c.kernels = etk_kernels_now();
+    for (i = 0; i < count; i++) c.total += tensors[i].n;
+#ifdef _OPENMP
+    {
+        int nth = etk_threads_for(c.total);
+        if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+            {
+                int tid = omp_get_thread_num(), got = omp_get_num_threads();
+                etk_axpy_range(&c, etk_snap_to(&c, 0, 0, etk_cut(c.total, tid, got)),
+                               etk_snap_to(&c, 0, 0, etk_cut(c.total, tid + 1, got)), weight, first);
+            }
+            return ETK_OK;
+        }
+    }
+#endif
+    etk_axpy_range(&c, 0, c.total, weight, first);
+    return ETK_OK;
+}
+
 int etk_probe_multi(const etk_tensor *tensors, size_t count)
 {
     return etk_step_desc(etk_rule_desc_get(ETK_RULE_PROBE), ETK_RULE_PROBE, tensors, count, NULL, 0, NULL, NULL);

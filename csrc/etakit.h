@@ -519,6 +519,11 @@ int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double 
  * of pieces held in several places (a sharded optimizer). */
 int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums);
 
+/* Gradient accumulation, every tensor in one threaded call: param = weight *
+ * grad (first) or param + weight * grad, in the tensor's dtype (the param
+ * field is the accumulation buffer). */
+int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int first);
+
 typedef struct etk_step_report {
     double grad_norm;    /* the global gradient norm (after grad_scale, before clipping); NaN if not made */
     double grad_mul;     /* the factor the gradients were read with (1 if none) */

@@ -221,6 +221,7 @@ typedef struct etk_pass_fns {
     void (*scale)(const void *g, void *out, size_t n, double mul);
     void (*ema)(void *ema, const void *p, size_t n, double w);
     double (*absmax)(const void *g, size_t n);
+    void (*axpy)(void *acc, const void *g, size_t n, double w, int first);
 } etk_pass_fns;
 
 typedef struct etk_kernels {

@@ -105,9 +105,31 @@ ETK_TGT static void FN(pass_ema)(void *ev, const void *pv, size_t n, double w)
     }
 }
 
+/* acc = w g (first) or acc + w g, in T (w = 1: a copy or a plain sum) */
+ETK_TGT static void FN(pass_axpy)(void *accv, const void *gv, size_t n, double w, int first)
+{
+    T *restrict acc = (T *)accv;
+    const T *restrict g = (const T *)gv;
+    const T wt = (T)w;
+    size_t i;
+    if (first && w == 1.0) {
+#pragma omp simd
+        for (i = 0; i < n; i++) acc[i] = g[i];
+    } else if (first) {
+#pragma omp simd
+        for (i = 0; i < n; i++) acc[i] = g[i] * wt;
+    } else if (w == 1.0) {
+#pragma omp simd
+        for (i = 0; i < n; i++) acc[i] = acc[i] + g[i];
+    } else {
+#pragma omp simd
+        for (i = 0; i < n; i++) acc[i] = acc[i] + g[i] * wt;
+    }
+}
+
 #elif defined(ETK_PASS_ROW)
 {{ETK_CAT(pass_norm, ETK_VARIANT, f32), ETK_CAT(pass_scale, ETK_VARIANT, f32), ETK_CAT(pass_ema, ETK_VARIANT, f32),
-  ETK_CAT(pass_absmax, ETK_VARIANT, f32)},
+  ETK_CAT(pass_absmax, ETK_VARIANT, f32), ETK_CAT(pass_axpy, ETK_VARIANT, f32)},
  {ETK_CAT(pass_norm, ETK_VARIANT, f64), ETK_CAT(pass_scale, ETK_VARIANT, f64), ETK_CAT(pass_ema, ETK_VARIANT, f64),
-  ETK_CAT(pass_absmax, ETK_VARIANT, f64)}},
+  ETK_CAT(pass_absmax, ETK_VARIANT, f64), ETK_CAT(pass_axpy, ETK_VARIANT, f64)}},
 #endif

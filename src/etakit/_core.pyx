@@ -262,6 +262,36 @@ def grad_block_sums(cnp.ndarray a not None):
     return out
 
 
+def accumulate(list accs, list grads, double weight, bint first):
+    """acc = weight * g (first) or acc + weight * g for every pair, in one threaded C call
+    (etk_accumulate).  The arrays must be C-contiguous, aligned, of one float dtype per pair and
+    the same size (the caller checks)."""
+    cdef Py_ssize_t i, n = len(accs)
+    cdef etk_tensor *t = <etk_tensor *>calloc(n if n else 1, sizeof(etk_tensor))
+    cdef cnp.ndarray a, g
+    cdef int st
+    if not t:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a, g = accs[i], grads[i]
+            if cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(g) != \
+                    cnp.PyArray_TYPE(a) or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(g) or \
+                    not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_IS_C_CONTIGUOUS(g) or \
+                    not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISALIGNED(g) or not cnp.PyArray_ISWRITEABLE(a):
+                raise ValueError(f"accumulate: pair {i} is not two C-contiguous arrays of one float dtype and size")
+            t[i].param = cnp.PyArray_DATA(a)
+            t[i].grad = cnp.PyArray_DATA(g)
+            t[i].n = <size_t>cnp.PyArray_SIZE(a)
+            t[i].dtype = ETK_FLOAT32 if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 else ETK_FLOAT64
+        with nogil:
+            st = etk_accumulate(t, <size_t>n, weight, first)
+        if st != ETK_OK:
+            raise ValueError("etk_accumulate refused its arguments")
+    finally:
+        free(t)
+
+
 def rule_names():
     return [etk_rule_info_get(i).name.decode() for i in range(ETK_NRULES)]
 

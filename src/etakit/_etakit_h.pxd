@@ -123,6 +123,7 @@ cdef extern from "etakit.h" nogil:
     int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm,
                       int64_t *first_nonfinite)
     int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums)
+    int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int first)
     const etk_rule_info *etk_rule_info_get(int rule)
     int etk_rule_find(const char *name)
     int etk_rule_check(int rule, const void *hp, etk_error *err)

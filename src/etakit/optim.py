@@ -709,15 +709,9 @@ class Optimizer:
             if self._accum is None or len(self._accum) != len(self._params) or \
                     any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(self._accum, self._params)):
                 self._accum = [np.empty_like(p) for p in self._params]
-            with np.errstate(all="ignore"):
-                for a, g in zip(self._accum, grads):
-                    if first:
-                        np.multiply(g, w, out=a) if w != 1.0 else np.copyto(a, g)
-                    elif w != 1.0:
-                        a += g * w
-                    else:
-                        a += g
-            self._accum_weight += w
+            # one threaded C pass over every buffer (a non-contiguous gradient through a copy)
+            _core.accumulate(self._accum, [np.ascontiguousarray(g) for g in grads], w, first)
+            self._accum_weight = w if first else self._accum_weight + w
 
     def _check_accumulated(self, grads):
         if not isinstance(grads, (list, tuple)):
