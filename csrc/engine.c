@@ -17,6 +17,16 @@
  *
  * A call may run some of the phases only (etk_step_opts.phases), for rules
  * whose step has host work between phases.
+ *
+ * The training loop's other passes ride on the same region
+ * (etk_step_opts: loss scale, global-norm clipping, non-finite policy, EMA).
+ * A norm pass over the gradients comes first, with block partials combined
+ * serially in a fixed order, and decides before anything is written whether
+ * the step runs and with what gradient factor m.  The rules whose loops read
+ * grad[i] * gsign run with gsign * m (etk_rule_gsign_at); the others read
+ * each block of the gradient scaled into an L1 buffer (or, for phases over
+ * units, a scaled copy).  The EMA follows the last phase block by block,
+ * while the parameters are in cache.
  */
 #include <float.h>
 #include <stdlib.h>
