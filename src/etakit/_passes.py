@@ -9,6 +9,7 @@ the PyTorch drop-ins (``etakit.torch``) take them as keyword-only arguments.
 """
 import math
 import numbers
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -30,7 +31,8 @@ KEYS = {
 _NONFINITE = {"ignore": 0, "skip": 1, "raise": 2}
 
 
-def _real(v, name, lo=None, lo_open=False, hi=None, optional=False):
+def _real(v: Any, name: str, lo: Optional[float] = None, lo_open: bool = False, hi: Optional[float] = None,
+          optional: bool = False) -> Any:
     if v is None and optional:
         return None
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
@@ -44,7 +46,8 @@ def _real(v, name, lo=None, lo_open=False, hi=None, optional=False):
     return x
 
 
-def ema_decay_at(step, decay, warmup=False, gamma=1.0, power=2.0 / 3.0, min_decay=0.0, update_after_step=0):
+def ema_decay_at(step: int, decay: float, warmup: bool = False, gamma: float = 1.0, power: float = 2.0 / 3.0,
+                 min_decay: float = 0.0, update_after_step: int = 0) -> float:
     """The EMA decay of update ``step`` (1 for the first), as timm's ``ModelEmaV3.get_decay(step)``.
 
     0 for the first update after ``update_after_step`` (the average starts as
@@ -73,13 +76,13 @@ class LoopOptions:
     __slots__ = ("global_clipnorm", "norm_type", "nonfinite", "ema_decay", "ema_warmup", "ema_warmup_gamma",
                  "ema_warmup_power", "ema_min_decay", "ema_update_after_step")
 
-    def __init__(self, **kw):
+    def __init__(self, **kw: Any) -> None:
         for k, v in KEYS.items():
             object.__setattr__(self, k, v)
         for k, v in kw.items():
             setattr(self, k, v)
 
-    def __setattr__(self, name, v):
+    def __setattr__(self, name: str, v: Any) -> None:
         if name == "global_clipnorm":
             v = _real(v, name, 0.0, True, optional=True)
         elif name == "norm_type":
@@ -113,7 +116,7 @@ class LoopOptions:
         object.__setattr__(self, name, v)
 
     @property
-    def policy(self):
+    def policy(self) -> str:
         """The non-finite policy in force: the one given, or by default "raise" when a norm is made
         anyway (clipping), where the check costs nothing, and "ignore" otherwise (as torch.optim)."""
         if self.nonfinite is not None:
@@ -121,28 +124,29 @@ class LoopOptions:
         return "raise" if self.global_clipnorm is not None else "ignore"
 
     @property
-    def makes_norm(self):
+    def makes_norm(self) -> bool:
         return self.global_clipnorm is not None or self.policy != "ignore"
 
-    def decay(self, step):
+    def decay(self, step: int) -> float:
         return ema_decay_at(step, self.ema_decay, self.ema_warmup, self.ema_warmup_gamma, self.ema_warmup_power,
                             self.ema_min_decay, self.ema_update_after_step)
 
-    def set_plan(self, plan, step, grad_scale=None):
+    def set_plan(self, plan: Any, step: int, grad_scale: Optional[float] = None) -> None:
         """Hand the options for update ``step`` (1 for the first) to the plan."""
         w = 1.0 - self.decay(step) if self.ema_decay is not None else 0.0
         plan.set_loop(float(grad_scale) if grad_scale is not None else 0.0,
                       self.global_clipnorm or 0.0, self.norm_type == math.inf, _NONFINITE[self.policy], False, w)
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in KEYS}
 
-    def given(self):
+    def given(self) -> Dict[str, Any]:
         """The options that differ from their defaults."""
-        return {k: getattr(self, k) for k, d in KEYS.items() if getattr(self, k) != d or type(getattr(self, k)) is not type(d)}
+        return {k: getattr(self, k) for k, d in KEYS.items()
+                if getattr(self, k) != d or type(getattr(self, k)) is not type(d)}
 
 
-def check_grad_scale(v):
+def check_grad_scale(v: Any) -> Optional[float]:
     """A loss scale handed to a step: None, or a finite number > 0."""
     if v is None:
         return None
