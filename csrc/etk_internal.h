@@ -222,6 +222,7 @@ typedef struct etk_pass_fns {
     void (*ema)(void *ema, const void *p, size_t n, double w);
     double (*absmax)(const void *g, size_t n);
     void (*axpy)(void *acc, const void *g, size_t n, double w, int first);
+    void (*norm4)(const void *g, double *out);
 } etk_pass_fns;
 
 typedef struct etk_kernels {
