@@ -296,3 +296,39 @@ def test_the_wrapped_optimizers_loop_options_become_the_sharded_steps():
         assert a.tobytes() == b.tobytes()
     with pytest.raises(ValueError, match="ema_decay"):
         ShardedOptimizer(etakit.AdamW([np.ones(2)], ema_decay=0.9), MPI.COMM_SELF)
+
+
+def test_loop_options_follow_the_wrapped_optimizer_unless_set_here():
+    ws = [np.ones(5), np.ones(3)]
+    inner = etakit.AdamW(ws, lr=1e-2)
+    opt = ShardedOptimizer(inner, MPI.COMM_SELF)
+    assert (opt.global_clipnorm, opt.norm_type, opt.nonfinite) == (None, 2.0, "ignore")
+    inner.global_clipnorm = 0.1                        # after wrapping: the next step clips
+    assert (opt.global_clipnorm, opt.nonfinite) == (0.1, "raise")
+    ref = [w.copy() for w in ws]
+    g = [np.full(5, 3.0), np.full(3, -2.0)]
+    opt.step([x.copy() for x in g])
+    assert opt.last_grad_norm == etakit.grad_norm(g)
+    clipped = [x.copy() for x in g]
+    etakit.clip_grad_norm_(clipped, 0.1)
+    etakit.AdamW(ref, lr=1e-2).step(clipped)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(ws, ref))
+    opt.global_clipnorm = None                         # set here: overrides the wrapped optimizer's
+    opt.nonfinite = "skip"
+    assert (opt.global_clipnorm, opt.nonfinite, inner.global_clipnorm) == (None, "skip", 0.1)
+    opt.step([np.full(5, np.nan), np.ones(3)])
+    assert opt.skipped_steps == 1 and opt.step_count == 1
+    del opt.global_clipnorm
+    assert opt.global_clipnorm == 0.1
+    opt.norm_type = "inf"
+    assert opt.norm_type == math.inf
+    for name, bad in [("global_clipnorm", -1.0), ("global_clipnorm", float("nan")), ("global_clipnorm", True),
+                      ("norm_type", -2.0), ("norm_type", 0), ("nonfinite", "warn")]:
+        before = getattr(opt, name)
+        with pytest.raises(ValueError, match=name):
+            setattr(opt, name, bad)
+        assert getattr(opt, name) == before
+    inner.ema_decay = 0.9                              # an EMA set later: refused at the step, nothing written
+    with pytest.raises(ValueError, match="ema_decay"):
+        opt.step([np.ones(5), np.ones(3)])
+    assert opt.step_count == 1

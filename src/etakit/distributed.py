@@ -243,14 +243,17 @@ class ShardedOptimizer:
     global_clipnorm : float or None, default None
         Clip the averaged gradients by their global norm, as
         ``etakit.clip_grad_norm_(grads, global_clipnorm, norm_type)``.
-        None: the wrapped optimizer's ``global_clipnorm`` (its clipping is
-        done here, by the norm over every rank, never by a shard's).
+        None: the wrapped optimizer's ``global_clipnorm``, read at each step
+        (its clipping is done here, by the norm over every rank, never by a
+        shard's).  Each of these three is also an attribute, checked when
+        set: set on the ShardedOptimizer it overrides the wrapped
+        optimizer's; ``del opt.global_clipnorm`` follows it again.
     norm_type : float, optional
         The order of that norm: > 0, or ``float('inf')`` (default: the
-        optimizer's, 2.0 unless set).
+        optimizer's, 2.0 unless set, read at each step).
     nonfinite : {"ignore", "skip", "raise"}, optional
-        Default: the optimizer's policy ("raise" with clipping, else
-        "ignore", unless it sets one).
+        Default: the optimizer's policy, read at each step ("raise" with
+        clipping, else "ignore", unless it sets one).
         What a non-finite global gradient norm does: "ignore" steps anyway
         (as ``torch.optim``); "skip" leaves parameters, state and step count
         as they were on every rank (counted in ``skipped_steps``); "raise"
@@ -304,22 +307,12 @@ class ShardedOptimizer:
         if loop.ema_decay is not None:
             raise ValueError("ShardedOptimizer: the optimizer has ema_decay set; an EMA of the parameters is not "
                              "sharded (keep one of the gathered parameters on the rank that evaluates)")
-        if global_clipnorm is None:
-            global_clipnorm = loop.global_clipnorm
-        if norm_type is None:
-            norm_type = loop.norm_type
-        if nonfinite is None:
-            nonfinite = loop.nonfinite or ("raise" if global_clipnorm is not None else "ignore")
-        if global_clipnorm is not None:
-            if isinstance(global_clipnorm, bool) or not isinstance(global_clipnorm, numbers.Real) or \
-                    not global_clipnorm >= 0 or not math.isfinite(global_clipnorm):
-                raise ValueError(f"global_clipnorm must be a finite number >= 0 or None, got {global_clipnorm!r}")
-            global_clipnorm = float(global_clipnorm)
-        p = _norm_type(norm_type)
-        if not (p > 0):
-            raise ValueError(f"norm_type must be > 0 (2.0, 1.0, float('inf'), ...), got {norm_type!r}")
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _NONFINITE))}, got {nonfinite!r}")
+        # given here, they override the wrapped optimizer's options; not given, they follow them (read
+        # at each step), so that `optimizer.global_clipnorm = ...` after wrapping takes effect
+        self._options = {}
+        for name, v in (("global_clipnorm", global_clipnorm), ("norm_type", norm_type), ("nonfinite", nonfinite)):
+            if v is not None:
+                self._options[name] = _CHECK[name](v)
         cls = type(optimizer)
         groups = optimizer.param_groups
         for gi, g in enumerate(groups):
@@ -335,7 +328,6 @@ class ShardedOptimizer:
         self.optimizer = optimizer
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.global_clipnorm, self.norm_type, self.nonfinite = global_clipnorm, p, nonfinite
         self.last_grad_norm = None
         self.skipped_steps = 0
         self._spec = RuleSpec.of(cls)
@@ -457,6 +449,37 @@ class ShardedOptimizer:
         self._push_groups()
         return self._inner.current_lr()
 
+    # ---- the loop options -------------------------------------------------------
+    def _option(name, doc):
+        def get(self):
+            v = self._options.get(name, _MISSING)
+            if v is _MISSING:
+                v = getattr(self.optimizer._loop, name)
+            if name == "nonfinite" and v is None:       # the default policy: raise when clipping, as etakit's
+                v = "raise" if self.global_clipnorm is not None else "ignore"
+            return v
+
+        def set_(self, v):
+            if v is None and name != "global_clipnorm":
+                self._options.pop(name, None)           # None: the wrapped optimizer's again
+            else:
+                self._options[name] = _CHECK[name](v)   # checked before it is kept
+
+        def del_(self):
+            self._options.pop(name, None)
+
+        return property(get, set_, del_, doc)
+
+    global_clipnorm = _option("global_clipnorm", "Clip the averaged gradients to this global norm (None: no "
+                              "clipping).  Not set here (or deleted), the wrapped optimizer's ``global_clipnorm``, "
+                              "read at each step; set here (None included), it overrides it.")
+    norm_type = _option("norm_type", "The order of the global norm (any > 0, inf too).  Not set here (or set to "
+                        "None), the wrapped optimizer's ``norm_type``, read at each step.")
+    nonfinite = _option("nonfinite", "What a non-finite global norm does: 'ignore', 'skip' or 'raise'.  Not set "
+                        "here (or set to None), the wrapped optimizer's ``nonfinite``, read at each step; when "
+                        "that is None too, 'raise' while clipping and 'ignore' otherwise.")
+    del _option
+
     # ---- the step --------------------------------------------------------------
     @property
     def grads(self):
@@ -513,26 +536,30 @@ class ShardedOptimizer:
             ``nonfinite="raise"``, a non-finite global norm, on every rank,
             before anything is written.
         """
+        if self.optimizer._loop.ema_decay is not None:
+            raise ValueError("ShardedOptimizer: the wrapped optimizer has ema_decay set; an EMA of the parameters "
+                             "is not sharded (keep one of the gathered parameters on the rank that evaluates)")
+        clip, p, policy = self.global_clipnorm, self.norm_type, self.nonfinite
         self._push_groups()
         send = self._flat_grads(grads)
         recv = self._recv
         self.comm.Reduce_scatter(send, recv, self._counts, op=MPI.SUM)
         if self.size > 1:
             np.divide(recv, self.size, out=recv)          # the mean, as (g0 + ... ) / R
-        if self.global_clipnorm is not None or self.nonfinite != "ignore":
-            total, values = self._global_norm()
+        if clip is not None or policy != "ignore":
+            total, values = self._global_norm(p)
             self.last_grad_norm = total
             if not math.isfinite(total):
-                if self.nonfinite == "skip":
+                if policy == "skip":
                     self.skipped_steps += 1
                     return
-                if self.nonfinite == "raise":
+                if policy == "raise":
                     bad = next((i for i, v in enumerate(values) if v is not None and not math.isfinite(v)), 0)
                     raise GradientError(f"the gradients averaged over the ranks have a non-finite norm "
                                         f"({total}); grads[{bad}] (parameter of shape {self._shapes[bad]}) is the "
                                         "first with a NaN or inf; nothing was written (nonfinite='raise')", bad)
-            if self.global_clipnorm is not None:
-                coef = self.global_clipnorm / (total + 1e-6)     # as etakit.clip_grad_norm_ and torch
+            if clip is not None:
+                coef = clip / (total + 1e-6)     # as etakit.clip_grad_norm_ and torch
                 if coef > 1.0:
                     coef = 1.0
                 if coef != 1.0:
@@ -552,10 +579,9 @@ class ShardedOptimizer:
             for a, o in zip(self._params, self._offsets):
                 a.reshape(-1)[...] = self._flat[o:o + a.size]
 
-    def _global_norm(self):
-        """The norm of all averaged gradients, the same on every rank (see the module docstring), and
-        the per-tensor values it was combined from (``etakit.loop._combine``'s inputs)."""
-        p = self.norm_type
+    def _global_norm(self, p):
+        """The ``p``-norm of all averaged gradients, the same on every rank (see the module docstring),
+        and the per-tensor values it was combined from (``etakit.loop._combine``'s inputs)."""
         ntensors = len(self._shapes)
         lo = self.bounds[self.rank]
         views = [(i, self._recv[self._offsets[i] + a - lo:self._offsets[i] + b - lo]) for i, a, b in self._pieces]
@@ -726,3 +752,26 @@ class ShardedOptimizer:
 
 
 _MISSING = object()
+
+
+def _check_clipnorm(v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0 or not math.isfinite(v):
+        raise ValueError(f"global_clipnorm must be a finite number >= 0 or None, got {v!r}")
+    return float(v)
+
+
+def _check_norm_type(v):
+    p = _norm_type(v)
+    if not (p > 0):
+        raise ValueError(f"norm_type must be > 0 (2.0, 1.0, float('inf'), ...), got {v!r}")
+    return p
+
+
+def _check_nonfinite(v):
+    if v not in _NONFINITE:
+        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _NONFINITE))}, got {v!r}")
+    return v
+
+
+_CHECK = {"global_clipnorm": lambda v: None if v is None else _check_clipnorm(v), "norm_type": _check_norm_type,
+          "nonfinite": _check_nonfinite}
