@@ -332,3 +332,35 @@ def test_loop_options_follow_the_wrapped_optimizer_unless_set_here():
     with pytest.raises(ValueError, match="ema_decay"):
         opt.step([np.ones(5), np.ones(3)])
     assert opt.step_count == 1
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_low_precision_state_dicts_are_refused_before_anything_changes(state_dtype):
+    pytest.importorskip("ml_dtypes")
+    n = 5000                                           # int8 state needs min_8bit_size elements
+    low = etakit.Adam([np.zeros(n, np.float32)], lr=0.1, state_dtype=state_dtype)
+    low.step([np.ones(n, np.float32)])
+    whole = low.state_dict()
+    w = np.zeros(n, np.float32)
+    opt = ShardedOptimizer(etakit.Adam([w], lr=0.1), MPI.COMM_SELF)
+    opt.step([np.full(n, 0.5, np.float32)])
+    before, params = opt.state_dict(), w.copy()
+    shard = {**before, "optimizer": whole}
+    arrays = {**whole, "param_groups": [{k: v for k, v in g.items() if k != "state_dtype"}
+                                        for g in whole["param_groups"]]}    # the arrays alone
+    for sd in [whole, shard] + ([arrays] if state_dtype == "bfloat16" else []):
+        with pytest.raises(ValueError, match="low-precision state"):
+            opt.load_state_dict(sd)
+        after = opt.state_dict()
+        assert after["optimizer"]["param_groups"] == before["optimizer"]["param_groups"]
+        assert all(np.array_equal(after["optimizer"]["state"][0][k], v)
+                   for k, v in before["optimizer"]["state"][0].items())
+    opt.step([np.full(n, 0.5, np.float32)])
+    assert opt.step_count == 2 and not np.array_equal(w, params)
+
+
+def test_a_malformed_shard_state_dict_says_what_it_needs():
+    opt = ShardedOptimizer(etakit.Adam([np.zeros(3)]), MPI.COMM_SELF)
+    for sd in [{"shard": 1, "optimizer": {}}, {"shard": {}, "optimizer": 3}]:
+        with pytest.raises(ValueError, match="'shard' layout"):
+            opt.load_state_dict(sd)

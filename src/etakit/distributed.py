@@ -690,13 +690,18 @@ class ShardedOptimizer:
         anything changes.
         """
         if isinstance(state_dict, dict) and "shard" in state_dict:
+            if not isinstance(state_dict["shard"], dict) or not isinstance(state_dict.get("optimizer"), dict):
+                raise ValueError("a ShardedOptimizer state dict has a 'shard' layout (a dict) and an 'optimizer' "
+                                 f"state dict, got {type(state_dict['shard']).__name__} and "
+                                 f"{type(state_dict.get('optimizer')).__name__}")
+            _refuse_lowp(state_dict["optimizer"])
             self._load_shard(state_dict)
         else:
+            if isinstance(state_dict, dict):
+                _refuse_lowp(state_dict)
             self._load_whole(state_dict)
 
     def _load_shard(self, sd):
-        if not isinstance(sd.get("optimizer"), dict):
-            raise ValueError("a ShardedOptimizer state dict has a 'shard' layout and an 'optimizer' state dict")
         theirs, mine = sd["shard"], self._layout()
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k))
@@ -771,6 +776,22 @@ def _check_nonfinite(v):
     if v not in _NONFINITE:
         raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _NONFINITE))}, got {v!r}")
     return v
+
+
+def _refuse_lowp(sd):
+    """The constructor's refusal of low-precision state, for a state dict (malformed ones are left to the
+    wrapped optimizer's checks): a group with ``state_dtype`` etc. set, or state arrays of another dtype."""
+    groups = sd.get("param_groups")
+    for gi, g in enumerate(groups if isinstance(groups, (list, tuple)) else ()):
+        if isinstance(g, dict) and _lowp.options(g) != tuple(_lowp.KEYS.values()):
+            raise ValueError(f"param_groups[{gi}]: ShardedOptimizer keeps state in the parameters' dtype; "
+                             "low-precision state (state_dtype=...) is not sharded")
+    state = sd.get("state")
+    for i, entry in (state.items() if isinstance(state, dict) else ()):
+        for name, v in (entry.items() if isinstance(entry, dict) else ()):
+            if isinstance(v, np.ndarray) and v.dtype not in _MPI_TYPES:
+                raise ValueError(f"state[{i}][{name!r}] has dtype {v.dtype}: ShardedOptimizer keeps state in the "
+                                 "parameters' dtype; low-precision state (state_dtype=...) is not sharded")
 
 
 _CHECK = {"global_clipnorm": lambda v: None if v is None else _check_clipnorm(v), "norm_type": _check_norm_type,
