@@ -136,6 +136,26 @@ def test_what_a_training_function_returns_is_checked():
     assert "no losses" in res.rows[0]["error"] and math.isnan(res.best)
 
 
+@pytest.mark.parametrize("out", [None, [0.5, None], "0.5", b"0.5", np.array([1.0 + 1j, 0.5 + 0j]), 0.5 + 0j,
+                                 [[1.0], [1.0, 2.0]], [True, False], {"loss": None}])
+def test_a_training_function_returning_no_losses_is_a_type_error(out):
+    res = etakit.sweep(lambda lr, seed: out, [0.1], client="serial", progress=False)
+    row = res.rows[0]
+    assert row["error"].startswith("TypeError: train_fn must return"), row
+    assert not row["diverged"] and math.isnan(row["final_loss"]) and math.isnan(res.best)
+
+
+@pytest.mark.parametrize("name", ["lr", "seed", "final_loss", "diverged", "time_s", "error"])
+def test_extra_results_named_as_a_column_are_an_error(name, tmp_path):
+    res = etakit.sweep(lambda lr, seed: {"loss": 1.0, name: 7, "acc": 0.5}, [0.1], client="serial", progress=False)
+    row = res.rows[0]
+    assert row["lr"] == 0.1 and row["seed"] == 0 and row["error"].startswith("ValueError")
+    assert repr(name) in row["error"] and "another name" in row["error"]
+    res.to_csv(tmp_path / "s.csv")
+    header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == len(set(header))
+
+
 def test_without_dask_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"etakit\[sweep\]"):

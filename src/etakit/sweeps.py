@@ -65,6 +65,10 @@ def _losses_of(out):
         if "loss" not in out:
             raise TypeError(f"train_fn returned a dict without a 'loss' entry (keys {sorted(map(str, out))})")
         extra = {str(k): v for k, v in out.items() if k != "loss"}
+        clash = sorted(k for k in extra if k in COLUMNS)
+        if clash:       # an error rather than a silent overwrite of the sweep's own column, or a renamed one
+            raise ValueError(f"train_fn's extra result {clash[0]!r} has the name of a column of the sweep's table "
+                             f"({', '.join(COLUMNS)}); return it under another name")
         for k, v in extra.items():
             if not isinstance(v, (numbers.Number, str, bool, np.generic)) and v is not None:
                 raise TypeError(f"train_fn's extra result {k!r} must be a number or a string (a table column), got "
@@ -76,11 +80,17 @@ def _losses_of(out):
                         "'loss'; got a bool")
     if isinstance(out, (numbers.Real, np.floating, np.integer)):
         return None, float(out), extra
+    what = "train_fn must return the final loss (a number), the losses (a sequence of numbers) or a dict with 'loss'"
+    if out is None or isinstance(out, (str, bytes)):        # numpy would read None as NaN, "0.5" as 0.5
+        raise TypeError(f"{what}; got {type(out).__name__}")
     try:
-        history = np.asarray(out, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise TypeError("train_fn must return the final loss (a number), the losses (a sequence) or a dict with "
-                        f"'loss'; got {type(out).__name__}") from None
+        history = np.asarray(out)
+    except (TypeError, ValueError):                          # a ragged sequence
+        raise TypeError(f"{what}; got {type(out).__name__}") from None
+    if history.dtype.kind not in "iuf":                      # None, strings, complex or bool inside
+        raise TypeError(f"{what}; got {type(out).__name__} of {history.dtype} "
+                        f"({'complex' if history.dtype.kind == 'c' else 'not all real numbers'})")
+    history = history.astype(np.float64).reshape(-1)
     if history.size == 0:
         raise ValueError("train_fn returned no losses (an empty sequence)")
     return history, float(history[-1]), extra
@@ -405,7 +415,10 @@ def sweep(train_fn, lrs=None, *, seeds=(0,), optimizer=None, kwargs=None, lr_fin
         ``train_fn(lr, seed, **kwargs)`` runs one training and returns its
         final loss (a number), its losses (a sequence; the last is the final
         loss), or a dict with ``"loss"`` (either) and other results (numbers
-        or strings: more columns of the table).  It must be picklable by
+        or strings: more columns of the table; one named as a column of the
+        table, ``lr`` say, is an error of that trial; anything else returned,
+        None, a string or complex numbers, is a TypeError of that trial).
+        It must be picklable by
         cloudpickle to run on worker processes (a function of a module, a
         closure, a lambda).
     lrs : sequence of float, optional
