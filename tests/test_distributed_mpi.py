@@ -364,3 +364,45 @@ def test_a_malformed_shard_state_dict_says_what_it_needs():
     for sd in [{"shard": 1, "optimizer": {}}, {"shard": {}, "optimizer": 3}]:
         with pytest.raises(ValueError, match="'shard' layout"):
             opt.load_state_dict(sd)
+
+
+MISMATCHED = r"""
+import numpy as np, etakit
+from mpi4py import MPI
+from etakit.distributed import ShardedOptimizer
+comm = MPI.COMM_WORLD
+r = comm.rank
+cases = {                                   # what rank 1 wraps differently from rank 0
+    "shapes": lambda: etakit.AdamW([np.zeros(10 if r else 9000)]),
+    "rule": lambda: (etakit.SGD if r else etakit.AdamW)([np.zeros(10)]),
+    "loop options": lambda: etakit.AdamW([np.zeros(10)], global_clipnorm=1.0 if r else None),
+    "could not wrap": lambda: etakit.AdamW([np.zeros(10, np.float32)], state_dtype="bfloat16" if r else "float32"),
+}
+for name, make in cases.items():
+    try:
+        ShardedOptimizer(make(), comm)
+        print(f"rank {r} {name}: built", flush=True)
+    except ValueError as e:
+        print(f"rank {r} {name}: ValueError {e}", flush=True)
+ShardedOptimizer(etakit.AdamW([np.zeros(10)]), comm).step([np.ones(10)])     # the ranks still work together
+print(f"rank {r} done", flush=True)
+"""
+
+
+def test_ranks_that_wrap_different_optimizers_all_get_a_clear_error():
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec (pip install 'etakit[mpi]' installs MPICH's)")
+    src = os.path.dirname(os.path.dirname(etakit.__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", MISMATCHED], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    for rank in (0, 1):
+        assert f"rank {rank} done" in lines
+        for name in ("shapes", "rule", "loop options"):
+            line = next(x for x in lines if x.startswith(f"rank {rank} {name}:"))
+            assert f"ValueError ShardedOptimizer: the ranks wrap different optimizers (their {name} differ" in line
+    assert any(x.startswith("rank 1 could not wrap: ValueError") and "low-precision" in x for x in lines)
+    assert any(x.startswith("rank 0 could not wrap: ValueError ShardedOptimizer: rank 1 of 2 could not wrap") and
+               "low-precision" in x for x in lines)

@@ -277,7 +277,10 @@ class ShardedOptimizer:
     -----
     Every rank must call :meth:`step` (and :meth:`consolidated_state_dict`,
     ``train``, ``eval``) in the same order, as with any MPI collective; a
-    rank that raises on a bad argument leaves the others waiting.
+    rank that raises on a bad argument leaves the others waiting.  The
+    constructor is a collective too (one allgather): every rank raises a
+    ValueError when the ranks wrap optimizers of different rules, dtypes,
+    shapes, groups or loop options, or when one rank's arguments are refused.
 
     Examples
     --------
@@ -292,12 +295,42 @@ class ShardedOptimizer:
     """
 
     def __init__(self, optimizer, comm, *, global_clipnorm=None, norm_type=None, nonfinite=None):
-        if not isinstance(optimizer, _optim.Optimizer):
-            raise TypeError(f"optimizer must be an etakit optimizer (etakit.AdamW, ...), got "
-                            f"{type(optimizer).__name__}")
         if not isinstance(comm, MPI.Intracomm):
             raise TypeError(f"comm must be an mpi4py intracommunicator (MPI.COMM_WORLD, ...), got "
                             f"{type(comm).__name__}")
+        # every rank checks its own arguments, then one allgather compares what the collectives rely on:
+        # ranks that wrapped different models would otherwise abort in MPI (truncated messages), hang, or
+        # silently mix shards of different models; a rank whose own checks failed is named on the others
+        try:
+            self._build(optimizer, comm, global_clipnorm, norm_type, nonfinite)
+            mine, error = self._fingerprint(), None
+        except Exception as e:
+            mine, error = {"error": f"{type(e).__name__}: {e}"}, e
+        everyone = comm.allgather(mine)
+        if error is not None:
+            raise error
+        for r, theirs in enumerate(everyone):
+            if "error" in theirs:
+                raise ValueError(f"ShardedOptimizer: rank {r} of {len(everyone)} could not wrap its optimizer "
+                                 f"({theirs['error']}); every rank must wrap the same optimizer of the same model")
+        for key in mine:
+            values = [theirs.get(key) for theirs in everyone]
+            if any(v != values[0] for v in values):
+                shown = "; ".join(f"rank {r}: {_one_line(v)}" for r, v in enumerate(values))
+                raise ValueError(f"ShardedOptimizer: the ranks wrap different optimizers (their {key} differ: "
+                                 f"{shown}); every rank must wrap the same optimizer of the same model")
+
+    def _fingerprint(self):
+        """What must be the same on every rank (the layout of the collectives, the rule and its options)."""
+        return {"rule": type(self.optimizer).__name__, "dtype": str(self._dtype),
+                "shapes": [tuple(s) for s in self._shapes],
+                "group sizes": [len(g["params"]) for g in self.optimizer.param_groups], "sharding": self.mode,
+                "loop options": (self.global_clipnorm, self.norm_type, self.nonfinite)}
+
+    def _build(self, optimizer, comm, global_clipnorm, norm_type, nonfinite):
+        if not isinstance(optimizer, _optim.Optimizer):
+            raise TypeError(f"optimizer must be an etakit optimizer (etakit.AdamW, ...), got "
+                            f"{type(optimizer).__name__}")
         if optimizer.step_count or any(optimizer._state) or any(optimizer._steps):
             raise ValueError("optimizer has stepped already; wrap a new optimizer (to continue a run, load its "
                              "state_dict into the ShardedOptimizer)")
@@ -792,6 +825,11 @@ def _refuse_lowp(sd):
             if isinstance(v, np.ndarray) and v.dtype not in _MPI_TYPES:
                 raise ValueError(f"state[{i}][{name!r}] has dtype {v.dtype}: ShardedOptimizer keeps state in the "
                                  "parameters' dtype; low-precision state (state_dtype=...) is not sharded")
+
+
+def _one_line(v, limit=200):
+    text = " ".join(str(v).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 _CHECK = {"global_clipnorm": lambda v: None if v is None else _check_clipnorm(v), "norm_type": _check_norm_type,
