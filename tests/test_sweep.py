@@ -184,6 +184,8 @@ def test_cli_sweep_writes_the_table_and_the_plot(tmp_path, capsys):
     ([], "give --lrs, or --lr-find"),
     (["--lrs", "1e-3", "--serial", "--address", "tcp://x:1"], "exclude each other"),
     (["--lrs", "x"], "invalid float value"),
+    (["--lrs", "1e-3", "--seeds", "0", "-1"], "--seeds must be >= 0, got -1"),
+    (["--lrs", "1e-3", "--optimizer", "Muon"], "--optimizer Muon: updates 2-D parameters (matrices) only"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(args, match, capsys):
     try:
@@ -193,6 +195,17 @@ def test_cli_errors_are_one_line_and_exit_2(args, match, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+@pytest.mark.parametrize("address", ["tcp://x:y", "foo bar::"])
+def test_cli_and_sweep_name_an_address_dask_cannot_parse(address, capsys):
+    pytest.importorskip("distributed", reason="etakit.sweep on Dask needs the 'sweep' extra")
+    assert cli(["sweep", "--lrs", "1e-3", "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"etakit sweep: error: --address {address}: not a scheduler address") and \
+        len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match=f"client='{address}': not a scheduler address"):
+        etakit.sweep(train, [0.1], client=address, progress=False)
 
 
 def test_cli_refuses_an_output_that_is_a_file(tmp_path):

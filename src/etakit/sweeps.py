@@ -359,7 +359,10 @@ class _Dask:
         if isinstance(client, distributed.Client):
             self.client, self.own = client, False
         elif isinstance(client, str):
-            self.client = distributed.Client(client)
+            try:
+                self.client = distributed.Client(client)
+            except ValueError as e:     # an address Dask cannot parse: say which argument
+                raise ValueError(f"client={client!r}: not a scheduler address such as tcp://host:8786 ({e})") from None
         elif client is not None:
             raise TypeError(f"client must be None, 'serial', a scheduler address or a dask.distributed.Client, "
                             f"got {type(client).__name__}")
@@ -642,6 +645,22 @@ class _Demo:
         return _demo_lr_find(seed, optimizer=self.optimizer, hidden=self.hidden)
 
 
+def _address_problem(address):
+    """Why Dask cannot parse a scheduler address (its own parser), or "" (also without Dask: then the
+    sweep says what to install)."""
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+    except ImportError:
+        return ""
+    try:
+        scheme, loc = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(loc, 8786)
+    except (ValueError, TypeError) as e:
+        return f"not a scheduler address such as tcp://host:8786 ({e})"
+    return ""
+
+
 def main(argv=None, prog="etakit sweep"):
     """``etakit sweep``: a learning-rate sweep of the demo problem on Dask; writes sweep.csv and sweep.png.
 
@@ -679,6 +698,14 @@ def main(argv=None, prog="etakit sweep"):
 
     if args.optimizer not in etakit.OPTIMIZERS:
         return fail(f"--optimizer {args.optimizer}: not an etakit optimizer (one of {', '.join(etakit.OPTIMIZERS)})")
+    from ._step import RuleSpec
+
+    if RuleSpec.of(etakit.OPTIMIZERS[args.optimizer]).matrix_only:
+        return fail(f"--optimizer {args.optimizer}: updates 2-D parameters (matrices) only, and the demo MLP has "
+                    "biases; choose an optimizer of every parameter (AdamW, ...)")
+    bad = [s for s in args.seeds if s < 0]
+    if bad:
+        return fail(f"--seeds must be >= 0, got {bad[0]}")
     for name in ("epochs", "hidden", "workers"):
         if getattr(args, name) < 1:
             return fail(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -690,6 +717,10 @@ def main(argv=None, prog="etakit sweep"):
         return fail("give --lrs, or --lr-find to sweep a grid around its suggestion")
     if args.serial and args.address:
         return fail("--serial and --address exclude each other")
+    if args.address is not None:
+        problem = _address_problem(args.address)
+        if problem:
+            return fail(f"--address {args.address}: {problem}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         return fail(f"--out {args.out}: not a folder")
     try:
