@@ -367,6 +367,7 @@ def test_a_malformed_shard_state_dict_says_what_it_needs():
 
 
 MISMATCHED = r"""
+import sys
 import numpy as np, etakit
 from mpi4py import MPI
 from etakit.distributed import ShardedOptimizer
@@ -378,31 +379,50 @@ cases = {                                   # what rank 1 wraps differently from
     "loop options": lambda: etakit.AdamW([np.zeros(10)], global_clipnorm=1.0 if r else None),
     "could not wrap": lambda: etakit.AdamW([np.zeros(10, np.float32)], state_dtype="bfloat16" if r else "float32"),
 }
+lines = []
 for name, make in cases.items():
     try:
         ShardedOptimizer(make(), comm)
-        print(f"rank {r} {name}: built", flush=True)
+        lines.append(f"rank {r} {name}: built")
     except ValueError as e:
-        print(f"rank {r} {name}: ValueError {e}", flush=True)
+        lines.append(f"rank {r} {name}: ValueError {e}")
 ShardedOptimizer(etakit.AdamW([np.zeros(10)]), comm).step([np.ones(10)])     # the ranks still work together
-print(f"rank {r} done", flush=True)
+lines.append(f"rank {r} done")
+with open(f"{sys.argv[1]}/rank{r}.txt", "w") as f:
+    f.write("\n".join(lines))
 """
 
 
-def test_ranks_that_wrap_different_optimizers_all_get_a_clear_error():
+def test_ranks_that_wrap_different_optimizers_all_get_a_clear_error(tmp_path):
     if MPIEXEC is None:
         pytest.skip("no mpiexec (pip install 'etakit[mpi]' installs MPICH's)")
     src = os.path.dirname(os.path.dirname(etakit.__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", MISMATCHED], capture_output=True, text=True,
-                       timeout=120, env=env)
+    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", MISMATCHED, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    lines = r.stdout.splitlines()
+    lines = sum(((tmp_path / f"rank{k}.txt").read_text().splitlines() for k in (0, 1)), [])
     for rank in (0, 1):
         assert f"rank {rank} done" in lines
         for name in ("shapes", "rule", "loop options"):
             line = next(x for x in lines if x.startswith(f"rank {rank} {name}:"))
-            assert f"ValueError ShardedOptimizer: the ranks wrap different optimizers (their {name} differ" in line
+            assert f"ValueError ShardedOptimizer: the ranks wrap different optimizers (they differ in {name}:" in line
     assert any(x.startswith("rank 1 could not wrap: ValueError") and "low-precision" in x for x in lines)
     assert any(x.startswith("rank 0 could not wrap: ValueError ShardedOptimizer: rank 1 of 2 could not wrap") and
                "low-precision" in x for x in lines)
+
+
+def test_the_example_shards_on_two_ranks(tmp_path):
+    """examples/sharded_mpi.py (shown in README) gives each of two ranks part of the model."""
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec (pip install 'etakit[mpi]' installs MPICH's)")
+    import re
+    src = os.path.dirname(os.path.dirname(etakit.__file__))
+    example = os.path.join(os.path.dirname(HERE), "examples", "sharded_mpi.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, example], capture_output=True, text=True, timeout=120,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = re.search(r"rank 0 of 2, (\d+) of (\d+) elements", r.stdout)
+    assert m and 0 < int(m.group(1)) < int(m.group(2)), r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.rank0.npz", "ckpt.rank1.npz"]

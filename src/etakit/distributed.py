@@ -317,7 +317,7 @@ class ShardedOptimizer:
             values = [theirs.get(key) for theirs in everyone]
             if any(v != values[0] for v in values):
                 shown = "; ".join(f"rank {r}: {_one_line(v)}" for r, v in enumerate(values))
-                raise ValueError(f"ShardedOptimizer: the ranks wrap different optimizers (their {key} differ: "
+                raise ValueError(f"ShardedOptimizer: the ranks wrap different optimizers (they differ in {key}: "
                                  f"{shown}); every rank must wrap the same optimizer of the same model")
 
     def _fingerprint(self):
