@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -240,3 +241,17 @@ def test_a_progress_bar_on_a_terminal(monkeypatch, capsys):
     assert "sweep" in err and "2/2" in err and "trial" in err
     etakit.sweep(train, [1e-2], client="serial", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_serial_sweep_shows_progress_as_trials_finish(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    seen = []
+
+    def watched(lr, seed):
+        seen.append(capsys.readouterr().err)        # what the bar showed before this trial ran
+        time.sleep(0.15)                             # longer than tqdm's minimum interval between updates
+        return train(lr, seed)
+
+    etakit.sweep(watched, [1e-2, 0.1, 0.5], client="serial", progress=True)
+    assert "0/3" in seen[0] and "1/3" in seen[1] and "2/3" in seen[2]

@@ -326,22 +326,23 @@ def _check_seeds(seeds):
     return [int(s) for s in seeds]
 
 
-class _Done:
-    """A task of ``client="serial"``, run when it was submitted."""
+class _Task:
+    """A task of ``client="serial"``, run when its result is asked for."""
 
-    def __init__(self, value):
-        self.value = value
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
 
 
 class _Serial:
-    """The executor of ``client="serial"``: each task runs when it is submitted."""
+    """The executor of ``client="serial"``: each task runs when ``results`` reaches it (so that the
+    progress bar, made after the tasks are submitted, shows them as they finish)."""
 
     def submit(self, fn, *args):
-        return _Done(fn(*args))
+        return _Task(fn, args)
 
     def results(self, futures):
         for f in futures:
-            yield f, f.value, None
+            yield f, f.fn(*f.args), None
 
 
 class _Dask:
