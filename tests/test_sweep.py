@@ -255,3 +255,22 @@ def test_a_serial_sweep_shows_progress_as_trials_finish(monkeypatch, capsys):
 
     etakit.sweep(watched, [1e-2, 0.1, 0.5], client="serial", progress=True)
     assert "0/3" in seen[0] and "1/3" in seen[1] and "2/3" in seen[2]
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise TypeError("not this one")
+
+    def __call__(self, lr, seed):
+        return lr
+
+
+def test_what_cannot_be_sent_to_a_cluster_is_named_before_it_starts(monkeypatch):
+    pytest.importorskip("distributed", reason="etakit.sweep on Dask needs the 'sweep' extra")
+    from etakit import sweeps
+
+    monkeypatch.setattr(sweeps, "_Dask", None)           # no cluster is started for these
+    for kw, name in [(dict(train_fn=_Unpicklable()), "train_fn"), (dict(kwargs={"x": _Unpicklable()}), "kwargs"),
+                     (dict(lr_find=_Unpicklable()), "lr_find")]:
+        with pytest.raises(TypeError, match=f"^{name} must be picklable by cloudpickle.*not this one"):
+            etakit.sweep(kw.pop("train_fn", train), [0.1], progress=False, **kw)

@@ -399,6 +399,24 @@ class _Dask:
                 self.cluster.close()
 
 
+def _check_picklable(**objects):
+    """A TypeError naming what cloudpickle cannot send to the workers, before a cluster starts (Dask's own
+    error names a graph object, after logging a traceback)."""
+    try:
+        import cloudpickle
+    except ImportError:          # no Dask either: _Dask says what to install
+        return
+    for name, obj in objects.items():
+        if obj is None:
+            continue
+        try:
+            cloudpickle.dumps(obj)
+        except Exception as e:
+            raise TypeError(f"{name} must be picklable by cloudpickle to run on a Dask cluster, and it is not "
+                            f"({type(e).__name__}: {_one_line(e, 200)}); define it at module level without "
+                            "locks, open files or sockets in it, or use client='serial'") from None
+
+
 def _bar(total, progress, desc):
     if not (progress and sys.stderr.isatty()):
         return None
@@ -505,6 +523,8 @@ def sweep(train_fn, lrs=None, *, seeds=(0,), optimizer=None, kwargs=None, lr_fin
     elif type(client).__name__ != "Client":
         raise TypeError(f"client must be None, 'serial', a scheduler address or a dask.distributed.Client, got "
                         f"{type(client).__name__}")
+    if client != "serial":
+        _check_picklable(train_fn=train_fn, kwargs=kw, lr_find=find_fn)
     t0 = time.perf_counter()
     ex = _Serial() if client == "serial" else _Dask(client, int(n_workers), bool(processes))
     rows = []
