@@ -296,3 +296,133 @@ def test_the_wrapped_optimizers_loop_options_become_the_sharded_steps():
         assert a.tobytes() == b.tobytes()
     with pytest.raises(ValueError, match="ema_decay"):
         ShardedOptimizer(etakit.AdamW([np.ones(2)], ema_decay=0.9), MPI.COMM_SELF)
+
+
+def test_loop_options_follow_the_wrapped_optimizer_unless_set_here():
+    ws = [np.ones(5), np.ones(3)]
+    inner = etakit.AdamW(ws, lr=1e-2)
+    opt = ShardedOptimizer(inner, MPI.COMM_SELF)
+    assert (opt.global_clipnorm, opt.norm_type, opt.nonfinite) == (None, 2.0, "ignore")
+    inner.global_clipnorm = 0.1                        # after wrapping: the next step clips
+    assert (opt.global_clipnorm, opt.nonfinite) == (0.1, "raise")
+    ref = [w.copy() for w in ws]
+    g = [np.full(5, 3.0), np.full(3, -2.0)]
+    opt.step([x.copy() for x in g])
+    assert opt.last_grad_norm == etakit.grad_norm(g)
+    clipped = [x.copy() for x in g]
+    etakit.clip_grad_norm_(clipped, 0.1)
+    etakit.AdamW(ref, lr=1e-2).step(clipped)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(ws, ref))
+    opt.global_clipnorm = None                         # set here: overrides the wrapped optimizer's
+    opt.nonfinite = "skip"
+    assert (opt.global_clipnorm, opt.nonfinite, inner.global_clipnorm) == (None, "skip", 0.1)
+    opt.step([np.full(5, np.nan), np.ones(3)])
+    assert opt.skipped_steps == 1 and opt.step_count == 1
+    del opt.global_clipnorm
+    assert opt.global_clipnorm == 0.1
+    opt.norm_type = "inf"
+    assert opt.norm_type == math.inf
+    for name, bad in [("global_clipnorm", -1.0), ("global_clipnorm", float("nan")), ("global_clipnorm", True),
+                      ("norm_type", -2.0), ("norm_type", 0), ("nonfinite", "warn")]:
+        before = getattr(opt, name)
+        with pytest.raises(ValueError, match=name):
+            setattr(opt, name, bad)
+        assert getattr(opt, name) == before
+    inner.ema_decay = 0.9                              # an EMA set later: refused at the step, nothing written
+    with pytest.raises(ValueError, match="ema_decay"):
+        opt.step([np.ones(5), np.ones(3)])
+    assert opt.step_count == 1
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_low_precision_state_dicts_are_refused_before_anything_changes(state_dtype):
+    pytest.importorskip("ml_dtypes")
+    n = 5000                                           # int8 state needs min_8bit_size elements
+    low = etakit.Adam([np.zeros(n, np.float32)], lr=0.1, state_dtype=state_dtype)
+    low.step([np.ones(n, np.float32)])
+    whole = low.state_dict()
+    w = np.zeros(n, np.float32)
+    opt = ShardedOptimizer(etakit.Adam([w], lr=0.1), MPI.COMM_SELF)
+    opt.step([np.full(n, 0.5, np.float32)])
+    before, params = opt.state_dict(), w.copy()
+    shard = {**before, "optimizer": whole}
+    arrays = {**whole, "param_groups": [{k: v for k, v in g.items() if k != "state_dtype"}
+                                        for g in whole["param_groups"]]}    # the arrays alone
+    for sd in [whole, shard] + ([arrays] if state_dtype == "bfloat16" else []):
+        with pytest.raises(ValueError, match="low-precision state"):
+            opt.load_state_dict(sd)
+        after = opt.state_dict()
+        assert after["optimizer"]["param_groups"] == before["optimizer"]["param_groups"]
+        assert all(np.array_equal(after["optimizer"]["state"][0][k], v)
+                   for k, v in before["optimizer"]["state"][0].items())
+    opt.step([np.full(n, 0.5, np.float32)])
+    assert opt.step_count == 2 and not np.array_equal(w, params)
+
+
+def test_a_malformed_shard_state_dict_says_what_it_needs():
+    opt = ShardedOptimizer(etakit.Adam([np.zeros(3)]), MPI.COMM_SELF)
+    for sd in [{"shard": 1, "optimizer": {}}, {"shard": {}, "optimizer": 3}]:
+        with pytest.raises(ValueError, match="'shard' layout"):
+            opt.load_state_dict(sd)
+
+
+MISMATCHED = r"""
+import sys
+import numpy as np, etakit
+from mpi4py import MPI
+from etakit.distributed import ShardedOptimizer
+comm = MPI.COMM_WORLD
+r = comm.rank
+cases = {                                   # what rank 1 wraps differently from rank 0
+    "shapes": lambda: etakit.AdamW([np.zeros(10 if r else 9000)]),
+    "rule": lambda: (etakit.SGD if r else etakit.AdamW)([np.zeros(10)]),
+    "loop options": lambda: etakit.AdamW([np.zeros(10)], global_clipnorm=1.0 if r else None),
+    "could not wrap": lambda: etakit.AdamW([np.zeros(10, np.float32)], state_dtype="bfloat16" if r else "float32"),
+}
+lines = []
+for name, make in cases.items():
+    try:
+        ShardedOptimizer(make(), comm)
+        lines.append(f"rank {r} {name}: built")
+    except ValueError as e:
+        lines.append(f"rank {r} {name}: ValueError {e}")
+ShardedOptimizer(etakit.AdamW([np.zeros(10)]), comm).step([np.ones(10)])     # the ranks still work together
+lines.append(f"rank {r} done")
+with open(f"{sys.argv[1]}/rank{r}.txt", "w") as f:
+    f.write("\n".join(lines))
+"""
+
+
+def test_ranks_that_wrap_different_optimizers_all_get_a_clear_error(tmp_path):
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec (pip install 'etakit[mpi]' installs MPICH's)")
+    src = os.path.dirname(os.path.dirname(etakit.__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", MISMATCHED, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = sum(((tmp_path / f"rank{k}.txt").read_text().splitlines() for k in (0, 1)), [])
+    for rank in (0, 1):
+        assert f"rank {rank} done" in lines
+        for name in ("shapes", "rule", "loop options"):
+            line = next(x for x in lines if x.startswith(f"rank {rank} {name}:"))
+            assert f"ValueError ShardedOptimizer: the ranks wrap different optimizers (they differ in {name}:" in line
+    assert any(x.startswith("rank 1 could not wrap: ValueError") and "low-precision" in x for x in lines)
+    assert any(x.startswith("rank 0 could not wrap: ValueError ShardedOptimizer: rank 1 of 2 could not wrap") and
+               "low-precision" in x for x in lines)
+
+
+def test_the_example_shards_on_two_ranks(tmp_path):
+    """examples/sharded_mpi.py (shown in README) gives each of two ranks part of the model."""
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec (pip install 'etakit[mpi]' installs MPICH's)")
+    import re
+    src = os.path.dirname(os.path.dirname(etakit.__file__))
+    example = os.path.join(os.path.dirname(HERE), "examples", "sharded_mpi.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([MPIEXEC, "-n", "2", sys.executable, example], capture_output=True, text=True, timeout=120,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = re.search(r"rank 0 of 2, (\d+) of (\d+) elements", r.stdout)
+    assert m and 0 < int(m.group(1)) < int(m.group(2)), r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.rank0.npz", "ckpt.rank1.npz"]

@@ -45,7 +45,12 @@ def test_python_block_runs_as_written(line, code, tmp_path, monkeypatch):
         pytest.importorskip("distributed", reason="needs the 'sweep' extra")
     monkeypatch.chdir(tmp_path)                     # blocks write their files (ckpt.npz, lr_find.png) here
     t0 = time.perf_counter()
-    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+    env = set(os.environ)
+    try:
+        exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+    finally:        # what a block sets for itself (OMP_NUM_THREADS) does not reach the later tests
+        for k in set(os.environ) - env:
+            del os.environ[k]
     assert time.perf_counter() - t0 < 5.0, "README examples should stay quick"
 
 
@@ -74,6 +79,7 @@ TINY_BENCH = ["--quick", "--sizes", "1000", "--optimizers", "SGD", "--no-torch",
 NOT_RUN = {
     "pip install \".[demo]\"": "installs the package",
     "pip install \".[test]\"": "installs the package",
+    "pip install \".[sweep,demo]\"": "installs the package",
     "python -m pytest": "is this test suite",
     "pytest benchmarks/ --benchmark-group-by=group": "the benchmark suite (minutes)",
     "make -C csrc test": "the C tests (CI runs them)",
@@ -177,6 +183,16 @@ def test_readme_command_runs(cmd, tmp_path, capsys, monkeypatch):
         assert all(f in out for f in flags), (cmd, out)
     if "-o" in argv:
         assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sweep_command_is_shown_after_the_install_of_its_extras():
+    """`etakit sweep` runs the demo problem: the install line before it needs the demo extra (scikit-learn)."""
+    shown = [body for _, body in blocks("bash") if "etakit sweep" in body]
+    assert shown
+    for body in shown:
+        before = body[:body.index("etakit sweep")]
+        extras = re.findall(r'pip install "\.\[([\w,]+)\]"', before)
+        assert extras and {"sweep", "demo"} <= set(extras[-1].split(",")), body
 
 
 def test_blocks_that_name_an_example_file_are_that_file():

@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -136,6 +137,26 @@ def test_what_a_training_function_returns_is_checked():
     assert "no losses" in res.rows[0]["error"] and math.isnan(res.best)
 
 
+@pytest.mark.parametrize("out", [None, [0.5, None], "0.5", b"0.5", np.array([1.0 + 1j, 0.5 + 0j]), 0.5 + 0j,
+                                 [[1.0], [1.0, 2.0]], [True, False], {"loss": None}])
+def test_a_training_function_returning_no_losses_is_a_type_error(out):
+    res = etakit.sweep(lambda lr, seed: out, [0.1], client="serial", progress=False)
+    row = res.rows[0]
+    assert row["error"].startswith("TypeError: train_fn must return"), row
+    assert not row["diverged"] and math.isnan(row["final_loss"]) and math.isnan(res.best)
+
+
+@pytest.mark.parametrize("name", ["lr", "seed", "final_loss", "diverged", "time_s", "error"])
+def test_extra_results_named_as_a_column_are_an_error(name, tmp_path):
+    res = etakit.sweep(lambda lr, seed: {"loss": 1.0, name: 7, "acc": 0.5}, [0.1], client="serial", progress=False)
+    row = res.rows[0]
+    assert row["lr"] == 0.1 and row["seed"] == 0 and row["error"].startswith("ValueError")
+    assert repr(name) in row["error"] and "another name" in row["error"]
+    res.to_csv(tmp_path / "s.csv")
+    header = (tmp_path / "s.csv").read_text().splitlines()[0].split(",")
+    assert len(header) == len(set(header))
+
+
 def test_without_dask_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"etakit\[sweep\]"):
@@ -164,6 +185,8 @@ def test_cli_sweep_writes_the_table_and_the_plot(tmp_path, capsys):
     ([], "give --lrs, or --lr-find"),
     (["--lrs", "1e-3", "--serial", "--address", "tcp://x:1"], "exclude each other"),
     (["--lrs", "x"], "invalid float value"),
+    (["--lrs", "1e-3", "--seeds", "0", "-1"], "--seeds must be >= 0, got -1"),
+    (["--lrs", "1e-3", "--optimizer", "Muon"], "--optimizer Muon: updates 2-D parameters (matrices) only"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(args, match, capsys):
     try:
@@ -173,6 +196,17 @@ def test_cli_errors_are_one_line_and_exit_2(args, match, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and match in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+@pytest.mark.parametrize("address", ["tcp://x:y", "foo bar::"])
+def test_cli_and_sweep_name_an_address_dask_cannot_parse(address, capsys):
+    pytest.importorskip("distributed", reason="etakit.sweep on Dask needs the 'sweep' extra")
+    assert cli(["sweep", "--lrs", "1e-3", "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"etakit sweep: error: --address {address}: not a scheduler address") and \
+        len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match=f"client='{address}': not a scheduler address"):
+        etakit.sweep(train, [0.1], client=address, progress=False)
 
 
 def test_cli_refuses_an_output_that_is_a_file(tmp_path):
@@ -207,3 +241,36 @@ def test_a_progress_bar_on_a_terminal(monkeypatch, capsys):
     assert "sweep" in err and "2/2" in err and "trial" in err
     etakit.sweep(train, [1e-2], client="serial", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_serial_sweep_shows_progress_as_trials_finish(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    seen = []
+
+    def watched(lr, seed):
+        seen.append(capsys.readouterr().err)        # what the bar showed before this trial ran
+        time.sleep(0.15)                             # longer than tqdm's minimum interval between updates
+        return train(lr, seed)
+
+    etakit.sweep(watched, [1e-2, 0.1, 0.5], client="serial", progress=True)
+    assert "0/3" in seen[0] and "1/3" in seen[1] and "2/3" in seen[2]
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise TypeError("not this one")
+
+    def __call__(self, lr, seed):
+        return lr
+
+
+def test_what_cannot_be_sent_to_a_cluster_is_named_before_it_starts(monkeypatch):
+    pytest.importorskip("distributed", reason="etakit.sweep on Dask needs the 'sweep' extra")
+    from etakit import sweeps
+
+    monkeypatch.setattr(sweeps, "_Dask", None)           # no cluster is started for these
+    for kw, name in [(dict(train_fn=_Unpicklable()), "train_fn"), (dict(kwargs={"x": _Unpicklable()}), "kwargs"),
+                     (dict(lr_find=_Unpicklable()), "lr_find")]:
+        with pytest.raises(TypeError, match=f"^{name} must be picklable by cloudpickle.*not this one"):
+            etakit.sweep(kw.pop("train_fn", train), [0.1], progress=False, **kw)

@@ -243,14 +243,17 @@ class ShardedOptimizer:
     global_clipnorm : float or None, default None
         Clip the averaged gradients by their global norm, as
         ``etakit.clip_grad_norm_(grads, global_clipnorm, norm_type)``.
-        None: the wrapped optimizer's ``global_clipnorm`` (its clipping is
-        done here, by the norm over every rank, never by a shard's).
+        None: the wrapped optimizer's ``global_clipnorm``, read at each step
+        (its clipping is done here, by the norm over every rank, never by a
+        shard's).  Each of these three is also an attribute, checked when
+        set: set on the ShardedOptimizer it overrides the wrapped
+        optimizer's; ``del opt.global_clipnorm`` follows it again.
     norm_type : float, optional
         The order of that norm: > 0, or ``float('inf')`` (default: the
-        optimizer's, 2.0 unless set).
+        optimizer's, 2.0 unless set, read at each step).
     nonfinite : {"ignore", "skip", "raise"}, optional
-        Default: the optimizer's policy ("raise" with clipping, else
-        "ignore", unless it sets one).
+        Default: the optimizer's policy, read at each step ("raise" with
+        clipping, else "ignore", unless it sets one).
         What a non-finite global gradient norm does: "ignore" steps anyway
         (as ``torch.optim``); "skip" leaves parameters, state and step count
         as they were on every rank (counted in ``skipped_steps``); "raise"
@@ -274,7 +277,10 @@ class ShardedOptimizer:
     -----
     Every rank must call :meth:`step` (and :meth:`consolidated_state_dict`,
     ``train``, ``eval``) in the same order, as with any MPI collective; a
-    rank that raises on a bad argument leaves the others waiting.
+    rank that raises on a bad argument leaves the others waiting.  The
+    constructor is a collective too (one allgather): every rank raises a
+    ValueError when the ranks wrap optimizers of different rules, dtypes,
+    shapes, groups or loop options, or when one rank's arguments are refused.
 
     Examples
     --------
@@ -289,12 +295,42 @@ class ShardedOptimizer:
     """
 
     def __init__(self, optimizer, comm, *, global_clipnorm=None, norm_type=None, nonfinite=None):
-        if not isinstance(optimizer, _optim.Optimizer):
-            raise TypeError(f"optimizer must be an etakit optimizer (etakit.AdamW, ...), got "
-                            f"{type(optimizer).__name__}")
         if not isinstance(comm, MPI.Intracomm):
             raise TypeError(f"comm must be an mpi4py intracommunicator (MPI.COMM_WORLD, ...), got "
                             f"{type(comm).__name__}")
+        # every rank checks its own arguments, then one allgather compares what the collectives rely on:
+        # ranks that wrapped different models would otherwise abort in MPI (truncated messages), hang, or
+        # silently mix shards of different models; a rank whose own checks failed is named on the others
+        try:
+            self._build(optimizer, comm, global_clipnorm, norm_type, nonfinite)
+            mine, error = self._fingerprint(), None
+        except Exception as e:
+            mine, error = {"error": f"{type(e).__name__}: {e}"}, e
+        everyone = comm.allgather(mine)
+        if error is not None:
+            raise error
+        for r, theirs in enumerate(everyone):
+            if "error" in theirs:
+                raise ValueError(f"ShardedOptimizer: rank {r} of {len(everyone)} could not wrap its optimizer "
+                                 f"({theirs['error']}); every rank must wrap the same optimizer of the same model")
+        for key in mine:
+            values = [theirs.get(key) for theirs in everyone]
+            if any(v != values[0] for v in values):
+                shown = "; ".join(f"rank {r}: {_one_line(v)}" for r, v in enumerate(values))
+                raise ValueError(f"ShardedOptimizer: the ranks wrap different optimizers (they differ in {key}: "
+                                 f"{shown}); every rank must wrap the same optimizer of the same model")
+
+    def _fingerprint(self):
+        """What must be the same on every rank (the layout of the collectives, the rule and its options)."""
+        return {"rule": type(self.optimizer).__name__, "dtype": str(self._dtype),
+                "shapes": [tuple(s) for s in self._shapes],
+                "group sizes": [len(g["params"]) for g in self.optimizer.param_groups], "sharding": self.mode,
+                "loop options": (self.global_clipnorm, self.norm_type, self.nonfinite)}
+
+    def _build(self, optimizer, comm, global_clipnorm, norm_type, nonfinite):
+        if not isinstance(optimizer, _optim.Optimizer):
+            raise TypeError(f"optimizer must be an etakit optimizer (etakit.AdamW, ...), got "
+                            f"{type(optimizer).__name__}")
         if optimizer.step_count or any(optimizer._state) or any(optimizer._steps):
             raise ValueError("optimizer has stepped already; wrap a new optimizer (to continue a run, load its "
                              "state_dict into the ShardedOptimizer)")
@@ -304,22 +340,12 @@ class ShardedOptimizer:
         if loop.ema_decay is not None:
             raise ValueError("ShardedOptimizer: the optimizer has ema_decay set; an EMA of the parameters is not "
                              "sharded (keep one of the gathered parameters on the rank that evaluates)")
-        if global_clipnorm is None:
-            global_clipnorm = loop.global_clipnorm
-        if norm_type is None:
-            norm_type = loop.norm_type
-        if nonfinite is None:
-            nonfinite = loop.nonfinite or ("raise" if global_clipnorm is not None else "ignore")
-        if global_clipnorm is not None:
-            if isinstance(global_clipnorm, bool) or not isinstance(global_clipnorm, numbers.Real) or \
-                    not global_clipnorm >= 0 or not math.isfinite(global_clipnorm):
-                raise ValueError(f"global_clipnorm must be a finite number >= 0 or None, got {global_clipnorm!r}")
-            global_clipnorm = float(global_clipnorm)
-        p = _norm_type(norm_type)
-        if not (p > 0):
-            raise ValueError(f"norm_type must be > 0 (2.0, 1.0, float('inf'), ...), got {norm_type!r}")
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _NONFINITE))}, got {nonfinite!r}")
+        # given here, they override the wrapped optimizer's options; not given, they follow them (read
+        # at each step), so that `optimizer.global_clipnorm = ...` after wrapping takes effect
+        self._options = {}
+        for name, v in (("global_clipnorm", global_clipnorm), ("norm_type", norm_type), ("nonfinite", nonfinite)):
+            if v is not None:
+                self._options[name] = _CHECK[name](v)
         cls = type(optimizer)
         groups = optimizer.param_groups
         for gi, g in enumerate(groups):
@@ -335,7 +361,6 @@ class ShardedOptimizer:
         self.optimizer = optimizer
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.global_clipnorm, self.norm_type, self.nonfinite = global_clipnorm, p, nonfinite
         self.last_grad_norm = None
         self.skipped_steps = 0
         self._spec = RuleSpec.of(cls)
@@ -457,6 +482,37 @@ class ShardedOptimizer:
         self._push_groups()
         return self._inner.current_lr()
 
+    # ---- the loop options -------------------------------------------------------
+    def _option(name, doc):
+        def get(self):
+            v = self._options.get(name, _MISSING)
+            if v is _MISSING:
+                v = getattr(self.optimizer._loop, name)
+            if name == "nonfinite" and v is None:       # the default policy: raise when clipping, as etakit's
+                v = "raise" if self.global_clipnorm is not None else "ignore"
+            return v
+
+        def set_(self, v):
+            if v is None and name != "global_clipnorm":
+                self._options.pop(name, None)           # None: the wrapped optimizer's again
+            else:
+                self._options[name] = _CHECK[name](v)   # checked before it is kept
+
+        def del_(self):
+            self._options.pop(name, None)
+
+        return property(get, set_, del_, doc)
+
+    global_clipnorm = _option("global_clipnorm", "Clip the averaged gradients to this global norm (None: no "
+                              "clipping).  Not set here (or deleted), the wrapped optimizer's ``global_clipnorm``, "
+                              "read at each step; set here (None included), it overrides it.")
+    norm_type = _option("norm_type", "The order of the global norm (any > 0, inf too).  Not set here (or set to "
+                        "None), the wrapped optimizer's ``norm_type``, read at each step.")
+    nonfinite = _option("nonfinite", "What a non-finite global norm does: 'ignore', 'skip' or 'raise'.  Not set "
+                        "here (or set to None), the wrapped optimizer's ``nonfinite``, read at each step; when "
+                        "that is None too, 'raise' while clipping and 'ignore' otherwise.")
+    del _option
+
     # ---- the step --------------------------------------------------------------
     @property
     def grads(self):
@@ -513,26 +569,30 @@ class ShardedOptimizer:
             ``nonfinite="raise"``, a non-finite global norm, on every rank,
             before anything is written.
         """
+        if self.optimizer._loop.ema_decay is not None:
+            raise ValueError("ShardedOptimizer: the wrapped optimizer has ema_decay set; an EMA of the parameters "
+                             "is not sharded (keep one of the gathered parameters on the rank that evaluates)")
+        clip, p, policy = self.global_clipnorm, self.norm_type, self.nonfinite
         self._push_groups()
         send = self._flat_grads(grads)
         recv = self._recv
         self.comm.Reduce_scatter(send, recv, self._counts, op=MPI.SUM)
         if self.size > 1:
             np.divide(recv, self.size, out=recv)          # the mean, as (g0 + ... ) / R
-        if self.global_clipnorm is not None or self.nonfinite != "ignore":
-            total, values = self._global_norm()
+        if clip is not None or policy != "ignore":
+            total, values = self._global_norm(p)
             self.last_grad_norm = total
             if not math.isfinite(total):
-                if self.nonfinite == "skip":
+                if policy == "skip":
                     self.skipped_steps += 1
                     return
-                if self.nonfinite == "raise":
+                if policy == "raise":
                     bad = next((i for i, v in enumerate(values) if v is not None and not math.isfinite(v)), 0)
                     raise GradientError(f"the gradients averaged over the ranks have a non-finite norm "
                                         f"({total}); grads[{bad}] (parameter of shape {self._shapes[bad]}) is the "
                                         "first with a NaN or inf; nothing was written (nonfinite='raise')", bad)
-            if self.global_clipnorm is not None:
-                coef = self.global_clipnorm / (total + 1e-6)     # as etakit.clip_grad_norm_ and torch
+            if clip is not None:
+                coef = clip / (total + 1e-6)     # as etakit.clip_grad_norm_ and torch
                 if coef > 1.0:
                     coef = 1.0
                 if coef != 1.0:
@@ -552,10 +612,9 @@ class ShardedOptimizer:
             for a, o in zip(self._params, self._offsets):
                 a.reshape(-1)[...] = self._flat[o:o + a.size]
 
-    def _global_norm(self):
-        """The norm of all averaged gradients, the same on every rank (see the module docstring), and
-        the per-tensor values it was combined from (``etakit.loop._combine``'s inputs)."""
-        p = self.norm_type
+    def _global_norm(self, p):
+        """The ``p``-norm of all averaged gradients, the same on every rank (see the module docstring),
+        and the per-tensor values it was combined from (``etakit.loop._combine``'s inputs)."""
         ntensors = len(self._shapes)
         lo = self.bounds[self.rank]
         views = [(i, self._recv[self._offsets[i] + a - lo:self._offsets[i] + b - lo]) for i, a, b in self._pieces]
@@ -664,13 +723,18 @@ class ShardedOptimizer:
         anything changes.
         """
         if isinstance(state_dict, dict) and "shard" in state_dict:
+            if not isinstance(state_dict["shard"], dict) or not isinstance(state_dict.get("optimizer"), dict):
+                raise ValueError("a ShardedOptimizer state dict has a 'shard' layout (a dict) and an 'optimizer' "
+                                 f"state dict, got {type(state_dict['shard']).__name__} and "
+                                 f"{type(state_dict.get('optimizer')).__name__}")
+            _refuse_lowp(state_dict["optimizer"])
             self._load_shard(state_dict)
         else:
+            if isinstance(state_dict, dict):
+                _refuse_lowp(state_dict)
             self._load_whole(state_dict)
 
     def _load_shard(self, sd):
-        if not isinstance(sd.get("optimizer"), dict):
-            raise ValueError("a ShardedOptimizer state dict has a 'shard' layout and an 'optimizer' state dict")
         theirs, mine = sd["shard"], self._layout()
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k))
@@ -726,3 +790,47 @@ class ShardedOptimizer:
 
 
 _MISSING = object()
+
+
+def _check_clipnorm(v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0 or not math.isfinite(v):
+        raise ValueError(f"global_clipnorm must be a finite number >= 0 or None, got {v!r}")
+    return float(v)
+
+
+def _check_norm_type(v):
+    p = _norm_type(v)
+    if not (p > 0):
+        raise ValueError(f"norm_type must be > 0 (2.0, 1.0, float('inf'), ...), got {v!r}")
+    return p
+
+
+def _check_nonfinite(v):
+    if v not in _NONFINITE:
+        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _NONFINITE))}, got {v!r}")
+    return v
+
+
+def _refuse_lowp(sd):
+    """The constructor's refusal of low-precision state, for a state dict (malformed ones are left to the
+    wrapped optimizer's checks): a group with ``state_dtype`` etc. set, or state arrays of another dtype."""
+    groups = sd.get("param_groups")
+    for gi, g in enumerate(groups if isinstance(groups, (list, tuple)) else ()):
+        if isinstance(g, dict) and _lowp.options(g) != tuple(_lowp.KEYS.values()):
+            raise ValueError(f"param_groups[{gi}]: ShardedOptimizer keeps state in the parameters' dtype; "
+                             "low-precision state (state_dtype=...) is not sharded")
+    state = sd.get("state")
+    for i, entry in (state.items() if isinstance(state, dict) else ()):
+        for name, v in (entry.items() if isinstance(entry, dict) else ()):
+            if isinstance(v, np.ndarray) and v.dtype not in _MPI_TYPES:
+                raise ValueError(f"state[{i}][{name!r}] has dtype {v.dtype}: ShardedOptimizer keeps state in the "
+                                 "parameters' dtype; low-precision state (state_dtype=...) is not sharded")
+
+
+def _one_line(v, limit=200):
+    text = " ".join(str(v).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_CHECK = {"global_clipnorm": lambda v: None if v is None else _check_clipnorm(v), "norm_type": _check_norm_type,
+          "nonfinite": _check_nonfinite}

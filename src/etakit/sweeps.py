@@ -65,6 +65,10 @@ def _losses_of(out):
         if "loss" not in out:
             raise TypeError(f"train_fn returned a dict without a 'loss' entry (keys {sorted(map(str, out))})")
         extra = {str(k): v for k, v in out.items() if k != "loss"}
+        clash = sorted(k for k in extra if k in COLUMNS)
+        if clash:       # an error rather than a silent overwrite of the sweep's own column, or a renamed one
+            raise ValueError(f"train_fn's extra result {clash[0]!r} has the name of a column of the sweep's table "
+                             f"({', '.join(COLUMNS)}); return it under another name")
         for k, v in extra.items():
             if not isinstance(v, (numbers.Number, str, bool, np.generic)) and v is not None:
                 raise TypeError(f"train_fn's extra result {k!r} must be a number or a string (a table column), got "
@@ -76,11 +80,17 @@ def _losses_of(out):
                         "'loss'; got a bool")
     if isinstance(out, (numbers.Real, np.floating, np.integer)):
         return None, float(out), extra
+    what = "train_fn must return the final loss (a number), the losses (a sequence of numbers) or a dict with 'loss'"
+    if out is None or isinstance(out, (str, bytes)):        # numpy would read None as NaN, "0.5" as 0.5
+        raise TypeError(f"{what}; got {type(out).__name__}")
     try:
-        history = np.asarray(out, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise TypeError("train_fn must return the final loss (a number), the losses (a sequence) or a dict with "
-                        f"'loss'; got {type(out).__name__}") from None
+        history = np.asarray(out)
+    except (TypeError, ValueError):                          # a ragged sequence
+        raise TypeError(f"{what}; got {type(out).__name__}") from None
+    if history.dtype.kind not in "iuf":                      # None, strings, complex or bool inside
+        raise TypeError(f"{what}; got {type(out).__name__} of {history.dtype} "
+                        f"({'complex' if history.dtype.kind == 'c' else 'not all real numbers'})")
+    history = history.astype(np.float64).reshape(-1)
     if history.size == 0:
         raise ValueError("train_fn returned no losses (an empty sequence)")
     return history, float(history[-1]), extra
@@ -316,22 +326,23 @@ def _check_seeds(seeds):
     return [int(s) for s in seeds]
 
 
-class _Done:
-    """A task of ``client="serial"``, run when it was submitted."""
+class _Task:
+    """A task of ``client="serial"``, run when its result is asked for."""
 
-    def __init__(self, value):
-        self.value = value
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
 
 
 class _Serial:
-    """The executor of ``client="serial"``: each task runs when it is submitted."""
+    """The executor of ``client="serial"``: each task runs when ``results`` reaches it (so that the
+    progress bar, made after the tasks are submitted, shows them as they finish)."""
 
     def submit(self, fn, *args):
-        return _Done(fn(*args))
+        return _Task(fn, args)
 
     def results(self, futures):
         for f in futures:
-            yield f, f.value, None
+            yield f, f.fn(*f.args), None
 
 
 class _Dask:
@@ -349,7 +360,10 @@ class _Dask:
         if isinstance(client, distributed.Client):
             self.client, self.own = client, False
         elif isinstance(client, str):
-            self.client = distributed.Client(client)
+            try:
+                self.client = distributed.Client(client)
+            except ValueError as e:     # an address Dask cannot parse: say which argument
+                raise ValueError(f"client={client!r}: not a scheduler address such as tcp://host:8786 ({e})") from None
         elif client is not None:
             raise TypeError(f"client must be None, 'serial', a scheduler address or a dask.distributed.Client, "
                             f"got {type(client).__name__}")
@@ -385,6 +399,24 @@ class _Dask:
                 self.cluster.close()
 
 
+def _check_picklable(**objects):
+    """A TypeError naming what cloudpickle cannot send to the workers, before a cluster starts (Dask's own
+    error names a graph object, after logging a traceback)."""
+    try:
+        import cloudpickle
+    except ImportError:          # no Dask either: _Dask says what to install
+        return
+    for name, obj in objects.items():
+        if obj is None:
+            continue
+        try:
+            cloudpickle.dumps(obj)
+        except Exception as e:
+            raise TypeError(f"{name} must be picklable by cloudpickle to run on a Dask cluster, and it is not "
+                            f"({type(e).__name__}: {_one_line(e, 200)}); define it at module level without "
+                            "locks, open files or sockets in it, or use client='serial'") from None
+
+
 def _bar(total, progress, desc):
     if not (progress and sys.stderr.isatty()):
         return None
@@ -405,7 +437,10 @@ def sweep(train_fn, lrs=None, *, seeds=(0,), optimizer=None, kwargs=None, lr_fin
         ``train_fn(lr, seed, **kwargs)`` runs one training and returns its
         final loss (a number), its losses (a sequence; the last is the final
         loss), or a dict with ``"loss"`` (either) and other results (numbers
-        or strings: more columns of the table).  It must be picklable by
+        or strings: more columns of the table; one named as a column of the
+        table, ``lr`` say, is an error of that trial; anything else returned,
+        None, a string or complex numbers, is a TypeError of that trial).
+        It must be picklable by
         cloudpickle to run on worker processes (a function of a module, a
         closure, a lambda).
     lrs : sequence of float, optional
@@ -488,6 +523,8 @@ def sweep(train_fn, lrs=None, *, seeds=(0,), optimizer=None, kwargs=None, lr_fin
     elif type(client).__name__ != "Client":
         raise TypeError(f"client must be None, 'serial', a scheduler address or a dask.distributed.Client, got "
                         f"{type(client).__name__}")
+    if client != "serial":
+        _check_picklable(train_fn=train_fn, kwargs=kw, lr_find=find_fn)
     t0 = time.perf_counter()
     ex = _Serial() if client == "serial" else _Dask(client, int(n_workers), bool(processes))
     rows = []
@@ -629,6 +666,22 @@ class _Demo:
         return _demo_lr_find(seed, optimizer=self.optimizer, hidden=self.hidden)
 
 
+def _address_problem(address):
+    """Why Dask cannot parse a scheduler address (its own parser), or "" (also without Dask: then the
+    sweep says what to install)."""
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+    except ImportError:
+        return ""
+    try:
+        scheme, loc = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(loc, 8786)
+    except (ValueError, TypeError) as e:
+        return f"not a scheduler address such as tcp://host:8786 ({e})"
+    return ""
+
+
 def main(argv=None, prog="etakit sweep"):
     """``etakit sweep``: a learning-rate sweep of the demo problem on Dask; writes sweep.csv and sweep.png.
 
@@ -666,6 +719,14 @@ def main(argv=None, prog="etakit sweep"):
 
     if args.optimizer not in etakit.OPTIMIZERS:
         return fail(f"--optimizer {args.optimizer}: not an etakit optimizer (one of {', '.join(etakit.OPTIMIZERS)})")
+    from ._step import RuleSpec
+
+    if RuleSpec.of(etakit.OPTIMIZERS[args.optimizer]).matrix_only:
+        return fail(f"--optimizer {args.optimizer}: updates 2-D parameters (matrices) only, and the demo MLP has "
+                    "biases; choose an optimizer of every parameter (AdamW, ...)")
+    bad = [s for s in args.seeds if s < 0]
+    if bad:
+        return fail(f"--seeds must be >= 0, got {bad[0]}")
     for name in ("epochs", "hidden", "workers"):
         if getattr(args, name) < 1:
             return fail(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -677,6 +738,10 @@ def main(argv=None, prog="etakit sweep"):
         return fail("give --lrs, or --lr-find to sweep a grid around its suggestion")
     if args.serial and args.address:
         return fail("--serial and --address exclude each other")
+    if args.address is not None:
+        problem = _address_problem(args.address)
+        if problem:
+            return fail(f"--address {args.address}: {problem}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         return fail(f"--out {args.out}: not a folder")
     try:

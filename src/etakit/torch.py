@@ -28,7 +28,14 @@ as ``optimizer_class`` of ``torch.distributed.optim.ZeroRedundancyOptimizer``
 ``consolidate_state_dict`` and resuming from it; tests/test_distributed_torch.py
 checks both against one process.  With ZeRO, as with any local optimizer:
 rules that reduce over every tensor of a group (Prodigy, D-Adaptation, DoG,
-LAMB's ``pre_norm``, Adan's ``max_grad_norm``) reduce over the rank's partition;
+LAMB's ``pre_norm``, Adan's ``max_grad_norm``) reduce over the rank's partition,
+and so do the fused loop options ``global_clipnorm`` (each rank clips by the norm
+of its partition's gradients, not the model's) and ``nonfinite`` (a rank skips or
+raises only when its own partition has a NaN or inf, so the ranks can disagree);
+clip with ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` on
+the whole model before ``zero.step()`` instead (DDP's gradients are averaged
+already, so every rank forms the same norm; a non-finite norm returned by it is
+the same on every rank, and every rank can skip that step);
 a schedule-free optimizer's mode is a group key, which ZeRO copies from its
 own groups, so set it there too after ``zero.optim.train()``; and etakit
 schedules given as hyperparameters restart from step 0 after a resume (ZeRO's
