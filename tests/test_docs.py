@@ -6,22 +6,26 @@ import pytest
 
 MODULES = ["etakit", "etakit.optim", "etakit.reference", "etakit.bench", "etakit.schedules", "etakit.plateau",
            "etakit.lr_finder", "etakit.demo", "etakit.optimize", "etakit.torch", "etakit.__main__",
-           "etakit.checkpoint", "etakit.loop", "etakit.errors", "etakit.cykernels"]
+           "etakit.checkpoint", "etakit.loop", "etakit.errors", "etakit.cykernels", "etakit.distributed",
+           "etakit.sweeps"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, threads):
     if name == "etakit.torch":
         pytest.importorskip("torch")
+    if name == "etakit.distributed":
+        pytest.importorskip("mpi4py", reason="etakit.distributed needs the 'mpi' extra (mpi4py)")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
 
 
-API_PAGES = {"etakit": "optimizers lr_find loop minimize checkpoints config errors", "etakit.torch": "torch",
+API_PAGES = {"etakit": "optimizers lr_find loop minimize sweep checkpoints config errors", "etakit.torch": "torch",
              "etakit.schedules": "schedules", "etakit.reference": "reference", "etakit.demo": "tools",
-             "etakit.bench": "tools", "etakit.cykernels": "cython"}
+             "etakit.bench": "tools", "etakit.cykernels": "cython", "etakit.sweeps": "sweep",
+             "etakit.distributed": "distributed"}
 
 
 @pytest.mark.parametrize("name", sorted(API_PAGES))
@@ -32,6 +36,8 @@ def test_every_public_name_has_its_place_in_the_api_reference(name):
 
     if name == "etakit.torch":
         pytest.importorskip("torch")
+    if name == "etakit.distributed":
+        pytest.importorskip("mpi4py", reason="etakit.distributed needs the 'mpi' extra (mpi4py)")
     module = importlib.import_module(name)
     docs = pathlib.Path(__file__).resolve().parent.parent / "docs" / "api"
     text = "\n".join((docs / f"{page}.rst").read_text() for page in API_PAGES[name].split())

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GradientError", "GradientTypeError", "HyperparameterError", "StateError"]
+__all__ = ["GradientError", "GradientTypeError", "HyperparameterError", "NonFiniteGradientError", "StateError"]
 
 
 class GradientError(ValueError):
@@ -69,6 +69,31 @@ class GradientTypeError(GradientError, TypeError):
     ... except TypeError as e:
     ...     print(type(e).__name__, e.index)
     GradientTypeError 0
+    """
+
+
+class NonFiniteGradientError(GradientError):
+    """A gradient holds inf or NaN and the optimizer's ``nonfinite`` policy is ``"raise"``.
+
+    Nothing was written.  Also a `GradientError` (and so a ``ValueError``).
+
+    Parameters
+    ----------
+    message : str
+        What was refused and why.
+    index : int, optional
+        The first non-finite gradient (``self.index``), or None when only their
+        global norm overflowed.
+
+    Examples
+    --------
+    >>> import numpy as np, etakit
+    >>> opt = etakit.SGD([np.zeros(3)], lr=0.1, nonfinite="raise")
+    >>> try:
+    ...     opt.step([np.array([1.0, np.inf, 0.0])])
+    ... except etakit.NonFiniteGradientError as e:
+    ...     print(e.index)
+    0
     """
 
 
