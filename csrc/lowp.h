@@ -65,21 +65,40 @@ static ETK_ALWAYS_INLINE uint8_t etk_q8_code1(float x, const unsigned char *lut,
     c = c > 255u ? 255u : c;
     return (uint8_t)(x != x ? 255u : c);
 }
-/* The scale of a block: max |x|, NaN if any is NaN; returns 1 / scale (0 for 0). */
+/* The unsigned map (second moments, under a square root in a denominator)
+ * never rounds a positive value to code 0: a first moment that stays non-zero
+ * would then be divided by eps alone, a step thousands of times lr.  Such a
+ * value takes the smallest positive code. */
+static ETK_ALWAYS_INLINE void etk_q8_nonneg(const float *restrict in, uint8_t *restrict out, size_t n)
+{
+    size_t i;
+#pragma omp simd
+    for (i = 0; i < n; i++) out[i] = (uint8_t)(out[i] == 0 && in[i] > 0.0f ? 1u : out[i]);
+}
+/* The byte order of the VBMI lookups (see there): position 16 L + 4 k + j
+ * holds byte 16 k + 4 L + j, and the reverse (the permutation is its own
+ * inverse). */
+static const unsigned char etk_q8_perm64[64] = {
+    0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51, 4,  5,  6,  7,  20, 21,
+    22, 23, 36, 37, 38, 39, 52, 53, 54, 55, 8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43,
+    56, 57, 58, 59, 12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63,
+};
+/* The scale of a block: max |x|, NaN if any is NaN; returns 1 / scale (0 for
+ * 0).  The largest magnitude is the largest of the magnitudes' bits (as
+ * unsigned integers), and a NaN's bits are above +inf's. */
 static ETK_ALWAYS_INLINE float etk_q8_absmax(const float *restrict in, size_t n, float *absmax)
 {
-    float m = 0.0f;
-    int nan = 0;
+    uint32_t m = 0;
+    float f;
     size_t i;
-#pragma omp simd reduction(max : m) reduction(| : nan)
+#pragma omp simd reduction(max : m)
     for (i = 0; i < n; i++) {
-        float a = fabsf(in[i]);
+        uint32_t a = etk_bits_of(in[i]) & 0x7fffffffu;
         m = a > m ? a : m;
-        nan |= a != a;
     }
-    if (nan) m = etk_float_of(0x7fc00000u);
-    *absmax = m;
-    return m == 0.0f ? 0.0f : 1.0f / m;
+    f = etk_float_of(m > 0x7f800000u ? 0x7fc00000u : m);
+    *absmax = f;
+    return f == 0.0f ? 0.0f : 1.0f / f;
 }
 #endif
 
@@ -160,9 +179,11 @@ ETK_TGT static void ETK_LFN(bf16_enc_sr)(const float *restrict in, uint16_t *res
     }
 }
 
-ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const float *restrict map, float scale,
+#if ETK_ISA == 2
+ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const etk_q8_codec *q, float scale,
                                     float *restrict out, size_t n)
 {
+    const float *restrict map = q->map;
     const __m512 s = _mm512_set1_ps(scale);
     size_t i;
     for (i = 0; i + 16 <= n; i += 16) {
@@ -198,19 +219,171 @@ static ETK_TGT ETK_ALWAYS_INLINE __m128i ETK_LFN(q8_code16)(__m512 x, const int3
     return _mm512_cvtepi32_epi8(c);
 }
 
-ETK_TGT static void ETK_LFN(q8_enc)(const float *restrict in, uint8_t *restrict out, float *absmax, size_t n,
-                                    const etk_q8_codec *q)
+ETK_TGT static void ETK_LFN(q8_codes)(const float *restrict in, uint8_t *restrict out, size_t n, float scale,
+                                      float inv1, const etk_q8_codec *q)
 {
     const int32_t *key = q->key;
-    const __m512 inv = _mm512_set1_ps(etk_q8_absmax(in, n, absmax));
+    const __m512 inv = _mm512_set1_ps(inv1);
     size_t i;
+    (void)scale;
     for (i = 0; i + 16 <= n; i += 16)
         _mm_storeu_si128((__m128i *)(out + i), ETK_LFN(q8_code16)(_mm512_mul_ps(_mm512_loadu_ps(in + i), inv), key));
     if (i < n) {
         const __mmask16 k = ETK_LFN(tail16)(n - i);
         _mm_mask_storeu_epi8(out + i, k, ETK_LFN(q8_code16)(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, in + i), inv), key));
     }
+    if (!q->is_signed) etk_q8_nonneg(in, out, n);
 }
+
+#else
+/* AVX-512 VBMI: the 8-bit codecs without gathers.  A lookup of 64 float32
+ * entries of a 256-entry table by 64 byte indices reads the table's four byte
+ * planes with two vpermi2b each (128 entries per pair of registers, the
+ * index's top bit choosing the pair) and interleaves the planes back into
+ * dwords.  The interleave (within 128-bit lanes) leaves in lane L of dword
+ * vector k the entry of index byte 16 L + 4 k + j; the dword-to-byte packing
+ * (also within lanes) puts element 4 L + j of vector k at that byte, so a
+ * lookup by packed indices lines up with the vectors they came from, and
+ * etk_q8_perm64 turns natural byte order into that order and back. */
+static ETK_TGT ETK_ALWAYS_INLINE __mmask64 ETK_LFN(tail64)(size_t left)
+{
+    return left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1u);
+}
+
+static ETK_TGT ETK_ALWAYS_INLINE void ETK_LFN(lut64)(__m512i idx, const unsigned char *planes, __m512i out[4])
+{
+    const __mmask64 up = _mm512_movepi8_mask(idx);
+    __m512i b[4], w0, w1, w2, w3;
+    int k;
+    for (k = 0; k < 4; k++) {
+        const unsigned char *p = planes + 256 * k;
+        const __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512((const void *)p), idx,
+                                                    _mm512_loadu_si512((const void *)(p + 64)));
+        const __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512((const void *)(p + 128)), idx,
+                                                    _mm512_loadu_si512((const void *)(p + 192)));
+        b[k] = _mm512_mask_blend_epi8(up, lo, hi);
+    }
+    w0 = _mm512_unpacklo_epi8(b[0], b[1]);
+    w1 = _mm512_unpackhi_epi8(b[0], b[1]);
+    w2 = _mm512_unpacklo_epi8(b[2], b[3]);
+    w3 = _mm512_unpackhi_epi8(b[2], b[3]);
+    out[0] = _mm512_unpacklo_epi16(w0, w2);
+    out[1] = _mm512_unpackhi_epi16(w0, w2);
+    out[2] = _mm512_unpacklo_epi16(w1, w3);
+    out[3] = _mm512_unpackhi_epi16(w1, w3);
+}
+
+/* four vectors of 16 dwords in [0, 255] to 64 bytes, in lookup order */
+static ETK_TGT ETK_ALWAYS_INLINE __m512i ETK_LFN(pack64)(const __m512i v[4])
+{
+    return _mm512_packus_epi16(_mm512_packus_epi32(v[0], v[1]), _mm512_packus_epi32(v[2], v[3]));
+}
+
+ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const etk_q8_codec *q, float scale,
+                                    float *restrict out, size_t n)
+{
+    const __m512 s = _mm512_set1_ps(scale);
+    const __m512i perm = _mm512_loadu_si512((const void *)etk_q8_perm64);
+    size_t i;
+    int k;
+    for (i = 0; i < n; i += 64) {
+        const __mmask64 m = ETK_LFN(tail64)(n - i);
+        __m512i v[4];
+        ETK_LFN(lut64)(_mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(m, in + i)), q->planes, v);
+        for (k = 0; k < 4; k++)
+            _mm512_mask_storeu_ps(out + i + 16 * k, (__mmask16)(m >> (16 * k)),
+                                  _mm512_mul_ps(_mm512_castsi512_ps(v[k]), s));
+    }
+}
+
+/* The codes of 64 values: the estimate c0 of each code, the code or one
+ * below it (the segment of |x| from its octave and the octave's breakpoint,
+ * then floor of the segment's line: etk_q8_codec.oct, .bp, .line), and then
+ * c0 + (x >= the threshold above c0).  x is finite and |x| < 2; with the
+ * unsigned map x is clamped at 0 first (a negative x takes code 0 either way)
+ * and a positive input never takes code 0.  The tables are loaded once per
+ * call into registers (the stores through `out` may alias them). */
+static ETK_TGT ETK_ALWAYS_INLINE void ETK_LFN(q8_codes_body)(const float *restrict in, uint8_t *restrict out,
+                                                             size_t n, float inv1, const etk_q8_codec *q,
+                                                             const int nonneg)
+{
+    const __m512 inv = _mm512_set1_ps(inv1);
+    const __m512i perm = _mm512_loadu_si512((const void *)etk_q8_perm64), one = _mm512_set1_epi32(1);
+    const __m512i oct0 = _mm512_set1_epi32(ETK_Q8_OCT0), absm = _mm512_set1_epi32(0x7fffffff);
+    const __m512 bp0 = _mm512_loadu_ps(q->bp), bp1 = _mm512_loadu_ps(q->bp + 16);
+    const __m512i oc0 = _mm512_loadu_si512((const void *)q->oct), oc1 = _mm512_loadu_si512((const void *)(q->oct + 16));
+    const __m512 la = _mm512_loadu_ps(q->line), lb = _mm512_loadu_ps(q->line + 16);
+    __m512i tp[16];
+    size_t i;
+    int k;
+    for (k = 0; k < 16; k++) tp[k] = _mm512_loadu_si512((const void *)(q->planes + 4 * 256 + 64 * k));
+    for (i = 0; i < n; i += 64) {
+        const __mmask64 m = ETK_LFN(tail64)(n - i);
+        __m512 v[4], x[4];
+        __m512i c[4], t[4], b[4], idx, w0, w1, w2, w3;
+        __mmask64 up;
+        for (k = 0; k < 4; k++) {
+            __m512i u, ua, o, seg;
+            __m512 a;
+            v[k] = _mm512_maskz_loadu_ps((__mmask16)(m >> (16 * k)), in + i + 16 * k);
+            x[k] = _mm512_mul_ps(v[k], inv);
+            u = _mm512_castps_si512(x[k]);
+            if (nonneg) {
+                a = _mm512_max_ps(x[k], _mm512_setzero_ps());
+                ua = _mm512_castps_si512(a);
+            } else {
+                ua = _mm512_and_si512(u, absm);
+                a = _mm512_castsi512_ps(ua);
+            }
+            /* max(biased exponent - ETK_Q8_OCT0, 0): the exponent fits the low 16 bits */
+            o = _mm512_subs_epu16(_mm512_srli_epi32(ua, 23), oct0);
+            seg = _mm512_permutex2var_epi32(oc0, o, oc1);
+            seg = _mm512_mask_add_epi32(seg, _mm512_cmp_ps_mask(a, _mm512_permutex2var_ps(bp0, o, bp1), _CMP_GE_OQ), seg,
+                                        one);
+            if (!nonneg) seg = _mm512_mask_add_epi32(seg, _mm512_movepi32_mask(u), seg, _mm512_set1_epi32(8));
+            c[k] = _mm512_cvt_roundps_epi32(
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(seg, la), a, _mm512_permutexvar_ps(seg, lb)),
+                _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        }
+        /* the thresholds above the estimates, from byte planes (see ETK_LFN(lut64)) */
+        idx = ETK_LFN(pack64)(c);
+        up = _mm512_movepi8_mask(idx);
+        for (k = 0; k < 4; k++)
+            b[k] = _mm512_mask_blend_epi8(up, _mm512_permutex2var_epi8(tp[4 * k], idx, tp[4 * k + 1]),
+                                          _mm512_permutex2var_epi8(tp[4 * k + 2], idx, tp[4 * k + 3]));
+        w0 = _mm512_unpacklo_epi8(b[0], b[1]);
+        w1 = _mm512_unpackhi_epi8(b[0], b[1]);
+        w2 = _mm512_unpacklo_epi8(b[2], b[3]);
+        w3 = _mm512_unpackhi_epi8(b[2], b[3]);
+        t[0] = _mm512_unpacklo_epi16(w0, w2);
+        t[1] = _mm512_unpackhi_epi16(w0, w2);
+        t[2] = _mm512_unpacklo_epi16(w1, w3);
+        t[3] = _mm512_unpackhi_epi16(w1, w3);
+        for (k = 0; k < 4; k++) {
+            c[k] = _mm512_mask_add_epi32(c[k], _mm512_cmp_ps_mask(x[k], _mm512_castsi512_ps(t[k]), _CMP_GE_OQ), c[k],
+                                         one);
+            /* a positive input: at least code 1 (min(bits, 1) is 1, 0 for +0, negative for x < 0) */
+            if (nonneg) c[k] = _mm512_max_epi32(c[k], _mm512_min_epi32(_mm512_castps_si512(v[k]), one));
+        }
+        _mm512_mask_storeu_epi8(out + i, m, _mm512_permutexvar_epi8(perm, ETK_LFN(pack64)(c)));
+    }
+}
+
+ETK_TGT static void ETK_LFN(q8_codes)(const float *restrict in, uint8_t *restrict out, size_t n, float scale,
+                                      float inv, const etk_q8_codec *q)
+{
+    size_t i;
+    if (!(scale <= FLT_MAX && inv <= FLT_MAX)) {
+        /* a NaN or infinite scale or inverse (x NaN or unbounded): the bucket search */
+        for (i = 0; i < n; i++) out[i] = etk_q8_code1(in[i] * inv, q->lut, q->thr);
+        if (!q->is_signed) etk_q8_nonneg(in, out, n);
+    } else if (q->is_signed) {
+        ETK_LFN(q8_codes_body)(in, out, n, inv, q, 0);
+    } else {
+        ETK_LFN(q8_codes_body)(in, out, n, inv, q, 1);
+    }
+}
+#endif
 
 #elif ETK_ISA == 1
 /* AVX2: 8 lanes (16 for bfloat16 packing), scalar tails. */
@@ -289,9 +462,10 @@ ETK_TGT static void ETK_LFN(bf16_enc_sr)(const float *restrict in, uint16_t *res
     for (; i < n; i++) out[i] = etk_bf16_sr1(in[i], lo0 + (uint32_t)i, ka, kbh);
 }
 
-ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const float *restrict map, float scale,
+ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const etk_q8_codec *q, float scale,
                                     float *restrict out, size_t n)
 {
+    const float *restrict map = q->map;
     const __m256 s = _mm256_set1_ps(scale);
     size_t i;
     for (i = 0; i + 8 <= n; i += 8) {
@@ -301,11 +475,10 @@ ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const float *res
     for (; i < n; i++) out[i] = map[in[i]] * scale;
 }
 
-ETK_TGT static void ETK_LFN(q8_enc)(const float *restrict in, uint8_t *restrict out, float *absmax, size_t n,
-                                    const etk_q8_codec *q)
+ETK_TGT static void ETK_LFN(q8_codes)(const float *restrict in, uint8_t *restrict out, size_t n, float scale,
+                                      float inv1, const etk_q8_codec *q)
 {
     const int32_t *key = q->key;
-    const float inv1 = etk_q8_absmax(in, n, absmax);
     const __m256 inv = _mm256_set1_ps(inv1);
     const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12,
                                           -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
@@ -335,6 +508,8 @@ ETK_TGT static void ETK_LFN(q8_enc)(const float *restrict in, uint8_t *restrict 
                          _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
     }
     for (; i < n; i++) out[i] = etk_q8_code1(in[i] * inv1, q->lut, q->thr);
+    if (!q->is_signed) etk_q8_nonneg(in, out, n);
+    (void)scale;
 }
 
 #else
@@ -372,30 +547,37 @@ ETK_TGT static void ETK_LFN(bf16_enc_sr)(const float *restrict in, uint16_t *res
     }
 }
 
-ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const float *restrict map, float scale,
+ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const etk_q8_codec *q, float scale,
                                     float *restrict out, size_t n)
 {
+    const float *restrict map = q->map;
     size_t i;
 #pragma omp simd
     for (i = 0; i < n; i++) out[i] = map[in[i]] * scale;
 }
 
-ETK_TGT static void ETK_LFN(q8_enc)(const float *restrict in, uint8_t *restrict out, float *absmax, size_t n,
-                                    const etk_q8_codec *q)
+ETK_TGT static void ETK_LFN(q8_codes)(const float *restrict in, uint8_t *restrict out, size_t n, float scale,
+                                      float inv, const etk_q8_codec *q)
 {
     const float *restrict thr = q->thr;
     const unsigned char *restrict lut = q->lut;
-    const float inv = etk_q8_absmax(in, n, absmax);
     size_t i;
+    (void)scale;
 #pragma omp simd
     for (i = 0; i < n; i++) out[i] = etk_q8_code1(in[i] * inv, lut, thr);
+    if (!q->is_signed) etk_q8_nonneg(in, out, n);
 }
 
 #endif
+
+ETK_TGT static float ETK_LFN(q8_scale)(const float *restrict in, size_t n, float *absmax)
+{
+    return etk_q8_absmax(in, n, absmax);
+}
 
 #undef ETK_LFN
 
 #elif defined(ETK_LOWP_ROW)
 {ETK_CAT2(bf16_dec, ETK_VARIANT), ETK_CAT2(bf16_enc, ETK_VARIANT), ETK_CAT2(bf16_enc_sr, ETK_VARIANT),
- ETK_CAT2(q8_dec, ETK_VARIANT), ETK_CAT2(q8_enc, ETK_VARIANT)},
+ ETK_CAT2(q8_dec, ETK_VARIANT), ETK_CAT2(q8_scale, ETK_VARIANT), ETK_CAT2(q8_codes, ETK_VARIANT)},
 #endif

@@ -111,6 +111,52 @@ def test_threads_bit_identical(state_dtype, sr):
                                                   np.asarray(runs[0][1].state_dict()["state"][i][k]).view(np.uint8))
 
 
+@pytest.mark.parametrize("name,state_dtype,sr", [("AdamW", "bfloat16", True), ("AdamW", "int8", False),
+                                                 ("RMSprop", "int8", False), ("Adagrad", "int8", False)])
+def test_simd_variants_bit_identical(name, state_dtype, sr, simd):
+    """Every SIMD variant the CPU runs (the 8-bit codecs differ most: gathers, byte permutes) gives the
+    baseline's bits, on sizes that leave vector tails and a partial last block."""
+    runs = {}
+    for variant in _core.simd_available():
+        simd(variant)
+        runs[variant] = _run(name, [70001, 300, 17], state_dtype, sr, steps=3)
+    ws0, opt0, _ = runs["baseline"]
+    for variant, (ws, opt, _) in runs.items():
+        for a, b in zip(ws, ws0):
+            np.testing.assert_array_equal(a, b, err_msg=variant)
+        for i, st in opt.state_dict()["state"].items():
+            for k, v in st.items():
+                if k != "step":
+                    np.testing.assert_array_equal(np.asarray(v).view(np.uint8),
+                                                  np.asarray(opt0.state_dict()["state"][i][k]).view(np.uint8),
+                                                  err_msg=f"{variant} {k}")
+
+
+def test_q8_codec_every_variant_on_special_values(simd):
+    """The codecs of every variant against the reference: zeros, subnormals, the maps' values, thresholds
+    and their neighbours, magnitudes over 40 decades, and blocks with a NaN or an infinity."""
+    rng = np.random.default_rng(5)
+    vals = [np.float32(0), np.float32(-0.0), np.float32(1e-45), np.float32(-1e-45), np.float32(1.0)]
+    for signed in (True, False):
+        t = R.q8_thresholds(R.dynamic_map(signed))
+        vals += list(R.dynamic_map(signed)) + list(t) + list(np.nextafter(t, np.float32(0)))
+    x = np.array(vals, dtype=np.float32)
+    x = np.concatenate([x, -x, (rng.standard_normal(4000) * 10.0 ** rng.uniform(-38, 2, 4000)).astype(np.float32)])
+    x = x[rng.permutation(x.size)]
+    x[::256] = 1.0                              # a scale of 1 in most blocks: the values themselves are coded
+    x[2 * 256 + 7], x[3 * 256 + 9], x[4 * 256 + 1] = np.nan, np.inf, -np.inf
+    for variant in _core.simd_available():
+        simd(variant)
+        for signed in (True, False):
+            y = x if signed else np.abs(x)
+            c, a = _core.q8_encode(y, signed)
+            c2, a2 = R.q8_quantize(y, signed)
+            np.testing.assert_array_equal(c, c2, err_msg=f"{variant} {signed}")
+            np.testing.assert_array_equal(a.view(np.uint32), a2.view(np.uint32), err_msg=f"{variant} {signed}")
+            with np.errstate(invalid="ignore"):     # 0 * inf in the blocks with an infinite scale
+                np.testing.assert_array_equal(_core.q8_decode(c, a, signed), R.q8_dequantize(c, a, signed))
+
+
 def test_codecs_match_reference():
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(9999) * 10.0 ** rng.integers(-8, 3, 9999)).astype(np.float32)

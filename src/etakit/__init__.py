@@ -115,7 +115,10 @@ def set_flush_denormal(mode):
 
 
 def simd_variant():
-    """The SIMD variant of the kernels chosen for this CPU ("avx512", "avx2" or "baseline").
+    """The SIMD variant of the kernels chosen for this CPU ("avx512vbmi", "avx512", "avx2" or "baseline").
+
+    "avx512vbmi" runs the "avx512" element loops with 8-bit state codecs that look
+    their tables up with byte permutes instead of gathers.
 
     Set the environment variable ``ETAKIT_SIMD`` before import to pick another
     supported variant.  All variants give bit-identical results.
@@ -123,7 +126,7 @@ def simd_variant():
     Examples
     --------
     >>> import etakit
-    >>> etakit.simd_variant() in ("avx512", "avx2", "baseline")
+    >>> etakit.simd_variant() in ("avx512vbmi", "avx512", "avx2", "baseline")
     True
     """
     return _core.simd_variant()
