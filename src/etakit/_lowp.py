@@ -112,15 +112,18 @@ def decode(state, spec, dtype):
         if a is None:
             continue
         if s["shape"] != "scalar" and a.dtype == np.uint8:
-            a = reference.q8_dequantize(a, state[name + "_absmax"], not s["nonneg"]).reshape(a.shape)
+            a = _core.q8_decode(np.ascontiguousarray(a).reshape(-1),
+                                np.ascontiguousarray(state[name + "_absmax"], dtype=np.float32),
+                                not s["nonneg"]).reshape(a.shape)
         elif s["shape"] != "scalar" and a.dtype.itemsize == 2:
             a = reference.bf16_decode(a.view(np.uint16)).reshape(a.shape)
         out[name] = np.array(a, dtype=np.float64 if s["shape"] == "scalar" else dtype, order="C", copy=True)
     return out
 
 
-def encode(state, spec, fmt):
-    """A tensor's float state in format ``fmt`` (new arrays)."""
+def encode(state, spec, fmt, raw=False):
+    """A tensor's float state in format ``fmt`` (new arrays; bfloat16 as uint16 bits if ``raw``, which
+    needs no ml_dtypes)."""
     if fmt == FULL:
         return state
     out = {}
@@ -132,7 +135,8 @@ def encode(state, spec, fmt):
         if s["shape"] == "scalar":
             out[name] = a
         elif fmt == BF16:
-            out[name] = _core.bf16_encode(np.ascontiguousarray(a, dtype=np.float32)).view(bfloat16())
+            bits = _core.bf16_encode(np.ascontiguousarray(a, dtype=np.float32))
+            out[name] = bits if raw else bits.view(bfloat16())
         else:
             codes, absmax = _core.q8_encode(np.ascontiguousarray(a, dtype=np.float32), not s["nonneg"])
             out[name], out[name + "_absmax"] = codes, absmax
@@ -143,12 +147,13 @@ def _array_format(a):
     return Q8 if a.dtype == np.uint8 else BF16 if a.dtype.itemsize == 2 else FULL
 
 
-def convert(state, spec, fmt, dtype):
-    """``state`` with every element-wise buffer in format ``fmt`` (``state`` itself if it is already)."""
+def convert(state, spec, fmt, dtype, raw=False):
+    """``state`` with every element-wise buffer in format ``fmt`` (``state`` itself if it is already;
+    ``raw``: see ``encode``)."""
     if all(_array_format(state[s["name"]]) == fmt for s in spec.slots
            if s["shape"] != "scalar" and state.get(s["name"]) is not None):
         return state
-    return encode(decode(state, spec, dtype), spec, fmt)
+    return encode(decode(state, spec, dtype), spec, fmt, raw)
 
 
 def plan_arrays(state, spec):
