@@ -395,3 +395,54 @@ def test_a_refused_step_does_not_convert_the_state():
                for k in before)
     opt.step([np.ones(8192, np.float32)])         # and the change takes effect with the next good step
     assert opt.state_dict()["state"][0]["exp_avg"].dtype.itemsize == 2
+
+
+def test_sr_seed_streams():
+    """stochastic rounding from a user seed: the reference's bits (tensor_seed(sr_seed, index)), the
+    same for 1 and 3 threads and after a checkpoint resumes; another seed, other bits."""
+    rng = np.random.default_rng(6)
+    sizes = [70001, 300]
+    w0 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(4)]
+
+    def run(seed, threads=2, split=False):
+        ws = [w.copy() for w in w0]
+        opt = etakit.Adam(ws, lr=1e-2, state_dtype="bfloat16", stochastic_rounding=True, sr_seed=seed)
+        etakit.set_num_threads(threads)
+        try:
+            for k, g in enumerate(grads):
+                if split and k == 2:        # resume from a checkpoint half way
+                    sd = opt.state_dict()
+                    ws = [w.copy() for w in ws]
+                    opt = etakit.Adam(ws, lr=1e-2, state_dtype="bfloat16")
+                    opt.load_state_dict(sd)
+                opt.step(g)
+        finally:
+            etakit.set_num_threads(2)
+        return ws, opt.state_dict()["state"]
+
+    ws, st = run(2**64 - 5)
+    ref_p = [w.copy() for w in w0]
+    ref_s = [{} for _ in sizes]
+    slots, nonneg = _info("adam")
+    for k, g in enumerate(grads, start=1):
+        for i in range(len(sizes)):
+            R.lowp_step("adam", ref_p[i], g[i], ref_s[i], step=k, state_dtype="bfloat16", nonneg=nonneg,
+                        slots=slots, stochastic_rounding=True, seed=R.tensor_seed(2**64 - 5, i), lr=1e-2)
+    for i in range(len(sizes)):
+        np.testing.assert_array_equal(ws[i], ref_p[i])
+        np.testing.assert_array_equal(st[i]["exp_avg"].view(np.uint16), ref_s[i]["exp_avg"])
+    for other in (run(2**64 - 5, threads=1), run(2**64 - 5, threads=3), run(2**64 - 5, split=True)):
+        for a, b in zip(other[0], ws):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(run(7)[1][0]["exp_avg"].view(np.uint16), st[0]["exp_avg"].view(np.uint16))
+
+
+@pytest.mark.parametrize("kw,match", [(dict(sr_seed=3), "set stochastic_rounding=True"),
+                                      (dict(stochastic_rounding=True, sr_seed=-1), "Invalid sr_seed"),
+                                      (dict(stochastic_rounding=True, sr_seed=2**64), "Invalid sr_seed"),
+                                      (dict(stochastic_rounding=True, sr_seed=True), "Invalid sr_seed"),
+                                      (dict(stochastic_rounding=True, sr_seed=1.5), "Invalid sr_seed")])
+def test_bad_sr_seed(kw, match):
+    with pytest.raises(ValueError, match=match):
+        etakit.Adam([np.zeros(3, np.float32)], state_dtype="bfloat16", **kw)

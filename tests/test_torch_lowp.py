@@ -297,3 +297,37 @@ def test_refusals():
     with pytest.raises(ValueError, match="Invalid state_dtype"):
         opt.step()
     assert torch.equal(p, before) and opt.state[p]["exp_avg"].dtype == torch.float32
+
+
+def test_sr_seed_as_the_numpy_optimizer():
+    """A parameter's stream is its state_dict index under its group's sr_seed: a parameter without a
+    gradient at a step does not shift the others'."""
+    rng = np.random.default_rng(3)
+    ws = [rng.standard_normal(n).astype(np.float32) for n in (5000, 300, 7000)]
+    kw = dict(lr=1e-2, state_dtype="bfloat16", stochastic_rounding=True)
+    nopt_ws = [w.copy() for w in ws]
+    nopt = etakit.Adam([{"params": nopt_ws[:2], "sr_seed": 11}, {"params": nopt_ws[2:], "sr_seed": 12}], **kw)
+    ts = [torch.from_numpy(w.copy()).requires_grad_() for w in ws]
+    topt = et.Adam([{"params": ts[:2], "sr_seed": 11}, {"params": ts[2:], "sr_seed": 12}], **kw)
+    for _ in range(3):
+        g = [rng.standard_normal(w.size).astype(np.float32) for w in ws]
+        nopt.step(g)
+        for t, gi in zip(ts, g):
+            t.grad = torch.from_numpy(gi.copy())
+        topt.step()
+    for i, t in enumerate(ts):
+        np.testing.assert_array_equal(t.detach().numpy(), nopt_ws[i])
+        np.testing.assert_array_equal(_numpy_form(topt, t)["exp_avg"], nopt.state_dict()["state"][i]["exp_avg"]
+                                      .view(np.uint16))
+    # one more step without a gradient for the second parameter: the third draws the same bits
+    g = [torch.from_numpy(rng.standard_normal(w.size).astype(np.float32)) for w in ws]
+    states = []
+    for skip in (False, True):
+        tw = [t.detach().clone().requires_grad_() for t in ts]
+        o = et.Adam([{"params": tw[:2], "sr_seed": 11}, {"params": tw[2:], "sr_seed": 12}], **kw)
+        o.load_state_dict(topt.state_dict())
+        for i, t in enumerate(tw):
+            t.grad = None if skip and i == 1 else g[i].clone()
+        o.step()
+        states.append(o.state[tw[2]]["exp_avg"].view(torch.int16).clone())
+    assert torch.equal(states[0], states[1])

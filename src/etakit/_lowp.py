@@ -10,7 +10,8 @@ encodes it back, see csrc/lowp.c):
   ml_dtypes type is the one JAX uses, so the arrays print, convert with
   ``astype(np.float32)`` and save like any numpy array; etakit.torch keeps
   ``torch.bfloat16`` tensors), rounded to nearest even, or stochastically
-  with ``stochastic_rounding=True``;
+  with ``stochastic_rounding=True``, from the stream ``sr_seed`` (an integer,
+  default 0: each seed is its own reproducible sequence of roundings);
 - ``"int8"``: 8-bit blockwise, bitsandbytes' format: per buffer ``<name>``
   the uint8 codes (the parameter's shape) and ``<name>_absmax``, one float32
   scale per 256 elements.  Parameters with fewer than ``min_8bit_size``
@@ -27,7 +28,7 @@ import numpy as np
 from . import _core, reference
 from .errors import StateError
 
-KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096}
+KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096, "sr_seed": 0}
 DTYPES = ("float32", "bfloat16", "int8")
 FULL, BF16, Q8 = 0, 2, 3
 _NAMES = {FULL: "float32", BF16: "bfloat16", Q8: "int8"}
@@ -44,14 +45,24 @@ def bfloat16():
 
 
 def options(group):
-    """(state_dtype, stochastic_rounding, min_8bit_size) of a group (defaults for missing keys)."""
+    """(state_dtype, stochastic_rounding, min_8bit_size, sr_seed) of a group (defaults for missing keys)."""
     return (group.get("state_dtype", "float32"), group.get("stochastic_rounding", False),
-            group.get("min_8bit_size", 4096))
+            group.get("min_8bit_size", 4096), group.get("sr_seed", 0))
+
+
+def seeds(groups, group_of, index):
+    """The stochastic-rounding streams of a plan's tensors (None if no group rounds stochastically):
+    tensor ``t`` of group ``group_of[t]`` at position ``index[t]`` among all the optimizer's
+    parameters (its state_dict index) draws from ``tensor_seed(sr_seed of its group, position)``,
+    so the bits depend on neither the thread count nor which parameters have gradients."""
+    if not any(options(g)[1] for g in groups):
+        return None
+    return [reference.tensor_seed(options(groups[gi])[3], i) for gi, i in zip(group_of, index)]
 
 
 def check(group, where, spec):
     """Refuse bad low-precision keys of a group (TypeError, ValueError) before anything is written."""
-    dt, sr, m = options(group)
+    dt, sr, m, seed = options(group)
     if not isinstance(dt, str) or dt not in DTYPES:
         raise ValueError(f"Invalid state_dtype for {where}: {dt!r} (expected one of {', '.join(map(repr, DTYPES))})")
     if dt != "float32" and not spec.lowp:
@@ -68,6 +79,10 @@ def check(group, where, spec):
         raise ValueError(f"{where}: stochastic_rounding applies to state_dtype='bfloat16' (got {dt!r})")
     if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 0:
         raise ValueError(f"Invalid min_8bit_size for {where}: {m!r} (expected an integer >= 0)")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+        raise ValueError(f"Invalid sr_seed for {where}: {seed!r} (expected an integer in [0, 2**64))")
+    if seed and not sr:
+        raise ValueError(f"{where}: sr_seed seeds stochastic rounding; set stochastic_rounding=True with it")
 
 
 def check_params(group, params, labels):
@@ -81,7 +96,7 @@ def check_params(group, params, labels):
 
 def target(group, size):
     """The format a parameter of ``size`` elements keeps its state in under ``group``."""
-    dt, _, m = options(group)
+    dt, _, m, _ = options(group)
     if dt == "bfloat16":
         return BF16
     if dt == "int8":

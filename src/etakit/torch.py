@@ -57,7 +57,6 @@ from . import _core, _lowp
 from . import optim as _optim
 from ._step import NESTED, RuleSpec, Stepper
 from .errors import StateError
-from .reference import tensor_seed
 
 __all__ = list(_optim.OPTIMIZERS)
 
@@ -670,9 +669,8 @@ class _DropIn(torch.optim.Optimizer):
         seeds = stochastic = None
         if spec.lowp:
             stochastic = [_lowp.options(g)[1] for g in self.param_groups]
-            if any(stochastic):     # a parameter's stream: its position in the groups (its state_dict index)
-                index = {id(q): n for n, q in enumerate(q for g in self.param_groups for q in g["params"])}
-                seeds = [tensor_seed(0, index[id(p)]) for p in params]
+            index = {id(q): n for n, q in enumerate(q for g in self.param_groups for q in g["params"])}
+            seeds = _lowp.seeds(self.param_groups, gis, [index[id(p)] for p in params])
         st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels, seeds, stochastic)
         st.plan.set_torch_params(params, torch._C._increment_version)
         if mode == "state" and final:
