@@ -446,3 +446,13 @@ def test_sr_seed_streams():
 def test_bad_sr_seed(kw, match):
     with pytest.raises(ValueError, match=match):
         etakit.Adam([np.zeros(3, np.float32)], state_dtype="bfloat16", **kw)
+
+
+@pytest.mark.parametrize("name,why", [("Prodigy", "pass of its own"), ("DAdaptAdam", "pass of its own"),
+                                      ("DAdaptSGD", "x0"), ("DAdaptAdaGrad", "x0"), ("DoG", "init_buffer"),
+                                      ("LDoG", "init_buffer"), ("ScheduleFreeSGD", "iterate"),
+                                      ("ScheduleFreeAdamW", "iterate"), ("ScheduleFreeRAdam", "iterate")])
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_learning_rate_free_rules_refuse_low_precision_state_with_the_reason(name, why, state_dtype):
+    with pytest.raises(ValueError, match=f"cannot keep {state_dtype} state: .*{why}"):
+        getattr(etakit, name)([np.zeros(8192, np.float32)], state_dtype=state_dtype)

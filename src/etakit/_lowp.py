@@ -44,6 +44,28 @@ def bfloat16():
     return np.dtype(ml_dtypes.bfloat16)
 
 
+# Why the rules that adapt their own step size keep float32 state (etakit._lowp.check says it).
+_WHY_NOT = {
+    "prodigy": "its step size d is estimated from sums over its state (s, and p0, a copy of the initial "
+               "parameters) in a pass of its own before the update; low-precision state is decoded and "
+               "encoded within one element-wise pass, and the rounding of p0 would enter d",
+    "dadapt_adam": "its step size d is estimated from sums over its state (s) in a pass of its own before the "
+                   "update; low-precision state is decoded and encoded within one element-wise pass",
+    "dadapt_sgd": "its step size d is estimated from sums over its state (s, and x0, a copy of the initial "
+                  "parameters) in a pass of its own; low-precision state is decoded and encoded within one "
+                  "element-wise pass, and the rounding of x0 would enter d",
+    "dadapt_adagrad": "its step size d is estimated from sums over its state (sk, alphak, and x0, a copy of the "
+                      "initial parameters) in a pass of its own; low-precision state is decoded and encoded "
+                      "within one element-wise pass, and the rounding of x0 would enter d",
+    "dog": "its step size is the largest distance from the initial parameters (init_buffer, a copy of them), "
+           "reduced in a pass of its own; the rounding of that copy would enter every step size",
+    "schedulefree_adamw": "z is an iterate that the parameters follow, not a moment: rounded to bfloat16 or "
+                          "8 bits at every step it loses updates smaller than its rounding (a parameter-like "
+                          "buffer needs stochastic rounding or Kahan compensation, as bfloat16 parameters do)",
+}
+_WHY_NOT["schedulefree_sgd"] = _WHY_NOT["schedulefree_radam"] = _WHY_NOT["schedulefree_adamw"]
+
+
 def options(group):
     """(state_dtype, stochastic_rounding, min_8bit_size, sr_seed) of a group (defaults for missing keys)."""
     return (group.get("state_dtype", "float32"), group.get("stochastic_rounding", False),
@@ -66,8 +88,10 @@ def check(group, where, spec):
     if not isinstance(dt, str) or dt not in DTYPES:
         raise ValueError(f"Invalid state_dtype for {where}: {dt!r} (expected one of {', '.join(map(repr, DTYPES))})")
     if dt != "float32" and not spec.lowp:
-        raise ValueError(f"{where}: {spec.name} cannot keep {dt} state (only the rules whose step is one "
-                         "element-wise pass can: SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax, ...)")
+        why = _WHY_NOT.get(spec.rule)
+        raise ValueError(f"{where}: {spec.name} cannot keep {dt} state: " + (why or (
+            "only the rules whose step is one element-wise pass can (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, "
+            "NAdam, RAdam, Adamax, ADOPT, AdEMAMix, Adadelta, ASGD, Rprop)")))
     if dt == "int8" and isinstance(group.get("centered"), (bool, np.bool_)) and group["centered"]:
         # square_avg - grad_avg**2 of two independently quantised moments can come out negative
         raise ValueError(f"{where}: centered {spec.name} cannot keep int8 state (the variance estimate "
