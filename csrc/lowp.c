@@ -144,11 +144,12 @@ static void etk_bf16_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tens
     }
 }
 
-/* 8-bit state: block by block.  The loop of block k runs ETK_LOWP_STEP
- * elements at a time, each step followed by the encoding of the same
- * elements of block k - 1 (whose scale is known by then), so that a rule's
- * divisions and square roots (a unit of their own) run alongside the codec's
- * table lookups instead of after them. */
+/* 8-bit state: block by block, its state decoded into float32 temporaries
+ * that stay in L1.  The loop of block k runs ETK_LOWP_STEP elements at a
+ * time, each step followed by the encoding of the same elements of block
+ * k - 1 (whose scale is known by then), so that the out-of-order core can run
+ * a rule's divisions and square roots (a unit of their own) alongside the
+ * codec's table lookups. */
 static void etk_q8_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, etk_tensor *w,
                          const etk_rule_info *info, unsigned used, size_t a, size_t b, const void *coef)
 {
