@@ -203,6 +203,11 @@ typedef struct etk_q8_codec {
 } etk_q8_codec;
 extern const etk_q8_codec etk_q8_signed, etk_q8_unsigned;
 
+/* An 8-bit range of one rule in one pass (lowp.h): tensor t, its working copy
+ * w, the slots in `used` (those the rule's hyperparameters need). */
+typedef void (*etk_q8_range_fn)(const etk_tensor *t, etk_tensor *w, const etk_rule_info *info, unsigned used,
+                                size_t a, size_t b, const void *coef);
+
 /* The codec loops of one SIMD variant. */
 typedef struct etk_lowp_fns {
     void (*bf16_dec)(const uint16_t *in, float *out, size_t n);
@@ -215,6 +220,9 @@ typedef struct etk_lowp_fns {
     /* the codes of n values of a block with that scale and inverse
      * (etakit.reference.q8_quantize, the unsigned map's rule included) */
     void (*q8_codes)(const float *in, uint8_t *out, size_t n, float scale, float inv, const etk_q8_codec *q);
+    /* a rule's float32 loop and its 8-bit range in one pass (NULL: none in this variant) */
+    etk_loop_fn q8_fused_loop;
+    etk_q8_range_fn q8_fused;
 } etk_lowp_fns;
 
 /* Elements [a, b) of tensor t (a a multiple of ETK_BLOCK) with low-precision

@@ -203,6 +203,8 @@ void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, 
     w.state_dtype = ETK_FLOAT32;
     if (t->state_dtype == ETK_BFLOAT16)
         etk_bf16_range(f, fn, t, &w, info, used, a, b, coef);
+    else if (fn == f->q8_fused_loop && f->q8_fused)
+        f->q8_fused(t, &w, info, used, a, b, coef); /* the rule and the codecs in one pass */
     else
         etk_q8_range(f, fn, t, &w, info, used, a, b, coef);
 }

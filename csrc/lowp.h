@@ -296,76 +296,106 @@ ETK_TGT static void ETK_LFN(q8_dec)(const uint8_t *restrict in, const etk_q8_cod
     }
 }
 
-/* The codes of 64 values: the estimate c0 of each code, the code or one
- * below it (the segment of |x| from its octave and the octave's breakpoint,
- * then floor of the segment's line: etk_q8_codec.oct, .bp, .line), and then
- * c0 + (x >= the threshold above c0).  x is finite and |x| < 2; with the
- * unsigned map x is clamped at 0 first (a negative x takes code 0 either way)
- * and a positive input never takes code 0.  The tables are loaded once per
- * call into registers (the stores through `out` may alias them). */
+/* The codes of values x (finite, |x| < 2): the estimate c0 of each code, the
+ * code or one below it (the segment of |x| from its octave and the octave's
+ * breakpoint, then floor of the segment's line: etk_q8_codec.oct, .bp,
+ * .line), and then c0 + (x >= the threshold above c0).  With the unsigned map
+ * x is clamped at 0 first (a negative x takes code 0 either way) and a
+ * positive input never takes code 0.  The tables go into registers once per
+ * call (stores through uint8_t pointers may alias them). */
+typedef struct ETK_LFN(q8_regs) {
+    __m512 bp0, bp1, la, lb;
+    __m512i oc0, oc1;
+    const unsigned char *tp; /* the thresholds' byte planes (read as memory operands) */
+} ETK_LFN(q8_regs);
+
+static ETK_TGT ETK_ALWAYS_INLINE void ETK_LFN(q8_regs_load)(ETK_LFN(q8_regs) * r, const etk_q8_codec *q)
+{
+    r->bp0 = _mm512_loadu_ps(q->bp), r->bp1 = _mm512_loadu_ps(q->bp + 16);
+    r->la = _mm512_loadu_ps(q->line), r->lb = _mm512_loadu_ps(q->line + 16);
+    r->oc0 = _mm512_loadu_si512((const void *)q->oct), r->oc1 = _mm512_loadu_si512((const void *)(q->oct + 16));
+    r->tp = q->planes + 4 * 256;
+}
+
+/* c0 of 16 values x */
+static ETK_TGT ETK_ALWAYS_INLINE __m512i ETK_LFN(q8_est16)(__m512 x, const ETK_LFN(q8_regs) * r, const int nonneg)
+{
+    const __m512i u = _mm512_castps_si512(x), one = _mm512_set1_epi32(1);
+    __m512i ua, o, seg;
+    __m512 a;
+    if (nonneg) {
+        a = _mm512_max_ps(x, _mm512_setzero_ps());
+        ua = _mm512_castps_si512(a);
+    } else {
+        ua = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+        a = _mm512_castsi512_ps(ua);
+    }
+    /* max(biased exponent - ETK_Q8_OCT0, 0): the exponent fits the low 16 bits */
+    o = _mm512_subs_epu16(_mm512_srli_epi32(ua, 23), _mm512_set1_epi32(ETK_Q8_OCT0));
+    seg = _mm512_permutex2var_epi32(r->oc0, o, r->oc1);
+    seg = _mm512_mask_add_epi32(seg, _mm512_cmp_ps_mask(a, _mm512_permutex2var_ps(r->bp0, o, r->bp1), _CMP_GE_OQ), seg,
+                                one);
+    if (!nonneg) seg = _mm512_mask_add_epi32(seg, _mm512_movepi32_mask(u), seg, _mm512_set1_epi32(8));
+    return _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(_mm512_permutexvar_ps(seg, r->la), a, _mm512_permutexvar_ps(seg, r->lb)),
+                                    _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+}
+
+/* The codes of 64 values x (v: the inputs x was scaled from) from their
+ * estimates c, into out (mask m): the thresholds above the estimates read
+ * from byte planes (see ETK_LFN(lut64)). */
+static ETK_TGT ETK_ALWAYS_INLINE void ETK_LFN(q8_finish64)(const __m512 x[4], const __m512 v[4], __m512i c[4],
+                                                           const ETK_LFN(q8_regs) * r, uint8_t *out, __mmask64 m,
+                                                           const int nonneg)
+{
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i idx = ETK_LFN(pack64)(c);
+    const __mmask64 up = _mm512_movepi8_mask(idx);
+    __m512i b[4], t[4], w0, w1, w2, w3;
+    int k;
+    for (k = 0; k < 4; k++) {
+        const unsigned char *pl = r->tp + 256 * k;
+        b[k] = _mm512_mask_blend_epi8(up,
+                                      _mm512_permutex2var_epi8(_mm512_loadu_si512((const void *)pl), idx,
+                                                               _mm512_loadu_si512((const void *)(pl + 64))),
+                                      _mm512_permutex2var_epi8(_mm512_loadu_si512((const void *)(pl + 128)), idx,
+                                                               _mm512_loadu_si512((const void *)(pl + 192))));
+    }
+    w0 = _mm512_unpacklo_epi8(b[0], b[1]);
+    w1 = _mm512_unpackhi_epi8(b[0], b[1]);
+    w2 = _mm512_unpacklo_epi8(b[2], b[3]);
+    w3 = _mm512_unpackhi_epi8(b[2], b[3]);
+    t[0] = _mm512_unpacklo_epi16(w0, w2);
+    t[1] = _mm512_unpackhi_epi16(w0, w2);
+    t[2] = _mm512_unpacklo_epi16(w1, w3);
+    t[3] = _mm512_unpackhi_epi16(w1, w3);
+    for (k = 0; k < 4; k++) {
+        c[k] = _mm512_mask_add_epi32(c[k], _mm512_cmp_ps_mask(x[k], _mm512_castsi512_ps(t[k]), _CMP_GE_OQ), c[k], one);
+        /* a positive input: at least code 1 (min(bits, 1) is 1, 0 for +0, negative for x < 0) */
+        if (nonneg) c[k] = _mm512_max_epi32(c[k], _mm512_min_epi32(_mm512_castps_si512(v[k]), one));
+    }
+    _mm512_mask_storeu_epi8(out, m,
+                            _mm512_permutexvar_epi8(_mm512_loadu_si512((const void *)etk_q8_perm64), ETK_LFN(pack64)(c)));
+}
+
 static ETK_TGT ETK_ALWAYS_INLINE void ETK_LFN(q8_codes_body)(const float *restrict in, uint8_t *restrict out,
                                                              size_t n, float inv1, const etk_q8_codec *q,
                                                              const int nonneg)
 {
     const __m512 inv = _mm512_set1_ps(inv1);
-    const __m512i perm = _mm512_loadu_si512((const void *)etk_q8_perm64), one = _mm512_set1_epi32(1);
-    const __m512i oct0 = _mm512_set1_epi32(ETK_Q8_OCT0), absm = _mm512_set1_epi32(0x7fffffff);
-    const __m512 bp0 = _mm512_loadu_ps(q->bp), bp1 = _mm512_loadu_ps(q->bp + 16);
-    const __m512i oc0 = _mm512_loadu_si512((const void *)q->oct), oc1 = _mm512_loadu_si512((const void *)(q->oct + 16));
-    const __m512 la = _mm512_loadu_ps(q->line), lb = _mm512_loadu_ps(q->line + 16);
-    __m512i tp[16];
+    ETK_LFN(q8_regs) r;
     size_t i;
     int k;
-    for (k = 0; k < 16; k++) tp[k] = _mm512_loadu_si512((const void *)(q->planes + 4 * 256 + 64 * k));
+    ETK_LFN(q8_regs_load)(&r, q);
     for (i = 0; i < n; i += 64) {
         const __mmask64 m = ETK_LFN(tail64)(n - i);
         __m512 v[4], x[4];
-        __m512i c[4], t[4], b[4], idx, w0, w1, w2, w3;
-        __mmask64 up;
+        __m512i c[4];
         for (k = 0; k < 4; k++) {
-            __m512i u, ua, o, seg;
-            __m512 a;
             v[k] = _mm512_maskz_loadu_ps((__mmask16)(m >> (16 * k)), in + i + 16 * k);
             x[k] = _mm512_mul_ps(v[k], inv);
-            u = _mm512_castps_si512(x[k]);
-            if (nonneg) {
-                a = _mm512_max_ps(x[k], _mm512_setzero_ps());
-                ua = _mm512_castps_si512(a);
-            } else {
-                ua = _mm512_and_si512(u, absm);
-                a = _mm512_castsi512_ps(ua);
-            }
-            /* max(biased exponent - ETK_Q8_OCT0, 0): the exponent fits the low 16 bits */
-            o = _mm512_subs_epu16(_mm512_srli_epi32(ua, 23), oct0);
-            seg = _mm512_permutex2var_epi32(oc0, o, oc1);
-            seg = _mm512_mask_add_epi32(seg, _mm512_cmp_ps_mask(a, _mm512_permutex2var_ps(bp0, o, bp1), _CMP_GE_OQ), seg,
-                                        one);
-            if (!nonneg) seg = _mm512_mask_add_epi32(seg, _mm512_movepi32_mask(u), seg, _mm512_set1_epi32(8));
-            c[k] = _mm512_cvt_roundps_epi32(
-                _mm512_fmadd_ps(_mm512_permutexvar_ps(seg, la), a, _mm512_permutexvar_ps(seg, lb)),
-                _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            c[k] = ETK_LFN(q8_est16)(x[k], &r, nonneg);
         }
-        /* the thresholds above the estimates, from byte planes (see ETK_LFN(lut64)) */
-        idx = ETK_LFN(pack64)(c);
-        up = _mm512_movepi8_mask(idx);
-        for (k = 0; k < 4; k++)
-            b[k] = _mm512_mask_blend_epi8(up, _mm512_permutex2var_epi8(tp[4 * k], idx, tp[4 * k + 1]),
-                                          _mm512_permutex2var_epi8(tp[4 * k + 2], idx, tp[4 * k + 3]));
-        w0 = _mm512_unpacklo_epi8(b[0], b[1]);
-        w1 = _mm512_unpackhi_epi8(b[0], b[1]);
-        w2 = _mm512_unpacklo_epi8(b[2], b[3]);
-        w3 = _mm512_unpackhi_epi8(b[2], b[3]);
-        t[0] = _mm512_unpacklo_epi16(w0, w2);
-        t[1] = _mm512_unpackhi_epi16(w0, w2);
-        t[2] = _mm512_unpacklo_epi16(w1, w3);
-        t[3] = _mm512_unpackhi_epi16(w1, w3);
-        for (k = 0; k < 4; k++) {
-            c[k] = _mm512_mask_add_epi32(c[k], _mm512_cmp_ps_mask(x[k], _mm512_castsi512_ps(t[k]), _CMP_GE_OQ), c[k],
-                                         one);
-            /* a positive input: at least code 1 (min(bits, 1) is 1, 0 for +0, negative for x < 0) */
-            if (nonneg) c[k] = _mm512_max_epi32(c[k], _mm512_min_epi32(_mm512_castps_si512(v[k]), one));
-        }
-        _mm512_mask_storeu_epi8(out + i, m, _mm512_permutexvar_epi8(perm, ETK_LFN(pack64)(c)));
+        ETK_LFN(q8_finish64)(x, v, c, &r, out + i, m, nonneg);
     }
 }
 
@@ -381,6 +411,131 @@ ETK_TGT static void ETK_LFN(q8_codes)(const float *restrict in, uint8_t *restric
         ETK_LFN(q8_codes_body)(in, out, n, inv, q, 0);
     } else {
         ETK_LFN(q8_codes_body)(in, out, n, inv, q, 1);
+    }
+}
+
+/* Adam/AdamW (rules/adam.h) with 8-bit state in one pass, block by block.
+ * Per 64 elements of block k: the state decoded in registers, the update (the
+ * float32 loop of rules/adam.h, operation for operation, so the same bits),
+ * the new moments stored in an L1 buffer and their largest magnitudes kept,
+ * and, 16 elements at a time between the updates, the code estimates of the
+ * same elements of block k - 1, whose scales are known: Adam's divisions and
+ * square roots (a unit of their own) and the codecs' permutes then run side
+ * by side in the out-of-order core instead of one after the other. */
+static ETK_TGT ETK_ALWAYS_INLINE void ETK_LFN(adam_q8_body)(const etk_tensor *t, size_t a, size_t b,
+                                                            const etk_adam_coef *c, const int wd, const int ams)
+{
+    enum { NS = 3 };
+    float buf[2][NS][ETK_QBLOCK], dec[NS][64], scale[NS] = {0}, inv[NS] = {0};
+    const etk_q8_codec *q[NS] = {&etk_q8_signed, &etk_q8_unsigned, &etk_q8_unsigned};
+    const int ns = ams ? 3 : 2;
+    const __m512 gsign = _mm512_set1_ps((float)c->gsign), wdv = _mm512_set1_ps((float)c->weight_decay);
+    const __m512 decay = _mm512_set1_ps((float)c->decay), omb1 = _mm512_set1_ps((float)c->one_minus_beta1);
+    const __m512 b2 = _mm512_set1_ps((float)c->beta2), omb2 = _mm512_set1_ps((float)c->one_minus_beta2);
+    const __m512 bc2s = _mm512_set1_ps((float)c->bias_correction2_sqrt), eps = _mm512_set1_ps((float)c->eps);
+    const __m512 nss = _mm512_set1_ps((float)c->neg_step_size);
+    const __m512i perm = _mm512_loadu_si512((const void *)etk_q8_perm64), absm = _mm512_set1_epi32(0x7fffffff);
+    float *pp = (float *)t->param;
+    const float *gg = (const float *)t->grad;
+    ETK_LFN(q8_regs) rs, ru;
+    size_t lo, prev = 0, plen = 0, s;
+    int cur = 0, j, k, fast[NS] = {0};
+    ETK_LFN(q8_regs_load)(&rs, &etk_q8_signed);
+    ETK_LFN(q8_regs_load)(&ru, &etk_q8_unsigned);
+    for (lo = a; lo < b || plen; lo += ETK_QBLOCK, cur ^= 1) {
+        const size_t len = lo < b ? (b - lo < ETK_QBLOCK ? b - lo : ETK_QBLOCK) : 0;
+        __m512i top[NS];
+        float sc[NS];
+        for (j = 0; j < ns; j++) {
+            top[j] = _mm512_setzero_si512();
+            sc[j] = len ? t->absmax[j][lo / ETK_QBLOCK] : 0.0f;
+        }
+        for (s = 0; s < len || s < plen; s += 64) {
+            const __mmask64 m = s < len ? ETK_LFN(tail64)(len - s) : 0;
+            const __mmask64 pm = s < plen ? ETK_LFN(tail64)(plen - s) : 0;
+            __m512i ce[NS][4];
+            if (m)
+                for (j = 0; j < ns; j++) {
+                    __m512i d[4];
+                    ETK_LFN(lut64)(_mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(m, (const uint8_t *)t->state[j] + lo + s)),
+                                   q[j]->planes, d);
+                    for (k = 0; k < 4; k++)
+                        _mm512_storeu_ps(dec[j] + 16 * k, _mm512_mul_ps(_mm512_castsi512_ps(d[k]), _mm512_set1_ps(sc[j])));
+                }
+            for (k = 0; k < 4; k++) {
+                const __mmask16 mk = (__mmask16)(m >> (16 * k)), pk = (__mmask16)(pm >> (16 * k));
+                if (mk) {
+                    float *p = pp + lo + s + 16 * k;
+                    __m512 pi = _mm512_maskz_loadu_ps(mk, p);
+                    __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, gg + lo + s + 16 * k), gsign);
+                    __m512 mi = _mm512_loadu_ps(dec[0] + 16 * k), vi = _mm512_loadu_ps(dec[1] + 16 * k), den;
+                    if (wd == ETK_WD_L2) gi = _mm512_add_ps(gi, _mm512_mul_ps(wdv, pi));
+                    if (wd == ETK_WD_DECOUPLED) pi = _mm512_mul_ps(pi, decay);
+                    mi = _mm512_add_ps(mi, _mm512_mul_ps(omb1, _mm512_sub_ps(gi, mi)));
+                    vi = _mm512_add_ps(_mm512_mul_ps(vi, b2), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
+                    _mm512_storeu_ps(buf[cur][0] + s + 16 * k, mi);
+                    _mm512_storeu_ps(buf[cur][1] + s + 16 * k, vi);
+                    top[0] = _mm512_mask_max_epu32(top[0], mk, top[0], _mm512_and_si512(_mm512_castps_si512(mi), absm));
+                    top[1] = _mm512_mask_max_epu32(top[1], mk, top[1], _mm512_and_si512(_mm512_castps_si512(vi), absm));
+                    if (ams) {
+                        /* vm > vi ? vm : vi, as the loop writes it (max_ps returns its second operand on NaN) */
+                        const __m512 vm = _mm512_max_ps(_mm512_loadu_ps(dec[2] + 16 * k), vi);
+                        _mm512_storeu_ps(buf[cur][2] + s + 16 * k, vm);
+                        top[2] = _mm512_mask_max_epu32(top[2], mk, top[2], _mm512_and_si512(_mm512_castps_si512(vm), absm));
+                        vi = vm;
+                    }
+                    den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2s), eps);
+                    _mm512_mask_storeu_ps(p, mk, _mm512_add_ps(pi, _mm512_div_ps(_mm512_mul_ps(nss, mi), den)));
+                }
+                /* the estimates of the same elements of block k - 1, while the divisions run */
+                for (j = 0; j < ns; j++)
+                    ce[j][k] = pk && fast[j] ? ETK_LFN(q8_est16)(_mm512_mul_ps(_mm512_maskz_loadu_ps(pk, buf[cur ^ 1][j] + s + 16 * k),
+                                                                               _mm512_set1_ps(inv[j])),
+                                                                 j ? &ru : &rs, j != 0)
+                                             : _mm512_setzero_si512();
+            }
+            if (pm)
+                for (j = 0; j < ns; j++) {
+                    const float *in = buf[cur ^ 1][j] + s;
+                    uint8_t *out = (uint8_t *)t->state[j] + prev + s;
+                    if (fast[j]) {
+                        __m512 v[4], x[4];
+                        for (k = 0; k < 4; k++) {
+                            v[k] = _mm512_maskz_loadu_ps((__mmask16)(pm >> (16 * k)), in + 16 * k);
+                            x[k] = _mm512_mul_ps(v[k], _mm512_set1_ps(inv[j]));
+                        }
+                        ETK_LFN(q8_finish64)(x, v, ce[j], j ? &ru : &rs, out, pm, j != 0);
+                    } else { /* a NaN or infinite scale or inverse: the bucket search */
+                        const size_t n = plen - s < 64 ? plen - s : 64;
+                        size_t i;
+                        for (i = 0; i < n; i++) out[i] = etk_q8_code1(in[i] * inv[j], q[j]->lut, q[j]->thr);
+                        if (j) etk_q8_nonneg(in, out, n);
+                    }
+                }
+        }
+        for (j = 0; j < ns && len; j++) {
+            uint32_t mx = _mm512_reduce_max_epu32(top[j]);
+            scale[j] = etk_float_of(mx > 0x7f800000u ? 0x7fc00000u : mx);
+            inv[j] = scale[j] == 0.0f ? 0.0f : 1.0f / scale[j];
+            fast[j] = scale[j] <= FLT_MAX && inv[j] <= FLT_MAX;
+            t->absmax[j][lo / ETK_QBLOCK] = scale[j];
+        }
+        prev = lo, plen = len;
+    }
+}
+
+ETK_TGT static void ETK_LFN(adam_q8)(const etk_tensor *t, etk_tensor *w, const etk_rule_info *info, unsigned used,
+                                     size_t a, size_t b, const void *cf)
+{
+    const etk_adam_coef *c = (const etk_adam_coef *)cf;
+    (void)w, (void)info, (void)used;
+    switch (c->wd * 2 + c->amsgrad) {
+    case 0: ETK_LFN(adam_q8_body)(t, a, b, c, ETK_WD_NONE, 0); break;
+    case 1: ETK_LFN(adam_q8_body)(t, a, b, c, ETK_WD_NONE, 1); break;
+    case 2: ETK_LFN(adam_q8_body)(t, a, b, c, ETK_WD_L2, 0); break;
+    case 3: ETK_LFN(adam_q8_body)(t, a, b, c, ETK_WD_L2, 1); break;
+    case 4: ETK_LFN(adam_q8_body)(t, a, b, c, ETK_WD_DECOUPLED, 0); break;
+    default: ETK_LFN(adam_q8_body)(t, a, b, c, ETK_WD_DECOUPLED, 1); break;
     }
 }
 #endif
@@ -579,5 +734,10 @@ ETK_TGT static float ETK_LFN(q8_scale)(const float *restrict in, size_t n, float
 
 #elif defined(ETK_LOWP_ROW)
 {ETK_CAT2(bf16_dec, ETK_VARIANT), ETK_CAT2(bf16_enc, ETK_VARIANT), ETK_CAT2(bf16_enc_sr, ETK_VARIANT),
- ETK_CAT2(q8_dec, ETK_VARIANT), ETK_CAT2(q8_scale, ETK_VARIANT), ETK_CAT2(q8_codes, ETK_VARIANT)},
+ ETK_CAT2(q8_dec, ETK_VARIANT), ETK_CAT2(q8_scale, ETK_VARIANT), ETK_CAT2(q8_codes, ETK_VARIANT),
+#if ETK_ISA >= 3
+ ETK_CAT(adam_p0, ETK_LOOPS_OF, f32), ETK_CAT2(adam_q8, ETK_VARIANT)},
+#else
+ NULL, NULL},
+#endif
 #endif

@@ -98,6 +98,48 @@ def test_bfloat16_options_bit_for_bit(name, sr, monkeypatch):
     test_against_reference_bit_for_bit(name, "bfloat16", sr)
 
 
+# every branch of the one-pass 8-bit Adam (csrc/lowp.h, adam_q8): weight-decay modes, amsgrad, maximize
+RULES_Q8_ADAM = {
+    "Adam-amsgrad-maximize-L2": (etakit.Adam, "adam", dict(lr=1e-2, amsgrad=True, maximize=True, weight_decay=0.1),
+                                 dict(lr=1e-2, amsgrad=True, maximize=True, weight_decay=0.1)),
+    "Adam-plain": (etakit.Adam, "adam", dict(lr=1e-2), dict(lr=1e-2)),
+    "AdamW-plain": (etakit.AdamW, "adam", dict(lr=1e-2, weight_decay=0.1),
+                    dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(RULES_Q8_ADAM))
+def test_int8_adam_options_bit_for_bit(name, monkeypatch):
+    monkeypatch.setitem(RULES, name, RULES_Q8_ADAM[name])
+    test_against_reference_bit_for_bit(name, "int8", False)
+
+
+def test_int8_adam_with_non_finite_gradients_bit_for_bit():
+    """A NaN and an infinity in the gradients: their blocks' scales become NaN and inf, which the
+    codecs' vector paths do not take (the bucket search does), and the next steps read them back."""
+    rng = np.random.default_rng(8)
+    n = 5000
+    w = rng.standard_normal(n).astype(np.float32)
+    mine, ref = w.copy(), w.copy()
+    opt = etakit.Adam([mine], lr=1e-2, amsgrad=True, state_dtype="int8")
+    slots, nonneg = _info("adam")
+    st = {}
+    for k in range(1, 4):
+        g = rng.standard_normal(n).astype(np.float32)
+        if k == 2:
+            g[300], g[1000] = np.nan, np.inf
+        opt.step([g])
+        with np.errstate(invalid="ignore", over="ignore"):
+            R.lowp_step("adam", ref, g, st, step=k, state_dtype="int8", nonneg=nonneg, slots=slots, lr=1e-2,
+                        amsgrad=True)
+    np.testing.assert_array_equal(mine.view(np.uint32), ref.view(np.uint32))
+    got = opt.state_dict()["state"][0]
+    for name_, a in st.items():
+        if np.ndim(a):
+            np.testing.assert_array_equal(np.asarray(got[name_]).view(np.uint8), np.asarray(a).view(np.uint8),
+                                          err_msg=name_)
+
+
 @pytest.mark.parametrize("state_dtype,sr", [("bfloat16", False), ("bfloat16", True), ("int8", False)])
 def test_threads_bit_identical(state_dtype, sr):
     runs = [_run("Adam", [100003, 5], state_dtype, sr, steps=3, threads=t) for t in (1, 2, 3)]
