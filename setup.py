@@ -53,7 +53,7 @@ class BuildExt(build_ext):
 
 
 C_SOURCES = ["csrc/config.c", "csrc/engine.c", "csrc/kernels.c", "csrc/lowp.c", "csrc/rules.c", "csrc/schedule.c"]
-DEPENDS = (["csrc/etakit.h", "csrc/etk_internal.h", "csrc/kernels_variant.h", "csrc/lowp.h", "csrc/q8_tables.h"]
+DEPENDS = (["csrc/etakit.h", "csrc/etk_internal.h", "csrc/kernels_variant.h", "csrc/lowp.h", "csrc/passes.h", "csrc/q8_tables.h"]
            + sorted(os.path.join("csrc/rules", f) for f in os.listdir("csrc/rules")))
 
 

@@ -17,7 +17,18 @@
  *
  * A call may run some of the phases only (etk_step_opts.phases), for rules
  * whose step has host work between phases.
+ *
+ * The training loop's other passes ride on the same region
+ * (etk_step_opts: loss scale, global-norm clipping, non-finite policy, EMA).
+ * A norm pass over the gradients comes first, with block partials combined
+ * serially in a fixed order, and decides before anything is written whether
+ * the step runs and with what gradient factor m.  The rules whose loops read
+ * grad[i] * gsign run with gsign * m (etk_rule_gsign_at); the others read
+ * each block of the gradient scaled into an L1 buffer (or, for phases over
+ * units, a scaled copy).  The EMA follows the last phase block by block,
+ * while the parameters are in cache.
  */
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +50,7 @@ const char *etk_strerror(int status)
     case ETK_ERULE: return "unknown rule";
     case ETK_ESHAPE: return "matrix shape (rows, cols) inconsistent with the tensor size";
     case ETK_ENOMEM: return "out of memory";
+    case ETK_ENONFINITE: return "a gradient holds inf or NaN";
     default: return "unknown status";
     }
 }
@@ -83,7 +95,25 @@ typedef struct etk_call {
     unsigned last;            /* the last phase to run (nphases + nside if none) */
     int needs_grad;           /* a step phase runs (side phases read no gradient) */
     double shared[ETK_MAX_SHARED]; /* the rule's per-call scalars (etk_rule_desc.shared) */
+    /* the training loop's other passes (etk_step_opts) */
+    const etk_step_opts *o;
+    int norm_pass;            /* make the norm pass before the phases */
+    size_t *nbase;            /* per tensor: index of its first block (norm partials) */
+    double *npart;            /* per block: 3 norm partials (passes.h) */
+    const char *why;          /* why the gradients are not finite (ETK_ENONFINITE's message) */
+    double norm;              /* the global norm (NaN if not made) */
+    double gmul;              /* gradients are read as grad * gmul */
+    int gscaled;              /* gmul != 1 */
+    size_t gsign_at;          /* the rule folds gmul into its gsign (etk_rule_gsign_at), or 0 */
+    int skip;                 /* a non-finite gradient under SKIP or RAISE: nothing runs */
+    int64_t bad_tensor;       /* the first tensor with a non-finite gradient, or -1 */
+    double ema_w;             /* > 0: EMA after the rule's last step phase, in this call */
+    int ema_fused;            /* the EMA rides on the last phase's block loop (else a pass of its own) */
+    unsigned char *gcopy;     /* phases over units, gradients scaled: every gradient scaled (heap) */
+    size_t *gcoff;            /* per tensor: byte offset of its scaled copy */
 } etk_call;
+
+static size_t etk_esize(const etk_tensor *t) { return t->dtype == ETK_FLOAT32 ? sizeof(float) : sizeof(double); }
 
 static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
 {
@@ -106,28 +136,61 @@ static const void *etk_hp_of(const etk_call *c, const etk_tensor *t)
 static int etk_by_units(const etk_call *c, unsigned phase) { return c->r->unit_phases >> phase & 1u; }
 
 #ifdef _OPENMP
-/* Round a global element offset down to a block boundary (or, in a phase that
- * runs over the rule's units, a unit boundary) of the tensor that holds it.
+/* Round a global element offset down to a block boundary (or, with `units`,
+ * a boundary of the rule's units in `phase`) of the tensor that holds it.
  * Every thread snaps every cut the same way, so the pieces tile. */
-static size_t etk_snap(const etk_call *c, unsigned phase, size_t at)
+static size_t etk_snap_to(const etk_call *c, unsigned phase, int units, size_t at)
 {
     size_t i, off = 0, end;
     for (i = 0; i < c->count; off += c->ts[i].n, i++)
         if (at < off + c->ts[i].n)
-            return off + (etk_by_units(c, phase) ? c->r->unit(phase, &c->ts[i], at - off, &end)
-                                                 : (at - off) / ETK_BLOCK * ETK_BLOCK);
+            return off + (units ? c->r->unit(phase, &c->ts[i], at - off, &end) : (at - off) / ETK_BLOCK * ETK_BLOCK);
     return off;
+}
+static size_t etk_snap(const etk_call *c, unsigned phase, size_t at)
+{
+    return etk_snap_to(c, phase, etk_by_units(c, phase), at);
 }
 #endif
 
+/* Elements [a, b) of tensor i (t: the tensor as the loop sees it) in `phase`. */
+static void etk_run_piece(const etk_call *c, unsigned phase, size_t i, const etk_tensor *t, etk_loop_fn fn, size_t a,
+                          size_t b, const etk_coef *coef)
+{
+    const unsigned nred = c->r->nred[phase];
+    if (t->state_dtype == ETK_BFLOAT16 && !t->stochastic && c->bf16) {
+        c->bf16(t, a, b, coef, NULL); /* fused: one pass, state read and written as bfloat16 */
+    } else if (t->state_dtype >= ETK_NDTYPES) {
+        const void *hp = etk_hp_of(c, t);
+        etk_lowp_range(&c->kernels->lowp, fn, t, &c->r->info, hp && c->r->needs ? c->r->needs(hp) : 0u, a, b, coef);
+    } else if (etk_by_units(c, phase)) {
+        size_t j, e;
+        for (j = a; j < b; j = e) {
+            c->r->unit(phase, t, j, &e);
+            fn(t, j, e, coef, NULL);
+        }
+    } else if (nred) {
+        size_t j;
+        for (j = a; j < b; j += ETK_BLOCK)
+            fn(t, j, j + ETK_BLOCK < b ? j + ETK_BLOCK : b, coef,
+               c->part + (c->bbase[i] + j / ETK_BLOCK) * ETK_MAX_RED);
+    } else {
+        fn(t, a, b, coef, NULL);
+    }
+}
+
 /* Run `phase` over the elements [lo, hi) of the concatenation of all tensors
- * (lo and hi already snapped). */
+ * (lo and hi already snapped).  With scaled gradients, each block of a tensor
+ * is first scaled into a buffer on the stack (in L1) and the loop reads the
+ * buffer as the block's gradient; with the EMA fused, each block's EMA
+ * follows the loop's update of the block while the parameters are in cache. */
 static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t hi)
 {
     size_t i, off = 0;
-    const unsigned nred = c->r->nred[phase];
     etk_coef coef;
     unsigned saved = etk_ftz_begin();
+    const int step_phase = phase < c->r->nphases, units = etk_by_units(c, phase);
+    const int ema_here = c->ema_fused && phase + 1 == c->r->nphases;
     for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
         const etk_tensor *t = &c->ts[i];
         size_t a, b;
@@ -140,28 +203,156 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
             etk_reduced r = etk_reduced_of(c, i);
             c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
         }
-        if (t->state_dtype == ETK_BFLOAT16 && !t->stochastic && c->bf16) {
-            c->bf16(t, a, b, &coef, NULL); /* fused: one pass, state read and written as bfloat16 */
-        } else if (t->state_dtype >= ETK_NDTYPES) {
-            const void *hp = etk_hp_of(c, t);
-            etk_lowp_range(&c->kernels->lowp, fn, t, &c->r->info, hp && c->r->needs ? c->r->needs(hp) : 0u, a, b,
-                           &coef);
-        } else if (etk_by_units(c, phase)) {
+        if (step_phase && c->gscaled && c->gsign_at) {
+            double gs;
+            memcpy(&gs, coef.bytes + c->gsign_at - 1, sizeof gs);
+            gs *= c->gmul;
+            memcpy(coef.bytes + c->gsign_at - 1, &gs, sizeof gs);
+        }
+        if (step_phase && c->gscaled && !c->gsign_at && units) {
+            etk_tensor w = *t;
+            w.grad = c->gcopy + c->gcoff[i];
+            etk_run_piece(c, phase, i, &w, fn, a, b, &coef);
+        } else if (step_phase && !units && ((c->gscaled && !c->gsign_at) || (ema_here && t->ema))) {
+            union {
+                double align;
+                unsigned char bytes[ETK_BLOCK * sizeof(double)];
+            } buf;
+            const etk_pass_fns *pf = &c->kernels->pass[t->dtype];
+            const size_t es = etk_esize(t);
             size_t j, e;
             for (j = a; j < b; j = e) {
-                c->r->unit(phase, t, j, &e);
-                fn(t, j, e, &coef, NULL);
+                etk_tensor w = *t;
+                e = (j / ETK_BLOCK + 1) * ETK_BLOCK;
+                if (e > b) e = b;
+                if (c->gscaled && !c->gsign_at) {
+                    pf->scale((const unsigned char *)t->grad + j * es, buf.bytes, e - j, c->gmul);
+                    /* the loop reads grad[j .. e): point grad so that they fall in the buffer */
+                    w.grad = (const void *)((uintptr_t)buf.bytes - j * es);
+                }
+                etk_run_piece(c, phase, i, &w, fn, j, e, &coef);
+                if (ema_here && t->ema)
+                    pf->ema((unsigned char *)t->ema + j * es, (const unsigned char *)t->param + j * es, e - j, c->ema_w);
             }
-        } else if (nred) {
-            size_t j;
-            for (j = a; j < b; j += ETK_BLOCK)
-                fn(t, j, j + ETK_BLOCK < b ? j + ETK_BLOCK : b, &coef,
-                   c->part + (c->bbase[i] + j / ETK_BLOCK) * ETK_MAX_RED);
         } else {
-            fn(t, a, b, &coef, NULL);
+            etk_run_piece(c, phase, i, t, fn, a, b, &coef);
         }
     }
     etk_ftz_end(saved);
+}
+
+/* The norm pass over the blocks of elements [lo, hi) (snapped to blocks) of
+ * the concatenation of all gradients: each block's partials. */
+static void etk_norm_range(const etk_call *c, size_t lo, size_t hi)
+{
+    size_t i, off = 0;
+    const int inf = c->o->norm_inf != 0;
+    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
+        const etk_tensor *t = &c->ts[i];
+        const etk_pass_fns *pf = &c->kernels->pass[t->dtype];
+        const size_t es = etk_esize(t);
+        size_t j, a, b;
+        if (t->n == 0 || off + t->n <= lo) continue;
+        a = lo > off ? lo - off : 0;
+        b = hi - off < t->n ? hi - off : t->n;
+        for (j = a; j < b; j += ETK_BLOCK)
+            pf->norm((const unsigned char *)t->grad + j * es, (j + ETK_BLOCK < b ? j + ETK_BLOCK : b) - j, inf,
+                     c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
+    }
+}
+
+/* After the norm pass (serially): the global norm, the tensors' finiteness,
+ * and what the step does: skip, or read the gradients times gmul. */
+static void etk_norm_decide(etk_call *c)
+{
+    const etk_step_opts *o = c->o;
+    const int inf = o->norm_inf != 0;
+    const double scale = o->grad_scale > 0.0 ? o->grad_scale : 1.0;
+    double total = 0.0, coef = 1.0, nans = 0.0;
+    size_t i, j;
+    for (i = 0; i < c->count; i++) {
+        const size_t nb = (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+        const double *q = c->npart + 3 * c->nbase[i];
+        double s = 0.0, bad = 0.0;
+        for (j = 0; j < nb; j++) {
+            if (inf)
+                s = q[3 * j] > s ? q[3 * j] : s;
+            else
+                s += q[3 * j];
+            bad += q[3 * j + 1];
+            nans += q[3 * j + 2];
+        }
+        if (bad != 0.0 && c->bad_tensor < 0) c->bad_tensor = (int64_t)i;
+        if (inf)
+            total = s > total ? s : total;
+        else
+            total += s;
+    }
+    /* as torch: the max norm is NaN when an element is NaN (the maximum above passed over it) */
+    c->norm = inf && nans != 0.0 ? NAN : (inf ? total : sqrt(total)) / scale;
+    c->why = c->bad_tensor >= 0 ? "holds inf or NaN" : "the global gradient norm overflowed to inf";
+    if (o->max_grad_norm > 0.0) {
+        /* torch.nn.utils.clip_grad_norm_: max_norm / (norm + 1e-6), clamped to 1 (NaN stays NaN) */
+        coef = o->max_grad_norm / (c->norm + 1e-6);
+        if (coef > 1.0) coef = 1.0;
+    }
+    c->gmul = coef / scale;
+    c->gscaled = c->gmul != 1.0;
+    if (c->bad_tensor < 0 && etk_finite(c->norm) && c->gmul > 1.0 && o->nonfinite != ETK_NONFINITE_IGNORE) {
+        /* a loss scale below 1 can make finite gradients overflow their dtype when unscaled */
+        for (i = 0; i < c->count && c->bad_tensor < 0; i++) {
+            const etk_tensor *t = &c->ts[i];
+            const size_t nb = (t->n + ETK_BLOCK - 1) / ETK_BLOCK;
+            const double big = t->dtype == ETK_FLOAT32 ? (double)FLT_MAX : DBL_MAX;
+            double s = 0.0, m;
+            for (j = 0; j < nb; j++) {
+                const double x = c->npart[3 * (c->nbase[i] + j)];
+                if (inf)
+                    s = x > s ? x : s;
+                else
+                    s += x;
+            }
+            if ((inf ? s : sqrt(s)) * c->gmul <= big / 2.0) continue; /* no element can reach the limit */
+            m = inf ? s : c->kernels->pass[t->dtype].absmax(t->grad, t->n);
+            if (t->dtype == ETK_FLOAT32 ? !etk_finite((double)((float)m * (float)c->gmul)) : !etk_finite(m * c->gmul)) {
+                c->bad_tensor = (int64_t)i;
+                c->why = "overflows its dtype when divided by grad_scale";
+            }
+        }
+    }
+    if ((c->bad_tensor >= 0 || !etk_finite(c->norm)) && o->nonfinite != ETK_NONFINITE_IGNORE) c->skip = 1;
+}
+
+/* Scale every gradient into c->gcopy (phases over units read it), blocks [lo, hi). */
+static void etk_gcopy_range(const etk_call *c, size_t lo, size_t hi)
+{
+    size_t i, off = 0;
+    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
+        const etk_tensor *t = &c->ts[i];
+        const size_t es = etk_esize(t);
+        size_t a, b;
+        if (t->n == 0 || off + t->n <= lo) continue;
+        a = lo > off ? lo - off : 0;
+        b = hi - off < t->n ? hi - off : t->n;
+        c->kernels->pass[t->dtype].scale((const unsigned char *)t->grad + a * es, c->gcopy + c->gcoff[i] + a * es,
+                                          b - a, c->gmul);
+    }
+}
+
+/* The EMA as a pass of its own (a last phase over units), elements [lo, hi). */
+static void etk_ema_range(const etk_call *c, size_t lo, size_t hi)
+{
+    size_t i, off = 0;
+    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
+        const etk_tensor *t = &c->ts[i];
+        const size_t es = etk_esize(t);
+        size_t a, b;
+        if (t->n == 0 || !t->ema || off + t->n <= lo) continue;
+        a = lo > off ? lo - off : 0;
+        b = hi - off < t->n ? hi - off : t->n;
+        c->kernels->pass[t->dtype].ema((unsigned char *)t->ema + a * es, (const unsigned char *)t->param + a * es,
+                                        b - a, c->ema_w);
+    }
 }
 
 /* After `phase`: sum its block partials per tensor in block order, then per
@@ -211,6 +402,13 @@ static size_t etk_cut(size_t total, int i, int nth)
 }
 #endif
 
+/* Whether the EMA runs as a pass of its own after the phases (the rule's
+ * last phase runs over units, whose offsets are not memory order). */
+static int etk_ema_after(const etk_call *c)
+{
+    return c->ema_w > 0.0 && !c->ema_fused && c->last + 1 == c->r->nphases;
+}
+
 static void etk_run_phases(etk_call *c)
 {
     const unsigned last = c->last;
@@ -223,7 +421,19 @@ static void etk_run_phases(etk_call *c)
 #pragma omp parallel num_threads(nth) private(p)
             {
                 int tid = omp_get_thread_num(), got = omp_get_num_threads();
-                for (p = 0; p <= last; p++) {
+                const size_t blo = etk_snap_to(c, 0, 0, etk_cut(c->total, tid, got));
+                const size_t bhi = etk_snap_to(c, 0, 0, etk_cut(c->total, tid + 1, got));
+                if (c->norm_pass) {
+                    etk_norm_range(c, blo, bhi);
+#pragma omp barrier
+#pragma omp single
+                    etk_norm_decide(c);
+                }
+                if (!c->skip && c->gscaled && c->gcopy) {
+                    etk_gcopy_range(c, blo, bhi);
+#pragma omp barrier
+                }
+                for (p = 0; p <= last && !c->skip; p++) {
                     size_t lo, hi;
                     if (!(c->phases >> p & 1u)) continue;
                     if (c->r->shared && p < c->r->nphases) {
@@ -241,19 +451,31 @@ static void etk_run_phases(etk_call *c)
                         }
                     }
                 }
+                if (!c->skip && etk_ema_after(c)) {
+#pragma omp barrier
+                    etk_ema_range(c, blo, bhi);
+                }
             }
+            if (c->skip) return;
             if (c->r->nred[last] || c->r->between) etk_combine(c, last);
             if (c->r->shared && last + 1 == c->r->nphases) etk_shared(c, c->r->nphases);
             return;
         }
     }
 #endif
+    if (c->norm_pass) {
+        etk_norm_range(c, 0, c->total);
+        etk_norm_decide(c);
+        if (c->skip) return;
+    }
+    if (c->gscaled && c->gcopy) etk_gcopy_range(c, 0, c->total);
     for (p = 0; p <= last; p++) {
         if (!(c->phases >> p & 1u)) continue;
         if (c->r->shared && p < c->r->nphases) etk_shared(c, p);
         etk_run_range(c, p, 0, c->total);
         if (c->r->nred[p] || c->r->between) etk_combine(c, p);
     }
+    if (etk_ema_after(c)) etk_ema_range(c, 0, c->total);
     if (c->r->shared && last + 1 == c->r->nphases) etk_shared(c, c->r->nphases);
 }
 
@@ -349,6 +571,65 @@ static const etk_field_info *etk_field_at(const etk_rule_desc *r, uint32_t offse
 
 /* ---------------------------------------------------------- the step */
 
+/* Check the options of the loop's other passes and allocate what they need
+ * (nothing is written yet). */
+static int etk_setup_passes(etk_call *c, const etk_step_opts *o, etk_error *err)
+{
+    size_t i, nblocks = 0, bytes = 0;
+    int clip;
+    c->o = o;
+    if (!o) return ETK_OK;
+    if (!(o->grad_scale == 0.0 || (o->grad_scale > 0.0 && etk_finite(o->grad_scale))))
+        return etk_fail(err, ETK_EARG, -1, -1, -1, "grad_scale", "grad_scale must be finite and > 0 (or 0 for none)");
+    if (!(o->max_grad_norm >= 0.0))
+        return etk_fail(err, ETK_EARG, -1, -1, -1, "max_grad_norm", "max_grad_norm must be >= 0 (0: no clipping)");
+    if (o->norm_inf != 0 && o->norm_inf != 1)
+        return etk_fail(err, ETK_EARG, -1, -1, -1, "norm_inf", "norm_inf must be 0 or 1");
+    if (o->nonfinite < ETK_NONFINITE_IGNORE || o->nonfinite > ETK_NONFINITE_RAISE)
+        return etk_fail(err, ETK_EARG, -1, -1, -1, "nonfinite", "nonfinite must be one of ETK_NONFINITE_*");
+    if (!(o->ema_weight >= 0.0 && o->ema_weight <= 1.0))
+        return etk_fail(err, ETK_EARG, -1, -1, -1, "ema_weight", "ema_weight must be in [0, 1]");
+    if (!c->needs_grad) return ETK_OK; /* side phases: no gradient, no step */
+    clip = o->max_grad_norm > 0.0;
+    c->norm_pass = clip || o->nonfinite != ETK_NONFINITE_IGNORE || o->report_norm;
+    if (c->last + 1 == c->r->nphases && o->ema_weight > 0.0) {
+        c->ema_w = o->ema_weight;
+        c->ema_fused = !etk_by_units(c, c->r->nphases - 1);
+    }
+    if (!c->norm_pass) {
+        /* no norm: only the loss scale */
+        if (o->grad_scale > 0.0) {
+            c->gmul = 1.0 / o->grad_scale;
+            c->gscaled = c->gmul != 1.0;
+        }
+    }
+    for (i = 0; i < c->count; i++) nblocks += (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+    if (c->norm_pass) {
+        c->npart = (double *)calloc(3 * nblocks + 1, sizeof(double));
+        c->nbase = (size_t *)calloc(c->count + 1, sizeof(size_t));
+    }
+    if ((clip || o->grad_scale > 0.0) && (c->r->unit_phases & c->phases)) {
+        c->gcoff = (size_t *)calloc(c->count + 1, sizeof(size_t));
+        for (i = 0; c->gcoff && i < c->count; i++) {
+            c->gcoff[i] = bytes;
+            bytes += c->ts[i].n * etk_esize(&c->ts[i]);
+        }
+        c->gcopy = (unsigned char *)malloc(bytes + 1);
+    }
+    if ((c->norm_pass && (!c->npart || !c->nbase)) || (c->gcoff == NULL) != (c->gcopy == NULL) ||
+        ((clip || o->grad_scale > 0.0) && (c->r->unit_phases & c->phases) && !c->gcopy)) {
+        free(c->nbase), free(c->gcoff);
+        c->nbase = c->gcoff = NULL;
+        return etk_fail(err, ETK_ENOMEM, -1, -1, -1, NULL, "out of memory");
+    }
+    for (i = 0, nblocks = 0; c->nbase && i < c->count; i++) {
+        c->nbase[i] = nblocks;
+        nblocks += (c->ts[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+    }
+    return ETK_OK;
+}
+
+
 static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts, size_t count, const void *hps,
                          size_t nhps, const etk_step_opts *o, etk_error *err)
 {
@@ -365,6 +646,9 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
 
     memset(&c, 0, sizeof c);
     c.r = r;
+    c.norm = NAN;
+    c.gmul = 1.0;
+    c.bad_tensor = -1;
     {
         /* step phases, or else side phases (never both) */
         const unsigned step_mask = (1u << r->nphases) - 1u, all = (1u << (r->nphases + r->nside)) - 1u;
@@ -376,6 +660,7 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
     for (p = 0; p < r->nphases + r->nside; p++)
         if (c.phases >> p & 1u) c.last = p;
     c.kernels = etk_kernels_now();
+    c.gsign_at = etk_rule_gsign_at(rule);
     c.loops = &c.kernels->rule[rule];
     c.bf16 = c.kernels->bf16[rule];
     c.ts = ts;
@@ -445,7 +730,13 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
             if (r->scratch && ts[i].n) nscratch += r->scratch(etk_hp_of(&c, &ts[i]), &ts[i]);
         }
     }
+    if ((st = etk_setup_passes(&c, o, err)) != ETK_OK) goto done;
     if (count) etk_run_phases(&c);
+    if (c.skip) {
+        st = o->nonfinite == ETK_NONFINITE_RAISE ? etk_fail(err, ETK_ENONFINITE, c.bad_tensor, -1, -1, NULL, c.why)
+                                                  : ETK_OK;
+        goto done;
+    }
     if (r->finish && c.last + 1 == r->nphases)
         for (i = 0; i < count; i++) {
             etk_reduced red = etk_reduced_of(&c, i);
@@ -453,8 +744,18 @@ static int etk_step_desc(const etk_rule_desc *r, int rule, const etk_tensor *ts,
         }
     st = ETK_OK;
 done:
+    if (o && o->report) {
+        o->report->grad_norm = c.norm;
+        o->report->grad_mul = c.gmul;
+        o->report->skipped = c.skip && st == ETK_OK;
+        o->report->nonfinite_tensor = c.bad_tensor;
+    }
     if (hbuf && hbuf != local.bytes) free(hbuf);
     free(scratch);
+    free(c.npart);
+    free(c.nbase);
+    free(c.gcopy);
+    free(c.gcoff);
     return st;
 }
 
@@ -465,6 +766,123 @@ int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps,
     if (err) etk_fail(err, ETK_OK, -1, -1, -1, NULL, NULL);
     if (!r) return etk_fail(err, ETK_ERULE, -1, -1, -1, NULL, "unknown rule id");
     return etk_step_desc(r, rule, tensors, count, hps, nhps, opts, err);
+}
+
+int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm, int64_t *first_nonfinite)
+{
+    etk_call c;
+    etk_step_opts o;
+    size_t i, nblocks = 0;
+    if (!norm || (count && !tensors) || (norm_inf != 0 && norm_inf != 1)) return ETK_EARG;
+    for (i = 0; i < count; i++)
+        if (tensors[i].dtype >= ETK_NDTYPES || (tensors[i].n && !tensors[i].grad)) return ETK_EARG;
+    memset(&c, 0, sizeof c);
+    memset(&o, 0, sizeof o);
+    o.norm_inf = norm_inf;
+    c.o = &o;
+    c.ts = tensors;
+    c.count = count;
+    c.kernels = etk_kernels_now();
+    c.bad_tensor = -1;
+    for (i = 0; i < count; i++) {
+        c.total += tensors[i].n;
+        nblocks += (tensors[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+    }
+    c.npart = (double *)calloc(3 * nblocks + 1, sizeof(double));
+    c.nbase = (size_t *)calloc(count + 1, sizeof(size_t));
+    if (!c.npart || !c.nbase) {
+        free(c.npart), free(c.nbase);
+        return ETK_ENOMEM;
+    }
+    for (i = 0, nblocks = 0; i < count; i++) {
+        c.nbase[i] = nblocks;
+        nblocks += (tensors[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
+    }
+#ifdef _OPENMP
+    {
+        int nth = etk_threads_for(c.total);
+        if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+            {
+                int tid = omp_get_thread_num(), got = omp_get_num_threads();
+                etk_norm_range(&c, etk_snap_to(&c, 0, 0, etk_cut(c.total, tid, got)),
+                               etk_snap_to(&c, 0, 0, etk_cut(c.total, tid + 1, got)));
+            }
+        } else {
+            etk_norm_range(&c, 0, c.total);
+        }
+    }
+#else
+    etk_norm_range(&c, 0, c.total);
+#endif
+    etk_norm_decide(&c);
+    *norm = c.norm;
+    if (first_nonfinite) *first_nonfinite = c.bad_tensor;
+    free(c.npart);
+    free(c.nbase);
+    return ETK_OK;
+}
+
+int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums)
+{
+    const etk_pass_fns *pf;
+    size_t j, es;
+    double part[3];
+    if ((n && (!grad || !sums)) || (dtype != ETK_FLOAT32 && dtype != ETK_FLOAT64)) return ETK_EARG;
+    pf = &etk_kernels_now()->pass[dtype];
+    es = dtype == ETK_FLOAT32 ? sizeof(float) : sizeof(double);
+    for (j = 0; j < n; j += ETK_BLOCK) {
+        pf->norm((const unsigned char *)grad + j * es, (j + ETK_BLOCK < n ? j + ETK_BLOCK : n) - j, 0, part);
+        sums[j / ETK_BLOCK] = part[0];
+    }
+    return ETK_OK;
+}
+
+/* Elements [lo, hi) (snapped to blocks) of etk_accumulate. */
+static void etk_axpy_range(const etk_call *c, size_t lo, size_t hi, double w, int first)
+{
+    size_t i, off = 0;
+    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
+        const etk_tensor *t = &c->ts[i];
+        const size_t es = etk_esize(t);
+        size_t a, b;
+        if (t->n == 0 || off + t->n <= lo) continue;
+        a = lo > off ? lo - off : 0;
+        b = hi - off < t->n ? hi - off : t->n;
+        c->kernels->pass[t->dtype].axpy((unsigned char *)t->param + a * es, (const unsigned char *)t->grad + a * es,
+                                         b - a, w, first);
+    }
+}
+
+int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int first)
+{
+    etk_call c;
+    size_t i;
+    if ((count && !tensors) || !etk_finite(weight)) return ETK_EARG;
+    for (i = 0; i < count; i++)
+        if (tensors[i].dtype >= ETK_NDTYPES || (tensors[i].n && (!tensors[i].grad || !tensors[i].param)))
+            return ETK_EARG;
+    memset(&c, 0, sizeof c);
+    c.ts = tensors;
+    c.count = count;
+    c.kernels = etk_kernels_now();
+    for (i = 0; i < count; i++) c.total += tensors[i].n;
+#ifdef _OPENMP
+    {
+        int nth = etk_threads_for(c.total);
+        if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+            {
+                int tid = omp_get_thread_num(), got = omp_get_num_threads();
+                etk_axpy_range(&c, etk_snap_to(&c, 0, 0, etk_cut(c.total, tid, got)),
+                               etk_snap_to(&c, 0, 0, etk_cut(c.total, tid + 1, got)), weight, first);
+            }
+            return ETK_OK;
+        }
+    }
+#endif
+    etk_axpy_range(&c, 0, c.total, weight, first);
+    return ETK_OK;
 }
 
 int etk_probe_multi(const etk_tensor *tensors, size_t count)

@@ -52,6 +52,7 @@ extern "C" {
 #define ETK_ERULE (-6)    /* unknown rule id */
 #define ETK_ESHAPE (-7)   /* matrix shape (rows, cols) missing or inconsistent with n */
 #define ETK_ENOMEM (-8)   /* out of memory for per-call scratch */
+#define ETK_ENONFINITE (-9) /* a gradient holds inf or NaN (etk_step_opts.nonfinite = ETK_NONFINITE_RAISE) */
 
 /* Human-readable text for a status code. */
 const char *etk_strerror(int status);
@@ -383,6 +384,9 @@ typedef struct etk_tensor {
     uint8_t stochastic;  /* ETK_BFLOAT16: 1 = stochastic rounding, 0 = to nearest even */
     uint64_t seed;       /* stochastic rounding: this tensor's stream (etakit.reference.sr_bits) */
     float *absmax[ETK_MAX_SLOTS]; /* ETK_QINT8: ceil(n / ETK_QBLOCK) scales per element-wise slot */
+    /* NULL, or n elements of the parameter's dtype: its exponential moving
+     * average, updated after the step (etk_step_opts.ema_weight) */
+    void *ema;
 } etk_tensor;
 
 /* ---- learning-rate schedules ----------------------------------------- */
@@ -466,7 +470,66 @@ typedef struct etk_step_opts {
      * step phase (a call that names a step phase ignores side-phase bits);
      * such a call may leave every tensor's grad NULL. */
     unsigned phases;
+
+    /* The training loop's other passes, fused with the step (all zero: none).
+     * Gradients are read as grad * m with
+     *   m = (1 / grad_scale) * min(1, max_grad_norm / (norm + 1e-6)),
+     * the clipping factor of torch.nn.utils.clip_grad_norm_ (1 when
+     * max_grad_norm is 0), formed in double and rounded to the parameter
+     * dtype once per call; norm is the global norm of grad / grad_scale over
+     * every tensor of the call.  The gradient buffers are not written: each
+     * block of ETK_BLOCK elements is scaled into a buffer in L1 that the
+     * rule's loop reads.  The norm takes one read pass over the gradients
+     * before anything is written, made when max_grad_norm > 0, nonfinite is
+     * not ETK_NONFINITE_IGNORE or report_norm is set; it is summed over fixed
+     * blocks in a fixed order (etakit.reference.global_grad_norm), so it is
+     * the same for any thread count. */
+    double grad_scale;     /* > 0 (a mixed-precision loss scale), or 0 for 1 */
+    double max_grad_norm;  /* > 0: clip to this global norm; 0: no clipping */
+    int norm_inf;          /* 0: the 2-norm; 1: the largest magnitude */
+    int nonfinite;         /* ETK_NONFINITE_*: what a gradient with inf or NaN does */
+    int report_norm;       /* make the norm pass for etk_step_report.grad_norm alone */
+    /* 0 < w <= 1: after the step, each tensor's ema (if not NULL) moves
+     * towards the new parameters, ema = torch.lerp(ema, param, w) in the
+     * parameter dtype, in the pass of the rule's last phase; 0: no EMA */
+    double ema_weight;
+    struct etk_step_report *report; /* NULL, or filled on return */
 } etk_step_opts;
+
+/* etk_step_opts.nonfinite: a call whose gradients hold inf or NaN (a
+ * non-finite global norm) proceeds (IGNORE: as torch.optim), returns ETK_OK
+ * having written nothing (SKIP; report->skipped = 1), or returns
+ * ETK_ENONFINITE having written nothing, with err->tensor the first such
+ * tensor (RAISE). */
+#define ETK_NONFINITE_IGNORE 0
+#define ETK_NONFINITE_SKIP 1
+#define ETK_NONFINITE_RAISE 2
+
+/* The global norm of the gradients of `count` tensors (their grad, n and
+ * dtype), as a step with clipping forms it (norm_inf 0: the 2-norm; 1: the
+ * largest magnitude), the same for any thread count; *first_nonfinite (if not
+ * NULL): the first tensor whose gradient holds inf or NaN, or -1.  Reads
+ * only. */
+int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm, int64_t *first_nonfinite);
+
+/* The sums of squares of grad (n elements of dtype ETK_FLOAT32 or
+ * ETK_FLOAT64) over each block of ETK_BLOCK elements, in float64, formed as
+ * the norm pass forms them (added in order they give the tensor's sum), into
+ * sums[0 .. ceil(n / ETK_BLOCK)); serial.  For callers that combine the norm
+ * of pieces held in several places (a sharded optimizer). */
+int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums);
+
+/* Gradient accumulation, every tensor in one threaded call: param = weight *
+ * grad (first) or param + weight * grad, in the tensor's dtype (the param
+ * field is the accumulation buffer). */
+int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int first);
+
+typedef struct etk_step_report {
+    double grad_norm;    /* the global gradient norm (after grad_scale, before clipping); NaN if not made */
+    double grad_mul;     /* the factor the gradients were read with (1 if none) */
+    int skipped;         /* 1: skipped for a non-finite gradient; nothing was written */
+    int64_t nonfinite_tensor; /* the first tensor whose gradient is not finite, or -1 */
+} etk_step_report;
 
 /* One step of `rule` over `count` tensors with `nhps` hyperparameter structs
  * of that rule's type.  On failure nothing has been written and, when err is

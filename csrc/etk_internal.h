@@ -151,6 +151,8 @@ typedef struct etk_rule_desc {
 #define ETK_NROWS (ETK_NRULES + 1)
 
 const etk_rule_desc *etk_rule_desc_get(int rule);
+/* 1 + the byte offset of the rule's gsign in its per-step scalars, or 0 (rules.c). */
+size_t etk_rule_gsign_at(int rule);
 /* Whether one field of a hyperparameter struct is in its range (rules.c). */
 int etk_field_ok(const etk_field_info *f, const void *hp);
 
@@ -239,6 +241,15 @@ void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, 
 /* Whether rule descriptor r can keep low-precision state. */
 int etk_lowp_desc_ok(const etk_rule_desc *r);
 
+/* The loops of the training loop's other passes (passes.h), per parameter dtype. */
+typedef struct etk_pass_fns {
+    void (*norm)(const void *g, size_t n, int inf, double *out);
+    void (*scale)(const void *g, void *out, size_t n, double mul);
+    void (*ema)(void *ema, const void *p, size_t n, double w);
+    double (*absmax)(const void *g, size_t n);
+    void (*axpy)(void *acc, const void *g, size_t n, double w, int first);
+} etk_pass_fns;
+
 typedef struct etk_kernels {
     const char *name;
     etk_rule_loops rule[ETK_NROWS];
@@ -246,6 +257,7 @@ typedef struct etk_kernels {
     /* by rule: its one phase with bfloat16 state rounded to nearest, fused
      * (NULL: decode, float32 loop, encode, chunk by chunk) */
     etk_loop_fn bf16[ETK_NROWS];
+    etk_pass_fns pass[ETK_NDTYPES];
 } etk_kernels;
 
 extern const etk_kernels etk_kernels_baseline;

@@ -18,6 +18,11 @@
 #define ETK_TYPES f32
 #define ETK_SQRT sqrtf
 #include "rules/all.h"
+#undef ETK_RULE_LOOPS
+#define ETK_PASS_LOOPS
+#include "passes.h"
+#undef ETK_PASS_LOOPS
+#define ETK_RULE_LOOPS
 #undef T
 #undef S
 #undef ETK_TYPES
@@ -28,6 +33,11 @@
 #define ETK_TYPES f64
 #define ETK_SQRT sqrt
 #include "rules/all.h"
+#undef ETK_RULE_LOOPS
+#define ETK_PASS_LOOPS
+#include "passes.h"
+#undef ETK_PASS_LOOPS
+#define ETK_RULE_LOOPS
 #undef T
 #undef S
 #undef ETK_TYPES
@@ -90,6 +100,9 @@ const etk_kernels ETK_CAT2(etk_kernels, ETK_VARIANT) = {
         [ETK_RULE_ADAGRAD] = ETK_CAT(adagrad_p0, ETK_LOOPS_OF, bf16),
         [ETK_RULE_LION] = ETK_CAT(lion_p0, ETK_LOOPS_OF, bf16),
     },
+#define ETK_PASS_ROW
+#include "passes.h"
+#undef ETK_PASS_ROW
 };
 #undef ETK_LOWP_ROW
 #undef ETK_RULE_ROW

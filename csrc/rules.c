@@ -4,6 +4,7 @@
  * Everything that binds etakit to another language reads this table through
  * etk_rule_info_get instead of repeating it.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "etk_internal.h"
@@ -26,6 +27,24 @@ static const etk_rule_desc *const etk_rules[ETK_NROWS] = {
     ETK_RULE_LIST(ETK_DESC_ENTRY_)[ETK_RULE_PROBE] = &etk_rule_desc_probe,
 };
 #undef ETK_DESC_ENTRY_
+
+/* Rules whose loops read the gradient only as grad[i] * gsign, gsign a double
+ * of their per-step scalars (+-1, for maximize): a step that reads the
+ * gradients times m (clipping, a loss scale) runs them with gsign * m, which
+ * gives the same bits as scaling each gradient first (+-m rounds to +-(T)m),
+ * instead of scaling each block into a buffer. */
+#define ETK_GSIGN_AT_(name, NAME) [ETK_RULE_##NAME] = offsetof(etk_##name##_coef, gsign) + 1,
+size_t etk_rule_gsign_at(int rule)
+{
+    static const size_t at[ETK_NROWS] = {
+        ETK_GSIGN_AT_(sgd, SGD) ETK_GSIGN_AT_(adam, ADAM) ETK_GSIGN_AT_(rmsprop, RMSPROP)
+        ETK_GSIGN_AT_(adagrad, ADAGRAD) ETK_GSIGN_AT_(lion, LION) ETK_GSIGN_AT_(nadam, NADAM)
+        ETK_GSIGN_AT_(radam, RADAM) ETK_GSIGN_AT_(adamax, ADAMAX) ETK_GSIGN_AT_(adopt, ADOPT)
+        ETK_GSIGN_AT_(ademamix, ADEMAMIX) ETK_GSIGN_AT_(asgd, ASGD) ETK_GSIGN_AT_(adadelta, ADADELTA)
+        ETK_GSIGN_AT_(rprop, RPROP)};
+    return rule >= 0 && rule < ETK_NROWS ? at[rule] : 0;
+}
+#undef ETK_GSIGN_AT_
 
 const etk_rule_desc *etk_rule_desc_get(int rule)
 {

@@ -1851,6 +1851,93 @@ static void test_q8_map_construction(void)
     }
 }
 
+/* The loop's other passes (etk_step_opts): clipping equals the step on the
+ * gradients scaled by the clipping factor; the EMA is torch.lerp; a
+ * non-finite gradient is skipped or refused with nothing written; bad
+ * options are refused.  Two tensors, one above the threading threshold. */
+static void test_loop_passes(void)
+{
+    enum { N0 = 70001, N1 = 333 };
+    static float p[2][N0], q[2][N0], g[2][N0], gs[2][N0], m[2][N0], v[2][N0], mq[2][N0], vq[2][N0], e[2][N0],
+        eq[2][N0];
+    const size_t n[2] = {N0, N1};
+    etk_adam_hp h = {1e-2, 0.9, 0.999, 1e-8, 1e-2, 0, 0, 1};
+    etk_tensor t[2], u[2];
+    etk_step_opts o;
+    etk_step_report rep;
+    etk_error err;
+    double ss = 0.0, norm, mul;
+    size_t i, j;
+    int step;
+    memset(t, 0, sizeof t);
+    memset(u, 0, sizeof u);
+    for (j = 0; j < 2; j++) {
+        for (i = 0; i < n[j]; i++) {
+            p[j][i] = q[j][i] = e[j][i] = eq[j][i] = (float)urand();
+            g[j][i] = (float)(urand() * 3.0);
+            m[j][i] = v[j][i] = mq[j][i] = vq[j][i] = 0.0f;
+        }
+        t[j].param = p[j], t[j].grad = g[j], t[j].state[0] = m[j], t[j].state[1] = v[j], t[j].n = n[j];
+        t[j].dtype = t[j].state_dtype = ETK_FLOAT32, t[j].ema = e[j];
+        u[j] = t[j];
+        u[j].param = q[j], u[j].grad = gs[j], u[j].state[0] = mq[j], u[j].state[1] = vq[j], u[j].ema = NULL;
+    }
+    /* the norm as etakit.reference.global_grad_norm forms it: blocks of 4096, 16 lanes */
+    for (j = 0; j < 2; j++) {
+        double s = 0.0;
+        for (i = 0; i < n[j]; i += 4096) {
+            double lane[16] = {0.0}, b = 0.0;
+            size_t k, end = i + 4096 < n[j] ? i + 4096 : n[j];
+            int l;
+            for (k = i; k < end; k++) lane[(k - i) % 16] += (double)g[j][k] * (double)g[j][k];
+            for (l = 0; l < 16; l++) b += lane[l];
+            s += b;
+        }
+        ss += s;
+    }
+    norm = sqrt(ss);
+    mul = 5.0 / (norm + 1e-6);
+    for (j = 0; j < 2; j++)
+        for (i = 0; i < n[j]; i++) gs[j][i] = g[j][i] * (float)mul;
+    for (step = 1; step <= 3; step++) {
+        memset(&o, 0, sizeof o);
+        o.max_grad_norm = 5.0, o.nonfinite = ETK_NONFINITE_RAISE, o.ema_weight = 0.25, o.report = &rep;
+        t[0].step = t[1].step = u[0].step = u[1].step = step;
+        CHECK(etk_step(ETK_RULE_ADAM, t, 2, &h, 1, &o, &err) == ETK_OK, "clipped step");
+        CHECK(rep.grad_norm == norm && rep.skipped == 0, "norm %.17g vs %.17g", rep.grad_norm, norm);
+        CHECK(etk_step(ETK_RULE_ADAM, u, 2, &h, 1, NULL, NULL) == ETK_OK, "plain step");
+        for (j = 0; j < 2; j++)
+            for (i = 0; i < n[j]; i++) {
+                eq[j][i] = eq[j][i] + 0.25f * (q[j][i] - eq[j][i]);
+                if (p[j][i] != q[j][i] || m[j][i] != mq[j][i] || v[j][i] != vq[j][i] || e[j][i] != eq[j][i]) {
+                    CHECK(0, "step %d tensor %d element %d differs", step, (int)j, (int)i);
+                    return;
+                }
+            }
+    }
+    /* a NaN: raise names the tensor, skip reports it; nothing is written either way */
+    g[1][7] = NAN;
+    memcpy(q, p, sizeof p);
+    memcpy(mq, m, sizeof m);
+    memcpy(eq, e, sizeof e);
+    memset(&o, 0, sizeof o);
+    o.nonfinite = ETK_NONFINITE_RAISE, o.ema_weight = 0.5, o.report = &rep;
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &h, 1, &o, &err) == ETK_ENONFINITE && err.tensor == 1, "raise");
+    o.nonfinite = ETK_NONFINITE_SKIP;
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &h, 1, &o, &err) == ETK_OK && rep.skipped == 1 && rep.nonfinite_tensor == 1,
+          "skip");
+    CHECK(!memcmp(q, p, sizeof p) && !memcmp(mq, m, sizeof m) && !memcmp(eq, e, sizeof e), "skip wrote");
+    o.nonfinite = 3;
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &h, 1, &o, &err) == ETK_EARG, "bad nonfinite");
+    o.nonfinite = 0, o.grad_scale = -1.0;
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &h, 1, &o, &err) == ETK_EARG, "bad grad_scale");
+    o.grad_scale = 0.0, o.ema_weight = 1.5;
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &h, 1, &o, &err) == ETK_EARG, "bad ema_weight");
+    o.ema_weight = 0.0, o.max_grad_norm = NAN;
+    CHECK(etk_step(ETK_RULE_ADAM, t, 2, &h, 1, &o, &err) == ETK_EARG, "bad max_grad_norm");
+    CHECK(!memcmp(q, p, sizeof p) && !memcmp(mq, m, sizeof m) && !memcmp(eq, e, sizeof e), "refusals wrote");
+}
+
 int main(void)
 {
     printf("etakit C tests: simd %s (available: %s), openmp %d, threads %d\n", etk_simd_variant(),
@@ -1877,6 +1964,7 @@ int main(void)
     test_lowp_variants();
     test_q8_map_construction();
     test_lowp_adam();
+    test_loop_passes();
     if (failures) {
         printf("%d failed\n", failures);
         return 1;

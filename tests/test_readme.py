@@ -39,6 +39,10 @@ def test_python_block_runs_as_written(line, code, tmp_path, monkeypatch):
         pytest.importorskip("torch")
     if "plot(" in code:
         pytest.importorskip("matplotlib")
+    if "mpi4py" in code:
+        pytest.importorskip("mpi4py", reason="needs the 'mpi' extra")
+    if "etakit.sweep(" in code:
+        pytest.importorskip("distributed", reason="needs the 'sweep' extra")
     monkeypatch.chdir(tmp_path)                     # blocks write their files (ckpt.npz, lr_find.png) here
     t0 = time.perf_counter()
     exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
@@ -75,7 +79,10 @@ NOT_RUN = {
     "make -C csrc test": "the C tests (CI runs them)",
     "make -C csrc": "the C libraries (CI builds them)",
     "make -C examples/c run": "the C example (CI runs it)",
+    "torchrun --nproc-per-node 2 examples/ddp_zero.py": "two torch processes (tests/test_distributed_torch.py runs "
+                                                        "DDP and ZeRO on two; the README block runs it alone)",
 }
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
 def cheap(cmd, tmp_path):
@@ -85,6 +92,15 @@ def cheap(cmd, tmp_path):
     argv = shlex.split(cmd)
     if argv[:2] == ["python", "-m"] or argv[:1] == ["python"]:
         argv[0] = sys.executable
+    elif argv[0] == "mpiexec":                       # mpiexec -n 2 python examples/x.py: run as written
+        try:
+            import mpi4py  # noqa: F401
+        except ImportError:
+            return None
+        if MPIEXEC is None:
+            return None
+        return [MPIEXEC] + [sys.executable if a == "python" else str(README.parent / a) if a.startswith("examples/")
+                            else a for a in argv[1:]]
     elif argv[0] == "etakit":
         # the console script when installed (it must take what python -m etakit takes), else the module
         argv = [shutil.which("etakit")] + argv[1:] if shutil.which("etakit") and "bench" in argv else \
@@ -93,7 +109,8 @@ def cheap(cmd, tmp_path):
         raise AssertionError(f"README command {cmd!r} is not covered by tests/test_readme.py")
     rest = argv[argv.index("etakit.bench") + 1:] if "etakit.bench" in argv else \
         argv[argv.index("bench") + 1:] if "bench" in argv else None
-    slow = "demo" in argv[-2:] or "benchmarks/" in cmd or (rest is not None and "--targets" in rest)
+    slow = "demo" in argv[-2:] or "benchmarks/" in cmd or (rest is not None and "--targets" in rest) or \
+        argv[3:4] == ["sweep"]                      # a cluster and trainings: seconds
     if slow or argv[-1] == "schedule":
         return argv + ["--help"]                    # minutes of work: check the command and its flags exist
     if rest is not None:
@@ -142,7 +159,7 @@ def run_in_process(argv, capsys, monkeypatch):
 def test_readme_command_runs(cmd, tmp_path, capsys, monkeypatch):
     argv = cheap(cmd, tmp_path)
     if argv is None:
-        pytest.skip(f"{cmd}: {NOT_RUN[cmd]}")
+        pytest.skip(f"{cmd}: {NOT_RUN.get(cmd, 'needs the mpi extra (mpi4py, mpiexec)')}")
     monkeypatch.chdir(README.parent)
     if argv[0] == sys.executable:
         rc, out, err = run_in_process(argv, capsys, monkeypatch)
@@ -151,7 +168,7 @@ def test_readme_command_runs(cmd, tmp_path, capsys, monkeypatch):
         # the etakit this test imports (installed, or the source tree of an editable install)
         import etakit
         env["PYTHONPATH"] = os.path.dirname(os.path.dirname(etakit.__file__)) + os.pathsep + env.get("PYTHONPATH", "")
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
         rc, out, err = r.returncode, r.stdout, r.stderr
     assert rc == 0, f"{cmd}\n{out[-2000:]}\n{err[-2000:]}"
     assert "Traceback" not in err
@@ -160,3 +177,12 @@ def test_readme_command_runs(cmd, tmp_path, capsys, monkeypatch):
         assert all(f in out for f in flags), (cmd, out)
     if "-o" in argv:
         assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_blocks_that_name_an_example_file_are_that_file():
+    """A ```python block whose first line is ``# examples/<name>.py...`` is that file, as written."""
+    named = [(line, code) for line, code in PYTHON if code.startswith("# examples/")]
+    assert len(named) >= 2
+    for line, code in named:
+        path = README.parent / code.split()[1].rstrip(":")
+        assert path.read_text(encoding="utf-8") == code, f"README.md:{line} differs from {path.name}"

@@ -12,7 +12,7 @@ array([-0.01, -0.01, -0.01], dtype=float32)
 import numbers as _numbers
 
 from . import _core, reference, schedules
-from .errors import GradientError, GradientTypeError, HyperparameterError, StateError
+from .errors import GradientError, GradientTypeError, HyperparameterError, NonFiniteGradientError, StateError
 from .optim import OPTIMIZERS, Optimizer
 from .optim import *  # noqa: F401,F403  (every optimizer class, by name)
 from .checkpoint import load, save
@@ -20,12 +20,13 @@ from .lr_finder import LRFindResult, LRFindWarning, lr_find
 from .loop import GradientAccumulator, Lookahead, clip_grad_norm_, grad_norm, param_groups_weight_decay
 from .optimize import minimize, scipy_method
 from .plateau import ReduceLROnPlateau
+from .sweeps import SweepResult, sweep
 
 __version__ = "0.2.0"
 __all__ = [*OPTIMIZERS, "Optimizer", "OPTIMIZERS", "ReduceLROnPlateau", "lr_find", "LRFindResult", "LRFindWarning",
-           "minimize", "scipy_method", "clip_grad_norm_", "grad_norm", "param_groups_weight_decay",
+           "minimize", "scipy_method", "sweep", "SweepResult", "clip_grad_norm_", "grad_norm", "param_groups_weight_decay",
            "Lookahead", "GradientAccumulator", "reference", "schedules", "save", "load", "GradientError", "GradientTypeError",
-           "HyperparameterError", "StateError", "get_include", "get_num_threads", "set_num_threads",
+           "HyperparameterError", "NonFiniteGradientError", "StateError", "get_include", "get_num_threads", "set_num_threads",
            "set_flush_denormal", "simd_variant", "__version__"]
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m etakit {demo,bench,schedule} ...`` (also installed as ``etakit``).
+"""Command line: ``python -m etakit {demo,bench,schedule,sweep} ...`` (also installed as ``etakit``).
 
 A bad argument is reported the way argparse reports one: a line
 ``etakit <command>: error: ...`` on stderr and exit status 2, never a traceback.
@@ -122,6 +122,19 @@ def _demo_cmd(argv):
         return _fail(prog, str(err))
 
 
+def _sweep_cmd(argv):
+    """``etakit sweep``: sweeps.main's arguments; its own checks report one line and exit 2."""
+    from . import sweeps
+
+    prog = "etakit sweep"
+    try:
+        return sweeps.main(argv, prog=prog)
+    except ImportError as err:
+        return _fail(prog, f"{err} (the sweep needs: pip install 'etakit[sweep,demo]')")
+    except (OSError, ValueError, TypeError) as err:
+        return _fail(prog, str(err))
+
+
 def _bench_cmd(argv):
     from . import bench
 
@@ -168,11 +181,15 @@ def main(argv=None):
                    add_help=False)
     sub.add_parser("bench", help="benchmark the optimizer step, as python -m etakit.bench (etakit bench -h)",
                    add_help=False)
+    sub.add_parser("sweep", help="a learning-rate sweep of the demo problem on Dask, writing a table and a plot "
+                                 "(etakit sweep -h)", add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["demo"]:
         return _demo_cmd(argv[1:])
     if argv[:1] == ["bench"]:
         return _bench_cmd(argv[1:])
+    if argv[:1] == ["sweep"]:
+        return _sweep_cmd(argv[1:])
     args = ap.parse_args(argv)
     prog = f"etakit {args.command}"
     try:

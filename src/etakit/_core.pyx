@@ -29,7 +29,7 @@ cimport numpy as cnp
 cnp.import_array()
 
 from etakit._etakit_h cimport *
-from etakit.errors import GradientError, GradientTypeError, HyperparameterError, StateError
+from etakit.errors import GradientError, GradientTypeError, HyperparameterError, NonFiniteGradientError, StateError
 
 NRULES = ETK_NRULES
 
@@ -230,6 +230,84 @@ def q8_decode(cnp.ndarray codes not None, cnp.ndarray absmax not None, bint sign
     return out
 
 
+def grad_norm(list arrays, bint norm_inf=False):
+    """(norm, first non-finite index or -1) of C-contiguous float32/float64 arrays, as a step with
+    clipping forms the global norm (etk_grad_norm); None if an array is not of that kind."""
+    cdef Py_ssize_t i, n = len(arrays)
+    cdef etk_tensor *t = <etk_tensor *>calloc(n if n else 1, sizeof(etk_tensor))
+    cdef cnp.ndarray a
+    cdef double norm = 0.0
+    cdef int64_t bad = -1
+    cdef int st
+    if not t:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a = arrays[i]
+            if cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
+                    or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+                return None
+            t[i].grad = cnp.PyArray_DATA(a)
+            t[i].n = <size_t>cnp.PyArray_SIZE(a)
+            t[i].dtype = ETK_FLOAT32 if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 else ETK_FLOAT64
+        with nogil:
+            st = etk_grad_norm(t, <size_t>n, norm_inf, &norm, &bad)
+        if st != ETK_OK:
+            raise MemoryError("etk_grad_norm failed")
+        return norm, bad
+    finally:
+        free(t)
+
+
+def grad_block_sums(cnp.ndarray a not None):
+    """The float64 sums of squares of a C-contiguous float32/float64 array over each block of 4096
+    elements (etk_grad_block_sums); None for another kind of array."""
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(a)
+    cdef cnp.npy_intp nb = <cnp.npy_intp>((n + 4095) // 4096)
+    cdef cnp.ndarray out
+    cdef int dt, st
+    if cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or not cnp.PyArray_IS_C_CONTIGUOUS(a) \
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        return None
+    out = cnp.PyArray_EMPTY(1, &nb, cnp.NPY_FLOAT64, 0)
+    dt = ETK_FLOAT32 if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 else ETK_FLOAT64
+    with nogil:
+        st = etk_grad_block_sums(cnp.PyArray_DATA(a), dt, n, <double *>cnp.PyArray_DATA(out))
+    if st != ETK_OK:
+        raise ValueError("etk_grad_block_sums refused its arguments")
+    return out
+
+
+def accumulate(list accs, list grads, double weight, bint first):
+    """acc = weight * g (first) or acc + weight * g for every pair, in one threaded C call
+    (etk_accumulate).  The arrays must be C-contiguous, aligned, of one float dtype per pair and
+    the same size (the caller checks)."""
+    cdef Py_ssize_t i, n = len(accs)
+    cdef etk_tensor *t = <etk_tensor *>calloc(n if n else 1, sizeof(etk_tensor))
+    cdef cnp.ndarray a, g
+    cdef int st
+    if not t:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            a, g = accs[i], grads[i]
+            if cnp.PyArray_TYPE(a) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(g) != \
+                    cnp.PyArray_TYPE(a) or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(g) or \
+                    not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_IS_C_CONTIGUOUS(g) or \
+                    not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISALIGNED(g) or not cnp.PyArray_ISWRITEABLE(a):
+                raise ValueError(f"accumulate: pair {i} is not two C-contiguous arrays of one float dtype and size")
+            t[i].param = cnp.PyArray_DATA(a)
+            t[i].grad = cnp.PyArray_DATA(g)
+            t[i].n = <size_t>cnp.PyArray_SIZE(a)
+            t[i].dtype = ETK_FLOAT32 if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 else ETK_FLOAT64
+        with nogil:
+            st = etk_accumulate(t, <size_t>n, weight, first)
+        if st != ETK_OK:
+            raise ValueError("etk_accumulate refused its arguments")
+    finally:
+        free(t)
+
+
 def rule_names():
     return [etk_rule_info_get(i).name.decode() for i in range(ETK_NRULES)]
 
@@ -423,6 +501,9 @@ cdef class Plan:
     cdef bint matrix_only
     cdef bint strided       # the rule has a strided slot (set_hparams checks its sizes)
     cdef cnp.ndarray gstate
+    cdef list emas          # per tensor: its EMA array, or None
+    cdef etk_step_opts loop # the loop's other passes (set_loop): grad_scale ... ema_weight
+    cdef etk_step_report rep
 
     def __cinit__(self, int rule, Py_ssize_t count, Py_ssize_t nhps, list labels=None, dict keys=None):
         cdef Py_ssize_t i
@@ -434,11 +515,17 @@ cdef class Plan:
         self.nhps = nhps
         self.t = <etk_tensor *>calloc(count if count else 1, sizeof(etk_tensor))
         self.hps = <unsigned char *>calloc(nhps if nhps else 1, self.info.hp_size if self.info != NULL else 1)
-        self.written = <_Interval *>calloc((2 * ETK_MAX_SLOTS + 1) * count if count else 1, sizeof(_Interval))
+        self.written = <_Interval *>calloc((2 * ETK_MAX_SLOTS + 2) * count if count else 1, sizeof(_Interval))
         if not self.t or not self.hps or not self.written:
             raise MemoryError()
         self.params = [None] * count
         self.states = [None] * count
+        self.emas = [None] * count
+        memset(&self.loop, 0, sizeof(etk_step_opts))
+        memset(&self.rep, 0, sizeof(etk_step_report))
+        self.rep.grad_norm = float("nan")
+        self.rep.grad_mul = 1.0
+        self.rep.nonfinite_tensor = -1
         self.labels = list(labels) if labels is not None else [f"params[{i}]" for i in range(count)]
         self.keys = keys or {}
         self.nwritten = 0
@@ -563,6 +650,7 @@ cdef class Plan:
             raise ValueError(f"{label}: invalid matrix shape ({rows}, {cols})")
         t = &self.t[i]
         memset(t, 0, sizeof(etk_tensor))
+        self.emas[i] = None
         for j in range(nslots):
             if states[j] is None:
                 continue
@@ -625,6 +713,52 @@ cdef class Plan:
         self.params[i] = param
         self.states[i] = states if state_format != 3 else states + tuple(absmax)
 
+    def set_ema(self, Py_ssize_t i, cnp.ndarray ema):
+        """The exponential moving average of tensor ``i`` (after its ``set_tensor``): an array of the
+        parameter's dtype and size, updated after each step (``set_loop``'s ``ema_weight``); None for none."""
+        if not 0 <= i < self.count or self.params[i] is None:
+            raise IndexError("plan index out of range")
+        if ema is None:
+            self.t[i].ema = NULL
+            self.emas[i] = None
+            return
+        p = <cnp.ndarray>self.params[i]
+        if cnp.PyArray_TYPE(ema) != cnp.PyArray_TYPE(p) or cnp.PyArray_SIZE(ema) != cnp.PyArray_SIZE(p) or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(ema) or not cnp.PyArray_ISALIGNED(ema) or \
+                not cnp.PyArray_ISWRITEABLE(ema) or not cnp.PyArray_ISNOTSWAPPED(ema):
+            raise StateError(f"the EMA of {self.labels[i]} must be a writable C-contiguous {p.dtype} array of "
+                             f"{cnp.PyArray_SIZE(p)} elements, got {ema.dtype} with {cnp.PyArray_SIZE(ema)}")
+        self.t[i].ema = cnp.PyArray_DATA(ema)
+        self.emas[i] = ema
+
+    def set_loop(self, double grad_scale=0.0, double max_grad_norm=0.0, bint norm_inf=False, int nonfinite=0,
+                 bint report_norm=False, double ema_weight=0.0):
+        """The training loop's other passes for the next steps (etk_step_opts): gradients divided by
+        ``grad_scale`` (0: none) and clipped to ``max_grad_norm`` (0: none) by their global 2-norm (or
+        max norm), ``nonfinite`` 0 ignore / 1 skip / 2 raise, the norm made for ``last_grad_norm``
+        alone with ``report_norm``, and the EMA moved by ``ema_weight`` (0: none)."""
+        self.loop.grad_scale = grad_scale
+        self.loop.max_grad_norm = max_grad_norm
+        self.loop.norm_inf = norm_inf
+        self.loop.nonfinite = nonfinite
+        self.loop.report_norm = report_norm
+        self.loop.ema_weight = ema_weight
+
+    @property
+    def last_grad_norm(self):
+        """The global gradient norm of the last step (NaN if it was not made)."""
+        return self.rep.grad_norm
+
+    @property
+    def last_grad_mul(self):
+        """The factor the last step read the gradients with (unscaling and clipping)."""
+        return self.rep.grad_mul
+
+    @property
+    def last_skipped(self):
+        """Whether the last step was skipped for a non-finite gradient (nothing was written)."""
+        return bool(self.rep.skipped)
+
     def index_written(self):
         """Sort the buffers a step writes, for the gradient overlap check."""
         cdef Py_ssize_t i, j, k = 0
@@ -636,6 +770,9 @@ cdef class Plan:
                     # (8-bit state: the slots' scales follow the slots, numbered from nslots)
                     self.written[k] = _span(<cnp.ndarray>s, <int32_t>i, <int32_t>(j % self.info.nslots if self.info != NULL else j))
                     k += 1
+            if self.emas[i] is not None:
+                self.written[k] = _span(<cnp.ndarray>self.emas[i], <int32_t>i, -2)
+                k += 1
         self.nwritten = k
         qsort(self.written, k, sizeof(_Interval), _cmp_interval)
 
@@ -748,6 +885,8 @@ cdef class Plan:
     cdef str _what(self, Py_ssize_t w):
         cdef _Interval s = self.written[w]
         label = self.labels[s.tensor]
+        if s.slot == -2:
+            return f"the EMA of {label}"
         if s.slot < 0:
             return label
         return f"the optimizer state {self.info.slots[s.slot].name.decode()!r} of {label}"
@@ -811,7 +950,9 @@ cdef class Plan:
         cdef etk_error err
         cdef int st
         cdef Py_ssize_t i
-        memset(&o, 0, sizeof(etk_step_opts))
+        o = self.loop
+        o.report = &self.rep
+        self.rep.skipped = 0
         o.phases = phases
         o.sched = self.sched
         o.nsched = <size_t>self.nsched
@@ -828,6 +969,8 @@ cdef class Plan:
             self.t[i].grad = NULL
         if st != ETK_OK:
             self._raise_status(st, &err, k)
+        if self.rep.skipped:
+            return 0
         if advance:
             for i in range(self.count):
                 self.t[i].step += 1
@@ -855,6 +998,11 @@ cdef class Plan:
                 rng = f": {why}"
             raise HyperparameterError(f"param_groups[{err.group}] (scheduled values at step {k}): Invalid {key}: "
                                       f"{value!r}{rng}", err.group, key, value)
+        if st == ETK_ENONFINITE:
+            if 0 <= err.tensor < self.count:
+                raise NonFiniteGradientError(f"the gradient of {self.labels[err.tensor]} {why} "
+                                             f"(nonfinite='raise'); nothing was written", err.tensor)
+            raise NonFiniteGradientError(f"{why} (nonfinite='raise'); nothing was written", None)
         where = f" (tensor {err.tensor}: {self.labels[err.tensor]})" if 0 <= err.tensor < self.count else ""
         raise RuntimeError(f"etakit kernel refused the step: {why}{where}")
 

@@ -9,6 +9,10 @@ cdef extern from "etakit.h" nogil:
     enum: ETK_NRULES
     enum: ETK_OK
     enum: ETK_EHPARAM
+    enum: ETK_ENONFINITE
+    enum: ETK_NONFINITE_IGNORE
+    enum: ETK_NONFINITE_SKIP
+    enum: ETK_NONFINITE_RAISE
     enum: ETK_FIELD_REAL
     enum: ETK_FIELD_FLAG
     enum: ETK_FIELD_INT
@@ -39,6 +43,7 @@ cdef extern from "etakit.h" nogil:
         uint8_t stochastic
         uint64_t seed
         float *absmax[6]
+        void *ema
 
     ctypedef struct etk_error:
         int status
@@ -64,12 +69,26 @@ cdef extern from "etakit.h" nogil:
         uint32_t offset
         const etk_schedule *schedule
 
+    ctypedef struct etk_step_report:
+        double grad_norm
+        double grad_mul
+        int skipped
+        int64_t nonfinite_tensor
+
     ctypedef struct etk_step_opts:
         const etk_hp_schedule *sched
         size_t nsched
         int64_t k
         double *group_state
         unsigned phases
+        double grad_scale
+        double max_grad_norm
+        int norm_inf
+        int nonfinite
+        int report_norm
+        double ema_weight
+        etk_step_report *report
+
 
     ctypedef struct etk_field_info:
         const char *name
@@ -101,6 +120,10 @@ cdef extern from "etakit.h" nogil:
     int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps, size_t nhps,
                  const etk_step_opts *opts, etk_error *err)
     int etk_probe_multi(const etk_tensor *t, size_t count)
+    int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm,
+                      int64_t *first_nonfinite)
+    int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums)
+    int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int first)
     const etk_rule_info *etk_rule_info_get(int rule)
     int etk_rule_find(const char *name)
     int etk_rule_check(int rule, const void *hp, etk_error *err)

@@ -419,7 +419,7 @@ class Stepper:
         # a step that is one C call, with nothing to do in Python around it
         self.simple = not calls and not self.spec.group_state and self.spec.host is None
 
-    def build(self, params, states, group_of, steps, fresh, labels, seeds=None, stochastic=None):
+    def build(self, params, states, group_of, steps, fresh, labels, seeds=None, stochastic=None, emas=None):
         """A new plan over ``params`` (numpy arrays) and their ``states`` ({slot name: array}, in
         any state format, etakit._lowp); ``stochastic`` (per group) and ``seeds`` (per tensor): the
         stochastic rounding of bfloat16 state."""
@@ -444,6 +444,8 @@ class Stepper:
             else:
                 plan.set_tensor(i, p, tuple([st.get(name) for name in names]), group_of[i], steps[i],
                                 fresh.get(i, 0), rows, cols)
+            if emas is not None:
+                plan.set_ema(i, emas[i])
         plan.index_written()
         self.plan = plan
         self.group_of = list(group_of)
@@ -476,6 +478,8 @@ class Stepper:
         before = (1 << self.spec.host_split) - 1
         if run(before, False) is False:
             return False
+        if self.plan.last_skipped:      # a non-finite gradient under nonfinite="skip": nothing more
+            return True
         self.spec.host(self, groups)
         return run(0xFFFFFFFF & ~before, True)
 

@@ -16,7 +16,7 @@ Examples
 0 ValueError
 """
 
-__all__ = ["GradientError", "GradientTypeError", "HyperparameterError", "StateError"]
+__all__ = ["GradientError", "GradientTypeError", "HyperparameterError", "NonFiniteGradientError", "StateError"]
 
 
 class GradientError(ValueError):
@@ -36,6 +36,12 @@ class GradientError(ValueError):
 
 class GradientTypeError(GradientError, TypeError):
     """A gradient of the wrong type or dtype; also a ``TypeError``."""
+
+
+class NonFiniteGradientError(GradientError):
+    """A gradient holds inf or NaN and the optimizer's ``nonfinite`` policy is ``"raise"``;
+    nothing was written (``index``: the first such gradient, or None when only
+    their global norm overflowed)."""
 
 
 class HyperparameterError(ValueError):

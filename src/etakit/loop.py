@@ -34,6 +34,7 @@ import numbers
 
 import numpy as np
 
+from . import _core
 from .optim import Optimizer
 from .reference import BLOCK, LANES
 
@@ -121,6 +122,11 @@ def _combine(values, p):
 
 
 def _total_norm(flats, p, empty_error):
+    if p == 2.0 or (p == math.inf and (empty_error is None or all(f.size for f in flats))):
+        # the engine's norm pass (etk_grad_norm): the same sums, formed in C across threads
+        got = _core.grad_norm(list(flats), p == math.inf)
+        if got is not None and (got[1] < 0 or p == 2.0):
+            return got[0]
     values = []
     for i, flat in enumerate(flats):
         if flat.size == 0 and (p < 0 or (math.isinf(p) and empty_error is not None)):
@@ -233,6 +239,11 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     (1.4142135623730951, array([1., 1.]))
     """
     p = _norm_type(norm_type)
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real):
+        try:
+            max_norm = float(max_norm)     # a 0-d array or tensor, as torch takes
+        except (TypeError, ValueError):
+            raise TypeError(f"max_norm must be a real number, got {type(max_norm).__name__} {max_norm!r}") from None
     max_norm = float(max_norm)
     grads = _check_grads(grads)
     for i, g in enumerate(grads):
@@ -424,14 +435,15 @@ class Lookahead:
         """Completed steps of the inner optimizer."""
         return self.optimizer.step_count
 
-    def step(self, grads):
+    def step(self, grads=None, **kwargs):
         """One step of the inner optimizer, then the slow-weight update of each group at its k-th step.
 
         Parameters
         ----------
-        grads : list of ndarray
-            As for the inner optimizer's ``step``.  If that step raises,
-            nothing here changes either.
+        grads : list of ndarray, optional
+            As for the inner optimizer's ``step`` (None: its accumulated
+            gradients), with its keyword arguments.  If that step raises, or
+            skips for a non-finite gradient, nothing here changes either.
 
         Examples
         --------
@@ -441,7 +453,10 @@ class Lookahead:
         >>> la.step([np.ones(1)]); w     # fast to 0, slow 1 + 0.25 * (0 - 1)
         array([0.75])
         """
-        self.optimizer.step(grads)
+        skipped = getattr(self.optimizer, "skipped_steps", 0)
+        self.optimizer.step(grads, **kwargs)
+        if getattr(self.optimizer, "skipped_steps", 0) != skipped:
+            return              # the inner step was skipped: no step to count
         i = 0
         for gi, group in enumerate(self.param_groups):
             n = len(group["params"])

@@ -22,9 +22,9 @@ import numpy as np
 import functools
 import inspect
 
-from . import _core, _lowp
+from . import _core, _lowp, _passes
 from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
-from .errors import HyperparameterError, StateError
+from .errors import HyperparameterError, NonFiniteGradientError, StateError
 from .reference import group_step, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
@@ -174,11 +174,16 @@ class Optimizer:
                      if not _same(v, _lowp.KEYS[k])}
             if given:
                 self.__dict__.setdefault("_lowp_defaults", {}).update(given)
+            # the loop's passes (etakit._passes): optimizer-wide, not group keys (a subclass's
+            # __init__ calling its base's keeps what the subclass's call was given)
+            loop = {k: kw.pop(k) for k in _passes.KEYS if k in kw}
+            if loop or "_loop" not in self.__dict__:
+                self.__dict__["_loop"] = _passes.LoopOptions(**loop)
             init(self, *args, **kw)
 
         sig = inspect.signature(init)
-        extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in _lowp.KEYS.items()
-                 if k not in sig.parameters]
+        extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+                 for k, v in {**_lowp.KEYS, **_passes.KEYS}.items() if k not in sig.parameters]
         __init__.__signature__ = sig.replace(parameters=list(sig.parameters.values()) + extra)
         __init__._lowp_wrapped = True
         cls.__init__ = __init__
@@ -203,6 +208,13 @@ class Optimizer:
         self._steps = [0] * n
         self._fresh = {}
         self._k = 0            # completed steps: what schedules are evaluated at
+        self.__dict__.setdefault("_loop", _passes.LoopOptions())
+        self._ema = None       # per parameter: its EMA (ema_decay), made at the first step
+        self._ema_swapped = False
+        self._accum = None     # accumulate(): per parameter its gradient sum, and the weight total
+        self._accum_weight = 0.0
+        self.skipped_steps = 0
+        self.last_grad_norm = None
 
     # ---- construction -------------------------------------------------
     @staticmethod
@@ -289,36 +301,64 @@ class Optimizer:
                 raise
             added = len(self._params) - n_params
             self._sync_steps()
+            if self._ema is not None:       # the new parameters' EMA starts as a copy of them
+                self._ema += [p.copy() for p in self._params[n_params:]]
             self._state += [{} for _ in range(added)]
             self._steps += [0] * added
             self._stepper.plan = None
             self._stepper.key = None
 
     # ---- stepping ----------------------------------------------------
-    def step(self, grads):
+    def step(self, grads=None, *, grad_scale=None):
         """Update every parameter in place from its gradient, in one C call.
 
         Parameters
         ----------
-        grads : list or tuple of ndarray
+        grads : list or tuple of ndarray, optional
             One gradient per parameter, in group order then order within the
             group; each with its parameter's dtype and shape, C-contiguous, and
-            not sharing memory with any parameter or optimizer state.
+            not sharing memory with any parameter or optimizer state.  None:
+            the gradients gathered by :meth:`accumulate` since the last step.
+        grad_scale : float, optional
+            A loss scale the gradients carry: they are divided by it inside
+            the step (and their norm is that of the unscaled gradients).
 
         Raises
         ------
         etakit.GradientError, etakit.HyperparameterError (ValueError, TypeError)
             On a bad gradient or hyperparameter; nothing has been written.
+        etakit.NonFiniteGradientError
+            A gradient holds inf or NaN and the ``nonfinite`` policy is
+            ``"raise"``; nothing has been written.
 
         Notes
         -----
         The GIL is released during the update, so other Python threads run
         meanwhile.  Steps of one optimizer from several threads are serialised.
 
-        Gradients are applied as given, as ``torch.optim`` does: a NaN or inf
-        (non-finite) gradient element reaches its parameter and state element
-        and no other.  Checking costs a pass over the gradients; do it where it
-        pays, e.g. with ``np.isfinite(g).all()`` before stepping.
+        The training loop's other passes ride on the step (keyword arguments
+        of every optimizer):
+
+        - ``global_clipnorm`` (and ``norm_type``, 2 or ``inf``; Keras' name,
+          since LAMB and Adan have a ``max_grad_norm`` of their own): the gradients
+          are clipped by their global norm over every parameter, as
+          ``torch.nn.utils.clip_grad_norm_`` followed by the step.  The norm
+          takes one read pass over the gradients, summed over fixed blocks
+          (the same for any thread count); the scaling happens inside the
+          update, block by block in cache, and the gradient arrays are not
+          written.  ``last_grad_norm`` holds the norm before clipping.
+        - ``nonfinite``, what a non-finite gradient (inf or NaN) does:
+          ``"raise"``, ``"skip"`` (nothing is written, the step count and
+          schedules do not advance, ``skipped_steps`` counts it) or
+          ``"ignore"`` (as ``torch.optim``: an inf or NaN reaches its
+          parameter).  The default is ``"raise"`` with clipping (the norm is
+          made anyway, so the check is free) and ``"ignore"`` without (a check
+          would cost a pass over the gradients).
+        - ``ema_decay``: an exponential moving average of the parameters,
+          updated in the same pass as the step, as timm's ``ModelEmaV3``
+          (``ema_warmup``, ``ema_warmup_gamma``, ``ema_warmup_power``,
+          ``ema_min_decay``, ``ema_update_after_step``); see :attr:`ema`,
+          :meth:`swap_ema` and :meth:`ema_weights`.
 
         Examples
         --------
@@ -335,30 +375,75 @@ class Optimizer:
                 raise RuntimeError(NESTED)
             st.active = True
             try:
-                self._step(grads)
+                self._step(grads, grad_scale)
             finally:
                 st.active = False
 
-    def _step(self, grads):
+    def _step(self, grads, grad_scale=None):
         st = self._stepper
         groups = self.param_groups
+        loop = self._loop
+        if self._ema_swapped:
+            raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before stepping")
+        if grad_scale is not None:
+            grad_scale = _passes.check_grad_scale(grad_scale)
+        accumulated = grads is None
+        if accumulated:
+            grads, w = self._accumulated()
+            grad_scale = w if grad_scale is None else grad_scale * w
+        new_ema = loop.ema_decay is not None and self._ema is None
+        if new_ema:
+            self._ema = [p.copy() for p in self._params]    # timm's ModelEmaV3 starts as a copy
+            st.plan = None
         plan = st.plan
         key = (tuple(map(self._get_hp, groups)), tuple(map(_lowp.options, groups)))
-        if plan is None or key != st.key or not plan.params_match(groups):
-            self._reconfigure(grads, key)
-            plan = st.plan
         k = self._k
-        if st.simple:
-            try:
-                plan.run(grads, k)
-            except _Moved:
-                self._build_plan()
-                st.plan.run(grads, k)
-        else:
-            self._full_step(grads, k)
+        self._pending = (k + 1, grad_scale)
+        self.last_grad_norm = None
+        try:
+            if plan is None or key != st.key or not plan.params_match(groups):
+                self._reconfigure(grads, key)
+                plan = st.plan
+            loop.set_plan(plan, k + 1, grad_scale)
+            if st.simple:
+                try:
+                    plan.run(grads, k)
+                except _Moved:
+                    self._build_plan()
+                    st.plan.run(grads, k)
+            else:
+                self._full_step(grads, k)
+        except NonFiniteGradientError:
+            self.last_grad_norm = st.plan.last_grad_norm
+            self._undo_new(new_ema)
+            raise
+        finally:
+            if accumulated:     # stepped on, skipped or refused: the gathered gradients are spent
+                self._accum_weight = 0.0
+        plan = st.plan
+        self.last_grad_norm = plan.last_grad_norm if loop.makes_norm else None
+        if plan.last_skipped:
+            self.skipped_steps += 1
+            self._undo_new(new_ema)
+            return
+        self._accum_weight = 0.0        # a step on given gradients also ends an accumulation
         self._k = k + 1
         if self._fresh:
             self._fresh.clear()
+
+    def _undo_new(self, new_ema):
+        """After a step skipped or refused for a non-finite gradient: drop the state (and EMA)
+        that step created, so that the optimizer is as it was before it."""
+        if self._fresh or new_ema:
+            names = self._stepper.spec.slot_names
+            for i, bits in self._fresh.items():
+                for j, name in enumerate(names):
+                    if bits >> j & 1:
+                        self._state[i].pop(name, None)
+            self._fresh.clear()
+            if new_ema:
+                self._ema = None
+            self._stepper.plan = None
 
     def _full_step(self, grads, k):
         """A step with Python-callable schedules, per-group scalars or host work."""
@@ -506,8 +591,148 @@ class Optimizer:
             stochastic = [_lowp.options(g)[1] for g in self.param_groups]
             seeds = _lowp.seeds(self.param_groups, self._group_of_params(), range(len(self._params)))
         self._stepper.build(self._params, self._state, self._group_of_params(), self._steps, self._fresh,
-                            self._labels, seeds, stochastic)
+                            self._labels, seeds, stochastic, self._ema)
         self._stepper.plan.set_group_sizes([len(g) for g in self.param_groups])
+        pending = self.__dict__.get("_pending")
+        if pending is not None:
+            self._loop.set_plan(self._stepper.plan, *pending)
+
+    # ---- the loop's other passes ---------------------------------------
+    def _loop_property(name, doc):
+        def get(self):
+            return getattr(self._loop, name)
+
+        def set_(self, v):
+            with self._stepper:
+                setattr(self._loop, name, v)
+                if name == "ema_decay" and v is not None and self._ema is None:
+                    self._stepper.plan = None
+        return property(get, set_, doc=doc)
+
+    global_clipnorm = _loop_property("global_clipnorm", "Clip the gradients to this global norm (None: no clipping).")
+    norm_type = _loop_property("norm_type", "The norm clipping uses: 2.0 or inf.")
+    nonfinite = _loop_property("nonfinite", "What a gradient with inf or NaN does: 'raise', 'skip', 'ignore' or "
+                                            "None (the default: 'raise' with clipping, else 'ignore').")
+    ema_decay = _loop_property("ema_decay", "Decay of the EMA of the parameters (None: no EMA).")
+    ema_warmup = _loop_property("ema_warmup", "Warm the EMA's decay up as timm's ModelEmaV3 (use_warmup).")
+    ema_warmup_gamma = _loop_property("ema_warmup_gamma", "ModelEmaV3's warmup_gamma.")
+    ema_warmup_power = _loop_property("ema_warmup_power", "ModelEmaV3's warmup_power.")
+    ema_min_decay = _loop_property("ema_min_decay", "ModelEmaV3's min_decay.")
+    ema_update_after_step = _loop_property("ema_update_after_step", "ModelEmaV3's update_after_step.")
+    del _loop_property
+
+    @property
+    def ema(self):
+        """The exponential moving average of each parameter (a list of arrays in parameter order,
+        None before the first step or without ``ema_decay``).  The arrays are the optimizer's own:
+        copy them to keep a snapshot.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(2)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.5)
+        >>> for _ in range(3):
+        ...     opt.step([np.ones(2)])
+        >>> w, opt.ema[0]          # first update copies, then ema += 0.5 (w - ema)
+        (array([-3., -3.]), array([-2.25, -2.25]))
+        """
+        return self._ema
+
+    def swap_ema(self):
+        """Exchange the parameters' values with their EMA's, in place (call again to swap back).
+
+        Steps are refused while the EMA weights are in the parameters.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.5)
+        >>> opt.step([np.ones(1)]); opt.step([np.ones(1)])
+        >>> opt.swap_ema(); w
+        array([-1.5])
+        >>> opt.swap_ema(); w
+        array([-2.])
+        """
+        with self._stepper:
+            if self._ema is None:
+                raise RuntimeError("no EMA to swap: set ema_decay and take a step first")
+            for p, e in zip(self._params, self._ema):
+                t = p.copy()
+                p[...] = e
+                e[...] = t
+            self._ema_swapped = not self._ema_swapped
+
+    def ema_weights(self):
+        """Context manager: the parameters hold their EMA inside the block, their own values after it.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.5)
+        >>> opt.step([np.ones(1)]); opt.step([np.ones(1)])
+        >>> with opt.ema_weights():
+        ...     print(w)
+        [-1.5]
+        >>> w
+        array([-2.])
+        """
+        return _EmaWeights(self)
+
+    def accumulate(self, grads, weight=1.0):
+        """Add micro-batch gradients into the optimizer's own buffers, for the next ``step()``.
+
+        ``step()`` without gradients then steps on their weighted mean,
+        ``sum(weight_i * grads_i) / sum(weight_i)`` (give the micro-batch sizes
+        as weights for the mean over all examples; ``weight=1`` everywhere
+        averages), and empties the buffers.  The first call after a step
+        copies instead of adding, and the mean's division rides on the step
+        (no pass of its own).  For the plain sum, step on it with
+        ``step(grad_scale=1 / sum(weights))`` (the division then cancels).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(2)
+        >>> opt = etakit.SGD([w], lr=1.0)
+        >>> opt.accumulate([np.array([1.0, 2.0])])
+        >>> opt.accumulate([np.array([3.0, 4.0])])
+        >>> opt.step(); w                                  # the mean: [2, 3]
+        array([-2., -3.])
+        """
+        w = _passes._real(weight, "weight", 0.0, True)
+        if w == float("inf"):
+            raise ValueError(f"Invalid weight: {weight!r} (expected a finite number > 0)")
+        with self._stepper:
+            grads = self._check_accumulated(grads)
+            first = self._accum_weight == 0.0 or self._accum is None or len(self._accum) != len(self._params)
+            if self._accum is None or len(self._accum) != len(self._params) or \
+                    any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(self._accum, self._params)):
+                self._accum = [np.empty_like(p) for p in self._params]
+            # one threaded C pass over every buffer (a non-contiguous gradient through a copy)
+            _core.accumulate(self._accum, [np.ascontiguousarray(g) for g in grads], w, first)
+            self._accum_weight = w if first else self._accum_weight + w
+
+    def _check_accumulated(self, grads):
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list or tuple of arrays, one per parameter; got {type(grads).__name__}")
+        if len(grads) != len(self._params):
+            raise ValueError(f"expected {len(self._params)} gradients (one per parameter), got {len(grads)}")
+        for i, (g, p) in enumerate(zip(grads, self._params)):
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
+            if g.shape != p.shape or g.dtype != p.dtype:
+                raise ValueError(f"grads[{i}] is {g.dtype} {g.shape}, expected {p.dtype} {p.shape} "
+                                 f"(the parameter {self._labels[i]})")
+        return grads
+
+    def _accumulated(self):
+        if self._accum is None or self._accum_weight == 0.0:
+            raise ValueError("step() without gradients steps on those gathered by accumulate(); none were "
+                             "gathered since the last step")
+        return list(self._accum), self._accum_weight
 
     # ---- state ------------------------------------------------------
     def state_dict(self):
@@ -544,7 +769,12 @@ class Optimizer:
                 d["params"] = list(range(start, start + len(g["params"])))
                 start += len(g["params"])
                 groups.append(d)
-            return {"state": state, "param_groups": groups, "step_count": self._k}
+            out = {"state": state, "param_groups": groups, "step_count": self._k}
+            if self._ema is not None or self.skipped_steps:
+                out["loop"] = {"skipped_steps": self.skipped_steps,
+                               "ema": None if self._ema is None else
+                               [(e if not self._ema_swapped else p).copy() for e, p in zip(self._ema, self._params)]}
+            return out
 
     def load_state_dict(self, state_dict):
         """Restore a state from :meth:`state_dict`; the run continues bit-identically.
@@ -569,10 +799,13 @@ class Optimizer:
     def _load_state_dict(self, state_dict):
         spec = self._stepper.spec
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict) or \
-                not set(state_dict) <= {"state", "param_groups", "step_count"}:
+                not set(state_dict) <= {"state", "param_groups", "step_count", "loop"}:
             got = sorted(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError("state_dict must be a dict with the keys 'state', 'param_groups' "
-                             f"and optionally 'step_count'; got {got}")
+                             f"and optionally 'step_count' and 'loop'; got {got}")
+        if self._ema_swapped:
+            raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before loading")
+        skipped, ema = self._loaded_loop(state_dict.get("loop"))
         step_count = _step_value(state_dict.get("step_count", 0), "loaded step_count")
         groups, state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(groups, (list, tuple)):
@@ -657,9 +890,35 @@ class Optimizer:
             mine.update(g)
         self._state, self._steps = new_state, new_steps
         self._k = step_count
+        self.skipped_steps = skipped
+        if ema is not None or self._loop.ema_decay is None:
+            self._ema = ema
+        else:       # a checkpoint without an EMA into an optimizer with one: it starts anew
+            self._ema = None
         self._fresh = {}
         self._stepper.plan = None
         self._stepper.key = None
+
+    def _loaded_loop(self, loop):
+        """The checked "loop" entry of a loaded state dict: (skipped_steps, EMA arrays or None)."""
+        if loop is None:
+            return 0, None
+        if not isinstance(loop, dict) or not set(loop) <= {"skipped_steps", "ema"}:
+            raise ValueError("loaded 'loop' must be a dict with 'skipped_steps' and 'ema'")
+        skipped = _step_value(loop.get("skipped_steps", 0), "loaded loop['skipped_steps']")
+        ema = loop.get("ema")
+        if ema is None:
+            return skipped, None
+        if not isinstance(ema, (list, tuple)) or len(ema) != len(self._params):
+            raise ValueError(f"loaded loop['ema'] must be a list of {len(self._params)} arrays (one per parameter)")
+        out = []
+        for i, (e, p) in enumerate(zip(ema, self._params)):
+            a = np.asarray(e)
+            if a.shape != p.shape or a.dtype.kind != "f":
+                raise StateError(f"loaded loop['ema'][{i}] is {a.dtype} {a.shape}; expected a floating array of "
+                                 f"shape {p.shape} (the EMA of {self._labels[i]})")
+            out.append(np.array(a, dtype=p.dtype, order="C", copy=True))
+        return skipped, out
 
     # ---- copying ------------------------------------------------------
     def __getstate__(self):
@@ -686,6 +945,20 @@ class Optimizer:
 
 
 from ._core import _Moved  # noqa: E402  (after the class, which does not need it at import)
+
+
+class _EmaWeights:
+    """``Optimizer.ema_weights()``: swap in on entry, back on exit (also after an exception)."""
+
+    def __init__(self, opt):
+        self.opt = opt
+
+    def __enter__(self):
+        self.opt.swap_ema()
+        return self.opt
+
+    def __exit__(self, *exc):
+        self.opt.swap_ema()
 
 
 def _same(a, b):
@@ -1837,9 +2110,9 @@ class _ScheduleFree:
             raise RuntimeError(f"{type(self).__name__} is in eval mode (param_groups[0]['train_mode'] is False) and "
                                "cannot step: call optimizer.train() before training steps, and optimizer.eval() "
                                "before evaluating the model or saving a checkpoint")
-        k = self._k
+        k, skipped = self._k, self.skipped_steps
         out = super().step(*args, **kwargs)
-        if self._k == k:
+        if self._k == k and self.skipped_steps == skipped:
             # etakit.torch with no gradient at all: nothing to update, but the reference still
             # advances every group's scalars (k, lr_max, weight_sum, scheduled_lr)
             rule = getattr(self, "_numpy", type(self)).rule
@@ -1886,6 +2159,9 @@ class _ScheduleFree:
         self._switch(False)
 
     def _switch(self, train):
+        if self._ema_swapped:
+            raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before switching "
+                               "between train and eval")
         with self._stepper:
             groups = self.param_groups
             if any(bool(g["train_mode"]) != train for g in groups):

@@ -34,7 +34,8 @@ import math
 
 import numpy as np
 
-__all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
+__all__ = ["step_rule", "call_reductions", "blocked_lane_sum", "global_grad_norm", "grad_multiplier", "scale_grads",
+           "ema_lerp", "sgd_step", "adam_step", "rmsprop_step", "adagrad_step",
            "lion_step", "nadam_step", "radam_step", "adamax_step", "adan_step", "adopt_step", "ademamix_step",
            "lamb_step", "lars_step", "adadelta_step", "asgd_step", "rprop_step", "adafactor_step", "muon_step",
            "zeropower_via_newtonschulz", "group_reductions", "dog_group", "dog_step", "group_step",
@@ -802,6 +803,84 @@ def blocked_lane_sum(x):
     lanes = np.add.accumulate(buf.reshape(nb, BLOCK // LANES, LANES), axis=1)[:, -1, :] + 0.0
     blocks = np.add.accumulate(lanes, axis=1)[:, -1]
     return float(np.add.accumulate(blocks)[-1])
+
+
+def global_grad_norm(grads, norm_inf=False, grad_scale=None):
+    """The global norm of ``grads`` as a step with clipping forms it (``etk_step_opts``).
+
+    Returns ``(norm, bad)``: the 2-norm (``sqrt`` of the blocked float64 sums of
+    squares, :func:`blocked_lane_sum`, tensor by tensor in order) or, with
+    ``norm_inf``, the largest magnitude (NaN if an element is NaN, as torch's),
+    divided by ``grad_scale``; ``bad`` is the index of the first gradient
+    holding inf or NaN, else None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> global_grad_norm([np.array([3.0]), np.array([4.0])])
+    (5.0, None)
+    >>> global_grad_norm([np.array([1.0]), np.array([np.inf])], norm_inf=True)
+    (inf, 1)
+    """
+    total, bad, nan = 0.0, None, False
+    for i, g in enumerate(grads):
+        x = np.asarray(g).astype(np.float64).ravel()
+        if norm_inf:
+            a = np.abs(x)
+            s = float(np.max(a[~np.isnan(a)], initial=0.0))
+            total = s if s > total else total
+            nan = nan or bool(np.isnan(x).any())
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                total += blocked_lane_sum(x * x)
+        if bad is None and not np.isfinite(x).all():
+            bad = i
+    scale = grad_scale or 1.0
+    norm = math.nan if nan else (total if norm_inf else math.sqrt(total)) / scale
+    return norm, bad
+
+
+def grad_multiplier(norm, max_grad_norm=None, grad_scale=None):
+    """The factor a step reads the gradients with: ``(1 / grad_scale) * min(1, max_grad_norm / (norm + 1e-6))``
+    (torch.nn.utils.clip_grad_norm_'s clipping factor; NaN stays NaN), in float64.
+
+    Examples
+    --------
+    >>> grad_multiplier(10.0, 1.0) == 1.0 / (10.0 + 1e-6)
+    True
+    >>> grad_multiplier(0.5, 1.0, grad_scale=4.0)
+    0.25
+    """
+    coef = 1.0
+    if max_grad_norm:
+        coef = max_grad_norm / (norm + 1e-6)
+        if coef > 1.0:
+            coef = 1.0
+    return coef / (grad_scale or 1.0)
+
+
+def scale_grads(grads, mul):
+    """The gradients as the step reads them: ``g * mul``, ``mul`` rounded to each gradient's dtype."""
+    with np.errstate(all="ignore"):
+        return [np.asarray(g) * np.asarray(mul, dtype=np.asarray(g).dtype) for g in grads]
+
+
+def ema_lerp(ema, p, w):
+    """``torch.lerp(ema, p, w)`` in the arrays' dtype, as the step moves an EMA: ``ema + w (p - ema)``
+    for ``w < 0.5``, else ``p - (p - ema) (1 - w)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ema_lerp(np.array([0.0]), np.array([4.0]), 0.25)
+    array([1.])
+    """
+    e = np.asarray(ema)
+    p = np.asarray(p)
+    t = e.dtype.type
+    if w < 0.5:
+        return e + t(w) * (p - e)
+    return p - (p - e) * t(1.0 - w)
 
 
 def _sum_sq(x):

@@ -34,6 +34,19 @@ rule, its checks and the link to the engine are the same objects
 (``etakit._step``); this module adds only what PyTorch needs (state in
 ``self.state`` under the reference's names, tensors instead of arrays).
 
+Under ``torch.distributed`` the drop-ins work unchanged: with
+``DistributedDataParallel`` (each process steps on the averaged gradients) and
+as ``optimizer_class`` of ``torch.distributed.optim.ZeroRedundancyOptimizer``
+(each rank's optimizer holds whole tensors of its partition), including
+``consolidate_state_dict`` and resuming from it; tests/test_distributed_torch.py
+checks both against one process.  With ZeRO, as with any local optimizer:
+rules that reduce over every tensor of a group (Prodigy, D-Adaptation, DoG,
+LAMB's ``pre_norm``, Adan's ``max_grad_norm``) reduce over the rank's partition;
+a schedule-free optimizer's mode is a group key, which ZeRO copies from its
+own groups, so set it there too after ``zero.optim.train()``; and etakit
+schedules given as hyperparameters restart from step 0 after a resume (ZeRO's
+checkpoint keeps no ``step_count``; ``torch.optim.lr_scheduler`` keeps its own).
+
 torch is imported by this module only (``import etakit.torch``).
 
 Examples
@@ -49,11 +62,12 @@ import inspect
 import numbers
 import operator
 import re
+from collections import defaultdict
 
 import numpy as np
 import torch
 
-from . import _core, _lowp
+from . import _core, _lowp, _passes
 from . import optim as _optim
 from ._step import NESTED, RuleSpec, Stepper
 from .errors import StateError
@@ -143,6 +157,41 @@ def _check_qmap(q, signed, where):
     return not np.array_equal(a, _core.q8_map(signed))
 
 
+class _State(defaultdict):
+    """A drop-in's ``self.state``: torch's ``defaultdict(dict)`` that counts changes to its entries.
+
+    ``torch.distributed.optim.ZeroRedundancyOptimizer.load_state_dict`` assigns a
+    parameter's whole entry (``optim.state[p] = {...}``) instead of calling the
+    optimizer's ``load_state_dict``; the count tells the next step that its plan
+    (pointers into the old buffers) is stale.  (A tensor replaced inside an entry,
+    ``state[p]["exp_avg"] = t``, is not seen: write into the tensor instead.)"""
+
+    def __init__(self, *args):
+        super().__init__(dict, *args)
+        self.version = 0
+
+    def __reduce__(self):      # defaultdict's would call _State(dict)
+        return type(self), (), None, None, iter(self.items())
+
+    def __setitem__(self, key, value):
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.version += 1
+        super().__delitem__(key)
+
+    def _changed(name):
+        def method(self, *args, **kwargs):
+            self.version += 1
+            return getattr(super(_State, self), name)(*args, **kwargs)
+        method.__name__ = name
+        return method
+
+    pop, popitem, clear, update, setdefault = map(_changed, ("pop", "popitem", "clear", "update", "setdefault"))
+    del _changed
+
+
 class _DropIn(torch.optim.Optimizer):
     """Shared machinery of the drop-ins: PyTorch-layout state, one C call per step."""
 
@@ -157,8 +206,19 @@ class _DropIn(torch.optim.Optimizer):
         self._get_hp = operator.itemgetter(*spec.kernel_keys)
         self._steps = None
         self._k = 0
+        self._loop = _passes.LoopOptions()
+        self._ema = None            # {parameter: its EMA tensor} (ema_decay), made at the first step
+        self._ema_swapped = False
+        self.skipped_steps = 0
+        self.last_grad_norm = None
         spec.pack(_floats(defaults), "defaults")
         super().__init__(params, defaults)
+        self.state = _State(self.state)
+        self._state_mark = (None, -1)    # (self.state, its version) when the plan was built
+
+    # torch.amp.GradScaler hands the loss scale and its inf check to the step
+    # (optimizer.grad_scale, optimizer.found_inf), as to PyTorch's fused optimizers
+    _step_supports_amp_scaling = True
 
     @property
     def step_count(self):
@@ -206,13 +266,25 @@ class _DropIn(torch.optim.Optimizer):
         sd["state"] = {k: ({**st, "step": st["step"].clone()} if isinstance(st.get("step"), torch.Tensor) else st)
                        for k, st in sd["state"].items()}
         sd["step_count"] = self._k
+        if self._ema is not None or self.skipped_steps:
+            index = {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+            ema = None
+            if self._ema is not None:
+                ema = {index[p]: (p.detach() if self._ema_swapped else e).clone() for p, e in self._ema.items()
+                       if p in index}
+            sd["loop"] = {"skipped_steps": self.skipped_steps, "ema": ema}
         return sd
 
     def load_state_dict(self, state_dict):
         with self._stepper:
+            if self._ema_swapped:
+                raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before loading")
+            loop = self._loaded_loop(state_dict.get("loop") if isinstance(state_dict, dict) else None)
             self._check_loaded(state_dict)
             state_dict = dict(state_dict)
+            state_dict.pop("loop", None)
             step_count = state_dict.pop("step_count", 0)
+            self.skipped_steps, self._ema = loop
             kept = [{k: g[k] for k in self._kept_keys(state_dict) if k in g} for g in self.param_groups]
             # 8-bit tensors (bitsandbytes' names, maybe nested as its state_dict nests them) are kept
             # out of torch.optim's load, which would cast the codes to the parameters' dtype
@@ -511,6 +583,23 @@ class _DropIn(torch.optim.Optimizer):
         return loss
 
     def _step(self):
+        if self._ema_swapped:
+            raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before stepping")
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and float(found_inf.sum()) != 0.0:
+            self.skipped_steps += 1         # GradScaler found inf or NaN: no step (it lowers the scale)
+            return
+        scale = getattr(self, "grad_scale", None)
+        self._grad_scale = _passes.check_grad_scale(float(scale) if scale is not None else None)
+        self.last_grad_norm = None
+        if self._loop.ema_decay is not None and self._ema is None:
+            self._ema = {}
+        self._run_step()
+
+    def _set_loop(self):
+        self._loop.set_plan(self._stepper.plan, self._k + 1, self._grad_scale)
+
+    def _run_step(self):
         st = self._stepper
         groups = self.param_groups
         key = (tuple(self._get_hp(_floats(g)) for g in groups), tuple(map(_lowp.options, groups)))
@@ -533,8 +622,11 @@ class _DropIn(torch.optim.Optimizer):
             st.key = key
         k = self._k
         ran = False
+        if st.plan is not None and self._state_replaced():
+            st.plan = None
         if st.plan is not None and st.spec.host is None:
             self._before_run(groups, k)
+            self._set_loop()
             ran = st.plan.run_torch_groups(groups, k)
         if not ran:
             # the plan does not fit (first step, another set of gradients, p.data
@@ -552,6 +644,7 @@ class _DropIn(torch.optim.Optimizer):
             if st.spec.host is None or st.plan is None or not st.plan.torch_params_are(params):
                 self._prepare(params, grads, gis)
             self._before_run(groups, k)
+            self._set_loop()
             if st.spec.host is None:
                 if not st.plan.run_torch(params, grads, k):     # never silently a step that did nothing
                     raise RuntimeError("etakit.torch: the plan built for this step does not fit its parameters "
@@ -559,7 +652,12 @@ class _DropIn(torch.optim.Optimizer):
             elif not self._run_split(params, grads, k):   # a parameter's memory was replaced
                 self._prepare(params, grads, gis)
                 self._before_run(groups, k)
+                self._set_loop()
                 self._run_split(params, grads, k)
+        self.last_grad_norm = st.plan.last_grad_norm if self._loop.makes_norm else None
+        if st.plan.last_skipped:
+            self.skipped_steps += 1
+            return
         if st.spec.group_state:
             st.store_group_state(groups)
         if self._steps is not None:
@@ -568,6 +666,14 @@ class _DropIn(torch.optim.Optimizer):
             for g in groups:
                 g["step"] = g.get("step", 0) + 1
         self._k = k + 1
+
+    def _state_replaced(self):
+        """Whether entries of ``self.state`` (or the dict itself) were replaced since the plan was built."""
+        s = self.state
+        if type(s) is not _State:      # torch's load_state_dict, or a user, put a new dict there
+            self.state = s = _State(s)
+        mark = self._state_mark
+        return mark[0] is not s or mark[1] != s.version
 
     def _run_side(self, phases):
         """Run side phases of the rule (passes that are not a step and read no gradient,
@@ -671,7 +777,14 @@ class _DropIn(torch.optim.Optimizer):
             stochastic = [_lowp.options(g)[1] for g in self.param_groups]
             index = {id(q): n for n, q in enumerate(q for g in self.param_groups for q in g["params"])}
             seeds = _lowp.seeds(self.param_groups, gis, [index[id(p)] for p in params])
-        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels, seeds, stochastic)
+        emas = None
+        if self._ema is not None:
+            for p in params:
+                if p not in self._ema:      # timm's ModelEmaV3 starts as a copy
+                    self._ema[p] = p.detach().clone(memory_format=torch.contiguous_format)
+            emas = [self._ema[p].numpy() for p in params]
+        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels, seeds, stochastic,
+                 emas=emas)
         st.plan.set_torch_params(params, torch._C._increment_version)
         if mode == "state" and final:
             steps_t = torch.tensor(steps, dtype=torch.float32)
@@ -680,12 +793,91 @@ class _DropIn(torch.optim.Optimizer):
             self._steps = steps_t.numpy()            # += on the numpy view costs less than a torch op
         elif final:
             self._steps = None
+        if final:
+            if type(self.state) is not _State:
+                self.state = _State(self.state)
+            self._state_mark = (self.state, self.state.version)
+
+    # ---- the loop's other passes (etakit._passes) --------------------------
+    @property
+    def ema(self):
+        """The EMA of each parameter (tensors in group order; None without ``ema_decay`` or before
+        the first step); see :attr:`etakit.Optimizer.ema`."""
+        if self._ema is None:
+            return None
+        return [self._ema.get(p) for g in self.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def swap_ema(self):
+        """Exchange the parameters' values with their EMA's, in place (call again to swap back)."""
+        with self._stepper:
+            if not self._ema:
+                raise RuntimeError("no EMA to swap: set ema_decay and take a step first")
+            for p, e in self._ema.items():
+                t = p.detach().clone()
+                p.copy_(e)
+                e.copy_(t)
+            self._ema_swapped = not self._ema_swapped
+
+    def ema_weights(self):
+        """Context manager: the parameters hold their EMA inside the block (as ``swap_ema``)."""
+        return _optim._EmaWeights(self)
+
+    def _loaded_loop(self, loop):
+        """(skipped_steps, {parameter: EMA tensor} or None) from a loaded state dict's "loop" entry."""
+        if loop is None:
+            return 0, ({} if self._loop.ema_decay is not None else None)
+        if not isinstance(loop, dict) or not set(loop) <= {"skipped_steps", "ema"}:
+            raise ValueError("loaded 'loop' must be a dict with 'skipped_steps' and 'ema'")
+        skipped = loop.get("skipped_steps", 0)
+        if isinstance(skipped, bool) or not isinstance(skipped, numbers.Integral) or skipped < 0:
+            raise ValueError(f"loaded loop['skipped_steps'] must be an integer >= 0, got {skipped!r}")
+        ema = loop.get("ema")
+        if ema is None:
+            return int(skipped), ({} if self._loop.ema_decay is not None else None)
+        params = [p for g in self.param_groups for p in g["params"]]
+        if not isinstance(ema, dict):
+            raise ValueError("loaded loop['ema'] must be a dict {parameter index: tensor}")
+        out = {}
+        for key, e in ema.items():
+            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(params):
+                raise ValueError(f"loaded loop['ema'] has an entry for parameter {key!r}")
+            p = params[key]
+            if not isinstance(e, torch.Tensor) or tuple(e.shape) != tuple(p.shape) or not e.is_floating_point():
+                got = f"{e.dtype} {tuple(e.shape)}" if isinstance(e, torch.Tensor) else type(e).__name__
+                raise StateError(f"loaded loop['ema'][{key}] is {got}; expected a floating tensor of shape "
+                                 f"{tuple(p.shape)}")
+            out[p] = e.detach().to("cpu", p.dtype).clone(memory_format=torch.contiguous_format)
+        return int(skipped), out
+
+    def _loop_property(name):
+        def get(self):
+            return getattr(self._loop, name)
+
+        def set_(self, v):
+            with self._stepper:
+                setattr(self._loop, name, v)
+                if name == "ema_decay" and v is not None and self._ema is None:
+                    self._ema = {}
+                    self._stepper.plan = None
+        return property(get, set_, doc=getattr(_optim.Optimizer, name).__doc__)
+
+    global_clipnorm = _loop_property("global_clipnorm")
+    norm_type = _loop_property("norm_type")
+    nonfinite = _loop_property("nonfinite")
+    ema_decay = _loop_property("ema_decay")
+    ema_warmup = _loop_property("ema_warmup")
+    ema_warmup_gamma = _loop_property("ema_warmup_gamma")
+    ema_warmup_power = _loop_property("ema_warmup_power")
+    ema_min_decay = _loop_property("ema_min_decay")
+    ema_update_after_step = _loop_property("ema_update_after_step")
+    del _loop_property
 
     def __getstate__(self):
         # torch.optim's __getstate__ keeps only defaults, state and groups; keep ours too,
         # less the plan (C pointers) and the lock, which are rebuilt
         d = dict(self.__dict__)
-        for key in ("_stepper", "_get_hp", "_steps"):
+        for key in ("_stepper", "_get_hp", "_steps", "_state_mark"):
             d.pop(key, None)
         return d
 
@@ -694,6 +886,9 @@ class _DropIn(torch.optim.Optimizer):
         self._stepper = Stepper(RuleSpec.of(self._numpy))
         self._get_hp = operator.itemgetter(*self._stepper.spec.kernel_keys)
         self._steps = None
+        if type(self.state) is not _State:     # (torch's load_state_dict comes here with a new defaultdict)
+            self.state = _State(self.state)
+        self._state_mark = (None, -1)
 
 
 def _drop_in(np_cls):
@@ -716,7 +911,9 @@ def _drop_in(np_cls):
             if k in defaults and type(defaults[k]) is type(v) and defaults[k] == v:
                 del defaults[k]
         defaults.update(RuleSpec.of(np_cls).group_state_start(defaults, list(np_cls._group_state)))
+        loop = _passes.LoopOptions(**{k: defaults.pop(k) for k in _passes.KEYS if k in defaults})
         _DropIn.__init__(self, params_, defaults)
+        self._loop = loop
 
     __init__.__signature__ = new_sig
     shape = "2, 3" if RuleSpec.of(np_cls).matrix_only else "3"
@@ -928,7 +1125,10 @@ class Lookahead(torch.optim.Optimizer):
 
     def step(self, closure=None):
         """One step of the inner optimizer, then each group's slow-weight update at its k-th step."""
+        skipped = getattr(self.optimizer, "skipped_steps", 0)
         loss = self.optimizer.step(closure)
+        if getattr(self.optimizer, "skipped_steps", 0) != skipped:
+            return loss         # the inner step was skipped (a non-finite gradient): no step to count
         for gi, group in enumerate(self.param_groups):
             self._counters[gi] += 1
             if self._counters[gi] >= self.k:
