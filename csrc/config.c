@@ -29,6 +29,7 @@ static int etk_supported(const etk_kernels *k)
 {
 #if ETK_X86_DISPATCH
     __builtin_cpu_init();
+    if (k == &etk_kernels_avx512vbmi) return etk_supported(&etk_kernels_avx512) && __builtin_cpu_supports("avx512vbmi");
     if (k == &etk_kernels_avx512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
@@ -40,6 +41,7 @@ static int etk_supported(const etk_kernels *k)
 /* Best first. */
 static const etk_kernels *const etk_all[] = {
 #if ETK_X86_DISPATCH
+    &etk_kernels_avx512vbmi,
     &etk_kernels_avx512,
     &etk_kernels_avx2,
 #endif

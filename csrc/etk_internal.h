@@ -183,6 +183,7 @@ typedef struct etk_rule_loops {
 #define ETK_Q8_KMIN 0x3400u
 #define ETK_Q8_KMAX 0x3F80u
 #define ETK_Q8_NKEY 2945
+#define ETK_Q8_OCT0 96 /* octave of |x| in the VBMI search: max(biased exponent - ETK_Q8_OCT0, 0) */
 typedef struct etk_q8_codec {
     const float *map;                /* 256 values, sorted */
     const float *thr;                /* 256 thresholds: the code of x is the number <= x (the last is +inf) */
@@ -191,8 +192,23 @@ typedef struct etk_q8_codec {
      * sign and bucket, lut << 17 | t, where x gets code lut + 1 exactly when
      * its low 16 bits (inverted if x < 0) are >= t (t = 2^16: never) */
     const int32_t *key;
+    /* the gather-free search of the VBMI loops (gen_q8_tables.py, estimate_tables):
+     * per octave of |x| its first segment and breakpoint, per segment (+ 8 if
+     * x < 0) a line whose floor is the code or one below it; and the map's
+     * values and thresholds as byte planes ([b]: byte b of the values, [4 + b]:
+     * of the thresholds, 256 bytes each) */
+    const int32_t *oct;              /* 32 */
+    const float *bp;                 /* 32 */
+    const float *line;               /* 2 x 16: slopes, then intercepts */
+    const unsigned char *planes;     /* 8 x 256 */
+    int is_signed;                   /* 0: the unsigned map; a positive x never gets code 0 */
 } etk_q8_codec;
 extern const etk_q8_codec etk_q8_signed, etk_q8_unsigned;
+
+/* An 8-bit range of one rule in one pass (lowp.h): tensor t, its working copy
+ * w, the slots in `used` (those the rule's hyperparameters need). */
+typedef void (*etk_q8_range_fn)(const etk_tensor *t, etk_tensor *w, const etk_rule_info *info, unsigned used,
+                                size_t a, size_t b, const void *coef);
 
 /* The codec loops of one SIMD variant. */
 typedef struct etk_lowp_fns {
@@ -200,16 +216,26 @@ typedef struct etk_lowp_fns {
     void (*bf16_enc)(const float *in, uint16_t *out, size_t n);
     /* stochastic: element i adds the hash of its index's low word lo0 + i under the keys ka, kbh */
     void (*bf16_enc_sr)(const float *in, uint16_t *out, size_t n, uint32_t ka, uint32_t kbh, uint32_t lo0);
-    void (*q8_dec)(const uint8_t *in, const float *map, float scale, float *out, size_t n);
-    /* one block (n <= ETK_QBLOCK): its scale into *absmax, its codes into out */
-    void (*q8_enc)(const float *in, uint8_t *out, float *absmax, size_t n, const etk_q8_codec *q);
+    void (*q8_dec)(const uint8_t *in, const etk_q8_codec *q, float scale, float *out, size_t n);
+    /* the scale of a block (n <= ETK_QBLOCK) into *absmax; returns its inverse */
+    float (*q8_scale)(const float *in, size_t n, float *absmax);
+    /* the codes of n values of a block with that scale and inverse
+     * (etakit.reference.q8_quantize, the unsigned map's rule included) */
+    void (*q8_codes)(const float *in, uint8_t *out, size_t n, float scale, float inv, const etk_q8_codec *q);
+    /* a rule's float32 loop and its 8-bit range in one pass (NULL: none in this variant) */
+    etk_loop_fn q8_fused_loop;
+    etk_q8_range_fn q8_fused;
 } etk_lowp_fns;
 
 /* Elements [a, b) of tensor t (a a multiple of ETK_BLOCK) with low-precision
  * state: chunk by chunk (ETK_LOWP_CHUNK elements, aligned in the tensor, so
  * the cut does not depend on the thread split), decode the slots in `needs`
- * into float32, run the float32 loop fn, encode. */
+ * into float32, run the float32 loop fn, encode.  8-bit state goes block by
+ * block (ETK_QBLOCK), the loop of one block followed by the encoding of the
+ * block before it, ETK_LOWP_STEP elements at a time (a whole block measured
+ * best here: 64 and inlined per-rule drivers gained nothing). */
 #define ETK_LOWP_CHUNK ((size_t)1024)
+#define ETK_LOWP_STEP ((size_t)256)
 void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, const etk_rule_info *info,
                     unsigned needs, size_t a, size_t b, const void *coef);
 /* Whether rule descriptor r can keep low-precision state. */
@@ -240,6 +266,7 @@ extern const etk_kernels etk_kernels_baseline;
 #define ETK_X86_DISPATCH 1
 extern const etk_kernels etk_kernels_avx2;
 extern const etk_kernels etk_kernels_avx512;
+extern const etk_kernels etk_kernels_avx512vbmi;
 #else
 #define ETK_X86_DISPATCH 0
 #endif

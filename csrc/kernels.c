@@ -10,9 +10,11 @@
 #include "etk_internal.h"
 
 /* ETK_ISA, per variant: 0 baseline (portable C only), 1 AVX2, 2 AVX-512
- * (F, VL, BW, DQ): the codec loops of low-precision state (lowp.h) use
- * intrinsics of that level, inside functions with the variant's target
- * attribute. */
+ * (F, VL, BW, DQ), 3 AVX-512 with VBMI: the codec loops of low-precision
+ * state (lowp.h) use intrinsics of that level, inside functions with the
+ * variant's target attribute.  A variant that defines ETK_LOOPS_OF takes the
+ * element loops of that variant instead of compiling its own. */
+#include <float.h>
 #if ETK_X86_DISPATCH
 #include <immintrin.h>
 #endif
@@ -59,6 +61,25 @@
 #endif
 #define ETK_ISA 2
 #include "kernels_variant.h"
+#undef ETK_VARIANT
+#undef ETK_VARIANT_NAME
+#undef ETK_TGT
+#undef ETK_ISA
+
+/* AVX-512 with VBMI (Ice Lake, Sapphire Rapids, Zen 4): the avx512 element
+ * loops; the 8-bit codecs look their tables up with byte permutes in
+ * registers instead of gathers. */
+#define ETK_VARIANT avx512vbmi
+#define ETK_VARIANT_NAME "avx512vbmi"
+#if defined(__clang__)
+#define ETK_TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512vbmi")))
+#else
+#define ETK_TGT __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512vbmi,prefer-vector-width=512")))
+#endif
+#define ETK_ISA 3
+#define ETK_LOOPS_OF avx512
+#include "kernels_variant.h"
+#undef ETK_LOOPS_OF
 #undef ETK_VARIANT
 #undef ETK_VARIANT_NAME
 #undef ETK_TGT

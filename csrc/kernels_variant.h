@@ -2,8 +2,15 @@
  * kernels_variant.h -- one SIMD variant: the element loops of every rule for
  * every supported (param, state) type pair, and the variant's function
  * table.  kernels.c includes it once per variant with ETK_VARIANT,
- * ETK_VARIANT_NAME and ETK_TGT defined.
+ * ETK_VARIANT_NAME and ETK_TGT defined (and ETK_LOOPS_OF, to reuse another
+ * variant's element loops).
  */
+#ifndef ETK_LOOPS_OF
+#define ETK_OWN_LOOPS
+#define ETK_LOOPS_OF ETK_VARIANT
+#endif
+
+#ifdef ETK_OWN_LOOPS
 #define ETK_RULE_LOOPS
 
 #define T float
@@ -37,10 +44,13 @@
 #undef ETK_SQRT
 
 #undef ETK_RULE_LOOPS
+#endif
 
 #define ETK_LOWP_LOOPS
 #include "lowp.h"
 #undef ETK_LOWP_LOOPS
+
+#ifdef ETK_OWN_LOOPS
 
 /* Fused bfloat16 loops (state rounded to nearest): the float32 loop of a rule
  * with its state read and written as bfloat16 in the same pass.  The loop
@@ -71,9 +81,10 @@
 #undef ST
 #define LD(x) ((T)(x))
 #define ST(x) ((S)(x))
+#endif
 
 /* A phase's loops by (param, state) pair: param dtype * ETK_NDTYPES + state dtype. */
-#define ETK_FNS(name) {ETK_CAT(name, ETK_VARIANT, f32), 0, 0, ETK_CAT(name, ETK_VARIANT, f64)}
+#define ETK_FNS(name) {ETK_CAT(name, ETK_LOOPS_OF, f32), 0, 0, ETK_CAT(name, ETK_LOOPS_OF, f64)}
 #define ETK_RULE_ROW
 #define ETK_LOWP_ROW
 const etk_kernels ETK_CAT2(etk_kernels, ETK_VARIANT) = {
@@ -83,11 +94,11 @@ const etk_kernels ETK_CAT2(etk_kernels, ETK_VARIANT) = {
     },
 #include "lowp.h"
     {
-        [ETK_RULE_SGD] = ETK_CAT(sgd_p0, ETK_VARIANT, bf16),
-        [ETK_RULE_ADAM] = ETK_CAT(adam_p0, ETK_VARIANT, bf16),
-        [ETK_RULE_RMSPROP] = ETK_CAT(rmsprop_p0, ETK_VARIANT, bf16),
-        [ETK_RULE_ADAGRAD] = ETK_CAT(adagrad_p0, ETK_VARIANT, bf16),
-        [ETK_RULE_LION] = ETK_CAT(lion_p0, ETK_VARIANT, bf16),
+        [ETK_RULE_SGD] = ETK_CAT(sgd_p0, ETK_LOOPS_OF, bf16),
+        [ETK_RULE_ADAM] = ETK_CAT(adam_p0, ETK_LOOPS_OF, bf16),
+        [ETK_RULE_RMSPROP] = ETK_CAT(rmsprop_p0, ETK_LOOPS_OF, bf16),
+        [ETK_RULE_ADAGRAD] = ETK_CAT(adagrad_p0, ETK_LOOPS_OF, bf16),
+        [ETK_RULE_LION] = ETK_CAT(lion_p0, ETK_LOOPS_OF, bf16),
     },
 #define ETK_PASS_ROW
 #include "passes.h"
@@ -96,3 +107,7 @@ const etk_kernels ETK_CAT2(etk_kernels, ETK_VARIANT) = {
 #undef ETK_LOWP_ROW
 #undef ETK_RULE_ROW
 #undef ETK_FNS
+#ifdef ETK_OWN_LOOPS
+#undef ETK_OWN_LOOPS
+#undef ETK_LOOPS_OF
+#endif

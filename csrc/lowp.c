@@ -27,10 +27,12 @@
 #include "etk_internal.h"
 #include "q8_tables.h"
 
-const etk_q8_codec etk_q8_signed = {etk_q8_map_signed, etk_q8_thr_signed, &etk_q8_lut_signed[0][0],
-                                    &etk_q8_key_signed[0][0]};
-const etk_q8_codec etk_q8_unsigned = {etk_q8_map_unsigned, etk_q8_thr_unsigned, &etk_q8_lut_unsigned[0][0],
-                                      &etk_q8_key_unsigned[0][0]};
+const etk_q8_codec etk_q8_signed = {etk_q8_map_signed,        etk_q8_thr_signed,   &etk_q8_lut_signed[0][0],
+                                    &etk_q8_key_signed[0][0], etk_q8_oct_signed,   etk_q8_bp_signed,
+                                    &etk_q8_line_signed[0][0], &etk_q8_planes_signed[0][0], 1};
+const etk_q8_codec etk_q8_unsigned = {etk_q8_map_unsigned,        etk_q8_thr_unsigned, &etk_q8_lut_unsigned[0][0],
+                                      &etk_q8_key_unsigned[0][0], etk_q8_oct_unsigned, etk_q8_bp_unsigned,
+                                      &etk_q8_line_unsigned[0][0], &etk_q8_planes_unsigned[0][0], 0};
 
 /* ------------------------------------------------------------ the maps */
 
@@ -89,20 +91,6 @@ static void etk_sr_keys(uint64_t seed, int64_t step, unsigned slot, uint64_t ind
 
 /* ------------------------------------------------------------ the chunk driver */
 
-/* One block of 8-bit codes.  The unsigned map (second moments, under a square
- * root in a denominator) never rounds a positive value to code 0: a first
- * moment that stays non-zero would then be divided by eps alone, a step
- * thousands of times lr.  Such a value takes the smallest positive code. */
-static void etk_q8_enc_block(const etk_lowp_fns *f, const float *in, uint8_t *out, float *absmax, size_t n,
-                             const etk_q8_codec *q)
-{
-    size_t i;
-    f->q8_enc(in, out, absmax, n, q);
-    if (q == &etk_q8_unsigned)
-        for (i = 0; i < n; i++)
-            if (out[i] == 0 && in[i] > 0.0f) out[i] = 1;
-}
-
 int etk_lowp_desc_ok(const etk_rule_desc *r)
 {
     size_t j;
@@ -122,62 +110,103 @@ int etk_rule_lowp(int rule)
     return r ? etk_lowp_desc_ok(r) : 0;
 }
 
+/* bfloat16 state: chunk by chunk, decode, loop, encode. */
+static void etk_bf16_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, etk_tensor *w,
+                           const etk_rule_info *info, unsigned used, size_t a, size_t b, const void *coef)
+{
+    float buf[ETK_MAX_SLOTS][ETK_LOWP_CHUNK];
+    size_t j, lo, hi;
+    for (lo = a; lo < b; lo = hi) {
+        size_t len;
+        hi = (lo / ETK_LOWP_CHUNK + 1) * ETK_LOWP_CHUNK;
+        if (hi > b) hi = b;
+        len = hi - lo;
+        w->param = (float *)t->param + lo;
+        w->grad = t->grad ? (const float *)t->grad + lo : NULL;
+        w->n = len;
+        for (j = 0; j < info->nslots; j++) {
+            if (!(used >> j & 1u)) continue;
+            w->state[j] = buf[j];
+            f->bf16_dec((const uint16_t *)t->state[j] + lo, buf[j], len);
+        }
+        fn(w, 0, len, coef, NULL);
+        for (j = 0; j < info->nslots; j++) {
+            uint16_t *out = (uint16_t *)t->state[j] + lo;
+            if (!(used >> j & 1u)) continue;
+            if (t->stochastic) {
+                uint32_t ka, kbh;
+                etk_sr_keys(t->seed, t->step, (unsigned)j, (uint64_t)lo, &ka, &kbh);
+                f->bf16_enc_sr(buf[j], out, len, ka, kbh, (uint32_t)lo);
+            } else {
+                f->bf16_enc(buf[j], out, len);
+            }
+        }
+    }
+}
+
+/* 8-bit state: block by block, its state decoded into float32 temporaries
+ * that stay in L1.  The loop of block k runs ETK_LOWP_STEP elements at a
+ * time, each step followed by the encoding of the same elements of block
+ * k - 1 (whose scale is known by then), so that the out-of-order core can run
+ * a rule's divisions and square roots (a unit of their own) alongside the
+ * codec's table lookups. */
+static void etk_q8_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, etk_tensor *w,
+                         const etk_rule_info *info, unsigned used, size_t a, size_t b, const void *coef)
+{
+    float buf[2][ETK_MAX_SLOTS][ETK_QBLOCK], scale[ETK_MAX_SLOTS], inv[ETK_MAX_SLOTS];
+    const etk_q8_codec *q8[ETK_MAX_SLOTS];
+    size_t j, lo, prev = 0, plen = 0; /* the block before: where it starts, its length (0: none) */
+    int cur = 0;
+    for (j = 0; j < info->nslots; j++) q8[j] = info->slots[j].nonneg ? &etk_q8_unsigned : &etk_q8_signed;
+    for (lo = a; lo < b || plen; lo += ETK_QBLOCK, cur ^= 1) {
+        const size_t len = lo < b ? (b - lo < ETK_QBLOCK ? b - lo : ETK_QBLOCK) : 0;
+        size_t s;
+        for (j = 0; j < info->nslots; j++)
+            if ((used >> j & 1u) && len)
+                f->q8_dec((const uint8_t *)t->state[j] + lo, q8[j], t->absmax[j][lo / ETK_QBLOCK], buf[cur][j], len);
+        for (s = 0; s < len || s < plen; s += ETK_LOWP_STEP) {
+            if (s < len) {
+                const size_t n = len - s < ETK_LOWP_STEP ? len - s : ETK_LOWP_STEP;
+                w->param = (float *)t->param + lo + s;
+                w->grad = t->grad ? (const float *)t->grad + lo + s : NULL;
+                w->n = n;
+                for (j = 0; j < info->nslots; j++)
+                    if (used >> j & 1u) w->state[j] = buf[cur][j] + s;
+                fn(w, 0, n, coef, NULL);
+            }
+            if (s < plen)
+                for (j = 0; j < info->nslots; j++)
+                    if (used >> j & 1u)
+                        f->q8_codes(buf[cur ^ 1][j] + s, (uint8_t *)t->state[j] + prev + s,
+                                    plen - s < ETK_LOWP_STEP ? plen - s : ETK_LOWP_STEP, scale[j], inv[j], q8[j]);
+        }
+        for (j = 0; j < info->nslots; j++)
+            if ((used >> j & 1u) && len) {
+                inv[j] = f->q8_scale(buf[cur][j], len, &scale[j]);
+                t->absmax[j][lo / ETK_QBLOCK] = scale[j];
+            }
+        prev = lo, plen = len;
+    }
+}
+
 void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, const etk_rule_info *info,
                     unsigned needs, size_t a, size_t b, const void *coef)
 {
-    float buf[ETK_MAX_SLOTS][ETK_LOWP_CHUNK];
     unsigned used = 0u;
     etk_tensor w = *t;
-    size_t j, lo, hi;
+    size_t j;
     for (j = 0; j < info->nslots; j++)
         if (info->slots[j].shape == ETK_SLOT_FULL) {
             if ((needs >> j & 1u) && t->state[j]) used |= 1u << j;
             w.state[j] = NULL;
         }
     w.state_dtype = ETK_FLOAT32;
-    for (lo = a; lo < b; lo = hi) {
-        size_t len;
-        hi = (lo / ETK_LOWP_CHUNK + 1) * ETK_LOWP_CHUNK;
-        if (hi > b) hi = b;
-        len = hi - lo;
-        w.param = (float *)t->param + lo;
-        w.grad = t->grad ? (const float *)t->grad + lo : NULL;
-        w.n = len;
-        for (j = 0; j < info->nslots; j++) {
-            if (!(used >> j & 1u)) continue;
-            w.state[j] = buf[j];
-            if (t->state_dtype == ETK_BFLOAT16) {
-                f->bf16_dec((const uint16_t *)t->state[j] + lo, buf[j], len);
-            } else {
-                const float *map = info->slots[j].nonneg ? etk_q8_map_unsigned : etk_q8_map_signed;
-                size_t q;
-                for (q = 0; q < len; q += ETK_QBLOCK)
-                    f->q8_dec((const uint8_t *)t->state[j] + lo + q, map, t->absmax[j][(lo + q) / ETK_QBLOCK],
-                              buf[j] + q, len - q < ETK_QBLOCK ? len - q : ETK_QBLOCK);
-            }
-        }
-        fn(&w, 0, len, coef, NULL);
-        for (j = 0; j < info->nslots; j++) {
-            if (!(used >> j & 1u)) continue;
-            if (t->state_dtype == ETK_BFLOAT16) {
-                uint16_t *out = (uint16_t *)t->state[j] + lo;
-                if (t->stochastic) {
-                    uint32_t ka, kbh;
-                    etk_sr_keys(t->seed, t->step, (unsigned)j, (uint64_t)lo, &ka, &kbh);
-                    f->bf16_enc_sr(buf[j], out, len, ka, kbh, (uint32_t)lo);
-                } else {
-                    f->bf16_enc(buf[j], out, len);
-                }
-            } else {
-                const etk_q8_codec *q8 = info->slots[j].nonneg ? &etk_q8_unsigned : &etk_q8_signed;
-                size_t q;
-                for (q = 0; q < len; q += ETK_QBLOCK)
-                    etk_q8_enc_block(f, buf[j] + q, (uint8_t *)t->state[j] + lo + q,
-                                     &t->absmax[j][(lo + q) / ETK_QBLOCK], len - q < ETK_QBLOCK ? len - q : ETK_QBLOCK,
-                                     q8);
-            }
-        }
-    }
+    if (t->state_dtype == ETK_BFLOAT16)
+        etk_bf16_range(f, fn, t, &w, info, used, a, b, coef);
+    else if (fn == f->q8_fused_loop && f->q8_fused)
+        f->q8_fused(t, &w, info, used, a, b, coef); /* the rule and the codecs in one pass */
+    else
+        etk_q8_range(f, fn, t, &w, info, used, a, b, coef);
 }
 
 /* ------------------------------------------------------------ public codecs (serial) */
@@ -210,9 +239,12 @@ void etk_q8_encode(const float *x, uint8_t *codes, float *absmax, size_t n, int 
 {
     const etk_lowp_fns *f = &etk_kernels_now()->lowp;
     size_t q;
-    for (q = 0; q < n; q += ETK_QBLOCK)
-        etk_q8_enc_block(f, x + q, codes + q, &absmax[q / ETK_QBLOCK], n - q < ETK_QBLOCK ? n - q : ETK_QBLOCK,
-                         is_signed ? &etk_q8_signed : &etk_q8_unsigned);
+    for (q = 0; q < n; q += ETK_QBLOCK) {
+        const size_t len = n - q < ETK_QBLOCK ? n - q : ETK_QBLOCK;
+        float *am = &absmax[q / ETK_QBLOCK];
+        const float inv = f->q8_scale(x + q, len, am);
+        f->q8_codes(x + q, codes + q, len, *am, inv, is_signed ? &etk_q8_signed : &etk_q8_unsigned);
+    }
 }
 
 void etk_q8_decode(const uint8_t *codes, const float *absmax, float *out, size_t n, int is_signed)
@@ -220,6 +252,6 @@ void etk_q8_decode(const uint8_t *codes, const float *absmax, float *out, size_t
     const etk_lowp_fns *f = &etk_kernels_now()->lowp;
     size_t q;
     for (q = 0; q < n; q += ETK_QBLOCK)
-        f->q8_dec(codes + q, is_signed ? etk_q8_map_signed : etk_q8_map_unsigned, absmax[q / ETK_QBLOCK], out + q,
+        f->q8_dec(codes + q, is_signed ? &etk_q8_signed : &etk_q8_unsigned, absmax[q / ETK_QBLOCK], out + q,
                   n - q < ETK_QBLOCK ? n - q : ETK_QBLOCK);
 }

@@ -160,8 +160,8 @@ ETK_TGT static void FN(pass_axpy)(void *accv, const void *gv, size_t n, double w
 }
 
 #elif defined(ETK_PASS_ROW)
-{{ETK_CAT(pass_norm, ETK_VARIANT, f32), ETK_CAT(pass_scale, ETK_VARIANT, f32), ETK_CAT(pass_ema, ETK_VARIANT, f32),
-  ETK_CAT(pass_absmax, ETK_VARIANT, f32), ETK_CAT(pass_axpy, ETK_VARIANT, f32), ETK_CAT(pass_norm4, ETK_VARIANT, f32)},
- {ETK_CAT(pass_norm, ETK_VARIANT, f64), ETK_CAT(pass_scale, ETK_VARIANT, f64), ETK_CAT(pass_ema, ETK_VARIANT, f64),
-  ETK_CAT(pass_absmax, ETK_VARIANT, f64), ETK_CAT(pass_axpy, ETK_VARIANT, f64), ETK_CAT(pass_norm4, ETK_VARIANT, f64)}},
+{{ETK_CAT(pass_norm, ETK_LOOPS_OF, f32), ETK_CAT(pass_scale, ETK_LOOPS_OF, f32), ETK_CAT(pass_ema, ETK_LOOPS_OF, f32),
+  ETK_CAT(pass_absmax, ETK_LOOPS_OF, f32), ETK_CAT(pass_axpy, ETK_LOOPS_OF, f32), ETK_CAT(pass_norm4, ETK_LOOPS_OF, f32)},
+ {ETK_CAT(pass_norm, ETK_LOOPS_OF, f64), ETK_CAT(pass_scale, ETK_LOOPS_OF, f64), ETK_CAT(pass_ema, ETK_LOOPS_OF, f64),
+  ETK_CAT(pass_absmax, ETK_LOOPS_OF, f64), ETK_CAT(pass_axpy, ETK_LOOPS_OF, f64), ETK_CAT(pass_norm4, ETK_LOOPS_OF, f64)}},
 #endif

@@ -1699,7 +1699,7 @@ static void test_lowp_variants(void)
     static float x[N], d0[N], d1[N], a0[NB], a1[NB];
     static uint16_t h0[N], h1[N];
     static uint8_t c0[N], c1[N];
-    const char *variants[3] = {"baseline", "avx2", "avx512"};
+    const char *variants[4] = {"baseline", "avx2", "avx512", "avx512vbmi"};
     const char *saved = etk_simd_variant();
     const uint32_t special[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fbfffffu, 0x7f800000u, 0xff800000u, 0u,
                                 0x80000000u, 1u,          0x80000001u, 0x007fffffu, 0x00800000u, 0x3f800000u,
@@ -1729,7 +1729,7 @@ static void test_lowp_variants(void)
         for (sg = 0; sg < 2; sg++) {
             etk_q8_encode(x, c0 + sg * 0, a0, n, sg);
             etk_q8_decode(c0, a0, d0, n, sg);
-            for (vi = 1; vi < 3; vi++) {
+            for (vi = 1; vi < 4; vi++) {
                 if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
                 memset(c1, 0xAA, sizeof c1);
                 etk_q8_encode(x, c1, a1, n, sg);
@@ -1745,7 +1745,7 @@ static void test_lowp_variants(void)
         for (sg = 0; sg < 2; sg++) {
             etk_bf16_encode(x, h0, n, sg, 42, 7, 1, (size_t)0xFFFFFF00u + (size_t)li);
             etk_bf16_decode(h0, d0, n);
-            for (vi = 1; vi < 3; vi++) {
+            for (vi = 1; vi < 4; vi++) {
                 if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
                 memset(h1, 0xAA, sizeof h1);
                 etk_bf16_encode(x, h1, n, sg, 42, 7, 1, (size_t)0xFFFFFF00u + (size_t)li);
@@ -1767,7 +1767,7 @@ static void test_lowp_adam(void)
     static uint16_t m16r[N], v16r[N], m16[N], v16[N];
     static uint8_t mqr[N], vqr[N], mq[N], vq[N];
     etk_adam_hp h = {1e-2, 0.9, 0.999, 1e-8, 0.01, 0, 0, 1};
-    const char *variants[3] = {"baseline", "avx2", "avx512"};
+    const char *variants[4] = {"baseline", "avx2", "avx512", "avx512vbmi"};
     const char *saved = etk_simd_variant();
     int fmt, sr, th, vi, i, k, saved_threads = etk_get_num_threads();
     etk_tensor t;
@@ -1790,7 +1790,7 @@ static void test_lowp_adam(void)
                 if (fmt == 0) etk_bf16_encode(mf, m16r, N, sr, 99, k, 0, 0), etk_bf16_encode(vf, v16r, N, sr, 99, k, 1, 0);
                 else etk_q8_encode(mf, mqr, amr, N, 1), etk_q8_encode(vf, vqr, avr, N, 0);
             }
-            for (vi = 0; vi < 3; vi++) {
+            for (vi = 0; vi < 4; vi++) {
                 if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
                 for (th = 1; th <= 3; th++) {
                     etk_set_num_threads(th);

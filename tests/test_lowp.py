@@ -98,6 +98,48 @@ def test_bfloat16_options_bit_for_bit(name, sr, monkeypatch):
     test_against_reference_bit_for_bit(name, "bfloat16", sr)
 
 
+# every branch of the one-pass 8-bit Adam (csrc/lowp.h, adam_q8): weight-decay modes, amsgrad, maximize
+RULES_Q8_ADAM = {
+    "Adam-amsgrad-maximize-L2": (etakit.Adam, "adam", dict(lr=1e-2, amsgrad=True, maximize=True, weight_decay=0.1),
+                                 dict(lr=1e-2, amsgrad=True, maximize=True, weight_decay=0.1)),
+    "Adam-plain": (etakit.Adam, "adam", dict(lr=1e-2), dict(lr=1e-2)),
+    "AdamW-plain": (etakit.AdamW, "adam", dict(lr=1e-2, weight_decay=0.1),
+                    dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(RULES_Q8_ADAM))
+def test_int8_adam_options_bit_for_bit(name, monkeypatch):
+    monkeypatch.setitem(RULES, name, RULES_Q8_ADAM[name])
+    test_against_reference_bit_for_bit(name, "int8", False)
+
+
+def test_int8_adam_with_non_finite_gradients_bit_for_bit():
+    """A NaN and an infinity in the gradients: their blocks' scales become NaN and inf, which the
+    codecs' vector paths do not take (the bucket search does), and the next steps read them back."""
+    rng = np.random.default_rng(8)
+    n = 5000
+    w = rng.standard_normal(n).astype(np.float32)
+    mine, ref = w.copy(), w.copy()
+    opt = etakit.Adam([mine], lr=1e-2, amsgrad=True, state_dtype="int8")
+    slots, nonneg = _info("adam")
+    st = {}
+    for k in range(1, 4):
+        g = rng.standard_normal(n).astype(np.float32)
+        if k == 2:
+            g[300], g[1000] = np.nan, np.inf
+        opt.step([g])
+        with np.errstate(invalid="ignore", over="ignore"):
+            R.lowp_step("adam", ref, g, st, step=k, state_dtype="int8", nonneg=nonneg, slots=slots, lr=1e-2,
+                        amsgrad=True)
+    np.testing.assert_array_equal(mine.view(np.uint32), ref.view(np.uint32))
+    got = opt.state_dict()["state"][0]
+    for name_, a in st.items():
+        if np.ndim(a):
+            np.testing.assert_array_equal(np.asarray(got[name_]).view(np.uint8), np.asarray(a).view(np.uint8),
+                                          err_msg=name_)
+
+
 @pytest.mark.parametrize("state_dtype,sr", [("bfloat16", False), ("bfloat16", True), ("int8", False)])
 def test_threads_bit_identical(state_dtype, sr):
     runs = [_run("Adam", [100003, 5], state_dtype, sr, steps=3, threads=t) for t in (1, 2, 3)]
@@ -109,6 +151,52 @@ def test_threads_bit_identical(state_dtype, sr):
                 if k != "step":
                     np.testing.assert_array_equal(np.asarray(v).view(np.uint8),
                                                   np.asarray(runs[0][1].state_dict()["state"][i][k]).view(np.uint8))
+
+
+@pytest.mark.parametrize("name,state_dtype,sr", [("AdamW", "bfloat16", True), ("AdamW", "int8", False),
+                                                 ("RMSprop", "int8", False), ("Adagrad", "int8", False)])
+def test_simd_variants_bit_identical(name, state_dtype, sr, simd):
+    """Every SIMD variant the CPU runs (the 8-bit codecs differ most: gathers, byte permutes) gives the
+    baseline's bits, on sizes that leave vector tails and a partial last block."""
+    runs = {}
+    for variant in _core.simd_available():
+        simd(variant)
+        runs[variant] = _run(name, [70001, 300, 17], state_dtype, sr, steps=3)
+    ws0, opt0, _ = runs["baseline"]
+    for variant, (ws, opt, _) in runs.items():
+        for a, b in zip(ws, ws0):
+            np.testing.assert_array_equal(a, b, err_msg=variant)
+        for i, st in opt.state_dict()["state"].items():
+            for k, v in st.items():
+                if k != "step":
+                    np.testing.assert_array_equal(np.asarray(v).view(np.uint8),
+                                                  np.asarray(opt0.state_dict()["state"][i][k]).view(np.uint8),
+                                                  err_msg=f"{variant} {k}")
+
+
+def test_q8_codec_every_variant_on_special_values(simd):
+    """The codecs of every variant against the reference: zeros, subnormals, the maps' values, thresholds
+    and their neighbours, magnitudes over 40 decades, and blocks with a NaN or an infinity."""
+    rng = np.random.default_rng(5)
+    vals = [np.float32(0), np.float32(-0.0), np.float32(1e-45), np.float32(-1e-45), np.float32(1.0)]
+    for signed in (True, False):
+        t = R.q8_thresholds(R.dynamic_map(signed))
+        vals += list(R.dynamic_map(signed)) + list(t) + list(np.nextafter(t, np.float32(0)))
+    x = np.array(vals, dtype=np.float32)
+    x = np.concatenate([x, -x, (rng.standard_normal(4000) * 10.0 ** rng.uniform(-38, 2, 4000)).astype(np.float32)])
+    x = x[rng.permutation(x.size)]
+    x[::256] = 1.0                              # a scale of 1 in most blocks: the values themselves are coded
+    x[2 * 256 + 7], x[3 * 256 + 9], x[4 * 256 + 1] = np.nan, np.inf, -np.inf
+    for variant in _core.simd_available():
+        simd(variant)
+        for signed in (True, False):
+            y = x if signed else np.abs(x)
+            c, a = _core.q8_encode(y, signed)
+            c2, a2 = R.q8_quantize(y, signed)
+            np.testing.assert_array_equal(c, c2, err_msg=f"{variant} {signed}")
+            np.testing.assert_array_equal(a.view(np.uint32), a2.view(np.uint32), err_msg=f"{variant} {signed}")
+            with np.errstate(invalid="ignore"):     # 0 * inf in the blocks with an infinite scale
+                np.testing.assert_array_equal(_core.q8_decode(c, a, signed), R.q8_dequantize(c, a, signed))
 
 
 def test_codecs_match_reference():
@@ -282,15 +370,6 @@ def test_refusals():
     assert not w.any() and not opt.state_dict()["state"]
 
 
-def test_torch_drop_in_refuses_low_precision_state_for_now():
-    torch = pytest.importorskip("torch")
-    import etakit.torch as et
-    w = torch.nn.Parameter(torch.ones(3))
-    assert "state_dtype" not in et.Adam([w]).param_groups[0]       # groups stay torch.optim's
-    with pytest.raises(NotImplementedError, match="float32 state only"):
-        et.Adam([w], state_dtype="bfloat16")
-
-
 def test_8bit_second_moment_never_rounds_to_zero():
     """A positive second moment far below its block's largest one used to round to code 0 while the
     first moment did not: the step was m / eps, thousands of times lr.  It now takes the smallest
@@ -344,25 +423,6 @@ def test_centered_rmsprop_refuses_int8_state():
     etakit.RMSprop([np.zeros(8192, np.float32)], centered=True, state_dtype="bfloat16")
 
 
-def test_etakit_torch_refuses_low_precision_keys_however_they_arrive():
-    torch = pytest.importorskip("torch")
-    import etakit.torch as et
-    p = torch.nn.Parameter(torch.ones(3))
-    opt = et.Adam([p], lr=0.1)
-    p.grad = torch.ones(3)
-    opt.step()
-    before = p.detach().clone()
-    opt.param_groups[0]["state_dtype"] = "int8"
-    with pytest.raises(NotImplementedError, match="float32 state only"):
-        opt.step()
-    assert torch.equal(p, before)
-    del opt.param_groups[0]["state_dtype"]
-    sd = opt.state_dict()
-    sd["param_groups"][0]["state_dtype"] = "bfloat16"
-    with pytest.raises(NotImplementedError, match="float32 state only"):
-        opt.load_state_dict(sd)
-
-
 def test_a_refused_step_does_not_convert_the_state():
     w = np.zeros(8192, np.float32)
     opt = etakit.Adam([w], lr=1e-2, state_dtype="int8")
@@ -377,3 +437,64 @@ def test_a_refused_step_does_not_convert_the_state():
                for k in before)
     opt.step([np.ones(8192, np.float32)])         # and the change takes effect with the next good step
     assert opt.state_dict()["state"][0]["exp_avg"].dtype.itemsize == 2
+
+
+def test_sr_seed_streams():
+    """stochastic rounding from a user seed: the reference's bits (tensor_seed(sr_seed, index)), the
+    same for 1 and 3 threads and after a checkpoint resumes; another seed, other bits."""
+    rng = np.random.default_rng(6)
+    sizes = [70001, 300]
+    w0 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(4)]
+
+    def run(seed, threads=2, split=False):
+        ws = [w.copy() for w in w0]
+        opt = etakit.Adam(ws, lr=1e-2, state_dtype="bfloat16", stochastic_rounding=True, sr_seed=seed)
+        etakit.set_num_threads(threads)
+        try:
+            for k, g in enumerate(grads):
+                if split and k == 2:        # resume from a checkpoint half way
+                    sd = opt.state_dict()
+                    ws = [w.copy() for w in ws]
+                    opt = etakit.Adam(ws, lr=1e-2, state_dtype="bfloat16")
+                    opt.load_state_dict(sd)
+                opt.step(g)
+        finally:
+            etakit.set_num_threads(2)
+        return ws, opt.state_dict()["state"]
+
+    ws, st = run(2**64 - 5)
+    ref_p = [w.copy() for w in w0]
+    ref_s = [{} for _ in sizes]
+    slots, nonneg = _info("adam")
+    for k, g in enumerate(grads, start=1):
+        for i in range(len(sizes)):
+            R.lowp_step("adam", ref_p[i], g[i], ref_s[i], step=k, state_dtype="bfloat16", nonneg=nonneg,
+                        slots=slots, stochastic_rounding=True, seed=R.tensor_seed(2**64 - 5, i), lr=1e-2)
+    for i in range(len(sizes)):
+        np.testing.assert_array_equal(ws[i], ref_p[i])
+        np.testing.assert_array_equal(st[i]["exp_avg"].view(np.uint16), ref_s[i]["exp_avg"])
+    for other in (run(2**64 - 5, threads=1), run(2**64 - 5, threads=3), run(2**64 - 5, split=True)):
+        for a, b in zip(other[0], ws):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(run(7)[1][0]["exp_avg"].view(np.uint16), st[0]["exp_avg"].view(np.uint16))
+
+
+@pytest.mark.parametrize("kw,match", [(dict(sr_seed=3), "set stochastic_rounding=True"),
+                                      (dict(stochastic_rounding=True, sr_seed=-1), "Invalid sr_seed"),
+                                      (dict(stochastic_rounding=True, sr_seed=2**64), "Invalid sr_seed"),
+                                      (dict(stochastic_rounding=True, sr_seed=True), "Invalid sr_seed"),
+                                      (dict(stochastic_rounding=True, sr_seed=1.5), "Invalid sr_seed")])
+def test_bad_sr_seed(kw, match):
+    with pytest.raises(ValueError, match=match):
+        etakit.Adam([np.zeros(3, np.float32)], state_dtype="bfloat16", **kw)
+
+
+@pytest.mark.parametrize("name,why", [("Prodigy", "pass of its own"), ("DAdaptAdam", "pass of its own"),
+                                      ("DAdaptSGD", "x0"), ("DAdaptAdaGrad", "x0"), ("DoG", "init_buffer"),
+                                      ("LDoG", "init_buffer"), ("ScheduleFreeSGD", "iterate"),
+                                      ("ScheduleFreeAdamW", "iterate"), ("ScheduleFreeRAdam", "iterate")])
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_learning_rate_free_rules_refuse_low_precision_state_with_the_reason(name, why, state_dtype):
+    with pytest.raises(ValueError, match=f"cannot keep {state_dtype} state: .*{why}"):
+        getattr(etakit, name)([np.zeros(8192, np.float32)], state_dtype=state_dtype)

@@ -140,7 +140,10 @@ def set_flush_denormal(mode: bool) -> bool:
 
 
 def simd_variant() -> str:
-    """The SIMD variant of the kernels chosen for this CPU.
+    """The SIMD variant of the kernels chosen for this CPU ("avx512vbmi", "avx512", "avx2" or "baseline").
+
+    "avx512vbmi" runs the "avx512" element loops with 8-bit state codecs that look
+    their tables up with byte permutes instead of gathers.
 
     Set the environment variable ``ETAKIT_SIMD`` before import to pick another
     supported variant.  All variants give bit-identical results.
@@ -153,7 +156,7 @@ def simd_variant() -> str:
     Examples
     --------
     >>> import etakit
-    >>> etakit.simd_variant() in ("avx512", "avx2", "baseline")
+    >>> etakit.simd_variant() in ("avx512vbmi", "avx512", "avx2", "baseline")
     True
     """
     return _core.simd_variant()

@@ -214,6 +214,22 @@ def q8_encode(cnp.ndarray x not None, bint signed=True):
     return codes, absmax
 
 
+def q8_decode(cnp.ndarray codes not None, cnp.ndarray absmax not None, bint signed=True):
+    """8-bit codes (uint8, C-contiguous) and their block scales (float32) to float32, as the step decodes."""
+    if cnp.PyArray_TYPE(codes) != cnp.NPY_UINT8 or not cnp.PyArray_IS_C_CONTIGUOUS(codes):
+        raise TypeError("q8_decode takes C-contiguous uint8 codes")
+    if cnp.PyArray_TYPE(absmax) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(absmax):
+        raise TypeError("q8_decode takes C-contiguous float32 scales")
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(codes)
+    if <size_t>cnp.PyArray_SIZE(absmax) != (n + 255) // 256:
+        raise ValueError(f"q8_decode: {n} codes need {(n + 255) // 256} scales, got {cnp.PyArray_SIZE(absmax)}")
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(codes), cnp.PyArray_DIMS(codes), cnp.NPY_FLOAT32, 0)
+    with nogil:
+        etk_q8_decode(<const uint8_t *>cnp.PyArray_DATA(codes), <const float *>cnp.PyArray_DATA(absmax),
+                      <float *>cnp.PyArray_DATA(out), n, signed)
+    return out
+
+
 def grad_norm(list arrays, bint norm_inf=False):
     """(norm, first non-finite index or -1) of C-contiguous float32/float64 arrays, as a step with
     clipping forms the global norm (etk_grad_norm); None if an array is not of that kind."""

@@ -10,7 +10,8 @@ encodes it back, see csrc/lowp.c):
   ml_dtypes type is the one JAX uses, so the arrays print, convert with
   ``astype(np.float32)`` and save like any numpy array; etakit.torch keeps
   ``torch.bfloat16`` tensors), rounded to nearest even, or stochastically
-  with ``stochastic_rounding=True``;
+  with ``stochastic_rounding=True``, from the stream ``sr_seed`` (an integer,
+  default 0: each seed is its own reproducible sequence of roundings);
 - ``"int8"``: 8-bit blockwise, bitsandbytes' format: per buffer ``<name>``
   the uint8 codes (the parameter's shape) and ``<name>_absmax``, one float32
   scale per 256 elements.  Parameters with fewer than ``min_8bit_size``
@@ -27,7 +28,7 @@ import numpy as np
 from . import _core, reference
 from .errors import StateError
 
-KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096}
+KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096, "sr_seed": 0}
 DTYPES = ("float32", "bfloat16", "int8")
 FULL, BF16, Q8 = 0, 2, 3
 _NAMES = {FULL: "float32", BF16: "bfloat16", Q8: "int8"}
@@ -43,20 +44,54 @@ def bfloat16():
     return np.dtype(ml_dtypes.bfloat16)
 
 
+# Why the rules that adapt their own step size keep float32 state (etakit._lowp.check says it).
+_WHY_NOT = {
+    "prodigy": "its step size d is estimated from sums over its state (s, and p0, a copy of the initial "
+               "parameters) in a pass of its own before the update; low-precision state is decoded and "
+               "encoded within one element-wise pass, and the rounding of p0 would enter d",
+    "dadapt_adam": "its step size d is estimated from sums over its state (s) in a pass of its own before the "
+                   "update; low-precision state is decoded and encoded within one element-wise pass",
+    "dadapt_sgd": "its step size d is estimated from sums over its state (s, and x0, a copy of the initial "
+                  "parameters) in a pass of its own; low-precision state is decoded and encoded within one "
+                  "element-wise pass, and the rounding of x0 would enter d",
+    "dadapt_adagrad": "its step size d is estimated from sums over its state (sk, alphak, and x0, a copy of the "
+                      "initial parameters) in a pass of its own; low-precision state is decoded and encoded "
+                      "within one element-wise pass, and the rounding of x0 would enter d",
+    "dog": "its step size is the largest distance from the initial parameters (init_buffer, a copy of them), "
+           "reduced in a pass of its own; the rounding of that copy would enter every step size",
+    "schedulefree_adamw": "z is an iterate that the parameters follow, not a moment: rounded to bfloat16 or "
+                          "8 bits at every step it loses updates smaller than its rounding (a parameter-like "
+                          "buffer needs stochastic rounding or Kahan compensation, as bfloat16 parameters do)",
+}
+_WHY_NOT["schedulefree_sgd"] = _WHY_NOT["schedulefree_radam"] = _WHY_NOT["schedulefree_adamw"]
+
+
 def options(group):
-    """(state_dtype, stochastic_rounding, min_8bit_size) of a group (defaults for missing keys)."""
+    """(state_dtype, stochastic_rounding, min_8bit_size, sr_seed) of a group (defaults for missing keys)."""
     return (group.get("state_dtype", "float32"), group.get("stochastic_rounding", False),
-            group.get("min_8bit_size", 4096))
+            group.get("min_8bit_size", 4096), group.get("sr_seed", 0))
+
+
+def seeds(groups, group_of, index):
+    """The stochastic-rounding streams of a plan's tensors (None if no group rounds stochastically):
+    tensor ``t`` of group ``group_of[t]`` at position ``index[t]`` among all the optimizer's
+    parameters (its state_dict index) draws from ``tensor_seed(sr_seed of its group, position)``,
+    so the bits depend on neither the thread count nor which parameters have gradients."""
+    if not any(options(g)[1] for g in groups):
+        return None
+    return [reference.tensor_seed(options(groups[gi])[3], i) for gi, i in zip(group_of, index)]
 
 
 def check(group, where, spec):
     """Refuse bad low-precision keys of a group (TypeError, ValueError) before anything is written."""
-    dt, sr, m = options(group)
+    dt, sr, m, seed = options(group)
     if not isinstance(dt, str) or dt not in DTYPES:
         raise ValueError(f"Invalid state_dtype for {where}: {dt!r} (expected one of {', '.join(map(repr, DTYPES))})")
     if dt != "float32" and not spec.lowp:
-        raise ValueError(f"{where}: {spec.name} cannot keep {dt} state (only the rules whose step is one "
-                         "element-wise pass can: SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax, ...)")
+        why = _WHY_NOT.get(spec.rule)
+        raise ValueError(f"{where}: {spec.name} cannot keep {dt} state: " + (why or (
+            "only the rules whose step is one element-wise pass can (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, "
+            "NAdam, RAdam, Adamax, ADOPT, AdEMAMix, Adadelta, ASGD, Rprop)")))
     if dt == "int8" and isinstance(group.get("centered"), (bool, np.bool_)) and group["centered"]:
         # square_avg - grad_avg**2 of two independently quantised moments can come out negative
         raise ValueError(f"{where}: centered {spec.name} cannot keep int8 state (the variance estimate "
@@ -68,6 +103,10 @@ def check(group, where, spec):
         raise ValueError(f"{where}: stochastic_rounding applies to state_dtype='bfloat16' (got {dt!r})")
     if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 0:
         raise ValueError(f"Invalid min_8bit_size for {where}: {m!r} (expected an integer >= 0)")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+        raise ValueError(f"Invalid sr_seed for {where}: {seed!r} (expected an integer in [0, 2**64))")
+    if seed and not sr:
+        raise ValueError(f"{where}: sr_seed seeds stochastic rounding; set stochastic_rounding=True with it")
 
 
 def check_params(group, params, labels):
@@ -81,7 +120,7 @@ def check_params(group, params, labels):
 
 def target(group, size):
     """The format a parameter of ``size`` elements keeps its state in under ``group``."""
-    dt, _, m = options(group)
+    dt, _, m, _ = options(group)
     if dt == "bfloat16":
         return BF16
     if dt == "int8":
@@ -112,15 +151,18 @@ def decode(state, spec, dtype):
         if a is None:
             continue
         if s["shape"] != "scalar" and a.dtype == np.uint8:
-            a = reference.q8_dequantize(a, state[name + "_absmax"], not s["nonneg"]).reshape(a.shape)
+            a = _core.q8_decode(np.ascontiguousarray(a).reshape(-1),
+                                np.ascontiguousarray(state[name + "_absmax"], dtype=np.float32),
+                                not s["nonneg"]).reshape(a.shape)
         elif s["shape"] != "scalar" and a.dtype.itemsize == 2:
             a = reference.bf16_decode(a.view(np.uint16)).reshape(a.shape)
         out[name] = np.array(a, dtype=np.float64 if s["shape"] == "scalar" else dtype, order="C", copy=True)
     return out
 
 
-def encode(state, spec, fmt):
-    """A tensor's float state in format ``fmt`` (new arrays)."""
+def encode(state, spec, fmt, raw=False):
+    """A tensor's float state in format ``fmt`` (new arrays; bfloat16 as uint16 bits if ``raw``, which
+    needs no ml_dtypes)."""
     if fmt == FULL:
         return state
     out = {}
@@ -132,7 +174,8 @@ def encode(state, spec, fmt):
         if s["shape"] == "scalar":
             out[name] = a
         elif fmt == BF16:
-            out[name] = _core.bf16_encode(np.ascontiguousarray(a, dtype=np.float32)).view(bfloat16())
+            bits = _core.bf16_encode(np.ascontiguousarray(a, dtype=np.float32))
+            out[name] = bits if raw else bits.view(bfloat16())
         else:
             codes, absmax = _core.q8_encode(np.ascontiguousarray(a, dtype=np.float32), not s["nonneg"])
             out[name], out[name + "_absmax"] = codes, absmax
@@ -143,12 +186,13 @@ def _array_format(a):
     return Q8 if a.dtype == np.uint8 else BF16 if a.dtype.itemsize == 2 else FULL
 
 
-def convert(state, spec, fmt, dtype):
-    """``state`` with every element-wise buffer in format ``fmt`` (``state`` itself if it is already)."""
+def convert(state, spec, fmt, dtype, raw=False):
+    """``state`` with every element-wise buffer in format ``fmt`` (``state`` itself if it is already;
+    ``raw``: see ``encode``)."""
     if all(_array_format(state[s["name"]]) == fmt for s in spec.slots
            if s["shape"] != "scalar" and state.get(s["name"]) is not None):
         return state
-    return encode(decode(state, spec, dtype), spec, fmt)
+    return encode(decode(state, spec, dtype), spec, fmt, raw)
 
 
 def plan_arrays(state, spec):

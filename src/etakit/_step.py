@@ -123,6 +123,7 @@ class RuleSpec:
     def __init__(self, opt_cls):
         info = _core.rule_info(opt_cls.rule)
         self.name = opt_cls.__name__
+        self.rule = opt_cls.rule
         self.id = info["id"]
         self.fields = info["fields"]
         self.slots = info["slots"]

@@ -25,7 +25,7 @@ import inspect
 from . import _core, _lowp, _passes
 from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
 from .errors import HyperparameterError, NonFiniteGradientError, StateError
-from .reference import group_step, tensor_seed, zeropower_via_newtonschulz
+from .reference import group_step, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
 
 __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Lion", "NAdam", "RAdam", "Adamax",
@@ -159,7 +159,7 @@ class Optimizer:
 
     def __init_subclass__(cls, **kwargs):
         """Every optimizer takes the keyword-only low-precision state options (etakit._lowp):
-        ``state_dtype``, ``stochastic_rounding`` and ``min_8bit_size``; they become group keys
+        ``state_dtype``, ``stochastic_rounding``, ``min_8bit_size`` and ``sr_seed``; they become group keys
         only when they differ from their defaults, so a float32 optimizer's groups are as before."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
@@ -167,9 +167,11 @@ class Optimizer:
             return
 
         @functools.wraps(init)
-        def __init__(self, *args, state_dtype="float32", stochastic_rounding=False, min_8bit_size=4096, **kw):
+        def __init__(self, *args, state_dtype="float32", stochastic_rounding=False, min_8bit_size=4096, sr_seed=0,
+                     **kw):
             given = {k: v for k, v in (("state_dtype", state_dtype), ("stochastic_rounding", stochastic_rounding),
-                                       ("min_8bit_size", min_8bit_size)) if not _same(v, _lowp.KEYS[k])}
+                                       ("min_8bit_size", min_8bit_size), ("sr_seed", sr_seed))
+                     if not _same(v, _lowp.KEYS[k])}
             if given:
                 self.__dict__.setdefault("_lowp_defaults", {}).update(given)
             # the loop's passes (etakit._passes): optimizer-wide, not group keys (a subclass's
@@ -587,7 +589,7 @@ class Optimizer:
         seeds = stochastic = None
         if self._stepper.spec.lowp:
             stochastic = [_lowp.options(g)[1] for g in self.param_groups]
-            seeds = [tensor_seed(0, i) for i in range(len(self._params))] if any(stochastic) else None
+            seeds = _lowp.seeds(self.param_groups, self._group_of_params(), range(len(self._params)))
         self._stepper.build(self._params, self._state, self._group_of_params(), self._steps, self._fresh,
                             self._labels, seeds, stochastic, self._ema)
         self._stepper.plan.set_group_sizes([len(g) for g in self.param_groups])

@@ -16,6 +16,19 @@ kernels write straight into the tensors' memory, all parameters of a step in
 one C call with the GIL released.  Supported: dense, contiguous float32 or
 float64 CPU tensors.  Parameters without a gradient are skipped, as in PyTorch.
 
+Low-precision state (``state_dtype="bfloat16"`` or ``"int8"``, per group, with
+``stochastic_rounding`` and ``min_8bit_size``; float32 parameters) works as in
+the numpy optimizers (``etakit._lowp``), the state kept as PyTorch and
+bitsandbytes keep it: bfloat16 state as ``torch.bfloat16`` tensors under the
+reference's names (``exp_avg``, ...); 8-bit state under bitsandbytes' names,
+the k-th element-wise buffer of the rule (in the order of the reference's
+names: Adam's ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) as
+``state<k>`` (uint8 codes), ``absmax<k>`` (float32 scale per 256 elements)
+and ``qmap<k>`` (the 256-value map).  So a ``bitsandbytes.optim.Adam8bit``
+checkpoint loads into ``etakit.torch.Adam(state_dtype="int8")`` and back, and
+any checkpoint loads into a group of any ``state_dtype``: its state is
+converted to the group's format.
+
 The drop-ins are derived from the numpy optimizers (``etakit.optim``): the
 rule, its checks and the link to the engine are the same objects
 (``etakit._step``); this module adds only what PyTorch needs (state in
@@ -51,11 +64,14 @@ Examples
 >>> loss = model(torch.ones(8, 4)).pow(2).mean()
 >>> loss.backward(); opt.step(); opt.zero_grad()
 """
+import functools
 import inspect
 import numbers
 import operator
+import re
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from . import _core, _lowp, _passes
@@ -107,14 +123,45 @@ def _floats(group):
     return out
 
 
-_LOWP_KEYS = frozenset(_lowp.KEYS)
+_LOWP_KEYS = tuple(_lowp.KEYS)
+_Q8_NAME = re.compile(r"(state|absmax|qmap)([1-9][0-9]*)$")
+_Q8_WRAPPED = "__bnb_optimizer_quant_state__"     # where bitsandbytes' state_dict nests its 8-bit tensors
 
 
-def _refuse_lowp(group, where):
-    """etakit.torch keeps float32 state: refuse low-precision keys wherever they come from."""
-    if _lowp.options(group) != tuple(_lowp.KEYS.values()):
-        raise NotImplementedError(f"{where}: etakit.torch keeps float32 state only for now; bfloat16 and 8-bit "
-                                  "state (state_dtype=...) are in the numpy optimizers (etakit.Adam, ...)")
+@functools.lru_cache(maxsize=None)
+def _q8_slots(spec):
+    """{state name: k} of a rule's element-wise slots: in 8-bit form, the k-th (1, 2, ... in slot order)
+    is kept as bitsandbytes keeps its buffers, ``state<k>``, ``absmax<k>`` and ``qmap<k>``."""
+    names = [s["name"] for j, s in enumerate(spec.slots) if s["shape"] == "full" and j not in spec.work]
+    return {name: k + 1 for k, name in enumerate(names)}
+
+
+@functools.lru_cache(maxsize=None)
+def _qmap(signed):
+    """The 8-bit map as bitsandbytes keeps it in the state (one tensor shared by every parameter)."""
+    return torch.from_numpy(_core.q8_map(signed))
+
+
+def _numpy_of(t, label, name):
+    """A zero-copy numpy view of a state tensor (bfloat16 as its uint16 bits)."""
+    if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
+        raise StateError(f"the optimizer state {name!r} of {label} must be a CPU tensor")
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+def _check_qmap(q, signed, where):
+    """A loaded 8-bit map: 256 increasing float32 values in [-1, 1]; True if it is not etakit's."""
+    if not isinstance(q, torch.Tensor) or q.dtype != torch.float32 or tuple(q.shape) != (256,) or \
+            q.device.type != "cpu":
+        got = f"{q.dtype} {tuple(q.shape)} on {q.device}" if isinstance(q, torch.Tensor) else type(q).__name__
+        raise StateError(f"{where} is {got}; expected the float32 CPU map of 256 values")
+    a = q.numpy()
+    if not (np.isfinite(a).all() and (np.diff(a) > 0).all() and a[0] >= -1 and a[-1] <= 1):
+        raise StateError(f"{where} is not an 8-bit map (256 increasing values in [-1, 1])")
+    return not np.array_equal(a, _core.q8_map(signed))
 
 
 class _State(defaultdict):
@@ -208,8 +255,9 @@ class _DropIn(torch.optim.Optimizer):
                     group[key] = tuple(group[key])
                 if self._stepper.spec.matrix_only:
                     _optim._check_matrix(p, f"param_groups[{n}]['params'][{j}]", type(self).__name__)
-            self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)
-            _refuse_lowp(group, f"param_groups[{n}]")
+            self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)   # low-precision keys too
+            _lowp.check_params(group, group["params"], [f"param_groups[{n}]['params'][{j}]"
+                                                        for j in range(len(group["params"]))])
             if self._numpy._torch_step == "group":
                 group.setdefault("step", 0)
         except Exception:
@@ -244,12 +292,32 @@ class _DropIn(torch.optim.Optimizer):
             state_dict.pop("loop", None)
             step_count = state_dict.pop("step_count", 0)
             self.skipped_steps, self._ema = loop
-            kept = [{k: g[k] for k in self._numpy._group_optional if k in g} for g in self.param_groups]
-            super().load_state_dict(state_dict)
+            kept = [{k: g[k] for k in self._kept_keys(state_dict) if k in g} for g in self.param_groups]
+            # 8-bit tensors (bitsandbytes' names, maybe nested as its state_dict nests them) are kept
+            # out of torch.optim's load, which would cast the codes to the parameters' dtype
+            mine = [p for g in self.param_groups for p in g["params"]]
+            ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+            held, state = {}, {}
+            for key, entry in state_dict["state"].items():
+                entry = dict(entry)
+                entry.update(entry.pop(_Q8_WRAPPED, {}))
+                q8 = {name: entry.pop(name) for name in list(entry) if _Q8_NAME.match(name)}
+                if q8:
+                    held[mine[ids.index(key)]] = q8
+                state[key] = entry
+            super().load_state_dict({**state_dict, "state": state})
             for g, old in zip(self.param_groups, kept):
                 for k, v in old.items():
                     g.setdefault(k, v)   # the reference keeps it on the optimizer, not in its groups
             spec = self._stepper.spec
+            slots = {k: name for name, k in _q8_slots(spec).items()}
+            for p, q8 in held.items():
+                for name, v in q8.items():
+                    m = _Q8_NAME.match(name)
+                    if m.group(1) == "state" and v.is_floating_point():   # bitsandbytes' 32-bit state
+                        self.state[p][slots[int(m.group(2))]] = v.to(p.dtype).contiguous()
+                    else:
+                        self.state[p][name] = v.contiguous()
             scalars = [name for j, name in enumerate(spec.slot_names) if spec.slots[j]["shape"] == "scalar"]
             for st in self.state.values():
                 for name in scalars:   # torch casts state to the parameter dtype; these are float64
@@ -271,6 +339,10 @@ class _DropIn(torch.optim.Optimizer):
                                 j = spec.slot_names.index(name)
                                 st[name] = torch.full(spec.slot_shape(j, tuple(p.shape), _floats(g)), float(v),
                                                       dtype=p.dtype)
+            if spec.lowp:   # into the loaded groups' state formats (a float32 checkpoint into int8, ...)
+                self._q8_foreign_maps()
+                self._to_formats([p for g in self.param_groups for p in g["params"]],
+                                 [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]])
             self._k = int(step_count)
             self._stepper.plan = None
             self._stepper.key = None
@@ -296,14 +368,15 @@ class _DropIn(torch.optim.Optimizer):
             if len(g["params"]) != len(mine["params"]):
                 raise ValueError(f"{where} has {len(g['params'])} parameters, this optimizer's has "
                                  f"{len(mine['params'])}")
-            missing = [k for k in spec.kernel_keys if k not in g and k not in self._numpy._group_optional]
+            missing = [k for k in spec.kernel_keys if k not in g and k not in self._kept_keys(sd)]
             if missing:
                 raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
                                  f"{list(spec.kernel_keys)} (was it saved by another optimizer?)")
-            kept = {k: mine[k] for k in self._numpy._group_optional if k in mine and k not in g}
+            kept = {k: mine[k] for k in self._kept_keys(sd) if k in mine and k not in g}
             full = _floats({**kept, **g})
-            _refuse_lowp(full, where)
-            b = spec.pack(full, where, int(step_count))
+            b = spec.pack(full, where, int(step_count))     # low-precision keys too
+            _lowp.check_params(full, mine["params"], [f"param_groups[{gi}]['params'][{j}]"
+                                                      for j in range(len(mine["params"]))])
             loaded_groups.append(full)
             packed_groups.append(b)
             if self._numpy._torch_step == "group" and "step" in g:
@@ -319,6 +392,7 @@ class _DropIn(torch.optim.Optimizer):
             if key not in index or not isinstance(entry, dict):
                 raise ValueError(f"loaded state has an entry {key!r} that is not a parameter index of the groups")
             p, group = index[key]
+            entry = self._loaded_entry(entry, p, key)
             for name, v in entry.items():
                 if name == "step":
                     if not (isinstance(v, torch.Tensor) and v.numel() == 1) and \
@@ -329,8 +403,8 @@ class _DropIn(torch.optim.Optimizer):
                         raise ValueError(f"loaded state[{key}]['step'] must be a whole number >= 0 and < 2**62, "
                                          f"got {f!r}")
                     continue
-                if name in self._numpy._ignored_state:
-                    continue   # the reference writes it and never reads it
+                if name in self._numpy._ignored_state or _Q8_NAME.match(name):
+                    continue   # the reference writes it and never reads it; 8-bit buffers: _loaded_entry
                 if name not in spec.state_names:
                     raise ValueError(f"loaded state[{key}] has an unknown entry {name!r}; {type(self).__name__} "
                                      f"keeps {sorted(spec.state_names)} and 'step' (was it saved by another "
@@ -347,13 +421,154 @@ class _DropIn(torch.optim.Optimizer):
                            else type(v).__name__)
                     raise StateError(f"loaded state[{key}][{name!r}] is {got}; expected a floating-point CPU "
                                      f"tensor of shape {shape}")
+            q8 = {name for name, k in _q8_slots(spec).items() if f"state{k}" in entry}
             has_step = ("step" in entry and float(entry["step"]) > 0) or \
-                any(n in spec.state_names for n in entry)
+                any(n in spec.state_names for n in entry) or bool(q8)
             if has_step:
-                lacking = spec.lacking(packed[key], tuple(p.shape), entry, self._numpy._lazy_state)
+                lacking = spec.lacking(packed[key], tuple(p.shape), {**entry, **dict.fromkeys(q8)},
+                                       self._numpy._lazy_state)
                 if lacking:
                     raise StateError(f"loaded state[{key}] lacks {lacking}, which {type(self).__name__} keeps "
                                      "after a step (was it saved by another optimizer?)")
+
+    def _kept_keys(self, sd):
+        """Group keys a loaded group may lack, which then keep this optimizer's values: those its
+        reference keeps elsewhere, the low-precision options, and, from a bitsandbytes checkpoint
+        (8-bit state under its names), whatever bitsandbytes' groups do not have (amsgrad, maximize...)."""
+        keys = self._numpy._group_optional + _LOWP_KEYS
+        if any(isinstance(e, dict) and any(k == _Q8_WRAPPED or _Q8_NAME.match(k) for k in e if isinstance(k, str))
+               for e in sd["state"].values()):
+            keys += self._stepper.spec.kernel_keys
+        return keys
+
+    def _loaded_entry(self, entry, p, key):
+        """A loaded state entry with bitsandbytes' nested 8-bit tensors unnested, its 8-bit buffers
+        (``state<k>``, ``absmax<k>``, ``qmap<k>``) checked, and one state format in it (StateError)."""
+        spec = self._stepper.spec
+        where = f"loaded state[{key}]"
+        entry = dict(entry)
+        nested = entry.pop(_Q8_WRAPPED, None)
+        if nested is not None:
+            if not isinstance(nested, dict):
+                raise StateError(f"{where}[{_Q8_WRAPPED!r}] must be a dict of 8-bit state tensors")
+            entry.update(nested)
+        slots = _q8_slots(spec) if spec.lowp else {}
+        by_k = {k: name for name, k in slots.items()}
+        n = p.numel()
+        kinds = set()
+        for name, v in entry.items():
+            m = _Q8_NAME.match(name)
+            if m is None:
+                if name in slots and isinstance(v, torch.Tensor):
+                    kinds.add("bfloat16" if v.dtype == torch.bfloat16 else "float")
+                continue
+            what, k = m.group(1), int(m.group(2))
+            slot = by_k.get(k)
+            if slot is None:
+                raise ValueError(f"{where} has an unknown entry {name!r}; {type(self).__name__} keeps 8-bit state "
+                                 f"as state<k>, absmax<k>, qmap<k> for k in 1..{len(slots)} "
+                                 f"({', '.join(by_k[i] for i in sorted(by_k))})" if slots else
+                                 f"{where} has an unknown entry {name!r}; {type(self).__name__} keeps no 8-bit state")
+            if slot in entry:
+                raise StateError(f"{where} holds {slot!r} twice: as {slot!r} and as the 8-bit {name!r}")
+            if what != "state" and (not isinstance(entry.get(f"state{k}"), torch.Tensor) or
+                                    entry[f"state{k}"].dtype != torch.uint8):
+                raise StateError(f"{where}[{name!r}] has no 8-bit codes 'state{k}' ({slot}) to go with")
+            if not isinstance(v, torch.Tensor) or v.device.type != "cpu" or v.layout != torch.strided:
+                raise StateError(f"{where}[{name!r}] must be a CPU tensor, got {type(v).__name__}")
+            signed = not spec.slots[spec.slot_names.index(slot)]["nonneg"]
+            if what == "qmap":
+                _check_qmap(v, signed, f"{where}[{name!r}]")
+            elif what == "state" and v.is_floating_point():     # bitsandbytes' 32-bit state (small tensors)
+                kinds.add("float")
+                if tuple(v.shape) != tuple(p.shape) or f"absmax{k}" in entry:
+                    raise StateError(f"{where}[{name!r}] ({slot}) is {v.dtype} {tuple(v.shape)}; expected the "
+                                     f"state of shape {tuple(p.shape)} (float, without scales) or uint8 codes")
+            elif what == "state":
+                kinds.add("int8")
+                if v.dtype != torch.uint8 or tuple(v.shape) != tuple(p.shape):
+                    raise StateError(f"{where}[{name!r}] ({slot}) is {v.dtype} {tuple(v.shape)}; expected uint8 "
+                                     f"codes of shape {tuple(p.shape)}")
+                if f"absmax{k}" not in entry:
+                    raise StateError(f"{where}[{name!r}] holds 8-bit codes without their scales 'absmax{k}'")
+            else:
+                if v.dtype != torch.float32 or tuple(v.shape) != (-(-n // 256),):
+                    raise StateError(f"{where}[{name!r}] is {v.dtype} {tuple(v.shape)}; expected float32 of shape "
+                                     f"{(-(-n // 256),)} (one scale per 256 elements)")
+                if bool((v < 0).any()):     # (NaN and inf are what a non-finite gradient leaves: they load)
+                    raise StateError(f"{where}[{name!r}] holds a negative scale")
+        if len(kinds) > 1:
+            raise StateError(f"{where} mixes state formats ({', '.join(sorted(kinds))})")
+        return entry
+
+    # ---- low-precision state ------------------------------------------------
+    def _arrays(self, s, label):
+        """The numpy form of one parameter's state (etakit._lowp's: 8-bit codes under the slot's name,
+        their scales under ``<name>_absmax``, bfloat16 as uint16 bits), zero-copy views."""
+        spec = self._stepper.spec
+        slots = _q8_slots(spec) if spec.lowp else {}
+        out = {}
+        for name in spec.state_names:
+            k = slots.get(name)
+            if k is not None and f"state{k}" in s:
+                out[name] = _numpy_of(s[f"state{k}"], label, f"state{k}")
+                out[name + "_absmax"] = _numpy_of(s[f"absmax{k}"], label, f"absmax{k}")
+            elif s.get(name) is not None:
+                out[name] = _numpy_of(s[name], label, name)
+        return out
+
+    def _store(self, s, arrays, fmt):
+        """Put ``arrays`` (etakit._lowp's form, new arrays in format ``fmt``) into the state dict ``s``
+        in place of what its slots held."""
+        spec = self._stepper.spec
+        for name, k in _q8_slots(spec).items():
+            a = arrays.get(name)
+            if a is None:
+                continue
+            for old in (name, f"state{k}", f"absmax{k}", f"qmap{k}"):
+                s.pop(old, None)
+            if fmt == _lowp.Q8:
+                s[f"state{k}"] = torch.from_numpy(a)
+                s[f"absmax{k}"] = torch.from_numpy(arrays[name + "_absmax"])
+                s[f"qmap{k}"] = _qmap(not spec.slots[spec.slot_names.index(name)]["nonneg"])
+            elif fmt == _lowp.BF16:
+                s[name] = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+            else:
+                s[name] = torch.from_numpy(a)
+
+    def _to_formats(self, params, gis):
+        """Convert each parameter's state to the format its group asks for (etakit._lowp.target),
+        through float32 (the state of a bfloat16 group as bfloat16, ...)."""
+        spec = self._stepper.spec
+        for p, gi in zip(params, gis):
+            s = self.state.get(p)
+            if not s:
+                continue
+            arrays = self._arrays(s, f"param_groups[{gi}]")
+            if not arrays:
+                continue
+            fmt = _lowp.target(self.param_groups[gi], p.numel())
+            new = _lowp.convert(arrays, spec, fmt, np.float32, raw=True)
+            if new is not arrays:
+                self._store(s, new, fmt)
+
+    def _q8_foreign_maps(self):
+        """8-bit state loaded with another map than etakit's (bitsandbytes' RMSprop8bit keeps its
+        second moments in the signed map, say): decoded with its own map into float32 state."""
+        spec = self._stepper.spec
+        for st in self.state.values():
+            for name, k in _q8_slots(spec).items():
+                q = st.get(f"qmap{k}")
+                if q is None or f"state{k}" not in st:
+                    continue
+                if not _check_qmap(q, not spec.slots[spec.slot_names.index(name)]["nonneg"], name):
+                    st[f"qmap{k}"] = _qmap(not spec.slots[spec.slot_names.index(name)]["nonneg"])
+                    continue
+                codes, scales = st.pop(f"state{k}"), st.pop(f"absmax{k}")
+                st.pop(f"qmap{k}")
+                n = codes.numel()
+                values = q[codes.reshape(-1).long()] * scales.repeat_interleave(256)[:n]
+                st[name] = values.reshape(codes.shape).contiguous()
 
     # ---- stepping ---------------------------------------------------------
     @torch.no_grad()
@@ -394,24 +609,24 @@ class _DropIn(torch.optim.Optimizer):
     def _run_step(self):
         st = self._stepper
         groups = self.param_groups
-        for gi, g in enumerate(groups):     # low-precision keys set after construction
-            if not _LOWP_KEYS.isdisjoint(g):
-                _refuse_lowp(g, f"param_groups[{gi}]")
-        hp = tuple(self._get_hp(_floats(g)) for g in groups)
-        if hp != st.key:
+        key = (tuple(self._get_hp(_floats(g)) for g in groups), tuple(map(_lowp.options, groups)))
+        if key != st.key:
             for g in groups:
-                for key in st.spec.tuples:    # a list could be changed in place unseen
-                    if isinstance(g.get(key), list):
-                        g[key] = tuple(g[key])
-            hp = tuple(self._get_hp(_floats(g)) for g in groups)
+                for k in st.spec.tuples:    # a list could be changed in place unseen
+                    if isinstance(g.get(k), list):
+                        g[k] = tuple(g[k])
+            key = (tuple(self._get_hp(_floats(g)) for g in groups), tuple(map(_lowp.options, groups)))
             needs = st.needs
-            st.configure([_floats(g) for g in groups], self._k)
+            st.configure([_floats(g) for g in groups], self._k)    # low-precision keys too
+            for gi, g in enumerate(groups):
+                _lowp.check_params(g, g["params"], [f"param_groups[{gi}]['params'][{j}]"
+                                                    for j in range(len(g["params"]))])
             if st.plan is not None:
-                if st.needs != needs:
-                    st.plan = None       # an option that needs new state (amsgrad, momentum...)
+                if st.needs != needs or st.key is None or key[1] != st.key[1]:
+                    st.plan = None       # new state (amsgrad, momentum...), or state in another format
                 else:
                     st.bind()            # refused if it would resize state (Prodigy's slice_p)
-            st.key = hp
+            st.key = key
         k = self._k
         ran = False
         if st.plan is not None and self._state_replaced():
@@ -530,9 +745,12 @@ class _DropIn(torch.optim.Optimizer):
                 s["step"] = torch.tensor(0.0, dtype=torch.float32)
             for j in st.needs[gi]:
                 name = spec.slot_names[j]
-                if s.get(name) is None and spec.slot_applies(j, tuple(p.shape)):
+                if s.get(name) is None and spec.slot_applies(j, tuple(p.shape)) and \
+                        f"state{_q8_slots(spec).get(name)}" not in s:
                     s[name] = self._new_state(j, p, self.param_groups[gi])
                     fresh[i] = fresh.get(i, 0) | (1 << j)
+        if spec.lowp:
+            self._to_formats(params, gis)
         self._build_plan(params, gis, fresh)
 
     def _new_state(self, j, p, group):
@@ -560,24 +778,20 @@ class _DropIn(torch.optim.Optimizer):
             steps = [int(self.param_groups[gi].get("step", 0)) for gi in gis]
         else:
             steps = [0] * len(params)
-        states = []
-        for p, label in zip(params, labels):
-            s = self.state[p]
-            arrays = {}
-            for name in spec.state_names:
-                t = s.get(name)
-                if t is not None:
-                    if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
-                        raise StateError(f"the optimizer state {name!r} of {label} must be a CPU tensor")
-                    arrays[name] = t.detach().numpy()
-            states.append(arrays)
+        states = [self._arrays(self.state[p], label) for p, label in zip(params, labels)]
+        seeds = stochastic = None
+        if spec.lowp:
+            stochastic = [_lowp.options(g)[1] for g in self.param_groups]
+            index = {id(q): n for n, q in enumerate(q for g in self.param_groups for q in g["params"])}
+            seeds = _lowp.seeds(self.param_groups, gis, [index[id(p)] for p in params])
         emas = None
         if self._ema is not None:
             for p in params:
                 if p not in self._ema:      # timm's ModelEmaV3 starts as a copy
                     self._ema[p] = p.detach().clone(memory_format=torch.contiguous_format)
             emas = [self._ema[p].numpy() for p in params]
-        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels, emas=emas)
+        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels, seeds, stochastic,
+                 emas=emas)
         st.plan.set_torch_params(params, torch._C._increment_version)
         if mode == "state" and final:
             steps_t = torch.tensor(steps, dtype=torch.float32)
