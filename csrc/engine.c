@@ -243,27 +243,36 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
 
 /* The norm pass over the blocks of elements [lo, hi) (snapped to blocks) of
  * the concatenation of all gradients: each block's partials. */
-static void etk_norm_range(const etk_call *c, size_t lo, size_t hi)
+/* The pieces of the tensors that elements [lo, hi) of their concatenation
+ * cover: fn(c, i, a, b, arg) for tensor i's elements [a, b), a < b. */
+typedef void (*etk_piece_fn)(const etk_call *c, size_t i, size_t a, size_t b, const void *arg);
+static void etk_pieces(const etk_call *c, size_t lo, size_t hi, etk_piece_fn fn, const void *arg)
 {
     size_t i, off = 0;
-    const int inf = c->o->norm_inf != 0;
     for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
-        const etk_tensor *t = &c->ts[i];
-        const etk_pass_fns *pf = &c->kernels->pass[t->dtype];
-        const size_t es = etk_esize(t);
-        size_t j, a, b;
-        if (t->n == 0 || off + t->n <= lo) continue;
-        a = lo > off ? lo - off : 0;
-        b = hi - off < t->n ? hi - off : t->n;
-        for (j = a; j < b; j += ETK_BLOCK) {
-            if (!inf && j + 4 * ETK_BLOCK <= b) { /* four blocks at once: the same sums, four streams */
-                pf->norm4((const unsigned char *)t->grad + j * es, c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
-                j += 3 * ETK_BLOCK;
-                continue;
-            }
-            pf->norm((const unsigned char *)t->grad + j * es, (j + ETK_BLOCK < b ? j + ETK_BLOCK : b) - j, inf,
-                     c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
+        const size_t n = c->ts[i].n;
+        if (n == 0 || off + n <= lo) continue;
+        fn(c, i, lo > off ? lo - off : 0, hi - off < n ? hi - off : n, arg);
+    }
+}
+
+/* The norm pass over a piece (its first element on a block boundary): each block's partials. */
+static void etk_norm_piece(const etk_call *c, size_t i, size_t a, size_t b, const void *arg)
+{
+    const etk_tensor *t = &c->ts[i];
+    const etk_pass_fns *pf = &c->kernels->pass[t->dtype];
+    const size_t es = etk_esize(t);
+    const int inf = c->o->norm_inf != 0;
+    size_t j;
+    (void)arg;
+    for (j = a; j < b; j += ETK_BLOCK) {
+        if (!inf && j + 4 * ETK_BLOCK <= b) { /* four blocks at once: the same sums, four streams */
+            pf->norm4((const unsigned char *)t->grad + j * es, c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
+            j += 3 * ETK_BLOCK;
+            continue;
         }
+        pf->norm((const unsigned char *)t->grad + j * es, (j + ETK_BLOCK < b ? j + ETK_BLOCK : b) - j, inf,
+                 c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
     }
 }
 
@@ -329,36 +338,25 @@ static void etk_norm_decide(etk_call *c)
     if ((c->bad_tensor >= 0 || !etk_finite(c->norm)) && o->nonfinite != ETK_NONFINITE_IGNORE) c->skip = 1;
 }
 
-/* Scale every gradient into c->gcopy (phases over units read it), blocks [lo, hi). */
-static void etk_gcopy_range(const etk_call *c, size_t lo, size_t hi)
+/* Scale a piece of a gradient into c->gcopy (phases over units read it). */
+static void etk_gcopy_piece(const etk_call *c, size_t i, size_t a, size_t b, const void *arg)
 {
-    size_t i, off = 0;
-    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
-        const etk_tensor *t = &c->ts[i];
-        const size_t es = etk_esize(t);
-        size_t a, b;
-        if (t->n == 0 || off + t->n <= lo) continue;
-        a = lo > off ? lo - off : 0;
-        b = hi - off < t->n ? hi - off : t->n;
-        c->kernels->pass[t->dtype].scale((const unsigned char *)t->grad + a * es, c->gcopy + c->gcoff[i] + a * es,
-                                          b - a, c->gmul);
-    }
+    const etk_tensor *t = &c->ts[i];
+    const size_t es = etk_esize(t);
+    (void)arg;
+    c->kernels->pass[t->dtype].scale((const unsigned char *)t->grad + a * es, c->gcopy + c->gcoff[i] + a * es, b - a,
+                                      c->gmul);
 }
 
-/* The EMA as a pass of its own (a last phase over units), elements [lo, hi). */
-static void etk_ema_range(const etk_call *c, size_t lo, size_t hi)
+/* The EMA of a piece, as a pass of its own (a last phase over units). */
+static void etk_ema_piece(const etk_call *c, size_t i, size_t a, size_t b, const void *arg)
 {
-    size_t i, off = 0;
-    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
-        const etk_tensor *t = &c->ts[i];
-        const size_t es = etk_esize(t);
-        size_t a, b;
-        if (t->n == 0 || !t->ema || off + t->n <= lo) continue;
-        a = lo > off ? lo - off : 0;
-        b = hi - off < t->n ? hi - off : t->n;
+    const etk_tensor *t = &c->ts[i];
+    const size_t es = etk_esize(t);
+    (void)arg;
+    if (t->ema)
         c->kernels->pass[t->dtype].ema((unsigned char *)t->ema + a * es, (const unsigned char *)t->param + a * es,
                                         b - a, c->ema_w);
-    }
 }
 
 /* After `phase`: sum its block partials per tensor in block order, then per
@@ -430,13 +428,13 @@ static void etk_run_phases(etk_call *c)
                 const size_t blo = etk_snap_to(c, 0, 0, etk_cut(c->total, tid, got));
                 const size_t bhi = etk_snap_to(c, 0, 0, etk_cut(c->total, tid + 1, got));
                 if (c->norm_pass) {
-                    etk_norm_range(c, blo, bhi);
+                    etk_pieces(c, blo, bhi, etk_norm_piece, NULL);
 #pragma omp barrier
 #pragma omp single
                     etk_norm_decide(c);
                 }
                 if (!c->skip && c->gscaled && c->gcopy) {
-                    etk_gcopy_range(c, blo, bhi);
+                    etk_pieces(c, blo, bhi, etk_gcopy_piece, NULL);
 #pragma omp barrier
                 }
                 for (p = 0; p <= last && !c->skip; p++) {
@@ -459,7 +457,7 @@ static void etk_run_phases(etk_call *c)
                 }
                 if (!c->skip && etk_ema_after(c)) {
 #pragma omp barrier
-                    etk_ema_range(c, blo, bhi);
+                    etk_pieces(c, blo, bhi, etk_ema_piece, NULL);
                 }
             }
             if (c->skip) return;
@@ -470,18 +468,18 @@ static void etk_run_phases(etk_call *c)
     }
 #endif
     if (c->norm_pass) {
-        etk_norm_range(c, 0, c->total);
+        etk_pieces(c, 0, c->total, etk_norm_piece, NULL);
         etk_norm_decide(c);
         if (c->skip) return;
     }
-    if (c->gscaled && c->gcopy) etk_gcopy_range(c, 0, c->total);
+    if (c->gscaled && c->gcopy) etk_pieces(c, 0, c->total, etk_gcopy_piece, NULL);
     for (p = 0; p <= last; p++) {
         if (!(c->phases >> p & 1u)) continue;
         if (c->r->shared && p < c->r->nphases) etk_shared(c, p);
         etk_run_range(c, p, 0, c->total);
         if (c->r->nred[p] || c->r->between) etk_combine(c, p);
     }
-    if (etk_ema_after(c)) etk_ema_range(c, 0, c->total);
+    if (etk_ema_after(c)) etk_pieces(c, 0, c->total, etk_ema_piece, NULL);
     if (c->r->shared && last + 1 == c->r->nphases) etk_shared(c, c->r->nphases);
 }
 
@@ -774,6 +772,25 @@ int etk_step(int rule, const etk_tensor *tensors, size_t count, const void *hps,
     return etk_step_desc(r, rule, tensors, count, hps, nhps, opts, err);
 }
 
+/* fn over every piece of the call's tensors, in block-aligned ranges, one
+ * per thread of one parallel region (serially below the threshold). */
+static void etk_blocks(const etk_call *c, etk_piece_fn fn, const void *arg)
+{
+#ifdef _OPENMP
+    int nth = etk_threads_for(c->total);
+    if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+        {
+            int tid = omp_get_thread_num(), got = omp_get_num_threads();
+            etk_pieces(c, etk_snap_to(c, 0, 0, etk_cut(c->total, tid, got)),
+                       etk_snap_to(c, 0, 0, etk_cut(c->total, tid + 1, got)), fn, arg);
+        }
+        return;
+    }
+#endif
+    etk_pieces(c, 0, c->total, fn, arg);
+}
+
 int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double *norm, int64_t *first_nonfinite)
 {
     etk_call c;
@@ -804,23 +821,7 @@ int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double 
         c.nbase[i] = nblocks;
         nblocks += (tensors[i].n + ETK_BLOCK - 1) / ETK_BLOCK;
     }
-#ifdef _OPENMP
-    {
-        int nth = etk_threads_for(c.total);
-        if (nth > 1) {
-#pragma omp parallel num_threads(nth)
-            {
-                int tid = omp_get_thread_num(), got = omp_get_num_threads();
-                etk_norm_range(&c, etk_snap_to(&c, 0, 0, etk_cut(c.total, tid, got)),
-                               etk_snap_to(&c, 0, 0, etk_cut(c.total, tid + 1, got)));
-            }
-        } else {
-            etk_norm_range(&c, 0, c.total);
-        }
-    }
-#else
-    etk_norm_range(&c, 0, c.total);
-#endif
+    etk_blocks(&c, etk_norm_piece, NULL);
     etk_norm_decide(&c);
     *norm = c.norm;
     if (first_nonfinite) *first_nonfinite = c.bad_tensor;
@@ -852,20 +853,19 @@ int etk_grad_block_sums(const void *grad, int dtype, size_t n, double *sums)
     return ETK_OK;
 }
 
-/* Elements [lo, hi) (snapped to blocks) of etk_accumulate. */
-static void etk_axpy_range(const etk_call *c, size_t lo, size_t hi, double w, int first)
+typedef struct etk_axpy_arg {
+    double w;
+    int first;
+} etk_axpy_arg;
+
+/* A piece of etk_accumulate. */
+static void etk_axpy_piece(const etk_call *c, size_t i, size_t a, size_t b, const void *arg)
 {
-    size_t i, off = 0;
-    for (i = 0; i < c->count && off < hi; off += c->ts[i].n, i++) {
-        const etk_tensor *t = &c->ts[i];
-        const size_t es = etk_esize(t);
-        size_t a, b;
-        if (t->n == 0 || off + t->n <= lo) continue;
-        a = lo > off ? lo - off : 0;
-        b = hi - off < t->n ? hi - off : t->n;
-        c->kernels->pass[t->dtype].axpy((unsigned char *)t->param + a * es, (const unsigned char *)t->grad + a * es,
-                                         b - a, w, first);
-    }
+    const etk_tensor *t = &c->ts[i];
+    const etk_axpy_arg *x = (const etk_axpy_arg *)arg;
+    const size_t es = etk_esize(t);
+    c->kernels->pass[t->dtype].axpy((unsigned char *)t->param + a * es, (const unsigned char *)t->grad + a * es, b - a,
+                                     x->w, x->first);
 }
 
 int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int first)
@@ -881,21 +881,11 @@ int etk_accumulate(const etk_tensor *tensors, size_t count, double weight, int f
     c.count = count;
     c.kernels = etk_kernels_now();
     for (i = 0; i < count; i++) c.total += tensors[i].n;
-#ifdef _OPENMP
     {
-        int nth = etk_threads_for(c.total);
-        if (nth > 1) {
-#pragma omp parallel num_threads(nth)
-            {
-                int tid = omp_get_thread_num(), got = omp_get_num_threads();
-                etk_axpy_range(&c, etk_snap_to(&c, 0, 0, etk_cut(c.total, tid, got)),
-                               etk_snap_to(&c, 0, 0, etk_cut(c.total, tid + 1, got)), weight, first);
-            }
-            return ETK_OK;
-        }
+        etk_axpy_arg x;
+        x.w = weight, x.first = first;
+        etk_blocks(&c, etk_axpy_piece, &x);
     }
-#endif
-    etk_axpy_range(&c, 0, c.total, weight, first);
     return ETK_OK;
 }
 
