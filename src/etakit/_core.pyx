@@ -750,11 +750,6 @@ cdef class Plan:
         return self.rep.grad_norm
 
     @property
-    def last_grad_mul(self):
-        """The factor the last step read the gradients with (unscaling and clipping)."""
-        return self.rep.grad_mul
-
-    @property
     def last_skipped(self):
         """Whether the last step was skipped for a non-finite gradient (nothing was written)."""
         return bool(self.rep.skipped)

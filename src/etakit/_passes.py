@@ -9,7 +9,7 @@ the PyTorch drop-ins (``etakit.torch``) take them as keyword-only arguments.
 """
 import math
 import numbers
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -149,14 +149,6 @@ class LoopOptions:
         w = 1.0 - self.decay(step) if self.ema_decay is not None else 0.0
         plan.set_loop(float(grad_scale) if grad_scale is not None else 0.0,
                       self.global_clipnorm or 0.0, self.norm_type == math.inf, _NONFINITE[self.policy], False, w)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {k: getattr(self, k) for k in KEYS}
-
-    def given(self) -> Dict[str, Any]:
-        """The options that differ from their defaults."""
-        return {k: getattr(self, k) for k, d in KEYS.items()
-                if getattr(self, k) != d or type(getattr(self, k)) is not type(d)}
 
 
 def check_grad_scale(v: Any) -> Optional[float]:
