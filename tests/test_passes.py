@@ -453,3 +453,19 @@ def test_a_first_step_refused_leaves_no_state():
     assert o.state_dict()["state"] == {} and o.ema is None and "loop" not in o.state_dict()
     o.step([np.ones(3)])
     assert o.step_count == 1 and o.state_dict()["state"][0]["step"] == 1
+
+
+@pytest.mark.parametrize("weight,err", [(0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError),
+                                        (float("nan"), ValueError), ("1", TypeError), (True, TypeError)])
+def test_bad_accumulate_weight_is_refused_before_anything_is_gathered(weight, err):
+    w = np.zeros(2)
+    opt = etakit.SGD([w], lr=1.0)
+    opt.accumulate([np.ones(2)])
+    with pytest.raises(err, match="weight"):
+        opt.accumulate([np.full(2, 5.0)], weight=weight)
+    with pytest.raises(TypeError, match="grads"):
+        opt.accumulate(np.ones(2))
+    with pytest.raises(ValueError, match="float32"):
+        opt.accumulate([np.ones(2, np.float32)])
+    opt.step()
+    assert (w == -1.0).all()
