@@ -85,8 +85,16 @@ typedef struct etk_error {
  *                 never negative, etk_slot_info.nonneg).
  * The step decodes each element's state to float32, runs the rule's float32
  * update and encodes the result (etakit.reference.lowp_step). */
+/* bfloat16 parameters (etk_tensor.dtype = ETK_BFLOAT16: param and grad are
+ * bfloat16 bits), for the rules that can keep low-precision state
+ * (etk_rule_lowp): block by block, param and grad are decoded to float32,
+ * the rule's float32 update runs (with float32, bfloat16 or 8-bit state) and
+ * the new value is written back rounded to nearest even, stochastically, or
+ * with Kahan compensation (etk_tensor.comp; etakit.reference.bf16_param_step).
+ * The norm pass and the loss scale read the gradients as float32; the EMA
+ * and etk_accumulate do not take bfloat16 tensors. */
 typedef enum etk_dtype { ETK_FLOAT32 = 0, ETK_FLOAT64 = 1, ETK_BFLOAT16 = 2, ETK_QINT8 = 3 } etk_dtype;
-#define ETK_NDTYPES 2      /* parameter dtypes (and full-precision state) */
+#define ETK_NDTYPES 2      /* full-precision parameter dtypes (and full-precision state) */
 #define ETK_NSTATE_DTYPES 4
 #define ETK_QBLOCK 256     /* elements per scale of ETK_QINT8 state */
 
@@ -387,6 +395,13 @@ typedef struct etk_tensor {
     /* NULL, or n elements of the parameter's dtype: its exponential moving
      * average, updated after the step (etk_step_opts.ema_weight) */
     void *ema;
+    /* bfloat16 parameters (dtype ETK_BFLOAT16; see etk_dtype): how the new
+     * float32 value is written back.  comp non-NULL: Kahan summation with
+     * this compensation buffer (n bfloat16 values, updated); else
+     * param_stochastic = 1: stochastic rounding from the stream seed; else
+     * rounding to nearest even.  Ignored for other parameter dtypes. */
+    void *comp;
+    uint8_t param_stochastic;
 } etk_tensor;
 
 /* ---- learning-rate schedules ----------------------------------------- */
