@@ -74,8 +74,8 @@ def one_seed(seed, epochs, batch=64, hidden=128, bf16_params=False):
             np.copyto(p, p0)
         schedule = S.warmup_cosine(lr, warmup_steps=max(1, total // 20), total_steps=total, min_lr=lr / 100)
         if bf16_params and kw is not None:
-            loss, acc = _train_bf16(net, lambda ps: etakit.AdamW(ps, lr=schedule, weight_decay=1e-4, **kw), Xtr, ytr,
-                                    Xte, yte, np.random.default_rng(seed + 1000), batch, epochs)
+            loss, acc = _train_bf16(net, lambda ps, s=schedule, k=kw: etakit.AdamW(ps, lr=s, weight_decay=1e-4, **k),
+                                    Xtr, ytr, Xte, yte, np.random.default_rng(seed + 1000), batch, epochs)
             rows.append((name, loss, acc))
             continue
         opt = etakit.AdamW(net.params, lr=schedule, weight_decay=1e-4, **(kw or {}))
@@ -102,7 +102,8 @@ def main(argv=None):
             print(f"seed {seed}: lr {lr:.3g}; " + "; ".join(f"{n}: loss {l:.4f} acc {a:.2%}" for n, l, a in rows),
                   file=sys.stderr)
     base_acc = np.array([a for _, a in results[formats[0][0]]])
-    print(f"| AdamW {'parameters' if args.bf16_params else 'state'} | final training loss (mean) | held-out accuracy (mean) | accuracy − float32, "
+    what = "parameters" if args.bf16_params else "state"
+    print(f"| AdamW {what} | final training loss (mean) | held-out accuracy (mean) | accuracy − float32, "
           "mean (worst seed) |")
     print("|---|---:|---:|---:|")
     for name, _ in formats:
