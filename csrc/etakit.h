@@ -376,7 +376,9 @@ typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_i
  * kind ETK_SLOT_ROWS and _COLS are used by tensors with rows > 0 only, those
  * of kind ETK_SLOT_VECTOR by tensors with rows == 0 only.  Buffers of
  * different tensors must not overlap; grad must not overlap any written
- * buffer. */
+ * buffer.  Every buffer is aligned to its element type (4 bytes for float32,
+ * 2 for bfloat16, 8 for float64 and double scalars), as a C array of that
+ * type is. */
 typedef struct etk_tensor {
     void *param;
     const void *grad;

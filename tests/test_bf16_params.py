@@ -311,3 +311,108 @@ def test_torch_refusals():
     with pytest.raises(ValueError, match="EMA of bfloat16 parameters"):
         opt.step()
     assert torch.equal(w, torch.ones(10, dtype=torch.bfloat16))
+
+
+# ---- regressions from an adversarial trial -----------------------------------------------------------
+
+def test_ema_cannot_come_in_by_add_param_group_or_a_checkpoint():
+    f = np.zeros(3, np.float32)
+    opt = etakit.Adam([f], ema_decay=0.9)
+    with pytest.raises(ValueError, match="add_param_group with ema_decay set: the EMA of bfloat16"):
+        opt.add_param_group({"params": [np.ones(3, BF16)]})
+    assert len(opt.param_groups) == 1
+    opt.step([np.ones(3, np.float32)])          # still steps
+    src = etakit.Adam([np.zeros(3, np.float32)], ema_decay=0.9)
+    src.step([np.ones(3, np.float32)])
+    w = np.ones(3, BF16)
+    dst = etakit.Adam([w])
+    with pytest.raises(ValueError, match=r"loaded loop\['ema'\]: the EMA of bfloat16"):
+        dst.load_state_dict(src.state_dict())
+    dst.step([np.ones(3, BF16)])
+
+
+def test_a_refused_first_step_leaves_no_compensation():
+    w = np.ones(10, BF16)
+    opt = etakit.Adam([w], global_clipnorm=1.0)
+    g = np.ones(10, BF16)
+    g[0] = np.nan
+    with pytest.raises(etakit.NonFiniteGradientError):
+        opt.step([g])
+    assert opt.state_dict()["state"] == {}
+    opt.nonfinite = "skip"
+    opt.step([g])
+    assert opt.state_dict()["state"] == {}
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e39])
+def test_a_non_finite_compensation_is_refused(value):
+    w = np.ones(10, BF16)
+    opt = etakit.Adam([w])
+    opt.step([np.ones(10, BF16)])
+    sd = opt.state_dict()
+    sd["state"][0]["kahan_comp"] = np.full(10, value)
+    with pytest.raises(StateError, match="holds inf or NaN"):
+        opt.load_state_dict(sd)
+
+
+def test_a_stochastic_rounding_checkpoint_loads_into_float32_parameters():
+    src = etakit.Adam([np.ones(10, BF16)], stochastic_rounding=True, sr_seed=5)
+    src.step([np.ones(10, BF16)])
+    dst = etakit.Adam([np.ones(10, np.float32)])
+    dst.load_state_dict(src.state_dict())
+    assert "stochastic_rounding" not in dst.param_groups[0] and "sr_seed" not in dst.param_groups[0]
+    dst.step([np.ones(10, np.float32)])
+
+
+def test_lookahead_round_trips_bfloat16_slow_weights_through_a_file(tmp_path):
+    la = etakit.Lookahead(etakit.Adam([np.ones(10, BF16)]), k=2)
+    la.step([np.ones(10, BF16)])
+    etakit.save(tmp_path / "la.npz", la.state_dict())
+    w = np.ones(10, BF16)
+    la2 = etakit.Lookahead(etakit.Adam([w]), k=2)
+    la2.load_state_dict(etakit.load(tmp_path / "la.npz"))
+    la.step([np.ones(10, BF16)])
+    la2.step([np.ones(10, BF16)])
+    assert bits(w).tobytes() == bits(la.optimizer.param_groups[0]["params"][0]).tobytes()
+
+
+def test_sharded_optimizer_refuses_bfloat16_parameters():
+    MPI = pytest.importorskip("mpi4py.MPI")
+    from etakit.distributed import ShardedOptimizer
+    with pytest.raises(TypeError, match="bfloat16 parameters are not supported"):
+        ShardedOptimizer(etakit.AdamW([np.ones(10, BF16)]), MPI.COMM_SELF)
+
+
+def test_torch_checkpoints_and_dtype_changes_around_bfloat16():
+    import etakit.torch as et
+    w = torch.ones(10, dtype=torch.bfloat16, requires_grad=True)
+    opt = et.Adam([w], lr=1e-2, stochastic_rounding=True)
+    w.grad = torch.ones(10, dtype=torch.bfloat16)
+    opt.step()
+    v = torch.ones(10, requires_grad=True)
+    o32 = et.Adam([v], lr=1e-2)
+    o32.load_state_dict(copy.deepcopy(opt.state_dict()))        # compensation dropped, rounding flag too
+    assert "kahan_comp" not in o32.state[v] and "stochastic_rounding" not in o32.param_groups[0]
+    v.grad = torch.ones(10)
+    o32.step()
+    # a model moved back to float32 after bfloat16 steps: the compensation goes, the moments stay
+    u = torch.ones(10, dtype=torch.bfloat16, requires_grad=True)
+    ou = et.Adam([u], lr=1e-2)
+    u.grad = torch.ones(10, dtype=torch.bfloat16)
+    ou.step()
+    u.data = u.data.float()
+    u.grad = torch.ones(10)
+    ou.step()
+    assert "kahan_comp" not in ou.state[u] and ou.state[u]["exp_avg"].dtype == torch.float32
+    with pytest.raises(ValueError, match="add_param_group with ema_decay set"):
+        et.Adam([torch.ones(2, requires_grad=True)], ema_decay=0.9).add_param_group(
+            {"params": [torch.ones(2, dtype=torch.bfloat16, requires_grad=True)]})
+    # float32 to float64 in place: a StateError that says so
+    x = torch.ones(10, requires_grad=True)
+    ox = et.Adam([x])
+    x.grad = torch.ones(10)
+    ox.step()
+    x.data = torch.ones(10, dtype=torch.float64)
+    x.grad = torch.ones(10, dtype=torch.float64)
+    with pytest.raises(StateError, match="is float32 and the parameter float64"):
+        ox.step()

@@ -728,6 +728,11 @@ cdef class Plan:
         if bf16 and t.state_dtype == ETK_FLOAT64:
             raise StateError(f"the optimizer state of {label}, a bfloat16 parameter, must be float32, bfloat16 "
                              "or 8-bit")
+        if not bf16 and not state_format and t.state_dtype != t.dtype:
+            raise StateError(f"the optimizer state of {label} is {'float32' if sdt == cnp.NPY_FLOAT32 else 'float64'} "
+                             f"and the parameter {param.dtype}: full-precision state has its parameter's dtype "
+                             "(a parameter whose dtype changed in place needs a new optimizer; load_state_dict "
+                             "converts a checkpoint)")
         if state_format:
             t.state_dtype = <uint8_t>state_format
             t.stochastic = stochastic

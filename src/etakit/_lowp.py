@@ -296,13 +296,33 @@ def check_loaded(entry, spec, shape, label):
 
 
 def loaded_comp(v, p, label):
-    """A loaded Kahan compensation for bfloat16 parameter ``p``: a new bfloat16 array of its shape."""
+    """A loaded Kahan compensation for bfloat16 parameter ``p``: a new bfloat16 array of its shape
+    (StateError for another shape, a non-floating dtype, or a value that is not finite in bfloat16)."""
     a = np.asarray(v)
     if a.dtype.kind == "V" and a.dtype.itemsize == 2:      # bfloat16 saved by numpy (np.save, etakit.save)
         a = a.view(p.dtype)
     if a.shape != p.shape or (a.dtype != p.dtype and a.dtype.kind != "f"):
         raise StateError(f"{label} is {a.dtype} {a.shape}; expected bfloat16 of shape {p.shape}")
-    return np.array(a, dtype=p.dtype, order="C", copy=True)
+    with np.errstate(over="ignore"):
+        out = np.array(a, dtype=p.dtype, order="C", copy=True)
+    if not np.isfinite(out.astype(np.float32)).all():
+        raise StateError(f"{label} holds inf or NaN (in bfloat16); a compensation is a small finite rounding error")
+    return out
+
+
+def adapt_loaded_group(group, params):
+    """A loaded group for the parameters it goes to: ``stochastic_rounding`` (and its ``sr_seed``) dropped
+    when it has nothing to round (a checkpoint of bfloat16 parameters loaded into float32 ones)."""
+    if options(group)[1] and options(group)[0] != "bfloat16" and not any(map(is_bf16, params)):
+        group = {k: v for k, v in group.items() if k not in ("stochastic_rounding", "sr_seed")}
+    return group
+
+
+def refuse_bf16_ema(params, what):
+    """The EMA of bfloat16 parameters is not supported: ValueError naming ``what`` asked for one."""
+    if any(map(is_bf16, params)):
+        raise ValueError(f"{what}: the EMA of bfloat16 parameters is not supported (an EMA kept in bfloat16 loses "
+                         "the small moves it averages); keep float32 parameters for it")
 
 
 def _kind(dtype):

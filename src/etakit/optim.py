@@ -207,6 +207,7 @@ class Optimizer:
         self._state = [{} for _ in range(n)]
         self._steps = [0] * n
         self._fresh = {}
+        self._fresh_comp = set()   # ids of state dicts whose Kahan compensation this step made
         self._k = 0            # completed steps: what schedules are evaluated at
         self.__dict__.setdefault("_loop", _passes.LoopOptions())
         self._ema = None       # per parameter: its EMA (ema_decay), made at the first step
@@ -296,6 +297,8 @@ class Optimizer:
             try:
                 self._append_group(dict(param_group), n_groups)
                 _check_no_overlap(self._params, self._labels)
+                if self._ema is not None or self._loop.ema_decay is not None:
+                    _lowp.refuse_bf16_ema(self._params[n_params:], "add_param_group with ema_decay set")
             except (TypeError, ValueError):
                 del self.param_groups[n_groups:], self._params[n_params:], self._labels[n_params:]
                 raise
@@ -392,10 +395,8 @@ class Optimizer:
             grads, w = self._accumulated()
             grad_scale = w if grad_scale is None else grad_scale * w
         new_ema = loop.ema_decay is not None and self._ema is None
-        if new_ema and any(map(_lowp.is_bf16, self._params)):
-            raise ValueError("ema_decay: the EMA of bfloat16 parameters is not supported (an EMA kept in "
-                             "bfloat16 loses the small moves it averages); keep float32 parameters for it")
         if new_ema:
+            _lowp.refuse_bf16_ema(self._params, "ema_decay")
             self._ema = [p.copy() for p in self._params]    # timm's ModelEmaV3 starts as a copy
             st.plan = None
         plan = st.plan
@@ -430,6 +431,7 @@ class Optimizer:
             self._undo_new(new_ema)
             return
         self._accum_weight = 0.0        # a step on given gradients also ends an accumulation
+        self._fresh_comp.clear()
         self._k = k + 1
         if self._fresh:
             self._fresh.clear()
@@ -437,6 +439,10 @@ class Optimizer:
     def _undo_new(self, new_ema):
         """After a step skipped or refused for a non-finite gradient: drop the state (and EMA)
         that step created, so that the optimizer is as it was before it."""
+        for s in self._state:      # a compensation made for this step
+            if id(s) in self._fresh_comp:
+                s.pop(_lowp.COMP, None)
+        self._fresh_comp.clear()
         if self._fresh or new_ema:
             names = self._stepper.spec.slot_names
             for i, bits in self._fresh.items():
@@ -553,6 +559,7 @@ class Optimizer:
                     s.pop(_lowp.COMP, None)
                 elif _lowp.COMP not in s:
                     s[_lowp.COMP] = np.zeros(p.shape, p.dtype)
+                    self._fresh_comp.add(id(s))
         self._build_plan()
         st.key = key
 
@@ -841,7 +848,8 @@ class Optimizer:
             if missing:
                 raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
                                  f"{list(spec.keys)} (was it saved by another optimizer?)")
-            g = {k: _decode(v) for k, v in theirs.items() if k != "params"}
+            g = _lowp.adapt_loaded_group({k: _decode(v) for k, v in theirs.items() if k != "params"},
+                                         mine["params"])
             g["params"] = mine["params"]
             packed.append(spec.pack(g, where, step_count))
             _lowp.check_params(g, g["params"], [f"{where}['params'][{j}]" for j in range(len(g["params"]))], spec)
@@ -915,6 +923,7 @@ class Optimizer:
         else:       # a checkpoint without an EMA into an optimizer with one: it starts anew
             self._ema = None
         self._fresh = {}
+        self._fresh_comp = set()   # ids of state dicts whose Kahan compensation this step made
         self._stepper.plan = None
         self._stepper.key = None
 
@@ -930,6 +939,7 @@ class Optimizer:
             return skipped, None
         if not isinstance(ema, (list, tuple)) or len(ema) != len(self._params):
             raise ValueError(f"loaded loop['ema'] must be a list of {len(self._params)} arrays (one per parameter)")
+        _lowp.refuse_bf16_ema(self._params, "loaded loop['ema']")
         out = []
         for i, (e, p) in enumerate(zip(ema, self._params)):
             a = np.asarray(e)
@@ -949,6 +959,7 @@ class Optimizer:
 
     def __setstate__(self, d):
         self.__dict__.update(d)
+        self._fresh_comp = set()
         self._stepper = Stepper(RuleSpec.of(type(self)))
         self._get_hp = operator.itemgetter(*self._stepper.spec.keys)
 

@@ -268,6 +268,8 @@ class _DropIn(torch.optim.Optimizer):
             _lowp.check_params(group, group["params"], [f"param_groups[{n}]['params'][{j}]"
                                                         for j in range(len(group["params"]))],
                                self._stepper.spec)
+            if self._ema is not None or self._loop.ema_decay is not None:
+                _lowp.refuse_bf16_ema(group["params"], "add_param_group with ema_decay set")
             if self._numpy._torch_step == "group":
                 group.setdefault("step", 0)
         except Exception:
@@ -297,6 +299,13 @@ class _DropIn(torch.optim.Optimizer):
             if self._ema_swapped:
                 raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before loading")
             loop = self._loaded_loop(state_dict.get("loop") if isinstance(state_dict, dict) else None)
+            if isinstance(state_dict, dict) and isinstance(state_dict.get("param_groups"), (list, tuple)) and \
+                    len(state_dict["param_groups"]) == len(self.param_groups):
+                # stochastic rounding of a checkpoint of bfloat16 parameters has nothing to round here
+                state_dict = {**state_dict, "param_groups": [
+                    {**_lowp.adapt_loaded_group({k: v for k, v in g.items() if k != "params"}, mine["params"]),
+                     "params": g["params"]} if isinstance(g, dict) and "params" in g else g
+                    for g, mine in zip(state_dict["param_groups"], self.param_groups)]}
             self._check_loaded(state_dict)
             state_dict = dict(state_dict)
             state_dict.pop("loop", None)
@@ -312,7 +321,9 @@ class _DropIn(torch.optim.Optimizer):
                 entry = dict(entry)
                 entry.update(entry.pop(_Q8_WRAPPED, {}))
                 q8 = {name: entry.pop(name) for name in list(entry) if _Q8_NAME.match(name)}
-                if mine[ids.index(key)].dtype == torch.bfloat16:
+                if mine[ids.index(key)].dtype != torch.bfloat16:
+                    entry.pop(_lowp.COMP, None)     # nothing to compensate in a float32 parameter
+                else:
                     # torch.optim's load casts floating state to the parameter's dtype: a bfloat16
                     # parameter's float32 state is kept as it is (converted below if need be)
                     q8.update({name: entry.pop(name) for name in list(entry)
@@ -635,9 +646,7 @@ class _DropIn(torch.optim.Optimizer):
         self._grad_scale = _passes.check_grad_scale(float(scale) if scale is not None else None)
         self.last_grad_norm = None
         if self._loop.ema_decay is not None and self._ema is None:
-            if any(p.dtype == torch.bfloat16 for g in self.param_groups for p in g["params"]):
-                raise ValueError("ema_decay: the EMA of bfloat16 parameters is not supported (an EMA kept in "
-                                 "bfloat16 loses the small moves it averages); keep float32 parameters for it")
+            _lowp.refuse_bf16_ema([p for g in self.param_groups for p in g["params"]], "ema_decay")
             self._ema = {}
         self._run_step()
 
@@ -770,6 +779,9 @@ class _DropIn(torch.optim.Optimizer):
         """Check the gradients, create missing state, build the plan."""
         st = self._stepper
         spec = st.spec
+        for p in params:        # a compensation outlives its use if the parameter left bfloat16 (model.float())
+            if p.dtype != torch.bfloat16 and _lowp.COMP in self.state.get(p, {}):
+                del self.state[p][_lowp.COMP]
         self._build_plan(params, gis, {}, final=False)
         try:
             st.plan.run_torch(params, grads, self._k, check_only=True)
@@ -890,6 +902,7 @@ class _DropIn(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         if not isinstance(ema, dict):
             raise ValueError("loaded loop['ema'] must be a dict {parameter index: tensor}")
+        _lowp.refuse_bf16_ema(params, "loaded loop['ema']")
         out = {}
         for key, e in ema.items():
             if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(params):
