@@ -59,11 +59,16 @@ Run with ``mpiexec -n 2 python train.py``::
         gW, gb = ...                             # this rank's gradients
         opt.step([gW, gb])                       # every rank calls step
 """
+from __future__ import annotations
+
 import bisect
 import math
 import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     from mpi4py import MPI
@@ -85,7 +90,7 @@ _MPI_TYPES = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
 
 
 # ---- how a rule is sharded -----------------------------------------------------
-def sharding(opt_cls, groups):
+def sharding(opt_cls: type[_optim.Optimizer], groups: Sequence[dict[str, Any]]) -> str:
     """``"elements"`` or ``"tensors"``: how ``opt_cls`` with these groups may be sharded (see the
     module docstring); ValueError for a rule or option whose step reduces over every tensor."""
     name = opt_cls.__name__
@@ -111,13 +116,28 @@ def sharding(opt_cls, groups):
     return "elements" if spec.lowp else "tensors"
 
 
-def partition(sizes, nranks, whole_tensors=False):
+def partition(sizes: Sequence[int], nranks: int, whole_tensors: bool = False) -> list[int]:
     """Shard boundaries in the flat vector of tensors of ``sizes``: ``nranks + 1`` offsets.
 
     Shard ``r`` is ``[bounds[r], bounds[r + 1])``, as near ``r * n / nranks``
     as allowed: at a tensor boundary, or, unless ``whole_tensors``, at a
     multiple of 4096 elements from a tensor's start (so each rank's blocks are
     those of the deterministic norm).  Shards may be empty.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        The element counts of the tensors, in order.
+    nranks : int
+        The number of shards (ranks), >= 1.
+    whole_tensors : bool, default False
+        Cut at tensor boundaries only (for rules that reduce over each tensor).
+
+    Returns
+    -------
+    list of int
+        The ``nranks + 1`` shard boundaries, from 0 to ``sum(sizes)``,
+        non-decreasing.
 
     Examples
     --------
@@ -143,7 +163,7 @@ def partition(sizes, nranks, whole_tensors=False):
     return bounds
 
 
-def _block_sums(flat, p):
+def _block_sums(flat: npt.NDArray[Any], p: float) -> npt.NDArray[np.float64]:
     """The float64 sums of ``|x|**p`` over each 4096-element block of a 1-D array (the last one
     partial), formed as :func:`etakit.grad_norm` forms them (``reference.blocked_lane_sum``: lane
     ``i % 16`` adds its elements in order, then the lanes in order), so that adding a tensor's
@@ -158,7 +178,7 @@ def _block_sums(flat, p):
     full = n // BLOCK
     out = np.empty(-(-n // BLOCK))
 
-    def sums(x3):
+    def sums(x3: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
         acc = np.zeros((x3.shape[0], LANES))
         t = np.empty_like(acc)
         for j in range(rows):           # each lane adds its next element
@@ -186,7 +206,7 @@ def _block_sums(flat, p):
     return out
 
 
-def _flat_of(arrays, n, dtype):
+def _flat_of(arrays: Sequence[npt.NDArray[Any]], n: int, dtype: np.dtype[Any]) -> npt.NDArray[Any] | None:
     """The 1-D array of ``n`` elements whose consecutive slices ``arrays`` are (C-contiguous, in
     order, of ``dtype``), or None: then the step reads or writes them through a copy."""
     if not arrays:
@@ -214,6 +234,28 @@ def _flat_of(arrays, n, dtype):
     if start < 0 or start % item or start // item + n > root.size:
         return None
     return root.reshape(-1)[start // item:start // item + n]
+
+
+def _option(name: str, doc: str) -> property:
+    """A loop option of ShardedOptimizer: its own value when set, else the wrapped optimizer's."""
+    def get(self: ShardedOptimizer) -> Any:
+        v = self._options.get(name, _MISSING)
+        if v is _MISSING:
+            v = getattr(self.optimizer._loop, name)
+        if name == "nonfinite" and v is None:       # the default policy: raise when clipping, as etakit's
+            v = "raise" if self.global_clipnorm is not None else "ignore"
+        return v
+
+    def set_(self: ShardedOptimizer, v: Any) -> None:
+        if v is None and name != "global_clipnorm":
+            self._options.pop(name, None)           # None: the wrapped optimizer's again
+        else:
+            self._options[name] = _CHECK[name](v)   # checked before it is kept
+
+    def del_(self: ShardedOptimizer) -> None:
+        self._options.pop(name, None)
+
+    return property(get, set_, del_, doc)
 
 
 class ShardedOptimizer:
@@ -294,7 +336,8 @@ class ShardedOptimizer:
     (5.0, array([-0.1, -0.1,  0. ]))
     """
 
-    def __init__(self, optimizer, comm, *, global_clipnorm=None, norm_type=None, nonfinite=None):
+    def __init__(self, optimizer: _optim.Optimizer, comm: MPI.Intracomm, *, global_clipnorm: float | None = None,
+                 norm_type: float | None = None, nonfinite: str | None = None) -> None:
         if not isinstance(comm, MPI.Intracomm):
             raise TypeError(f"comm must be an mpi4py intracommunicator (MPI.COMM_WORLD, ...), got "
                             f"{type(comm).__name__}")
@@ -320,14 +363,15 @@ class ShardedOptimizer:
                 raise ValueError(f"ShardedOptimizer: the ranks wrap different optimizers (they differ in {key}: "
                                  f"{shown}); every rank must wrap the same optimizer of the same model")
 
-    def _fingerprint(self):
+    def _fingerprint(self) -> dict[str, Any]:
         """What must be the same on every rank (the layout of the collectives, the rule and its options)."""
         return {"rule": type(self.optimizer).__name__, "dtype": str(self._dtype),
                 "shapes": [tuple(s) for s in self._shapes],
                 "group sizes": [len(g["params"]) for g in self.optimizer.param_groups], "sharding": self.mode,
                 "loop options": (self.global_clipnorm, self.norm_type, self.nonfinite)}
 
-    def _build(self, optimizer, comm, global_clipnorm, norm_type, nonfinite):
+    def _build(self, optimizer: _optim.Optimizer, comm: MPI.Intracomm, global_clipnorm: float | None,
+               norm_type: float | None, nonfinite: str | None) -> None:
         if not isinstance(optimizer, _optim.Optimizer):
             raise TypeError(f"optimizer must be an etakit optimizer (etakit.AdamW, ...), got "
                             f"{type(optimizer).__name__}")
@@ -342,7 +386,7 @@ class ShardedOptimizer:
                              "sharded (keep one of the gathered parameters on the rank that evaluates)")
         # given here, they override the wrapped optimizer's options; not given, they follow them (read
         # at each step), so that `optimizer.global_clipnorm = ...` after wrapping takes effect
-        self._options = {}
+        self._options: dict[str, Any] = {}
         for name, v in (("global_clipnorm", global_clipnorm), ("norm_type", norm_type), ("nonfinite", nonfinite)):
             if v is not None:
                 self._options[name] = _CHECK[name](v)
@@ -361,7 +405,7 @@ class ShardedOptimizer:
         self.optimizer = optimizer
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.last_grad_norm = None
+        self.last_grad_norm: float | None = None
         self.skipped_steps = 0
         self._spec = RuleSpec.of(cls)
         self._dtype = dtype = params[0].dtype
@@ -371,7 +415,7 @@ class ShardedOptimizer:
         self._mpi_type = _MPI_TYPES[dtype]
         self._shapes = [a.shape for a in params]
         sizes = [a.size for a in params]
-        self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64).tolist()
+        self._offsets: list[int] = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64).tolist()
         n = self._n = self._offsets[-1]
         self.bounds = partition(sizes, self.size, self.mode == "tensors")
         self._counts = [self.bounds[r + 1] - self.bounds[r] for r in range(self.size)]
@@ -385,12 +429,13 @@ class ShardedOptimizer:
                 flat[o:o + a.size] = a.reshape(-1)
         self._flat = flat
         self._params = params
-        self._send = None            # the flat gradients, when the given ones are not flat already
-        self._grads = None
+        self._send: npt.NDArray[Any] | None = None    # the flat gradients, when the given ones are not flat already
+        self._grads: list[npt.NDArray[Any]] | None = None
         lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
         self._recv = np.empty(hi - lo, dtype)       # this rank's shard of the averaged gradients
         # this rank's pieces: (tensor, first, end) in the tensor's elements
-        self._pieces = pieces = []
+        self._pieces: list[tuple[int, int, int]] = []
+        pieces = self._pieces
         owner_starts = self.bounds[:-1]
         for i, (o, m) in enumerate(zip(self._offsets, sizes)):
             if m == 0:
@@ -404,8 +449,9 @@ class ShardedOptimizer:
         empty = (0, 0) if self._spec.matrix_only else (0,)
         inner_groups = [{**self._hyper(g), **{k: g[k] for k in self._spec.group_state if k in g}, "params": []}
                         for g in groups]
-        self._inner_index = []       # per inner parameter: its piece, or None for a group's placeholder
-        grad_views = [[] for _ in groups]
+        # per inner parameter: its piece, or None for a group's placeholder
+        self._inner_index: list[tuple[int, int, int] | None] = []
+        grad_views: list[list[npt.NDArray[Any]]] = [[] for _ in groups]
         for piece in pieces:
             i, a, b = piece
             start = self._offsets[i] + a
@@ -421,10 +467,11 @@ class ShardedOptimizer:
             self._inner_index += [pc for _, _, pc in g["params"]]
             g["params"] = [v for v, _, _ in g["params"]]
         self._grad_views = [gv for gs in grad_views for gv in gs]
-        self._inner = cls(inner_groups)
+        self._inner = _new_optimizer(cls, inner_groups)
         # the norm: this rank's block sums, and where every rank's go in the gathered vector
         nblocks = [-(-m // BLOCK) for m in sizes]
-        self._block_starts = np.concatenate([[0], np.cumsum(nblocks, dtype=np.int64)]).astype(np.int64).tolist()
+        self._block_starts: list[int] = (np.concatenate([[0], np.cumsum(nblocks, dtype=np.int64)])
+                                         .astype(np.int64).tolist())
         counts = []
         for r in range(self.size):
             blo, bhi = self.bounds[r], self.bounds[r + 1]
@@ -435,14 +482,14 @@ class ShardedOptimizer:
                     c += -(-(b - a) // BLOCK)
             counts.append(c)
         self._block_counts = counts
-        self._block_displs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)[:-1].tolist()
+        self._block_displs: list[int] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)[:-1].tolist()
 
     # ---- groups -------------------------------------------------------------
-    def _hyper(self, g):
+    def _hyper(self, g: dict[str, Any]) -> dict[str, Any]:
         """A group's hyperparameters (what the user sets), less the parameters and per-group scalars."""
         return {k: v for k, v in g.items() if k != "params" and k not in self._spec.group_state}
 
-    def _push_groups(self):
+    def _push_groups(self) -> None:
         """The wrapped optimizer's hyperparameters (changed by the user, a schedule) to the shard's."""
         groups = self.optimizer.param_groups
         if len(groups) != len(self._inner.param_groups):
@@ -463,7 +510,7 @@ class ShardedOptimizer:
                 del mine[k]
             mine.update(h)
 
-    def _pull_groups(self):
+    def _pull_groups(self) -> None:
         """The shard's per-group scalars (schedule-free's k, train_mode, ...) into the wrapped optimizer's groups."""
         for g, mine in zip(self.optimizer.param_groups, self._inner.param_groups):
             for k in self._spec.group_state:
@@ -471,65 +518,134 @@ class ShardedOptimizer:
                     g[k] = mine[k]
 
     @property
-    def param_groups(self):
-        """The wrapped optimizer's parameter groups (whole parameters; hyperparameters are set here)."""
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The wrapped optimizer's parameter groups (whole parameters; hyperparameters are set here).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> opt = ShardedOptimizer(etakit.SGD([np.zeros(3)], lr=0.1), MPI.COMM_SELF)
+        >>> opt.param_groups[0]["lr"] = 0.01     # read at the next step
+        >>> opt.current_lr()
+        [0.01]
+        """
         return self.optimizer.param_groups
 
     @property
-    def step_count(self):
-        """Completed steps (skipped ones not counted)."""
+    def step_count(self) -> int:
+        """Completed steps (skipped ones not counted).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> opt = ShardedOptimizer(etakit.SGD([np.zeros(3)], lr=0.1), MPI.COMM_SELF)
+        >>> opt.step([np.ones(3)]); opt.step_count
+        1
+        """
         return self._inner.step_count
 
-    def current_lr(self):
-        """The learning rate of each group for the next step."""
+    def current_lr(self) -> list[float]:
+        """The learning rate of each group for the next step.
+
+        Returns
+        -------
+        list of float
+            One learning rate per parameter group (a schedule's value at
+            the next step).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> from etakit import schedules as S
+        >>> opt = ShardedOptimizer(etakit.SGD([np.zeros(3)], lr=S.step(1.0, step_size=1, gamma=0.5)), MPI.COMM_SELF)
+        >>> opt.step([np.ones(3)]); opt.current_lr()
+        [0.5]
+        """
         self._push_groups()
         return self._inner.current_lr()
 
     # ---- the loop options -------------------------------------------------------
-    def _option(name, doc):
-        def get(self):
-            v = self._options.get(name, _MISSING)
-            if v is _MISSING:
-                v = getattr(self.optimizer._loop, name)
-            if name == "nonfinite" and v is None:       # the default policy: raise when clipping, as etakit's
-                v = "raise" if self.global_clipnorm is not None else "ignore"
-            return v
+    global_clipnorm = _option("global_clipnorm", """Clip the averaged gradients to this global norm (None: no clipping).
 
-        def set_(self, v):
-            if v is None and name != "global_clipnorm":
-                self._options.pop(name, None)           # None: the wrapped optimizer's again
-            else:
-                self._options[name] = _CHECK[name](v)   # checked before it is kept
+        Not set here (or deleted), the wrapped optimizer's ``global_clipnorm``,
+        read at each step; set here (None included), it overrides it.
 
-        def del_(self):
-            self._options.pop(name, None)
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> w = np.zeros(2)
+        >>> opt = ShardedOptimizer(etakit.SGD([w], lr=1.0), MPI.COMM_SELF)
+        >>> opt.global_clipnorm = 1.0
+        >>> opt.step([np.array([3.0, 4.0])]); w.round(3)    # the gradient clipped to norm 1
+        array([-0.6, -0.8])
+        """)
+    norm_type = _option("norm_type", """The order of the global norm (any > 0, inf too).
 
-        return property(get, set_, del_, doc)
+        Not set here (or set to None), the wrapped optimizer's ``norm_type``,
+        read at each step.
 
-    global_clipnorm = _option("global_clipnorm", "Clip the averaged gradients to this global norm (None: no "
-                              "clipping).  Not set here (or deleted), the wrapped optimizer's ``global_clipnorm``, "
-                              "read at each step; set here (None included), it overrides it.")
-    norm_type = _option("norm_type", "The order of the global norm (any > 0, inf too).  Not set here (or set to "
-                        "None), the wrapped optimizer's ``norm_type``, read at each step.")
-    nonfinite = _option("nonfinite", "What a non-finite global norm does: 'ignore', 'skip' or 'raise'.  Not set "
-                        "here (or set to None), the wrapped optimizer's ``nonfinite``, read at each step; when "
-                        "that is None too, 'raise' while clipping and 'ignore' otherwise.")
-    del _option
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> opt = ShardedOptimizer(etakit.SGD([np.zeros(2)], lr=1.0), MPI.COMM_SELF, global_clipnorm=1.0)
+        >>> opt.norm_type
+        2.0
+        >>> opt.norm_type = float("inf"); opt.step([np.array([3.0, 4.0])]); opt.last_grad_norm
+        4.0
+        """)
+    nonfinite = _option("nonfinite", """What a non-finite global norm does: 'ignore', 'skip' or 'raise'.
+
+        Not set here (or set to None), the wrapped optimizer's ``nonfinite``,
+        read at each step; when that is None too, 'raise' while clipping and
+        'ignore' otherwise.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> w = np.zeros(2)
+        >>> opt = ShardedOptimizer(etakit.SGD([w], lr=1.0), MPI.COMM_SELF, nonfinite="skip")
+        >>> opt.step([np.array([np.nan, 1.0])]); opt.skipped_steps, opt.step_count, w
+        (1, 0, array([0., 0.]))
+        """)
 
     # ---- the step --------------------------------------------------------------
     @property
-    def grads(self):
+    def grads(self) -> list[npt.NDArray[Any]]:
         """Arrays to write this rank's gradients into (views of one flat buffer, shaped as the
-        parameters): ``step()`` then reads them without a copy."""
+        parameters): ``step()`` then reads them without a copy.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> w = np.zeros(3)
+        >>> opt = ShardedOptimizer(etakit.SGD([w], lr=0.1), MPI.COMM_SELF)
+        >>> opt.grads[0][:] = [1.0, 2.0, 3.0]      # this rank's gradient, written in place
+        >>> opt.step(); w
+        array([-0.1, -0.2, -0.3])
+        """
         if self._grads is None:
             self._send = np.zeros(self._n, self._dtype)
             self._grads = [self._send[o:o + int(np.prod(s, dtype=np.int64))].reshape(s)
                            for o, s in zip(self._offsets, self._shapes)]
         return self._grads
 
-    def _flat_grads(self, grads):
+    def _flat_grads(self, grads: Sequence[npt.NDArray[Any]] | None) -> npt.NDArray[Any]:
         if grads is None:
-            if self._grads is None:
+            if self._grads is None or self._send is None:
                 raise GradientError("step() without gradients reads opt.grads; write this rank's gradients into "
                                     "opt.grads, or pass them: opt.step(grads)")
             return self._send
@@ -554,7 +670,7 @@ class ShardedOptimizer:
             np.copyto(send[o:o + g.size].reshape(g.shape), g)
         return send
 
-    def step(self, grads=None):
+    def step(self, grads: Sequence[npt.NDArray[Any]] | None = None) -> None:
         """One step of the whole model from this rank's gradients (a collective: every rank calls it).
 
         Parameters
@@ -571,6 +687,16 @@ class ShardedOptimizer:
             wrong type or dtype), before any communication; with
             ``nonfinite="raise"``, a non-finite global norm, on every rank,
             before anything is written.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> w = np.zeros(3)
+        >>> opt = ShardedOptimizer(etakit.SGD([w], lr=0.1), MPI.COMM_SELF)
+        >>> opt.step([np.array([1.0, 2.0, 3.0])]); w     # on one rank: the plain SGD step
+        array([-0.1, -0.2, -0.3])
         """
         if self.optimizer._loop.ema_decay is not None:
             raise ValueError("ShardedOptimizer: the wrapped optimizer has ema_decay set; an EMA of the parameters "
@@ -609,13 +735,13 @@ class ShardedOptimizer:
         self._gather_params()
         self._pull_groups()
 
-    def _gather_params(self):
+    def _gather_params(self) -> None:
         self.comm.Allgatherv(MPI.IN_PLACE, [self._flat, self._counts, self._displs, self._mpi_type])
         if self._copy_params:
             for a, o in zip(self._params, self._offsets):
                 a.reshape(-1)[...] = self._flat[o:o + a.size]
 
-    def _global_norm(self, p):
+    def _global_norm(self, p: float) -> tuple[float, list[float | None]]:
         """The ``p``-norm of all averaged gradients, the same on every rank (see the module docstring),
         and the per-tensor values it was combined from (``etakit.loop._combine``'s inputs)."""
         ntensors = len(self._shapes)
@@ -628,14 +754,14 @@ class ShardedOptimizer:
                     if v.size:
                         m = float(np.abs(v).max())
                         local[i] = m if local[i] < 0 or m != m else max(local[i], m)
-            every = np.empty((self.size, ntensors))
+            every: npt.NDArray[np.float64] = np.empty((self.size, ntensors))
             self.comm.Allgather(local, every)
             with np.errstate(invalid="ignore"):
                 per = every.max(axis=0)           # NaN propagates, as in torch
-            values = [None if v < 0 else float(v) for v in per]
+            values: list[float | None] = [None if v < 0 else float(v) for v in per]
         else:
-            local = [_block_sums(v, p) for _, v in views if v.size]
-            local = np.concatenate(local) if local else np.empty(0)
+            sums = [_block_sums(v, p) for _, v in views if v.size]
+            local = np.concatenate(sums) if sums else np.empty(0)
             every = np.empty(self._block_starts[-1])
             self.comm.Allgatherv(local, [every, self._block_counts, self._block_displs, MPI.DOUBLE])
             values = []
@@ -645,15 +771,37 @@ class ShardedOptimizer:
         return _combine(values, p), values
 
     # ---- modes (schedule-free) ------------------------------------------------
-    def train(self):
-        """The wrapped rule's ``train()`` (schedule-free: parameters back to y), on every rank's shard."""
+    def train(self) -> None:
+        """The wrapped rule's ``train()`` (schedule-free: parameters back to y), on every rank's shard.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> opt = ShardedOptimizer(etakit.ScheduleFreeSGD([np.zeros(2)], lr=0.1), MPI.COMM_SELF)
+        >>> opt.train(); opt.param_groups[0]["train_mode"]
+        True
+        """
         self._mode("train")
 
-    def eval(self):
-        """The wrapped rule's ``eval()`` (schedule-free: parameters to x, the average), on every rank's shard."""
+    def eval(self) -> None:
+        """The wrapped rule's ``eval()`` (schedule-free: parameters to x, the average), on every rank's shard.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> w = np.zeros(2)
+        >>> opt = ShardedOptimizer(etakit.ScheduleFreeSGD([w], lr=0.1), MPI.COMM_SELF)
+        >>> opt.train(); opt.step([np.ones(2)]); opt.step([np.ones(2)])
+        >>> opt.eval(); w          # x, the average (as etakit.ScheduleFreeSGD's eval)
+        array([-0.15, -0.15])
+        """
         self._mode("eval")
 
-    def _mode(self, name):
+    def _mode(self, name: str) -> None:
         f = getattr(self._inner, name, None)
         if f is None:
             raise AttributeError(f"{type(self.optimizer).__name__} has no {name}() (only optimizers with modes, "
@@ -668,27 +816,67 @@ class ShardedOptimizer:
         self._pull_groups()
 
     # ---- checkpoints ------------------------------------------------------------
-    def _layout(self):
+    def _layout(self) -> dict[str, Any]:
         return {"rank": self.rank, "size": self.size, "bounds": list(self.bounds), "mode": self.mode,
                 "shapes": [list(s) for s in self._shapes], "dtype": str(self._dtype)}
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """This rank's part of the state (no communication): its shard's optimizer state and the layout.
 
         Save one file per rank (``etakit.save(f"ckpt.{rank}.npz", opt)``) and
         load each back on the same rank of the same rank count to resume
         bit-identically; :meth:`consolidated_state_dict` gives one portable
         state dict instead.
+
+        Returns
+        -------
+        dict
+            ``{"shard": layout, "optimizer": state dict of this rank's shard,
+            "skipped_steps": int}``; the layout (rank, rank count, shard
+            bounds, shapes, dtype) is checked on loading.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> opt = ShardedOptimizer(etakit.Adam([np.zeros(3)], lr=0.1), MPI.COMM_SELF)
+        >>> opt.step([np.ones(3)])
+        >>> sd = opt.state_dict(); sd["shard"]["bounds"], sorted(sd["optimizer"]["state"][0])
+        ([0, 3], ['exp_avg', 'exp_avg_sq', 'step'])
         """
         return {"shard": self._layout(), "optimizer": self._inner.state_dict(), "skipped_steps": self.skipped_steps}
 
-    def consolidated_state_dict(self, to=0):
+    def consolidated_state_dict(self, to: int = 0) -> dict[str, Any] | None:
         """The whole optimizer's state, gathered on rank ``to`` (a collective; None on the other ranks).
 
         Exactly the ``state_dict()`` of the wrapped optimizer's class stepped
         in one process (state per parameter, whole, under its index), so it
         loads into a single-process optimizer, or into a ShardedOptimizer on
         any rank count.
+
+        Parameters
+        ----------
+        to : int, default 0
+            The rank that receives the state.
+
+        Returns
+        -------
+        dict or None
+            On rank ``to``, the single-process state dict; None on the other
+            ranks.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> w = np.zeros(3)
+        >>> opt = ShardedOptimizer(etakit.Adam([w], lr=0.1), MPI.COMM_SELF)
+        >>> opt.step([np.ones(3)])
+        >>> whole = etakit.Adam([w.copy()], lr=0.1)     # one process, the same parameters
+        >>> whole.load_state_dict(opt.consolidated_state_dict()); whole.step_count
+        1
         """
         if isinstance(to, bool) or not isinstance(to, numbers.Integral) or not 0 <= to < self.size:
             raise ValueError(f"to must be a rank in 0..{self.size - 1}, got {to!r}")
@@ -716,7 +904,7 @@ class ShardedOptimizer:
         groups = self.optimizer.state_dict()["param_groups"]
         return {"state": state, "param_groups": groups, "step_count": mine["step_count"]}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (this rank's, same rank count and layout) or a consolidated one.
 
         A consolidated state dict (from :meth:`consolidated_state_dict`, or
@@ -724,6 +912,22 @@ class ShardedOptimizer:
         over the same parameters) is checked whole, then each rank keeps its
         shard; it may come from any rank count.  Everything is checked before
         anything changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            This rank's :meth:`state_dict`, or a consolidated state dict.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> from mpi4py import MPI
+        >>> from etakit.distributed import ShardedOptimizer
+        >>> single = etakit.Adam([np.zeros(3)], lr=0.1)     # stepped in one process
+        >>> single.step([np.ones(3)])
+        >>> opt = ShardedOptimizer(etakit.Adam([np.zeros(3)], lr=0.1), MPI.COMM_SELF)
+        >>> opt.load_state_dict(single.state_dict()); opt.step_count
+        1
         """
         if isinstance(state_dict, dict) and "shard" in state_dict:
             if not isinstance(state_dict["shard"], dict) or not isinstance(state_dict.get("optimizer"), dict):
@@ -737,7 +941,7 @@ class ShardedOptimizer:
                 _refuse_lowp(state_dict)
             self._load_whole(state_dict)
 
-    def _load_shard(self, sd):
+    def _load_shard(self, sd: dict[str, Any]) -> None:
         theirs, mine = sd["shard"], self._layout()
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k))
@@ -755,9 +959,9 @@ class ShardedOptimizer:
             g.update({k: v for k, v in mine_g.items() if k != "params"}, params=params)
         self.skipped_steps = int(skipped)
 
-    def _load_whole(self, sd):
+    def _load_whole(self, sd: dict[str, Any]) -> None:
         cls = type(self.optimizer)
-        check = cls([{**g, "params": list(g["params"])} for g in self.optimizer.param_groups])
+        check = _new_optimizer(cls, [{**g, "params": list(g["params"])} for g in self.optimizer.param_groups])
         check.load_state_dict(sd)              # everything checked, against the whole parameters
         sharding(cls, check.param_groups)
         spec = self._spec
@@ -788,7 +992,7 @@ class ShardedOptimizer:
             g.clear()
             g.update({k: v for k, v in loaded.items() if k != "params"}, params=params)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"ShardedOptimizer({type(self.optimizer).__name__}, rank {self.rank} of {self.size}, "
                 f"{self._counts[self.rank]} of {self._n} elements, sharded by {self.mode})")
 
@@ -796,26 +1000,26 @@ class ShardedOptimizer:
 _MISSING = object()
 
 
-def _check_clipnorm(v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0 or not math.isfinite(v):
+def _check_clipnorm(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0 or not math.isfinite(v):
         raise ValueError(f"global_clipnorm must be a finite number >= 0 or None, got {v!r}")
     return float(v)
 
 
-def _check_norm_type(v):
+def _check_norm_type(v: Any) -> float:
     p = _norm_type(v)
     if not (p > 0):
         raise ValueError(f"norm_type must be > 0 (2.0, 1.0, float('inf'), ...), got {v!r}")
     return p
 
 
-def _check_nonfinite(v):
+def _check_nonfinite(v: Any) -> str:
     if v not in _NONFINITE:
         raise ValueError(f"nonfinite must be one of {', '.join(map(repr, _NONFINITE))}, got {v!r}")
     return v
 
 
-def _refuse_lowp(sd):
+def _refuse_lowp(sd: dict[str, Any]) -> None:
     """The constructor's refusal of low-precision state, for a state dict (malformed ones are left to the
     wrapped optimizer's checks): a group with ``state_dtype`` etc. set, or state arrays of another dtype."""
     groups = sd.get("param_groups")
@@ -831,7 +1035,13 @@ def _refuse_lowp(sd):
                                  "parameters' dtype; low-precision state (state_dtype=...) is not sharded")
 
 
-def _one_line(v, limit=200):
+def _new_optimizer(cls: type[_optim.Optimizer], groups: list[dict[str, Any]]) -> _optim.Optimizer:
+    """``cls(groups)``: every optimizer class is built from its groups alone (each hyperparameter has a
+    default), which mypy cannot see from the base class's ``__init__(params, defaults)``."""
+    return cast("Callable[[list[dict[str, Any]]], _optim.Optimizer]", cls)(groups)
+
+
+def _one_line(v: object, limit: int = 200) -> str:
     text = " ".join(str(v).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 

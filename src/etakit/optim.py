@@ -156,6 +156,7 @@ class Optimizer:
     _constant_state = ()    # state names the reference may keep as one 0-d value standing for the whole buffer
     _front_end_mixins = ()  # classes etakit.torch's drop-in derives from too (methods both front ends share)
     _torch_example = "lr=0.1"   # the arguments of the drop-in's docstring example
+    _loop: _passes.LoopOptions  # the loop's passes (set by the __init__ that __init_subclass__ wraps)
 
     def __init_subclass__(cls, **kwargs):
         """Every optimizer takes the keyword-only low-precision options (etakit._lowp):
