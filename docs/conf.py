@@ -89,11 +89,6 @@ etakit_docstring_checks = {
     "etakit.optim": LIGHT - {"EX01"},
     "etakit.torch": LIGHT - {"EX01", "GL08"},
     "etakit.loop": LIGHT - {"EX01"},
-    # Scaling out (issue 12), merged after issue 14: what FULL finds there:
-    # sweeps.sweep 1 RT03, SweepResult 1 PR01 (its attributes are documented
-    # in prose) and 2 EX01, demo_trial and main 2 PR01, 2 RT01.  To be brought
-    # to FULL.
-    "etakit.sweeps": LIGHT - {"EX01"},
 }
 numpydoc_validation_checks = set()     # numpydoc's own single-set validation: replaced by the above
 
