@@ -287,11 +287,11 @@ class SweepResult:
 
         Examples
         --------
-        >>> import os, tempfile, etakit
+        >>> import pathlib, tempfile, etakit
         >>> res = etakit.sweep(lambda lr, seed: lr, lrs=[0.5], client="serial", progress=False)
         >>> with tempfile.TemporaryDirectory() as out:
-        ...     res.to_csv(os.path.join(out, "sweep.csv"))
-        ...     print(open(os.path.join(out, "sweep.csv")).read())      # doctest: +ELLIPSIS
+        ...     res.to_csv(pathlib.Path(out) / "sweep.csv")
+        ...     print((pathlib.Path(out) / "sweep.csv").read_text())      # doctest: +ELLIPSIS
         lr,seed,final_loss,diverged,time_s,error
         0.5,0,0.5,False,...,
         """
