@@ -14,7 +14,13 @@ Bytes moved per step: float32 28, bfloat16 20, int8 16 + 2 * 8 / 256 B/element (
 (``--ghz`` to set it): the work per element summed over the cores, so that a compute bound shows as
 a constant across thread counts and a bandwidth bound does not.
 
-    PYTHONPATH=src python benchmarks/lowp_state.py [--n 50000000] [--threads 1,2] [--mixed] [--bnb]
+``--bf16-params``: bfloat16 parameters and gradients instead (ml_dtypes.bfloat16), etakit with
+float32 state and Kahan compensation (the default), bfloat16 state with Kahan, to nearest and
+stochastic, int8 state with Kahan, against torch.optim.Adam(fused=True) on torch.bfloat16 parameters
+(which keeps bfloat16 state and rounds to nearest).  Bytes moved: grad 2, param 2 + 2, state and the
+Kahan compensation read and written.
+
+    PYTHONPATH=src python benchmarks/lowp_state.py [--n 50000000] [--threads 1,2] [--mixed] [--bnb] [--bf16-params]
 """
 import argparse
 import re
@@ -50,6 +56,7 @@ def main():
     ap.add_argument("--mixed", action="store_true", help="200 tensors of mixed sizes summing to N")
     ap.add_argument("--bnb", action="store_true", help="also bitsandbytes.optim.Adam8bit on CPU (slow)")
     ap.add_argument("--ghz", type=float, default=None, help="clock for core-cycles/elem (default: nominal)")
+    ap.add_argument("--bf16-params", action="store_true", help="bfloat16 parameters and gradients")
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
     ghz = a.ghz or nominal_ghz()
@@ -59,14 +66,27 @@ def main():
     p0 = [rng.standard_normal(s).astype(np.float32) for s in sizes]
     g = [(rng.standard_normal(s) * 1e-2).astype(np.float32) for s in sizes]
     steps, state_bytes, moved = {}, {}, {}
-    for name, kw in (("float32", {}), ("bfloat16", dict(state_dtype="bfloat16")),
-                     ("bfloat16 stochastic", dict(state_dtype="bfloat16", stochastic_rounding=True)),
-                     ("int8", dict(state_dtype="int8"))):
-        opt = etakit.Adam([w.copy() for w in p0], lr=1e-3, **kw)
-        opt.step(g)
+    modes = (("float32", {}), ("bfloat16", dict(state_dtype="bfloat16")),
+             ("bfloat16 stochastic", dict(state_dtype="bfloat16", stochastic_rounding=True)),
+             ("int8", dict(state_dtype="int8")))
+    pb = gb = None
+    if a.bf16_params:
+        import ml_dtypes
+        pb = [w.astype(ml_dtypes.bfloat16) for w in p0]
+        gb = [x.astype(ml_dtypes.bfloat16) for x in g]
+        modes = (("bf16 params, float32 state, Kahan", {}),
+                 ("bf16 params, bfloat16 state, Kahan", dict(state_dtype="bfloat16")),
+                 ("bf16 params, bfloat16 state, nearest", dict(state_dtype="bfloat16", kahan=False)),
+                 ("bf16 params, bfloat16 state, stochastic", dict(state_dtype="bfloat16", stochastic_rounding=True)),
+                 ("bf16 params, int8 state, Kahan", dict(state_dtype="int8")))
+    for name, kw in modes:
+        grads = gb if a.bf16_params else g
+        opt = etakit.Adam([w.copy() for w in (pb if a.bf16_params else p0)], lr=1e-3, **kw)
+        opt.step(grads)
         state_bytes[name] = sum(v.nbytes for st in opt._state for v in st.values()) / n
-        moved[name] = 12 + 2 * state_bytes[name]     # grad read, param read+write, state read+write
-        steps[name] = (lambda o: lambda: o.step(g))(opt)
+        # grad read, param read+write, state (and Kahan compensation) read+write
+        moved[name] = (6 if a.bf16_params else 12) + 2 * state_bytes[name]
+        steps[name] = (lambda o, gr: lambda: o.step(gr))(opt, grads)
     pp = [w.copy() for w in p0]
     plan = _core.Plan(_core.NRULES, len(pp), 0)
     for i, w in enumerate(pp):
@@ -83,11 +103,15 @@ def main():
         tps = [torch.from_numpy(w.copy()).requires_grad_() for w in p0]
         for t, gi in zip(tps, g):
             t.grad = torch.from_numpy(gi.copy())
+        if a.bf16_params:
+            tps = [t.detach().bfloat16().requires_grad_() for t in tps]
+            for t, gi in zip(tps, g):
+                t.grad = torch.from_numpy(gi.copy()).bfloat16()
         topt = torch.optim.Adam(tps, lr=1e-3, fused=True)
         topt.step()
         steps["torch fused"] = topt.step
-        state_bytes["torch fused"] = 8.0
-        moved["torch fused"] = 28.0
+        state_bytes["torch fused"] = 4.0 if a.bf16_params else 8.0
+        moved["torch fused"] = 14.0 if a.bf16_params else 28.0
         if a.bnb:
             import warnings
             with warnings.catch_warnings():
@@ -111,7 +135,8 @@ def main():
         if torch is not None:
             torch.set_num_threads(t)
         times.update({(k, t): v for k, v in measure(steps, repeats=a.repeats, min_time=0.2).items()})
-    what = f"200 float32 tensors, {n:,} elements in all" if a.mixed else f"one float32 tensor of {n:,} elements"
+    dt = "bfloat16" if a.bf16_params else "float32"
+    what = f"200 {dt} tensors, {n:,} elements in all" if a.mixed else f"one {dt} tensor of {n:,} elements"
     print(f"Adam, {what}, simd {etakit.simd_variant()}, threads {a.threads}, clock {ghz or '?'} GHz "
           f"(measured in {time.perf_counter() - t0:.0f} s, medians of {a.repeats} interleaved rounds)\n")
     print("| state | threads | ms/step | state B/param | B moved/elem | GB/s | % probe | ns/elem | "

@@ -113,7 +113,10 @@ typedef struct etk_call {
     size_t *gcoff;            /* per tensor: byte offset of its scaled copy */
 } etk_call;
 
-static size_t etk_esize(const etk_tensor *t) { return t->dtype == ETK_FLOAT32 ? sizeof(float) : sizeof(double); }
+static size_t etk_esize(const etk_tensor *t)
+{
+    return t->dtype == ETK_FLOAT32 ? sizeof(float) : t->dtype == ETK_BFLOAT16 ? sizeof(uint16_t) : sizeof(double);
+}
 
 static etk_reduced etk_reduced_of(const etk_call *c, size_t i)
 {
@@ -179,6 +182,34 @@ static void etk_run_piece(const etk_call *c, unsigned phase, size_t i, const etk
     }
 }
 
+/* Elements [a, b) of a tensor of bfloat16 parameters (its rule is one
+ * element-wise phase): block by block, param and grad decoded to float32 in
+ * L1 (the gradient scaled there when the rule does not fold the factor into
+ * its gsign), the rule's float32 loop, the new values written back
+ * (etk_bf16_param_store); the float32 tensor the loop sees is addressed
+ * through pointers offset so that elements [j, e) fall in the buffers. */
+static void etk_bf16_param_range(const etk_call *c, unsigned phase, size_t i, const etk_tensor *t, size_t a, size_t b,
+                                 const etk_coef *coef)
+{
+    float pbuf[ETK_BLOCK], gbuf[ETK_BLOCK];
+    const etk_lowp_fns *lf = &c->kernels->lowp;
+    const etk_loop_fn fn = c->loops->fn[phase][ETK_PAIR(ETK_FLOAT32, ETK_FLOAT32)];
+    size_t j, e;
+    for (j = a; j < b; j = e) {
+        etk_tensor w = *t;
+        e = (j / ETK_BLOCK + 1) * ETK_BLOCK;
+        if (e > b) e = b;
+        lf->bf16_dec((const uint16_t *)t->param + j, pbuf, e - j);
+        lf->bf16_dec((const uint16_t *)t->grad + j, gbuf, e - j);
+        if (c->gscaled && !c->gsign_at) c->kernels->pass[ETK_FLOAT32].scale(gbuf, gbuf, e - j, c->gmul);
+        w.dtype = ETK_FLOAT32;
+        w.param = (void *)((uintptr_t)pbuf - j * sizeof(float));
+        w.grad = (const void *)((uintptr_t)gbuf - j * sizeof(float));
+        etk_run_piece(c, phase, i, &w, fn, j, e, coef);
+        etk_bf16_param_store(lf, t, pbuf, j, e - j);
+    }
+}
+
 /* Run `phase` over the elements [lo, hi) of the concatenation of all tensors
  * (lo and hi already snapped).  With scaled gradients, each block of a tensor
  * is first scaled into a buffer on the stack (in L1) and the loop reads the
@@ -198,10 +229,15 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
         if (t->n == 0 || off + t->n <= lo) continue;
         a = lo > off ? lo - off : 0;
         b = hi - off < t->n ? hi - off : t->n;
-        fn = c->loops->fn[phase][ETK_PAIR(t->dtype, t->state_dtype < ETK_NDTYPES ? t->state_dtype : ETK_FLOAT32)];
         if (c->r->prepare) {
             etk_reduced r = etk_reduced_of(c, i);
-            c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
+            if (t->dtype == ETK_BFLOAT16) { /* the rule prepares for the float32 tensor it will see */
+                etk_tensor w = *t;
+                w.dtype = ETK_FLOAT32;
+                c->r->prepare(phase, etk_hp_of(c, t), &w, &r, &coef);
+            } else {
+                c->r->prepare(phase, etk_hp_of(c, t), t, &r, &coef);
+            }
         }
         if (step_phase && c->gscaled && c->gsign_at) {
             double gs;
@@ -209,6 +245,11 @@ static void etk_run_range(const etk_call *c, unsigned phase, size_t lo, size_t h
             gs *= c->gmul;
             memcpy(coef.bytes + c->gsign_at - 1, &gs, sizeof gs);
         }
+        if (t->dtype == ETK_BFLOAT16) {
+            etk_bf16_param_range(c, phase, i, t, a, b, &coef);
+            continue;
+        }
+        fn = c->loops->fn[phase][ETK_PAIR(t->dtype, t->state_dtype < ETK_NDTYPES ? t->state_dtype : ETK_FLOAT32)];
         if (step_phase && c->gscaled && !c->gsign_at && units) {
             etk_tensor w = *t;
             w.grad = c->gcopy + c->gcoff[i];
@@ -260,11 +301,20 @@ static void etk_pieces(const etk_call *c, size_t lo, size_t hi, etk_piece_fn fn,
 static void etk_norm_piece(const etk_call *c, size_t i, size_t a, size_t b, const void *arg)
 {
     const etk_tensor *t = &c->ts[i];
-    const etk_pass_fns *pf = &c->kernels->pass[t->dtype];
+    const etk_pass_fns *pf = &c->kernels->pass[t->dtype == ETK_FLOAT64 ? ETK_FLOAT64 : ETK_FLOAT32];
     const size_t es = etk_esize(t);
     const int inf = c->o->norm_inf != 0;
     size_t j;
     (void)arg;
+    if (t->dtype == ETK_BFLOAT16) { /* the float32 norm of the decoded gradient */
+        float buf[ETK_BLOCK];
+        for (j = a; j < b; j += ETK_BLOCK) {
+            const size_t n = (j + ETK_BLOCK < b ? j + ETK_BLOCK : b) - j;
+            c->kernels->lowp.bf16_dec((const uint16_t *)t->grad + j, buf, n);
+            c->kernels->pass[ETK_FLOAT32].norm(buf, n, inf, c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
+        }
+        return;
+    }
     for (j = a; j < b; j += ETK_BLOCK) {
         if (!inf && j + 4 * ETK_BLOCK <= b) { /* four blocks at once: the same sums, four streams */
             pf->norm4((const unsigned char *)t->grad + j * es, c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
@@ -274,6 +324,22 @@ static void etk_norm_piece(const etk_call *c, size_t i, size_t a, size_t b, cons
         pf->norm((const unsigned char *)t->grad + j * es, (j + ETK_BLOCK < b ? j + ETK_BLOCK : b) - j, inf,
                  c->npart + 3 * (c->nbase[i] + j / ETK_BLOCK));
     }
+}
+
+/* The largest magnitude of a tensor's gradient. */
+static double etk_grad_absmax(const etk_call *c, const etk_tensor *t)
+{
+    float buf[ETK_BLOCK];
+    double m = 0.0, x;
+    size_t j, n;
+    if (t->dtype != ETK_BFLOAT16) return c->kernels->pass[t->dtype].absmax(t->grad, t->n);
+    for (j = 0; j < t->n; j += n) {
+        n = t->n - j < ETK_BLOCK ? t->n - j : ETK_BLOCK;
+        c->kernels->lowp.bf16_dec((const uint16_t *)t->grad + j, buf, n);
+        x = c->kernels->pass[ETK_FLOAT32].absmax(buf, n);
+        m = x > m ? x : m;
+    }
+    return m;
 }
 
 /* After the norm pass (serially): the global norm, the tensors' finiteness,
@@ -318,7 +384,7 @@ static void etk_norm_decide(etk_call *c)
         for (i = 0; i < c->count && c->bad_tensor < 0; i++) {
             const etk_tensor *t = &c->ts[i];
             const size_t nb = (t->n + ETK_BLOCK - 1) / ETK_BLOCK;
-            const double big = t->dtype == ETK_FLOAT32 ? (double)FLT_MAX : DBL_MAX;
+            const double big = t->dtype == ETK_FLOAT64 ? DBL_MAX : (double)FLT_MAX; /* bfloat16: read as float32 */
             double s = 0.0, m;
             for (j = 0; j < nb; j++) {
                 const double x = c->npart[3 * (c->nbase[i] + j)];
@@ -328,8 +394,8 @@ static void etk_norm_decide(etk_call *c)
                     s += x;
             }
             if ((inf ? s : sqrt(s)) * c->gmul <= big / 2.0) continue; /* no element can reach the limit */
-            m = inf ? s : c->kernels->pass[t->dtype].absmax(t->grad, t->n);
-            if (t->dtype == ETK_FLOAT32 ? !etk_finite((double)((float)m * (float)c->gmul)) : !etk_finite(m * c->gmul)) {
+            m = inf ? s : etk_grad_absmax(c, t);
+            if (t->dtype != ETK_FLOAT64 ? !etk_finite((double)((float)m * (float)c->gmul)) : !etk_finite(m * c->gmul)) {
                 c->bad_tensor = (int64_t)i;
                 c->why = "overflows its dtype when divided by grad_scale";
             }
@@ -495,16 +561,22 @@ static int etk_check_tensors(const etk_call *c, size_t nhps, etk_error *err)
         const etk_tensor *t = &c->ts[i];
         const int64_t ti = (int64_t)i;
         unsigned needs = 0u;
-        const int lowp = t->state_dtype >= ETK_NDTYPES;
-        if (t->dtype >= ETK_NDTYPES || t->state_dtype >= ETK_NSTATE_DTYPES)
+        const int lowp = t->state_dtype >= ETK_NDTYPES, bf16 = t->dtype == ETK_BFLOAT16;
+        if ((t->dtype >= ETK_NDTYPES && !bf16) || t->state_dtype >= ETK_NSTATE_DTYPES)
             return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "unknown dtype");
-        if (lowp && t->dtype != ETK_FLOAT32)
-            return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "low-precision state needs float32 parameters");
-        if (lowp && !etk_lowp_desc_ok(r))
+        if (lowp && t->dtype == ETK_FLOAT64)
             return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL,
-                            "this rule cannot keep low-precision state (it is not one element-wise pass)");
+                            "low-precision state needs float32 (or bfloat16) parameters");
+        if (bf16 && t->state_dtype == ETK_FLOAT64)
+            return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "bfloat16 parameters keep float32 or low-precision state");
+        if ((lowp || bf16) && !etk_lowp_desc_ok(r))
+            return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL,
+                            bf16 ? "this rule cannot update bfloat16 parameters (it is not one element-wise pass)"
+                                 : "this rule cannot keep low-precision state (it is not one element-wise pass)");
+        if (bf16 && t->ema)
+            return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "the EMA of bfloat16 parameters is not supported");
         for (p = 0; p < r->nphases + r->nside; p++)
-            if (!c->loops->fn[p][ETK_PAIR(t->dtype, lowp ? ETK_FLOAT32 : t->state_dtype)])
+            if (!c->loops->fn[p][ETK_PAIR(bf16 ? ETK_FLOAT32 : t->dtype, lowp ? ETK_FLOAT32 : t->state_dtype)])
                 return etk_fail(err, ETK_EDTYPE, ti, -1, -1, NULL, "this (param, state) dtype pair is not supported");
         if (r->info.hp_size) {
             if (t->group >= nhps) return etk_fail(err, ETK_EGROUP, ti, (int32_t)t->group, -1, NULL, "no such group");
@@ -798,7 +870,8 @@ int etk_grad_norm(const etk_tensor *tensors, size_t count, int norm_inf, double 
     size_t i, nblocks = 0;
     if (!norm || (count && !tensors) || (norm_inf != 0 && norm_inf != 1)) return ETK_EARG;
     for (i = 0; i < count; i++)
-        if (tensors[i].dtype >= ETK_NDTYPES || (tensors[i].n && !tensors[i].grad)) return ETK_EARG;
+        if ((tensors[i].dtype >= ETK_NDTYPES && tensors[i].dtype != ETK_BFLOAT16) || (tensors[i].n && !tensors[i].grad))
+            return ETK_EARG;
     memset(&c, 0, sizeof c);
     memset(&o, 0, sizeof o);
     o.norm_inf = norm_inf;

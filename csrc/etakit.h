@@ -85,8 +85,16 @@ typedef struct etk_error {
  *                 never negative, etk_slot_info.nonneg).
  * The step decodes each element's state to float32, runs the rule's float32
  * update and encodes the result (etakit.reference.lowp_step). */
+/* bfloat16 parameters (etk_tensor.dtype = ETK_BFLOAT16: param and grad are
+ * bfloat16 bits), for the rules that can keep low-precision state
+ * (etk_rule_lowp): block by block, param and grad are decoded to float32,
+ * the rule's float32 update runs (with float32, bfloat16 or 8-bit state) and
+ * the new value is written back rounded to nearest even, stochastically, or
+ * with Kahan compensation (etk_tensor.comp; etakit.reference.bf16_param_step).
+ * The norm pass and the loss scale read the gradients as float32; the EMA
+ * and etk_accumulate do not take bfloat16 tensors. */
 typedef enum etk_dtype { ETK_FLOAT32 = 0, ETK_FLOAT64 = 1, ETK_BFLOAT16 = 2, ETK_QINT8 = 3 } etk_dtype;
-#define ETK_NDTYPES 2      /* parameter dtypes (and full-precision state) */
+#define ETK_NDTYPES 2      /* full-precision parameter dtypes (and full-precision state) */
 #define ETK_NSTATE_DTYPES 4
 #define ETK_QBLOCK 256     /* elements per scale of ETK_QINT8 state */
 
@@ -368,7 +376,9 @@ typedef enum etk_rule_id { ETK_RULE_LIST(ETK_RULE_ENUM_) ETK_NRULES } etk_rule_i
  * kind ETK_SLOT_ROWS and _COLS are used by tensors with rows > 0 only, those
  * of kind ETK_SLOT_VECTOR by tensors with rows == 0 only.  Buffers of
  * different tensors must not overlap; grad must not overlap any written
- * buffer. */
+ * buffer.  Every buffer is aligned to its element type (4 bytes for float32,
+ * 2 for bfloat16, 8 for float64 and double scalars), as a C array of that
+ * type is. */
 typedef struct etk_tensor {
     void *param;
     const void *grad;
@@ -387,6 +397,13 @@ typedef struct etk_tensor {
     /* NULL, or n elements of the parameter's dtype: its exponential moving
      * average, updated after the step (etk_step_opts.ema_weight) */
     void *ema;
+    /* bfloat16 parameters (dtype ETK_BFLOAT16; see etk_dtype): how the new
+     * float32 value is written back.  comp non-NULL: Kahan summation with
+     * this compensation buffer (n bfloat16 values, updated); else
+     * param_stochastic = 1: stochastic rounding from the stream seed; else
+     * rounding to nearest even.  Ignored for other parameter dtypes. */
+    void *comp;
+    uint8_t param_stochastic;
 } etk_tensor;
 
 /* ---- learning-rate schedules ----------------------------------------- */

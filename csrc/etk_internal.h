@@ -225,6 +225,8 @@ typedef struct etk_lowp_fns {
     /* a rule's float32 loop and its 8-bit range in one pass (NULL: none in this variant) */
     etk_loop_fn q8_fused_loop;
     etk_q8_range_fn q8_fused;
+    /* bfloat16 parameters with Kahan compensation: new float32 values x, bits p and comp updated */
+    void (*bf16_kahan)(const float *x, uint16_t *p, uint16_t *comp, size_t n);
 } etk_lowp_fns;
 
 /* Elements [a, b) of tensor t (a a multiple of ETK_BLOCK) with low-precision
@@ -240,6 +242,12 @@ void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, 
                     unsigned needs, size_t a, size_t b, const void *coef);
 /* Whether rule descriptor r can keep low-precision state. */
 int etk_lowp_desc_ok(const etk_rule_desc *r);
+/* bfloat16 parameters: write the new float32 values x of elements [j, j + n)
+ * of tensor t back to its bfloat16 parameter (t->comp: Kahan; else
+ * t->param_stochastic: stochastic rounding; else to nearest even).  A run
+ * must not cross a multiple of 2^32 (blocks never do). */
+void etk_bf16_param_store(const etk_lowp_fns *f, const etk_tensor *t, const float *x, size_t j, size_t n);
+#define ETK_PARAM_SR_SLOT 7u /* the stochastic-rounding stream of bfloat16 parameters (slots are < ETK_MAX_SLOTS) */
 
 /* The loops of the training loop's other passes (passes.h), per parameter dtype. */
 typedef struct etk_pass_fns {

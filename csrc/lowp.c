@@ -209,6 +209,20 @@ void etk_lowp_range(const etk_lowp_fns *f, etk_loop_fn fn, const etk_tensor *t, 
         etk_q8_range(f, fn, t, &w, info, used, a, b, coef);
 }
 
+void etk_bf16_param_store(const etk_lowp_fns *f, const etk_tensor *t, const float *x, size_t j, size_t n)
+{
+    uint16_t *p = (uint16_t *)t->param + j;
+    if (t->comp) {
+        f->bf16_kahan(x, p, (uint16_t *)t->comp + j, n);
+    } else if (t->param_stochastic) {
+        uint32_t ka, kbh;
+        etk_sr_keys(t->seed, t->step, ETK_PARAM_SR_SLOT, (uint64_t)j, &ka, &kbh);
+        f->bf16_enc_sr(x, p, n, ka, kbh, (uint32_t)j);
+    } else {
+        f->bf16_enc(x, p, n);
+    }
+}
+
 /* ------------------------------------------------------------ public codecs (serial) */
 
 void etk_bf16_encode(const float *x, uint16_t *out, size_t n, int stochastic, uint64_t seed, int64_t step,

@@ -730,14 +730,34 @@ ETK_TGT static float ETK_LFN(q8_scale)(const float *restrict in, size_t n, float
     return etk_q8_absmax(in, n, absmax);
 }
 
+/* bfloat16 parameters with Kahan compensation (etakit.reference.bf16_kahan):
+ * x holds the new float32 values, p the old bfloat16 bits (replaced by the
+ * new ones) and comp the compensation (bfloat16, updated).  The update
+ * x - old plus the compensation is added to the old value; what rounding
+ * to bfloat16 loses of it is the next compensation. */
+ETK_TGT static void ETK_LFN(bf16_kahan)(const float *restrict x, uint16_t *restrict p, uint16_t *restrict comp,
+                                        size_t n)
+{
+    size_t i;
+#pragma omp simd
+    for (i = 0; i < n; i++) {
+        const float old = etk_float_of((uint32_t)p[i] << 16);
+        const float y = (x[i] - old) + etk_float_of((uint32_t)comp[i] << 16);
+        const uint16_t q = etk_bf16_rne1(old + y);
+        comp[i] = etk_bf16_rne1(y - (etk_float_of((uint32_t)q << 16) - old));
+        p[i] = q;
+    }
+}
+
 #undef ETK_LFN
 
 #elif defined(ETK_LOWP_ROW)
 {ETK_CAT2(bf16_dec, ETK_VARIANT), ETK_CAT2(bf16_enc, ETK_VARIANT), ETK_CAT2(bf16_enc_sr, ETK_VARIANT),
  ETK_CAT2(q8_dec, ETK_VARIANT), ETK_CAT2(q8_scale, ETK_VARIANT), ETK_CAT2(q8_codes, ETK_VARIANT),
 #if ETK_ISA >= 3
- ETK_CAT(adam_p0, ETK_LOOPS_OF, f32), ETK_CAT2(adam_q8, ETK_VARIANT)},
+ ETK_CAT(adam_p0, ETK_LOOPS_OF, f32), ETK_CAT2(adam_q8, ETK_VARIANT),
 #else
- NULL, NULL},
+ NULL, NULL,
 #endif
+ ETK_CAT2(bf16_kahan, ETK_VARIANT)},
 #endif

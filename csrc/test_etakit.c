@@ -1759,6 +1759,148 @@ static void test_lowp_variants(void)
     etk_set_simd_variant(saved);
 }
 
+/* bfloat16 parameters: decode, the float32 step, then rounding to nearest,
+ * stochastic rounding (stream slot ETK_PARAM_SR_SLOT) or Kahan summation,
+ * with float32 and bfloat16 state, over threads and variants; refusals. */
+static float bf16f(uint16_t h)
+{
+    union { uint32_t u; float f; } x;
+    x.u = (uint32_t)h << 16;
+    return x.f;
+}
+static void test_bf16_params(void)
+{
+    enum { N = 20000, STEPS = 6 };
+    static uint16_t g[STEPS][N], p0[N], pr[N], p[N], cr[N], c[N], m16[N], v16[N], m16r[N], v16r[N], pre[N];
+    static float pf[N], gf[N], mf[N], vf[N], mfr[N], vfr[N];
+    etk_adam_hp h = {1e-3, 0.9, 0.999, 1e-8, 0.01, 0, 0, 1};
+    const char *variants[4] = {"baseline", "avx2", "avx512", "avx512vbmi"};
+    const char *saved = etk_simd_variant();
+    int mode, sdt, th, vi, i, k, clip, saved_threads = etk_get_num_threads();
+    etk_tensor t;
+    etk_error err;
+    etk_step_opts o;
+    for (i = 0; i < N; i++) pf[i] = (float)(1.0 + urand());
+    etk_bf16_encode(pf, p0, N, 0, 0, 0, 0, 0);
+    for (k = 0; k < STEPS; k++) {
+        for (i = 0; i < N; i++) gf[i] = (float)urand();
+        etk_bf16_encode(gf, g[k], N, 0, 0, 0, 0, 0);
+    }
+    for (clip = 0; clip < 2; clip++)
+        for (sdt = 0; sdt < 2; sdt++)
+            for (mode = 0; mode < 3; mode++) {
+                memset(&o, 0, sizeof o);
+                o.max_grad_norm = clip ? 1.0 : 0.0;
+                /* the reference: decode, float32 step, write back */
+                memcpy(pr, p0, sizeof pr);
+                memset(cr, 0, sizeof cr), memset(mfr, 0, sizeof mfr), memset(vfr, 0, sizeof vfr);
+                memset(m16r, 0, sizeof m16r), memset(v16r, 0, sizeof v16r);
+                for (k = 1; k <= STEPS; k++) {
+                    void *st[3] = {sdt ? mf : mfr, sdt ? vf : vfr, NULL};
+                    double norm = 0.0;
+                    etk_bf16_decode(pr, pf, N);
+                    etk_bf16_decode(g[k - 1], gf, N);
+                    if (clip) {
+                        etk_tensor q;
+                        memset(&q, 0, sizeof q);
+                        q.grad = gf, q.n = N, q.dtype = ETK_FLOAT32;
+                        CHECK(etk_grad_norm(&q, 1, 0, &norm, NULL) == ETK_OK, "norm");
+                        if (1.0 / (norm + 1e-6) < 1.0) /* Adam folds the factor into its gsign: same bits */
+                            for (i = 0; i < N; i++) gf[i] = gf[i] * (float)(1.0 / (norm + 1e-6));
+                    }
+                    if (sdt) etk_bf16_decode(m16r, mf, N), etk_bf16_decode(v16r, vf, N);
+                    memcpy(pre, pr, sizeof pre);
+                    CHECK(etk_adam_f32(pf, gf, st, N, &h, k) == ETK_OK, "f32 step");
+                    if (sdt) etk_bf16_encode(mf, m16r, N, 0, 0, k, 0, 0), etk_bf16_encode(vf, v16r, N, 0, 0, k, 1, 0);
+                    if (mode == 0) etk_bf16_encode(pf, pr, N, 0, 0, 0, 0, 0);
+                    else if (mode == 1) etk_bf16_encode(pf, pr, N, 1, 5, k, 7, 0);
+                    else
+                        for (i = 0; i < N; i++) {
+                            float old = bf16f(pre[i]), y = (pf[i] - old) + bf16f(cr[i]);
+                            uint16_t q16;
+                            etk_bf16_encode(&(float){old + y}, &q16, 1, 0, 0, 0, 0, 0);
+                            etk_bf16_encode(&(float){y - (bf16f(q16) - old)}, &cr[i], 1, 0, 0, 0, 0, 0);
+                            pr[i] = q16;
+                        }
+                }
+                for (vi = 0; vi < 4; vi++) {
+                    if (etk_set_simd_variant(variants[vi]) != ETK_OK) continue;
+                    for (th = 1; th <= 3; th++) {
+                        etk_set_num_threads(th);
+                        etk_set_parallel_min(4096); /* threads even on this size */
+                        memcpy(p, p0, sizeof p);
+                        memset(c, 0, sizeof c), memset(mf, 0, sizeof mf), memset(vf, 0, sizeof vf);
+                        memset(m16, 0, sizeof m16), memset(v16, 0, sizeof v16);
+                        for (k = 1; k <= STEPS; k++) {
+                            memset(&t, 0, sizeof t);
+                            t.param = p, t.grad = g[k - 1], t.n = N, t.step = k, t.seed = 5;
+                            t.flags = k == 1 ? (uint16_t)((1u << ETK_MAX_SLOTS) - 1u) : 0u; /* as etk_adam_f32 */
+                            t.dtype = ETK_BFLOAT16;
+                            t.state_dtype = sdt ? ETK_BFLOAT16 : ETK_FLOAT32;
+                            if (sdt) t.state[0] = m16, t.state[1] = v16;
+                            else t.state[0] = mf, t.state[1] = vf;
+                            t.param_stochastic = mode == 1;
+                            t.comp = mode == 2 ? c : NULL;
+                            CHECK(etk_step(ETK_RULE_ADAM, &t, 1, &h, 1, &o, NULL) == ETK_OK, "bf16 param step");
+                        }
+                        etk_set_parallel_min(0);
+                        CHECK(memcmp(p, pr, sizeof p) == 0, "bf16 params: clip %d state %d mode %d %s %d threads",
+                              clip, sdt, mode, variants[vi], th);
+                        CHECK(mode != 2 || memcmp(c, cr, sizeof c) == 0, "kahan comp %s %d", variants[vi], th);
+                        CHECK(!sdt || (!memcmp(m16, m16r, sizeof m16) && !memcmp(v16, v16r, sizeof v16)),
+                              "bf16 state with bf16 params");
+                        for (i = 0; !sdt && i < N && mf[i] == mfr[i] && vf[i] == vfr[i]; i++) continue;
+                        CHECK(sdt || i == N, "f32 state with bf16 params at %d: %.9g %.9g / %.9g %.9g", i, (double)mf[i % N],
+                              (double)mfr[i % N], (double)vf[i % N], (double)vfr[i % N]);
+                    }
+                }
+            }
+    etk_set_num_threads(saved_threads);
+    etk_set_simd_variant(saved);
+    /* Kahan keeps updates below half an ulp of bfloat16: 1 + 1000 * 1e-4 */
+    {
+        uint16_t one, q, comp = 0, gz = 0;
+        etk_sgd_hp sh = {1e-4, 0.0, 0.0, 0.0, 0, 1}; /* maximize: p += lr * g */
+        float f1 = 1.0f, gv = 1.0f;
+        etk_bf16_encode(&f1, &one, 1, 0, 0, 0, 0, 0);
+        etk_bf16_encode(&gv, &gz, 1, 0, 0, 0, 0, 0);
+        for (mode = 0; mode < 2; mode++) {
+            q = one, comp = 0;
+            for (k = 1; k <= 1000; k++) {
+                memset(&t, 0, sizeof t);
+                t.param = &q, t.grad = &gz, t.n = 1, t.step = k, t.dtype = ETK_BFLOAT16, t.state_dtype = ETK_FLOAT32;
+                t.comp = mode ? &comp : NULL;
+                CHECK(etk_step(ETK_RULE_SGD, &t, 1, &sh, 1, NULL, NULL) == ETK_OK, "sgd bf16");
+            }
+            if (mode)
+                CHECK(fabs(bf16f(q) + bf16f(comp) - 1.1) < 0.5 * 0.0078125, "kahan: %g + %g", (double)bf16f(q), (double)bf16f(comp));
+            else
+                CHECK(bf16f(q) == 1.0f, "nearest rounding loses the updates: %g", (double)bf16f(q));
+        }
+    }
+    /* refusals, nothing written */
+    memcpy(p, p0, sizeof p);
+    memset(&t, 0, sizeof t);
+    t.param = p, t.grad = g[0], t.n = N, t.step = 1, t.dtype = ETK_BFLOAT16, t.state_dtype = ETK_FLOAT32;
+    t.state[0] = mf, t.state[1] = vf;
+    t.ema = c;
+    memset(&o, 0, sizeof o);
+    o.ema_weight = 0.5;
+    CHECK(etk_step(ETK_RULE_ADAM, &t, 1, &h, 1, &o, &err) == ETK_EDTYPE && err.tensor == 0, "bf16 params: no EMA");
+    t.ema = NULL;
+    t.state_dtype = ETK_FLOAT64;
+    CHECK(etk_step(ETK_RULE_ADAM, &t, 1, &h, 1, NULL, &err) == ETK_EDTYPE, "bf16 params: no float64 state");
+    {
+        etk_lamb_hp lh;
+        memset(&lh, 0, sizeof lh);
+        lh.lr = 1e-3, lh.beta1 = 0.9, lh.beta2 = 0.999, lh.eps = 1e-6;
+        t.state_dtype = ETK_FLOAT32;
+        CHECK(etk_step(ETK_RULE_LAMB, &t, 1, &lh, 1, NULL, &err) == ETK_EDTYPE, "bf16 params: LAMB refused (%s)",
+              err.message ? err.message : "");
+    }
+    CHECK(memcmp(p, p0, sizeof p) == 0, "refusals wrote nothing");
+}
+
 /* Adam with bfloat16 and 8-bit state: decode, float32 step, encode, over threads and variants */
 static void test_lowp_adam(void)
 {
@@ -1964,6 +2106,7 @@ int main(void)
     test_lowp_variants();
     test_q8_map_construction();
     test_lowp_adam();
+    test_bf16_params();
     test_loop_passes();
     if (failures) {
         printf("%d failed\n", failures);

@@ -129,7 +129,7 @@ CTOR = {
     "bare array": (lambda: etakit.SGD(np.zeros(3)), TypeError, "wrap it in a list"),
     "not iterable": (lambda: etakit.SGD(3), TypeError, "params must be a list"),
     "integer": (lambda: etakit.SGD([np.zeros(3, np.int64)]), TypeError, r"params\[0\] has dtype int64"),
-    "float16": (lambda: etakit.Adam([np.zeros(3, np.float16)]), TypeError, "float32 or float64"),
+    "float16": (lambda: etakit.Adam([np.zeros(3, np.float16)]), TypeError, "float32, float64 or bfloat16"),
     "list param": (lambda: etakit.Adam([[1.0, 2.0]]), TypeError, r"params\[0\] must be a numpy.ndarray"),
     "non-contiguous": (lambda: etakit.Adam([np.zeros(3), np.zeros((4, 4))[:, 1]]), ValueError,
                        r"params\[1\] is not C-contiguous"),

@@ -502,6 +502,8 @@ cdef class Plan:
     cdef bint strided       # the rule has a strided slot (set_hparams checks its sizes)
     cdef cnp.ndarray gstate
     cdef list emas          # per tensor: its EMA array, or None
+    cdef list comps         # per tensor: its Kahan compensation (bfloat16 parameters), or None
+    cdef int *ptype         # per tensor: the numpy type number of its parameter
     cdef etk_step_opts loop  # the loop's other passes (set_loop): grad_scale ... ema_weight
     cdef etk_step_report rep
 
@@ -515,12 +517,14 @@ cdef class Plan:
         self.nhps = nhps
         self.t = <etk_tensor *>calloc(count if count else 1, sizeof(etk_tensor))
         self.hps = <unsigned char *>calloc(nhps if nhps else 1, self.info.hp_size if self.info != NULL else 1)
-        self.written = <_Interval *>calloc((2 * ETK_MAX_SLOTS + 2) * count if count else 1, sizeof(_Interval))
-        if not self.t or not self.hps or not self.written:
+        self.written = <_Interval *>calloc((2 * ETK_MAX_SLOTS + 3) * count if count else 1, sizeof(_Interval))
+        self.ptype = <int *>calloc(count if count else 1, sizeof(int))
+        if not self.t or not self.hps or not self.written or not self.ptype:
             raise MemoryError()
         self.params = [None] * count
         self.states = [None] * count
         self.emas = [None] * count
+        self.comps = [None] * count
         memset(&self.loop, 0, sizeof(etk_step_opts))
         memset(&self.rep, 0, sizeof(etk_step_report))
         self.rep.grad_norm = float("nan")
@@ -551,6 +555,7 @@ cdef class Plan:
         free(self.t)
         free(self.hps)
         free(self.written)
+        free(self.ptype)
         free(self.sched)
 
     # ---- configuration ------------------------------------------------
@@ -618,8 +623,14 @@ cdef class Plan:
 
     def set_tensor(self, Py_ssize_t i, cnp.ndarray param not None, tuple states, Py_ssize_t group,
                    int64_t completed_steps, unsigned fresh=0, int64_t rows=0, int64_t cols=0,
-                   int state_format=0, bint stochastic=False, uint64_t seed=0, tuple absmax=None):
+                   int state_format=0, bint stochastic=False, uint64_t seed=0, tuple absmax=None,
+                   cnp.ndarray comp=None, bint param_stochastic=False):
         """Point tensor ``i`` at ``param`` and its state arrays (one per slot, None where unused).
+
+        ``param`` is float32, float64 or bfloat16 (an ``ml_dtypes.bfloat16`` array, or its bits as
+        uint16), for which full-precision state is float32, ``comp`` (bfloat16 bits, the parameter's
+        size) makes the write-back Kahan-compensated and ``param_stochastic`` rounds it stochastically
+        (stream ``seed``); else it is rounded to nearest even.
 
         ``state_format``: 0 (state in the parameter's dtype), 2 (bfloat16: the
         element-wise slots are uint16 arrays of bfloat16 bits; ``stochastic``
@@ -637,20 +648,30 @@ cdef class Plan:
         if state_format not in (0, 2, 3) or (absmax is not None and len(absmax) != nslots):
             raise ValueError("invalid state format or scales")
         label = self.labels[i]
-        if cnp.PyArray_TYPE(param) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) or \
+        cdef bint bf16 = cnp.PyArray_ITEMSIZE(param) == 2 and param.dtype.name in ("bfloat16", "uint16")
+        if (cnp.PyArray_TYPE(param) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64) and not bf16) or \
                 not cnp.PyArray_IS_C_CONTIGUOUS(param) or not cnp.PyArray_ISALIGNED(param) or \
                 not cnp.PyArray_ISNOTSWAPPED(param):
-            raise TypeError(f"{label} must be an aligned, C-contiguous float32 or float64 array")
-        if state_format and cnp.PyArray_TYPE(param) != cnp.NPY_FLOAT32:
-            raise TypeError(f"{label}: low-precision optimizer state needs float32 parameters, got {param.dtype}")
-        if state_format and self.info != NULL and not etk_rule_lowp(self.rule):
-            raise ValueError(f"rule {self.info.name.decode()!r} cannot keep low-precision state")
+            raise TypeError(f"{label} must be an aligned, C-contiguous float32, float64 or bfloat16 array")
+        if state_format and cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT64:
+            raise TypeError(f"{label}: low-precision optimizer state needs float32 or bfloat16 parameters, got "
+                            f"{param.dtype}")
+        if (state_format or bf16) and self.info != NULL and not etk_rule_lowp(self.rule):
+            raise ValueError(f"rule {self.info.name.decode()!r} cannot keep low-precision state or update "
+                             "bfloat16 parameters")
+        if comp is not None and (not bf16 or cnp.PyArray_ITEMSIZE(comp) != 2 or comp.dtype.kind == "f" or
+                                 cnp.PyArray_SIZE(comp) != cnp.PyArray_SIZE(param) or
+                                 not cnp.PyArray_IS_C_CONTIGUOUS(comp) or not cnp.PyArray_ISALIGNED(comp) or
+                                 not cnp.PyArray_ISWRITEABLE(comp)):
+            raise StateError(f"the Kahan compensation of {label} must be a writable C-contiguous array of "
+                             f"{cnp.PyArray_SIZE(param)} bfloat16 bits (uint16), for a bfloat16 parameter")
         n = cnp.PyArray_SIZE(param)
         if rows < 0 or cols < 0 or (rows == 0) != (cols == 0) or (rows and n % (rows * cols)):
             raise ValueError(f"{label}: invalid matrix shape ({rows}, {cols})")
         t = &self.t[i]
         memset(t, 0, sizeof(etk_tensor))
         self.emas[i] = None
+        self.comps[i] = None
         for j in range(nslots):
             if states[j] is None:
                 continue
@@ -701,12 +722,28 @@ cdef class Plan:
         t.n = <size_t>n
         t.rows = rows
         t.cols = cols
-        t.dtype = ETK_FLOAT32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32 else ETK_FLOAT64
-        t.state_dtype = t.dtype if sdt == -1 else (ETK_FLOAT32 if sdt == cnp.NPY_FLOAT32 else ETK_FLOAT64)
+        t.dtype = ETK_BFLOAT16 if bf16 else ETK_FLOAT32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32 else ETK_FLOAT64
+        t.state_dtype = (ETK_FLOAT32 if bf16 else t.dtype) if sdt == -1 else \
+            (ETK_FLOAT32 if sdt == cnp.NPY_FLOAT32 else ETK_FLOAT64)
+        if bf16 and t.state_dtype == ETK_FLOAT64:
+            raise StateError(f"the optimizer state of {label}, a bfloat16 parameter, must be float32, bfloat16 "
+                             "or 8-bit")
+        if not bf16 and not state_format and t.state_dtype != t.dtype:
+            raise StateError(f"the optimizer state of {label} is {'float32' if sdt == cnp.NPY_FLOAT32 else 'float64'} "
+                             f"and the parameter {param.dtype}: full-precision state has its parameter's dtype "
+                             "(a parameter whose dtype changed in place needs a new optimizer; load_state_dict "
+                             "converts a checkpoint)")
         if state_format:
             t.state_dtype = <uint8_t>state_format
             t.stochastic = stochastic
+        if state_format or bf16:
             t.seed = seed
+        if bf16:
+            t.param_stochastic = param_stochastic and comp is None
+            if comp is not None:
+                t.comp = cnp.PyArray_DATA(comp)
+                self.comps[i] = comp
+        self.ptype[i] = cnp.PyArray_TYPE(param)
         t.group = <uint32_t>group
         t.step = completed_steps + 1
         t.flags = <uint16_t>fresh
@@ -768,6 +805,9 @@ cdef class Plan:
                     k += 1
             if self.emas[i] is not None:
                 self.written[k] = _span(<cnp.ndarray>self.emas[i], <int32_t>i, -2)
+                k += 1
+            if self.comps[i] is not None:
+                self.written[k] = _span(<cnp.ndarray>self.comps[i], <int32_t>i, -3)
                 k += 1
         self.nwritten = k
         qsort(self.written, k, sizeof(_Interval), _cmp_interval)
@@ -883,6 +923,8 @@ cdef class Plan:
         label = self.labels[s.tensor]
         if s.slot == -2:
             return f"the EMA of {label}"
+        if s.slot == -3:
+            return f"the Kahan compensation of {label}"
         if s.slot < 0:
             return label
         return f"the optimizer state {self.info.slots[s.slot].name.decode()!r} of {label}"
@@ -927,8 +969,8 @@ cdef class Plan:
 
     cdef _refuse_moved(self, Py_ssize_t i):
         cdef cnp.ndarray p = <cnp.ndarray>self.params[i]
-        want = "float32" if self.t[i].dtype == ETK_FLOAT32 else "float64"
-        if cnp.PyArray_TYPE(p) != (cnp.NPY_FLOAT32 if self.t[i].dtype == ETK_FLOAT32 else cnp.NPY_FLOAT64):
+        want = ("float32", "float64", "bfloat16")[self.t[i].dtype]
+        if cnp.PyArray_TYPE(p) != self.ptype[i]:
             raise StateError(f"{self.labels[i]} changed its dtype in place from {want} to {p.dtype} after the "
                              "optimizer took it; build a new optimizer for it")
         if self.matrix and not self._same_matrix(i, p):
@@ -1046,7 +1088,7 @@ cdef class Plan:
         for i in range(n):
             p = <cnp.ndarray>self.params[i]
             if cnp.PyArray_DATA(p) != self.t[i].param or <size_t>cnp.PyArray_SIZE(p) != self.t[i].n \
-                    or cnp.PyArray_TYPE(p) != (cnp.NPY_FLOAT32 if self.t[i].dtype == ETK_FLOAT32 else cnp.NPY_FLOAT64) \
+                    or cnp.PyArray_TYPE(p) != self.ptype[i] \
                     or (self.matrix and not self._same_matrix(i, p)):
                 self._refuse_moved(i)
             o = <PyObject *>held[i]
@@ -1119,7 +1161,7 @@ cdef class Plan:
                                  f"{p.dtype} {tuple(p.shape)} after the optimizer took it; its optimizer state "
                                  "no longer fits: build a new optimizer for it")
             g = grads[i]
-            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 8)
+            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 2 if self.t[i].dtype == ETK_BFLOAT16 else 8)
             # one call per check on the hot path: the size in bytes keeps every read in
             # bounds; PyTorch refuses a .grad of another dtype than its parameter's, and
             # check_only (each plan build) compares dtypes too

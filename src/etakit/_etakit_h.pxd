@@ -27,7 +27,7 @@ cdef extern from "etakit.h" nogil:
     enum: ETK_RULE_USES_STEP
     enum: ETK_RULE_MATRIX
     enum: ETK_RULE_MATRIX_ONLY
-    int ETK_FLOAT32, ETK_FLOAT64
+    int ETK_FLOAT32, ETK_FLOAT64, ETK_BFLOAT16
 
     ctypedef struct etk_tensor:
         void *param
@@ -44,6 +44,8 @@ cdef extern from "etakit.h" nogil:
         uint64_t seed
         float *absmax[6]
         void *ema
+        void *comp
+        uint8_t param_stochastic
 
     ctypedef struct etk_error:
         int status

@@ -20,6 +20,16 @@ encodes it back, see csrc/lowp.c):
 The format of a tensor's state is read from its arrays (the state is the
 truth); when a group's ``state_dtype`` changes, or a checkpoint in another
 format is loaded, the state is converted through float32.
+
+bfloat16 parameters (``ml_dtypes.bfloat16`` arrays, ``torch.bfloat16``
+tensors), for the rules that can keep low-precision state: the step decodes
+parameter and gradient to float32, runs the float32 update and writes the new
+value back, with Kahan compensation (``kahan``: ``None``, the default, means
+Kahan unless ``stochastic_rounding``, as optimi's ``kahan_sum=None``; the
+compensation is the state buffer ``kahan_comp``, bfloat16 of the parameter's
+shape), with stochastic rounding (``stochastic_rounding=True``, from the
+stream ``sr_seed``), or to nearest even (``kahan=False``, as torch.optim).
+Their state is float32 under ``state_dtype="float32"``.
 """
 import numbers
 
@@ -28,7 +38,8 @@ import numpy as np
 from . import _core, reference
 from .errors import StateError
 
-KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096, "sr_seed": 0}
+KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096, "sr_seed": 0, "kahan": None}
+COMP = "kahan_comp"     # the state buffer of the Kahan compensation of a bfloat16 parameter
 DTYPES = ("float32", "bfloat16", "int8")
 FULL, BF16, Q8 = 0, 2, 3
 _NAMES = {FULL: "float32", BF16: "bfloat16", Q8: "int8"}
@@ -67,9 +78,25 @@ _WHY_NOT["schedulefree_sgd"] = _WHY_NOT["schedulefree_radam"] = _WHY_NOT["schedu
 
 
 def options(group):
-    """(state_dtype, stochastic_rounding, min_8bit_size, sr_seed) of a group (defaults for missing keys)."""
+    """(state_dtype, stochastic_rounding, min_8bit_size, sr_seed, kahan) of a group (defaults for missing keys)."""
     return (group.get("state_dtype", "float32"), group.get("stochastic_rounding", False),
-            group.get("min_8bit_size", 4096), group.get("sr_seed", 0))
+            group.get("min_8bit_size", 4096), group.get("sr_seed", 0), group.get("kahan", None))
+
+
+def is_bf16(p):
+    """Whether a parameter (numpy array or torch tensor) is bfloat16."""
+    return str(p.dtype) in ("bfloat16", "torch.bfloat16")
+
+
+def full_dtype(dtype):
+    """The dtype of full-precision state for parameters of ``dtype`` (float32 for bfloat16 ones)."""
+    return np.dtype(np.float32) if str(dtype) == "bfloat16" else dtype
+
+
+def uses_kahan(group):
+    """Whether the bfloat16 parameters of ``group`` are written back with Kahan compensation."""
+    k = options(group)[4]
+    return bool(k) if k is not None else not options(group)[1]
 
 
 def seeds(groups, group_of, index):
@@ -84,7 +111,7 @@ def seeds(groups, group_of, index):
 
 def check(group, where, spec):
     """Refuse bad low-precision keys of a group (TypeError, ValueError) before anything is written."""
-    dt, sr, m, seed = options(group)
+    dt, sr, m, seed, kahan = options(group)
     if not isinstance(dt, str) or dt not in DTYPES:
         raise ValueError(f"Invalid state_dtype for {where}: {dt!r} (expected one of {', '.join(map(repr, DTYPES))})")
     if dt != "float32" and not spec.lowp:
@@ -99,8 +126,14 @@ def check(group, where, spec):
                          "it too); use state_dtype='bfloat16' or centered=False")
     if not isinstance(sr, (bool, np.bool_)):
         raise TypeError(f"{where}: stochastic_rounding must be a bool, got {type(sr).__name__} {sr!r}")
-    if sr and dt != "bfloat16":
-        raise ValueError(f"{where}: stochastic_rounding applies to state_dtype='bfloat16' (got {dt!r})")
+    if sr and dt not in ("bfloat16", "float32"):
+        raise ValueError(f"{where}: stochastic_rounding applies to bfloat16 state and bfloat16 parameters "
+                         f"(got state_dtype={dt!r})")
+    if kahan is not None and not isinstance(kahan, (bool, np.bool_)):
+        raise TypeError(f"{where}: kahan must be None, True or False, got {type(kahan).__name__} {kahan!r}")
+    if kahan and sr:
+        raise ValueError(f"{where}: kahan=True and stochastic_rounding=True both say how bfloat16 parameters are "
+                         "rounded; choose one")
     if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 0:
         raise ValueError(f"Invalid min_8bit_size for {where}: {m!r} (expected an integer >= 0)")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
@@ -109,18 +142,30 @@ def check(group, where, spec):
         raise ValueError(f"{where}: sr_seed seeds stochastic rounding; set stochastic_rounding=True with it")
 
 
-def check_params(group, params, labels):
-    """Low-precision state needs float32 parameters (numpy arrays or torch tensors)."""
-    if options(group)[0] != "float32":
-        for p, label in zip(params, labels):
-            if str(p.dtype) not in ("float32", "torch.float32"):
-                raise TypeError(f"{label} has dtype {p.dtype}; state_dtype={options(group)[0]!r} needs float32 "
-                                "parameters")
+def check_params(group, params, labels, spec=None):
+    """Low-precision state needs float32 or bfloat16 parameters, bfloat16 parameters a rule that can keep
+    low-precision state (``spec``), and stochastic rounding something to round (numpy arrays or torch
+    tensors)."""
+    dt, sr = options(group)[:2]
+    bf16 = False
+    for p, label in zip(params, labels):
+        if is_bf16(p):
+            bf16 = True
+            if spec is not None and not spec.lowp:
+                why = _WHY_NOT.get(spec.rule, "its step is not one element-wise pass")
+                raise TypeError(f"{label} is bfloat16; {spec.name} updates float32 or float64 parameters only: "
+                                f"{why}")
+        elif dt != "float32" and str(p.dtype) not in ("float32", "torch.float32"):
+            raise TypeError(f"{label} has dtype {p.dtype}; state_dtype={dt!r} needs float32 (or bfloat16) "
+                            "parameters")
+    if sr and dt != "bfloat16" and not bf16 and params:
+        raise ValueError(f"the group of {labels[0]} has stochastic_rounding=True, which applies to "
+                         "state_dtype='bfloat16' and to bfloat16 parameters; it has neither")
 
 
 def target(group, size):
     """The format a parameter of ``size`` elements keeps its state in under ``group``."""
-    dt, _, m, _ = options(group)
+    dt, _, m, _, _ = options(group)
     if dt == "bfloat16":
         return BF16
     if dt == "int8":
@@ -188,11 +233,14 @@ def _array_format(a):
 
 def convert(state, spec, fmt, dtype, raw=False):
     """``state`` with every element-wise buffer in format ``fmt`` (``state`` itself if it is already;
-    ``raw``: see ``encode``)."""
+    ``raw``: see ``encode``); a Kahan compensation is kept as it is."""
     if all(_array_format(state[s["name"]]) == fmt for s in spec.slots
            if s["shape"] != "scalar" and state.get(s["name"]) is not None):
         return state
-    return encode(decode(state, spec, dtype), spec, fmt, raw)
+    out = encode(decode(state, spec, full_dtype(dtype)), spec, fmt, raw)
+    if COMP in state:
+        out[COMP] = state[COMP]
+    return out
 
 
 def plan_arrays(state, spec):
@@ -245,6 +293,36 @@ def check_loaded(entry, spec, shape, label):
              if s["shape"] != "scalar" and entry.get(s["name"]) is not None}
     if len(kinds) > 1:
         raise StateError(f"{label} mixes state formats ({', '.join(sorted(kinds))})")
+
+
+def loaded_comp(v, p, label):
+    """A loaded Kahan compensation for bfloat16 parameter ``p``: a new bfloat16 array of its shape
+    (StateError for another shape, a non-floating dtype, or a value that is not finite in bfloat16)."""
+    a = np.asarray(v)
+    if a.dtype.kind == "V" and a.dtype.itemsize == 2:      # bfloat16 saved by numpy (np.save, etakit.save)
+        a = a.view(p.dtype)
+    if a.shape != p.shape or (a.dtype != p.dtype and a.dtype.kind != "f"):
+        raise StateError(f"{label} is {a.dtype} {a.shape}; expected bfloat16 of shape {p.shape}")
+    with np.errstate(over="ignore"):
+        out = np.array(a, dtype=p.dtype, order="C", copy=True)
+    if not np.isfinite(out.astype(np.float32)).all():
+        raise StateError(f"{label} holds inf or NaN (in bfloat16); a compensation is a small finite rounding error")
+    return out
+
+
+def adapt_loaded_group(group, params):
+    """A loaded group for the parameters it goes to: ``stochastic_rounding`` (and its ``sr_seed``) dropped
+    when it has nothing to round (a checkpoint of bfloat16 parameters loaded into float32 ones)."""
+    if options(group)[1] and options(group)[0] != "bfloat16" and not any(map(is_bf16, params)):
+        group = {k: v for k, v in group.items() if k not in ("stochastic_rounding", "sr_seed")}
+    return group
+
+
+def refuse_bf16_ema(params, what):
+    """The EMA of bfloat16 parameters is not supported: ValueError naming ``what`` asked for one."""
+    if any(map(is_bf16, params)):
+        raise ValueError(f"{what}: the EMA of bfloat16 parameters is not supported (an EMA kept in bfloat16 loses "
+                         "the small moves it averages); keep float32 parameters for it")
 
 
 def _kind(dtype):

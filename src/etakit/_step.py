@@ -359,20 +359,22 @@ class RuleSpec:
         return 1.0 if slot["init"] == "one" else 0.0
 
     def new_state(self, j: int, p: npt.NDArray[Any], group: Mapping[str, Any], k: int = 0) -> npt.NDArray[Any]:
-        """A new numpy state array for slot ``j`` of parameter ``p`` (created at step ``k``)."""
+        """A new numpy state array for slot ``j`` of parameter ``p`` (created at step ``k``), in the
+        parameter's dtype (float32 for a bfloat16 parameter)."""
         fill = self.slot_fill(j, group, k)
         kind = self.slots[j]["shape"]
+        dt = _lowp.full_dtype(p.dtype)
         if kind == "strided":
             if fill is None:
-                return p.ravel()[::self.stride(j, group)].copy()
-            return np.full(self.slot_shape(j, p.shape, group), fill, dtype=p.dtype)
+                return p.ravel()[::self.stride(j, group)].astype(dt)
+            return np.full(self.slot_shape(j, p.shape, group), fill, dtype=dt)
         if fill is None:
-            return p.copy()
+            return p.astype(dt)
         if kind == "scalar":
             return np.full((), fill, dtype=np.float64)
         if kind == "full":
-            return np.zeros_like(p) if fill == 0.0 else np.full_like(p, fill)
-        return np.full(self.slot_shape(j, p.shape), fill, dtype=p.dtype)
+            return np.zeros(p.shape, dt) if fill == 0.0 else np.full(p.shape, fill, dt)
+        return np.full(self.slot_shape(j, p.shape), fill, dtype=dt)
 
     def loaded_state(self, j: int, a: npt.NDArray[Any], shape: Shape, label: str, detail: str = "") -> npt.NDArray[Any]:
         """A loaded state value for slot ``j`` of the given ``shape``: as it is, or, for a state the
@@ -472,11 +474,13 @@ class Stepper:
             if spec.work:
                 st = {**st, **self._work_for(i, p, group_of[i])}
                 work.append({names[j]: st.get(names[j]) for j in spec.work})
-            if spec.lowp and st:
+            if spec.lowp and (st or _lowp.is_bf16(p)):
                 fmt, arrays, scales = _lowp.plan_arrays(st, spec)
-                sr = bool(stochastic[group_of[i]]) if stochastic is not None and fmt == _lowp.BF16 else False
-                plan.set_tensor(i, p, arrays, group_of[i], steps[i], fresh.get(i, 0), rows, cols, fmt, sr,
-                                seeds[i] if seeds is not None else 0, scales)
+                rounds = bool(stochastic[group_of[i]]) if stochastic is not None else False
+                comp = st.get(_lowp.COMP)
+                plan.set_tensor(i, p, arrays, group_of[i], steps[i], fresh.get(i, 0), rows, cols, fmt,
+                                rounds and fmt == _lowp.BF16, seeds[i] if seeds is not None else 0, scales,
+                                comp if comp is None else comp.view(np.uint16), rounds and comp is None)
             else:
                 plan.set_tensor(i, p, tuple([st.get(name) for name in names]), group_of[i], steps[i],
                                 fresh.get(i, 0), rows, cols)

@@ -409,6 +409,9 @@ class ShardedOptimizer:
         self.skipped_steps = 0
         self._spec = RuleSpec.of(cls)
         self._dtype = dtype = params[0].dtype
+        if dtype not in _MPI_TYPES:
+            raise TypeError(f"ShardedOptimizer shards float32 or float64 parameters, got {dtype} (bfloat16 "
+                            "parameters are not supported: MPI has no bfloat16 reduction)")
         self._mpi_type = _MPI_TYPES[dtype]
         self._shapes = [a.shape for a in params]
         sizes = [a.size for a in params]

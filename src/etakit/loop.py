@@ -579,13 +579,16 @@ class Lookahead:
         for gi, c in enumerate(counters):
             if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0:
                 raise ValueError(f"state_dict['lookahead']['counters'][{gi}] must be an int >= 0, got {c!r}")
-        slow = la["slow"]
+        slow = dict(la["slow"]) if isinstance(la["slow"], dict) else la["slow"]     # (a copy: views replace voids)
         params = self._params()
         if not isinstance(slow, dict) or sorted(slow) != list(range(len(params))):
             raise ValueError(f"state_dict['lookahead']['slow'] must map 0..{len(params) - 1} to arrays "
                              "(one per parameter)")
         for i, p in enumerate(params):
             s = slow[i]
+            if isinstance(s, np.ndarray) and s.dtype.kind == "V" and s.dtype.itemsize == 2 and \
+                    p.dtype.name == "bfloat16":
+                s = slow[i] = s.view(p.dtype)       # bfloat16 saved by numpy (etakit.save) comes back as voids
             if not isinstance(s, np.ndarray) or s.shape != p.shape or s.dtype != p.dtype:
                 got = f"{s.dtype} {s.shape}" if isinstance(s, np.ndarray) else type(s).__name__
                 raise ValueError(f"state_dict['lookahead']['slow'][{i}]: expected {p.dtype} {p.shape}, got {got}")

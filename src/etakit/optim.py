@@ -58,9 +58,9 @@ def _decode(v):
 def _check_param(p, where):
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}")
-    if p.dtype not in _FLOATS or not p.dtype.isnative:
-        raise TypeError(f"{where} has dtype {p.dtype}; etakit updates float32 or float64 arrays "
-                        "in native byte order")
+    if (p.dtype not in _FLOATS and p.dtype.name != "bfloat16") or not p.dtype.isnative:
+        raise TypeError(f"{where} has dtype {p.dtype}; etakit updates float32, float64 or bfloat16 "
+                        "(ml_dtypes.bfloat16) arrays in native byte order")
     if not p.flags.c_contiguous:
         raise ValueError(f"{where} is not C-contiguous (shape {p.shape}, strides {p.strides}); "
                          "parameters are updated in place and never copied: make the parameter "
@@ -159,8 +159,8 @@ class Optimizer:
     _loop: _passes.LoopOptions  # the loop's passes (set by the __init__ that __init_subclass__ wraps)
 
     def __init_subclass__(cls, **kwargs):
-        """Every optimizer takes the keyword-only low-precision state options (etakit._lowp):
-        ``state_dtype``, ``stochastic_rounding``, ``min_8bit_size`` and ``sr_seed``; they become group keys
+        """Every optimizer takes the keyword-only low-precision options (etakit._lowp):
+        ``state_dtype``, ``stochastic_rounding``, ``min_8bit_size``, ``sr_seed`` and ``kahan``; they become group keys
         only when they differ from their defaults, so a float32 optimizer's groups are as before."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
@@ -169,9 +169,9 @@ class Optimizer:
 
         @functools.wraps(init)
         def __init__(self, *args, state_dtype="float32", stochastic_rounding=False, min_8bit_size=4096, sr_seed=0,
-                     **kw):
+                     kahan=None, **kw):
             given = {k: v for k, v in (("state_dtype", state_dtype), ("stochastic_rounding", stochastic_rounding),
-                                       ("min_8bit_size", min_8bit_size), ("sr_seed", sr_seed))
+                                       ("min_8bit_size", min_8bit_size), ("sr_seed", sr_seed), ("kahan", kahan))
                      if not _same(v, _lowp.KEYS[k])}
             if given:
                 self.__dict__.setdefault("_lowp_defaults", {}).update(given)
@@ -208,6 +208,7 @@ class Optimizer:
         self._state = [{} for _ in range(n)]
         self._steps = [0] * n
         self._fresh = {}
+        self._fresh_comp = set()   # ids of state dicts whose Kahan compensation this step made
         self._k = 0            # completed steps: what schedules are evaluated at
         self.__dict__.setdefault("_loop", _passes.LoopOptions())
         self._ema = None       # per parameter: its EMA (ema_decay), made at the first step
@@ -262,7 +263,7 @@ class Optimizer:
         self._freeze(group)
         self._warn_unknown(group, f"param_groups[{gi}]")
         self._stepper.spec.pack(group, f"param_groups[{gi}]", self._k if hasattr(self, "_k") else 0)
-        _lowp.check_params(group, ps, self._labels[-len(ps):])
+        _lowp.check_params(group, ps, self._labels[-len(ps):], self._stepper.spec)
         self.param_groups.append(group)
 
     def _freeze(self, group):
@@ -297,6 +298,8 @@ class Optimizer:
             try:
                 self._append_group(dict(param_group), n_groups)
                 _check_no_overlap(self._params, self._labels)
+                if self._ema is not None or self._loop.ema_decay is not None:
+                    _lowp.refuse_bf16_ema(self._params[n_params:], "add_param_group with ema_decay set")
             except (TypeError, ValueError):
                 del self.param_groups[n_groups:], self._params[n_params:], self._labels[n_params:]
                 raise
@@ -394,6 +397,7 @@ class Optimizer:
             grad_scale = w if grad_scale is None else grad_scale * w
         new_ema = loop.ema_decay is not None and self._ema is None
         if new_ema:
+            _lowp.refuse_bf16_ema(self._params, "ema_decay")
             self._ema = [p.copy() for p in self._params]    # timm's ModelEmaV3 starts as a copy
             st.plan = None
         plan = st.plan
@@ -428,6 +432,7 @@ class Optimizer:
             self._undo_new(new_ema)
             return
         self._accum_weight = 0.0        # a step on given gradients also ends an accumulation
+        self._fresh_comp.clear()
         self._k = k + 1
         if self._fresh:
             self._fresh.clear()
@@ -435,6 +440,10 @@ class Optimizer:
     def _undo_new(self, new_ema):
         """After a step skipped or refused for a non-finite gradient: drop the state (and EMA)
         that step created, so that the optimizer is as it was before it."""
+        for s in self._state:      # a compensation made for this step
+            if id(s) in self._fresh_comp:
+                s.pop(_lowp.COMP, None)
+        self._fresh_comp.clear()
         if self._fresh or new_ema:
             names = self._stepper.spec.slot_names
             for i, bits in self._fresh.items():
@@ -518,7 +527,8 @@ class Optimizer:
         needs = st.needs
         st.configure(self.param_groups, self._k)
         for gi, g in enumerate(self.param_groups):
-            _lowp.check_params(g, g["params"], [f"param_groups[{gi}]['params'][{j}]" for j in range(len(g["params"]))])
+            _lowp.check_params(g, g["params"], [f"param_groups[{gi}]['params'][{j}]" for j in range(len(g["params"]))],
+                               st.spec)
         if st.plan is not None and st.needs == needs and st.plan.params_match(self.param_groups) and \
                 st.key is not None and key[1] == st.key[1]:
             st.bind()           # new values only: the plan still fits
@@ -544,6 +554,13 @@ class Optimizer:
         if st.spec.lowp:
             self._state = [_lowp.convert(s, st.spec, _lowp.target(self.param_groups[gi], p.size), p.dtype) if s else s
                            for s, p, gi in zip(self._state, self._params, group_of)]
+            for s, p, gi in zip(self._state, self._params, group_of):
+                # bfloat16 parameters: the Kahan compensation, from zero, while the group asks for it
+                if not _lowp.is_bf16(p) or not _lowp.uses_kahan(self.param_groups[gi]):
+                    s.pop(_lowp.COMP, None)
+                elif _lowp.COMP not in s:
+                    s[_lowp.COMP] = np.zeros(p.shape, p.dtype)
+                    self._fresh_comp.add(id(s))
         self._build_plan()
         st.key = key
 
@@ -707,6 +724,10 @@ class Optimizer:
         if w == float("inf"):
             raise ValueError(f"Invalid weight: {weight!r} (expected a finite number > 0)")
         with self._stepper:
+            if any(map(_lowp.is_bf16, self._params)):
+                raise ValueError("accumulate: bfloat16 parameters are not supported (a bfloat16 sum of "
+                                 "micro-batch gradients loses their small parts); sum them in float32 and step "
+                                 "on the mean cast to bfloat16")
             grads = self._check_accumulated(grads)
             first = self._accum_weight == 0.0 or self._accum is None or len(self._accum) != len(self._params)
             if self._accum is None or len(self._accum) != len(self._params) or \
@@ -828,10 +849,11 @@ class Optimizer:
             if missing:
                 raise ValueError(f"{where} lacks {missing}; a {type(self).__name__} group has "
                                  f"{list(spec.keys)} (was it saved by another optimizer?)")
-            g = {k: _decode(v) for k, v in theirs.items() if k != "params"}
+            g = _lowp.adapt_loaded_group({k: _decode(v) for k, v in theirs.items() if k != "params"},
+                                         mine["params"])
             g["params"] = mine["params"]
             packed.append(spec.pack(g, where, step_count))
-            _lowp.check_params(g, g["params"], [f"{where}['params'][{j}]" for j in range(len(g["params"]))])
+            _lowp.check_params(g, g["params"], [f"{where}['params'][{j}]" for j in range(len(g["params"]))], spec)
             new_groups.append(g)
         if not isinstance(state, dict):
             raise ValueError("loaded 'state' must be a dict {parameter index: {name: value}}")
@@ -853,6 +875,11 @@ class Optimizer:
                     new_state[key][name] = np.array(v, dtype=np.float32, order="C", copy=True)
                 elif name == "step":
                     new_steps[key] = _step_value(v, f"loaded state[{key}]['step']")
+                elif name == _lowp.COMP and spec.lowp:
+                    # the Kahan compensation of a bfloat16 parameter (dropped for a parameter of another
+                    # dtype, which has nothing to compensate)
+                    if _lowp.is_bf16(p):
+                        new_state[key][name] = _lowp.loaded_comp(v, p, f"loaded state[{key}][{name!r}]")
                 elif name in allowed:
                     j = spec.slot_names.index(name)
                     if not spec.slot_applies(j, p.shape):
@@ -869,8 +896,8 @@ class Optimizer:
                     if a.dtype.kind != "f":
                         raise TypeError(f"loaded state[{key}][{name!r}] has dtype {a.dtype}; "
                                         "expected a floating-point array")
-                    new_state[key][name] = np.array(a, dtype=np.float64 if scalar else p.dtype, order="C",
-                                                    copy=True)
+                    new_state[key][name] = np.array(a, dtype=np.float64 if scalar else _lowp.full_dtype(p.dtype),
+                                                    order="C", copy=True)
                 else:
                     raise ValueError(f"loaded state[{key}] has an unknown entry {name!r}; "
                                      f"{type(self).__name__} keeps {sorted(allowed)} and 'step'")
@@ -897,6 +924,7 @@ class Optimizer:
         else:       # a checkpoint without an EMA into an optimizer with one: it starts anew
             self._ema = None
         self._fresh = {}
+        self._fresh_comp = set()   # ids of state dicts whose Kahan compensation this step made
         self._stepper.plan = None
         self._stepper.key = None
 
@@ -912,6 +940,7 @@ class Optimizer:
             return skipped, None
         if not isinstance(ema, (list, tuple)) or len(ema) != len(self._params):
             raise ValueError(f"loaded loop['ema'] must be a list of {len(self._params)} arrays (one per parameter)")
+        _lowp.refuse_bf16_ema(self._params, "loaded loop['ema']")
         out = []
         for i, (e, p) in enumerate(zip(ema, self._params)):
             a = np.asarray(e)
@@ -931,6 +960,7 @@ class Optimizer:
 
     def __setstate__(self, d):
         self.__dict__.update(d)
+        self._fresh_comp = set()
         self._stepper = Stepper(RuleSpec.of(type(self)))
         self._get_hp = operator.itemgetter(*self._stepper.spec.keys)
 

@@ -2236,3 +2236,73 @@ def lowp_step(rule: str, param: _Array, grad: _Array, state: dict[str, Any], *, 
             codes, absmax = q8_quantize(a, name not in nonneg)
             state[name] = codes.reshape(a.shape)
             state[name + "_absmax"] = absmax
+
+
+#: The stochastic-rounding stream of bfloat16 parameters (``sr_bits``' slot; state slots are 0..5).
+PARAM_SR_SLOT = 7
+
+
+def bf16_kahan(x: _Array, param: _Array, comp: _Array) -> tuple[_Array, _Array]:
+    """New bfloat16 parameters with Kahan compensation (optimi's method), in float32.
+
+    ``x`` holds the new float32 values, ``param`` the old bfloat16 bits and ``comp`` the compensation
+    (bfloat16 bits).  The update ``x - old`` plus the compensation is added to the old value, rounded
+    to nearest even; what that rounding lost is the new compensation.  Returns ``(param, comp)`` bits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> one = bf16_round(np.float32([1.0]))
+    >>> p, c = bf16_kahan(np.float32([1.001]), one, np.zeros(1, np.uint16))   # below half an ulp of 1
+    >>> bf16_decode(p), bf16_decode(c)
+    (array([1.], dtype=float32), array([0.00099945], dtype=float32))
+    """
+    old = bf16_decode(param).reshape(np.shape(x))
+    with np.errstate(all="ignore"):
+        y = (np.asarray(x, dtype=np.float32) - old) + bf16_decode(comp).reshape(np.shape(x))
+        new = bf16_round(old + y).reshape(np.shape(x))
+        return new, bf16_round(y - (bf16_decode(new).reshape(np.shape(x)) - old)).reshape(np.shape(x))
+
+
+def bf16_param_step(rule: str, param: _Array, grad: _Array, state: dict[str, Any], *, step: int,
+                    kahan_comp: _Array | None = None, stochastic_rounding: bool = False, seed: int = 0,
+                    state_dtype: str = "float32", grad_mul: float | None = None, nonneg: Sequence[str] = (),
+                    slots: Sequence[str] = (), initial: dict[str, Any] | None = None, **hyperparameters: Any) -> None:
+    """One step of ``rule`` on bfloat16 parameters, as the C engine takes it.
+
+    ``param`` and ``grad`` are bfloat16 bits (``uint16``; ``param`` is updated in place).  Both are
+    decoded to float32 (exact); the gradient is multiplied by ``grad_mul`` in float32 when given
+    (clipping and loss scale: ``grad_multiplier``); the rule's float32 step runs with ``state`` in
+    float32 (``state_dtype="float32"``) or low precision (``lowp_step``, whose arguments ``nonneg``,
+    ``slots``, ``initial``, ``stochastic_rounding`` and ``seed`` this passes on); and the new values
+    are written back: with Kahan compensation when ``kahan_comp`` (bits, updated in place) is given
+    (``bf16_kahan``), else rounded stochastically from stream ``seed``, slot ``PARAM_SR_SLOT``, when
+    ``stochastic_rounding``, else to nearest even.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = bf16_round(np.float32([1.0, 2.0])); g = bf16_round(np.float32([1.0, -1.0]))
+    >>> bf16_param_step("sgd", p, g, {}, step=1, lr=0.5)
+    >>> bf16_decode(p)
+    array([0.5, 2.5], dtype=float32)
+    """
+    bits = param.view(np.uint16) if isinstance(param, np.ndarray) else np.asarray(param, dtype=np.uint16)
+    x = bf16_decode(bits).reshape(np.shape(param))
+    g = bf16_decode(np.asarray(grad).view(np.uint16)).reshape(np.shape(param))
+    if grad_mul is not None:
+        with np.errstate(all="ignore"):
+            g = g * np.float32(grad_mul)
+    if state_dtype == "float32":
+        step_rule(rule, x, g, state, step=step, **hyperparameters)
+    else:
+        lowp_step(rule, x, g, state, step=step, state_dtype=state_dtype, nonneg=nonneg, slots=slots,
+                  stochastic_rounding=stochastic_rounding, seed=seed, initial=initial, **hyperparameters)
+    if kahan_comp is not None:
+        comp = kahan_comp.view(np.uint16)
+        new, comp[...] = bf16_kahan(x, bits, comp)
+    elif stochastic_rounding:
+        new = bf16_round_stochastic(x, seed, step, PARAM_SR_SLOT)
+    else:
+        new = bf16_round(x).reshape(x.shape)
+    bits[...] = new

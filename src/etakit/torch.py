@@ -82,26 +82,35 @@ from .errors import StateError
 __all__ = list(_optim.OPTIMIZERS)
 
 _DTYPES = (torch.float32, torch.float64)
+_PARAM_DTYPES = _DTYPES + (torch.bfloat16,)     # bfloat16: the one-pass element-wise rules (etakit._lowp)
+
+
+def _np(p):
+    """A zero-copy numpy view of a parameter (bfloat16 as its uint16 bits)."""
+    p = p.detach()
+    if p.dtype == torch.bfloat16:
+        return p.view(torch.int16).numpy().view(np.uint16)
+    return p.numpy()
 _EXTRAS = (("foreach", None), ("fused", None), ("capturable", False), ("differentiable", False))
 
 
 def _check_param(p, where):
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{where} must be a torch.Tensor, got {type(p).__name__}")
-    supported = "etakit.torch supports dense, contiguous float32 or float64 CPU tensors"
+    supported = "etakit.torch supports dense, contiguous float32, float64 or bfloat16 CPU tensors"
     if p.device.type != "cpu":
         raise ValueError(f"{where} is on {p.device}; {supported} (use torch.optim for {p.device.type})")
     if p.is_sparse or p.layout != torch.strided:
         raise ValueError(f"{where} has layout {p.layout}; {supported}")
     if p.is_complex():
         raise TypeError(f"{where} is complex ({p.dtype}); {supported}")
-    if p.dtype not in _DTYPES:
-        raise TypeError(f"{where} has dtype {p.dtype}; {supported} (half precision is not supported)")
+    if p.dtype not in _PARAM_DTYPES:
+        raise TypeError(f"{where} has dtype {p.dtype}; {supported} (float16 is not supported)")
     if not p.is_contiguous():
         raise ValueError(f"{where} is not contiguous (strides {p.stride()}); {supported}: the update is in place "
                          "and never works on a copy")
     try:
-        p.detach().numpy()
+        _np(p)
     except (RuntimeError, TypeError) as e:   # a tensor subclass with its own storage rules, say
         raise TypeError(f"{where} ({type(p).__name__}) cannot be updated in place by etakit: {e}") from None
     if p.numel() and p.data_ptr() % p.element_size():
@@ -246,7 +255,7 @@ class _DropIn(torch.optim.Optimizer):
                 _check_param(p, f"param_groups[{n}]['params'][{j}]")
             everything = [(p, f"param_groups[{gi}]['params'][{j}]") for gi, g in enumerate(self.param_groups)
                           for j, p in enumerate(g["params"])]
-            pair = _core.first_overlap([p.detach().numpy() for p, _ in everything])
+            pair = _core.first_overlap([_np(p) for p, _ in everything])
             if pair is not None:
                 raise ValueError(f"{everything[pair[0]][1]} and {everything[pair[1]][1]} overlap in memory; "
                                  "parameters must be distinct buffers (the step writes each)")
@@ -257,7 +266,10 @@ class _DropIn(torch.optim.Optimizer):
                     _optim._check_matrix(p, f"param_groups[{n}]['params'][{j}]", type(self).__name__)
             self._stepper.spec.pack(_floats(group), f"param_groups[{n}]", self._k)   # low-precision keys too
             _lowp.check_params(group, group["params"], [f"param_groups[{n}]['params'][{j}]"
-                                                        for j in range(len(group["params"]))])
+                                                        for j in range(len(group["params"]))],
+                               self._stepper.spec)
+            if self._ema is not None or self._loop.ema_decay is not None:
+                _lowp.refuse_bf16_ema(group["params"], "add_param_group with ema_decay set")
             if self._numpy._torch_step == "group":
                 group.setdefault("step", 0)
         except Exception:
@@ -287,6 +299,13 @@ class _DropIn(torch.optim.Optimizer):
             if self._ema_swapped:
                 raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before loading")
             loop = self._loaded_loop(state_dict.get("loop") if isinstance(state_dict, dict) else None)
+            if isinstance(state_dict, dict) and isinstance(state_dict.get("param_groups"), (list, tuple)) and \
+                    len(state_dict["param_groups"]) == len(self.param_groups):
+                # stochastic rounding of a checkpoint of bfloat16 parameters has nothing to round here
+                state_dict = {**state_dict, "param_groups": [
+                    {**_lowp.adapt_loaded_group({k: v for k, v in g.items() if k != "params"}, mine["params"]),
+                     "params": g["params"]} if isinstance(g, dict) and "params" in g else g
+                    for g, mine in zip(state_dict["param_groups"], self.param_groups)]}
             self._check_loaded(state_dict)
             state_dict = dict(state_dict)
             state_dict.pop("loop", None)
@@ -302,6 +321,13 @@ class _DropIn(torch.optim.Optimizer):
                 entry = dict(entry)
                 entry.update(entry.pop(_Q8_WRAPPED, {}))
                 q8 = {name: entry.pop(name) for name in list(entry) if _Q8_NAME.match(name)}
+                if mine[ids.index(key)].dtype != torch.bfloat16:
+                    entry.pop(_lowp.COMP, None)     # nothing to compensate in a float32 parameter
+                else:
+                    # torch.optim's load casts floating state to the parameter's dtype: a bfloat16
+                    # parameter's float32 state is kept as it is (converted below if need be)
+                    q8.update({name: entry.pop(name) for name in list(entry)
+                               if name in self._stepper.spec.state_names or name == _lowp.COMP})
                 if q8:
                     held[mine[ids.index(key)]] = q8
                 state[key] = entry
@@ -311,14 +337,21 @@ class _DropIn(torch.optim.Optimizer):
                     g.setdefault(k, v)   # the reference keeps it on the optimizer, not in its groups
             spec = self._stepper.spec
             slots = {k: name for name, k in _q8_slots(spec).items()}
+            scalars = [name for j, name in enumerate(spec.slot_names) if spec.slots[j]["shape"] == "scalar"]
             for p, q8 in held.items():
+                full = torch.float32 if p.dtype == torch.bfloat16 else p.dtype
                 for name, v in q8.items():
                     m = _Q8_NAME.match(name)
-                    if m.group(1) == "state" and v.is_floating_point():   # bitsandbytes' 32-bit state
-                        self.state[p][slots[int(m.group(2))]] = v.to(p.dtype).contiguous()
+                    if m is None:       # the state of a bfloat16 parameter
+                        if name == _lowp.COMP:
+                            v = v.to(torch.bfloat16)
+                        elif v.dtype == torch.float64 and name not in scalars:
+                            v = v.to(torch.float32)
+                        self.state[p][name] = v.clone().contiguous()
+                    elif m.group(1) == "state" and v.is_floating_point():   # bitsandbytes' 32-bit state
+                        self.state[p][slots[int(m.group(2))]] = v.to(full).contiguous()
                     else:
                         self.state[p][name] = v.contiguous()
-            scalars = [name for j, name in enumerate(spec.slot_names) if spec.slots[j]["shape"] == "scalar"]
             for st in self.state.values():
                 for name in scalars:   # torch casts state to the parameter dtype; these are float64
                     if isinstance(st.get(name), torch.Tensor):
@@ -376,7 +409,7 @@ class _DropIn(torch.optim.Optimizer):
             full = _floats({**kept, **g})
             b = spec.pack(full, where, int(step_count))     # low-precision keys too
             _lowp.check_params(full, mine["params"], [f"param_groups[{gi}]['params'][{j}]"
-                                                      for j in range(len(mine["params"]))])
+                                                      for j in range(len(mine["params"]))], spec)
             loaded_groups.append(full)
             packed_groups.append(b)
             if self._numpy._torch_step == "group" and "step" in g:
@@ -405,6 +438,13 @@ class _DropIn(torch.optim.Optimizer):
                     continue
                 if name in self._numpy._ignored_state or _Q8_NAME.match(name):
                     continue   # the reference writes it and never reads it; 8-bit buffers: _loaded_entry
+                if name == _lowp.COMP and spec.lowp:
+                    if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(p.shape) or \
+                            not v.is_floating_point() or v.device.type != "cpu":
+                        got = f"{v.dtype} {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+                        raise StateError(f"loaded state[{key}][{name!r}] is {got}; expected the bfloat16 Kahan "
+                                         f"compensation of shape {tuple(p.shape)}")
+                    continue
                 if name not in spec.state_names:
                     raise ValueError(f"loaded state[{key}] has an unknown entry {name!r}; {type(self).__name__} "
                                      f"keeps {sorted(spec.state_names)} and 'step' (was it saved by another "
@@ -515,6 +555,12 @@ class _DropIn(torch.optim.Optimizer):
                 out[name + "_absmax"] = _numpy_of(s[f"absmax{k}"], label, f"absmax{k}")
             elif s.get(name) is not None:
                 out[name] = _numpy_of(s[name], label, name)
+        c = s.get(_lowp.COMP)
+        if c is not None:
+            if not isinstance(c, torch.Tensor) or c.dtype != torch.bfloat16 or not c.is_contiguous():
+                raise StateError(f"the Kahan compensation {_lowp.COMP!r} of {label} must be a contiguous "
+                                 "bfloat16 tensor")
+            out[_lowp.COMP] = _numpy_of(c, label, _lowp.COMP)
         return out
 
     def _store(self, s, arrays, fmt):
@@ -600,6 +646,7 @@ class _DropIn(torch.optim.Optimizer):
         self._grad_scale = _passes.check_grad_scale(float(scale) if scale is not None else None)
         self.last_grad_norm = None
         if self._loop.ema_decay is not None and self._ema is None:
+            _lowp.refuse_bf16_ema([p for g in self.param_groups for p in g["params"]], "ema_decay")
             self._ema = {}
         self._run_step()
 
@@ -620,7 +667,7 @@ class _DropIn(torch.optim.Optimizer):
             st.configure([_floats(g) for g in groups], self._k)    # low-precision keys too
             for gi, g in enumerate(groups):
                 _lowp.check_params(g, g["params"], [f"param_groups[{gi}]['params'][{j}]"
-                                                    for j in range(len(g["params"]))])
+                                                    for j in range(len(g["params"]))], st.spec)
             if st.plan is not None:
                 if st.needs != needs or st.key is None or key[1] != st.key[1]:
                     st.plan = None       # new state (amsgrad, momentum...), or state in another format
@@ -706,7 +753,7 @@ class _DropIn(torch.optim.Optimizer):
                     if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
                         raise StateError(f"the optimizer state {name!r} of {label} must be a CPU tensor")
                     arrays[name] = t.detach().numpy()
-                params.append(p.detach().numpy())
+                params.append(_np(p))
                 states.append(arrays)
                 gis.append(gi)
                 labels.append(label)
@@ -732,6 +779,9 @@ class _DropIn(torch.optim.Optimizer):
         """Check the gradients, create missing state, build the plan."""
         st = self._stepper
         spec = st.spec
+        for p in params:        # a compensation outlives its use if the parameter left bfloat16 (model.float())
+            if p.dtype != torch.bfloat16 and _lowp.COMP in self.state.get(p, {}):
+                del self.state[p][_lowp.COMP]
         self._build_plan(params, gis, {}, final=False)
         try:
             st.plan.run_torch(params, grads, self._k, check_only=True)
@@ -751,6 +801,13 @@ class _DropIn(torch.optim.Optimizer):
                     fresh[i] = fresh.get(i, 0) | (1 << j)
         if spec.lowp:
             self._to_formats(params, gis)
+            for p, gi in zip(params, gis):
+                # bfloat16 parameters: the Kahan compensation, from zero, while the group asks for it
+                s = self.state[p]
+                if p.dtype != torch.bfloat16 or not _lowp.uses_kahan(self.param_groups[gi]):
+                    s.pop(_lowp.COMP, None)
+                elif not isinstance(s.get(_lowp.COMP), torch.Tensor):
+                    s[_lowp.COMP] = torch.zeros_like(p, memory_format=torch.contiguous_format)
         self._build_plan(params, gis, fresh)
 
     def _new_state(self, j, p, group):
@@ -759,11 +816,12 @@ class _DropIn(torch.optim.Optimizer):
         fill = spec.slot_fill(j, group, self._k)
         if spec.slots[j]["shape"] == "strided" and fill is None:
             return p.detach().flatten()[::spec.stride(j, group)].clone()
+        dt = torch.float32 if p.dtype == torch.bfloat16 else p.dtype    # bfloat16 parameters: float32 state
         if fill is None:
-            return p.detach().clone(memory_format=torch.contiguous_format)
+            return p.detach().to(dt).clone(memory_format=torch.contiguous_format)
         if spec.slots[j]["shape"] == "scalar":
             return torch.tensor(fill, dtype=torch.float64)
-        return torch.full(spec.slot_shape(j, tuple(p.shape), group), fill, dtype=p.dtype)
+        return torch.full(spec.slot_shape(j, tuple(p.shape), group), fill, dtype=dt)
 
     def _build_plan(self, params, gis, fresh, final=True):
         st = self._stepper
@@ -790,8 +848,7 @@ class _DropIn(torch.optim.Optimizer):
                 if p not in self._ema:      # timm's ModelEmaV3 starts as a copy
                     self._ema[p] = p.detach().clone(memory_format=torch.contiguous_format)
             emas = [self._ema[p].numpy() for p in params]
-        st.build([p.detach().numpy() for p in params], states, gis, steps, fresh, labels, seeds, stochastic,
-                 emas=emas)
+        st.build([_np(p) for p in params], states, gis, steps, fresh, labels, seeds, stochastic, emas=emas)
         st.plan.set_torch_params(params, torch._C._increment_version)
         if mode == "state" and final:
             steps_t = torch.tensor(steps, dtype=torch.float32)
@@ -845,6 +902,7 @@ class _DropIn(torch.optim.Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         if not isinstance(ema, dict):
             raise ValueError("loaded loop['ema'] must be a dict {parameter index: tensor}")
+        _lowp.refuse_bf16_ema(params, "loaded loop['ema']")
         out = {}
         for key, e in ema.items():
             if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(params):
