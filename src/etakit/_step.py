@@ -390,7 +390,7 @@ class RuleSpec:
     def group_state_start(self, group: Mapping[str, Any], names: Sequence[str] | None = None) -> dict[str, Any]:
         """The values the rule's per-group scalars (or those of ``names``) start at in ``group``."""
         init = self.group_state_init
-        return {n: group[init[n]] if isinstance(init.get(n), str) else init.get(n, 0.0)
+        return {n: group[v] if isinstance(v := init.get(n), str) else init.get(n, 0.0)
                 for n in (self.group_state if names is None else names)}
 
 
@@ -414,6 +414,12 @@ class Stepper:
         self.work: list[dict[str, Any]] = []           # per plan tensor: {work slot name: array}
         self._lock = threading.RLock()
         self.active = False      # inside a step, add_param_group or load_state_dict of this optimizer
+
+    @property
+    def built(self) -> _core.Plan:
+        """The plan, where the caller knows one is built (configure and build ran)."""
+        assert self.plan is not None
+        return self.plan
 
     # ---- one step at a time --------------------------------------------
     # A step holds the optimizer's lock: a second thread waits for the first,

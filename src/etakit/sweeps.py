@@ -731,7 +731,8 @@ def demo_trial(lr: float, seed: int, optimizer: str = "AdamW", epochs: int = 5, 
 
     Xtr, ytr, Xte, yte = load_digits_split(seed)
     net = MLP([Xtr.shape[1], hidden, 10], seed=seed)
-    opt = etakit.OPTIMIZERS[optimizer](net.params, lr=lr)
+    # (a rule class takes lr, which mypy cannot see through type[Optimizer]: the base class's __init__)
+    opt = cast("Callable[..., etakit.Optimizer]", etakit.OPTIMIZERS[optimizer])(net.params, lr=lr)
     if hasattr(opt, "train"):
         opt.train()
     rng = np.random.default_rng(seed)
