@@ -79,11 +79,6 @@ etakit_docstring_checks = {
     # every <rule>_step follows (param, grad, state, step, and the
     # hyperparameters of the optimizer class of the same rule)
     "etakit.reference": LIGHT,
-    # Being edited elsewhere at the time of writing (issue 14 left its
-    # docstrings as they were); what FULL finds there: torch.py, the drop-ins
-    # (32 PR01), 3 RT01, and Lookahead's methods (4 EX01, 3 GL08).  To be
-    # brought to FULL.
-    "etakit.torch": LIGHT - {"EX01", "GL08"},
 }
 numpydoc_validation_checks = set()     # numpydoc's own single-set validation: replaced by the above
 

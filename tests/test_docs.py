@@ -77,3 +77,15 @@ def test_the_package_imports_without_docstrings():
     code = "import etakit, etakit.optim, etakit.torch; assert etakit.AdamW.__doc__ is None"
     r = subprocess.run([sys.executable, "-OO", "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_torch_drop_ins_are_declared_for_type_checkers():
+    """etakit.torch makes its drop-ins in a loop; the module declares each name's type for type checkers."""
+    torch_module = pytest.importorskip("etakit.torch")
+    from etakit import optim
+
+    declared = {n: t for n, t in torch_module.__annotations__.items() if n in optim.OPTIMIZERS}
+    assert sorted(declared) == sorted(optim.OPTIMIZERS)
+    for name, t in declared.items():
+        modes = issubclass(optim.OPTIMIZERS[name], optim._ScheduleFree)
+        assert t == ("type[_ScheduleFreeDropIn]" if modes else "type[_RuleDropIn]"), name

@@ -21,7 +21,7 @@ import re
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Generic, Literal, Optional, Protocol, TypedDict, TypeVar, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +41,7 @@ __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagra
            "DAdaptAdaGrad"]
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing_extensions import Self, Unpack
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
@@ -856,7 +856,7 @@ class Optimizer:
                 e[...] = t
             self._ema_swapped = not self._ema_swapped
 
-    def ema_weights(self) -> _EmaWeights:
+    def ema_weights(self) -> _EmaWeights[Self]:
         """Context manager: the parameters hold their EMA inside the block, their own values after it.
 
         Returns
@@ -1181,13 +1181,20 @@ class Optimizer:
 from ._core import _Moved  # noqa: E402  (after the class, which does not need it at import)
 
 
-class _EmaWeights:
-    """``Optimizer.ema_weights()``: swap in on entry, back on exit (also after an exception)."""
+class _SwapsEma(Protocol):
+    def swap_ema(self) -> None: ...
 
-    def __init__(self, opt: Optimizer) -> None:
+
+_O = TypeVar("_O", bound=_SwapsEma)
+
+
+class _EmaWeights(Generic[_O]):
+    """``Optimizer.ema_weights()`` (and etakit.torch's): swap in on entry, back on exit (also after an exception)."""
+
+    def __init__(self, opt: _O) -> None:
         self.opt = opt
 
-    def __enter__(self) -> Optimizer:
+    def __enter__(self) -> _O:
         self.opt.swap_ema()
         return self.opt
 
