@@ -653,7 +653,28 @@ class _DropIn(torch.optim.Optimizer):
     # ---- stepping ---------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One optimizer step for every parameter that has a gradient (one C call)."""
+        """One optimizer step for every parameter that has a gradient (one C call).
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss; run (with gradients
+            enabled) before the step, as in ``torch.optim``.
+
+        Returns
+        -------
+        float or None
+            The closure's loss, or None without a closure.
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = etakit.torch.SGD([w], lr=0.5)
+        >>> w.grad = torch.ones(2); opt.step()
+        >>> w.detach()
+        tensor([0.5000, 0.5000])
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
