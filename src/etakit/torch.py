@@ -652,7 +652,7 @@ class _DropIn(torch.optim.Optimizer):
 
     # ---- stepping ---------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # (torch.optim: two overloads)
         """One optimizer step for every parameter that has a gradient (one C call).
 
         Parameters
@@ -1400,7 +1400,7 @@ class Lookahead(torch.optim.Optimizer):
             p.lerp_(slow, w)
             slow.copy_(p)
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # (torch.optim: two overloads)
         """One step of the inner optimizer, then each group's slow-weight update at its k-th step.
 
         Parameters
