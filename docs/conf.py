@@ -79,21 +79,6 @@ etakit_docstring_checks = {
     # every <rule>_step follows (param, grad, state, step, and the
     # hyperparameters of the optimizer class of the same rule)
     "etakit.reference": LIGHT,
-    # Being edited elsewhere at the time of writing (issue 14 left their
-    # docstrings as they were); what FULL finds there: optim.py, the optimizer
-    # classes documenting some hyperparameters in prose rather than in their
-    # Parameters sections (30 PR01, 69 PR07, 12 PR04), 2 RT01, 1 EX01
-    # (Optimizer.step_count); torch.py, the drop-ins (32 PR01), 3 RT01, and
-    # Lookahead's methods (4 EX01, 3 GL08); loop.py 3 PR01, 2 RT01, 1 RT03,
-    # 1 EX01.  To be brought to FULL with them.
-    "etakit.optim": LIGHT - {"EX01"},
-    "etakit.torch": LIGHT - {"EX01", "GL08"},
-    "etakit.loop": LIGHT - {"EX01"},
-    # Scaling out (issue 12), merged after issue 14: what FULL finds there:
-    # sweeps.sweep 1 RT03, SweepResult 1 PR01 (its attributes are documented
-    # in prose) and 2 EX01, demo_trial and main 2 PR01, 2 RT01.  To be brought
-    # to FULL.
-    "etakit.sweeps": LIGHT - {"EX01"},
 }
 numpydoc_validation_checks = set()     # numpydoc's own single-set validation: replaced by the above
 

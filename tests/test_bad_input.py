@@ -164,6 +164,11 @@ CTOR = {
     "bool lr": (lambda: etakit.SGD([np.zeros(1)], lr=True), TypeError, "lr must be a real number"),
     "group override invalid": (lambda: etakit.Adam([{"params": [np.zeros(1)], "lr": -1}]), ValueError,
                                r"Invalid lr for param_groups\[0\]"),
+    # (the **options each __init__ declares for type checkers takes no keyword of its own)
+    "unknown keyword": (lambda: etakit.AdamW([np.zeros(1)], lr=0.1, betas2=0.9), TypeError,
+                        r"AdamW.__init__\(\) got an unexpected keyword argument 'betas2'"),
+    "keyword named options": (lambda: etakit.SGD([np.zeros(1)], options={}), TypeError,
+                              "unexpected keyword argument 'options'"),
 }
 _SHARED = np.zeros(3)
 _BASE = np.zeros(10)

@@ -1161,7 +1161,8 @@ cdef class Plan:
                                  f"{p.dtype} {tuple(p.shape)} after the optimizer took it; its optimizer state "
                                  "no longer fits: build a new optimizer for it")
             g = grads[i]
-            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else 2 if self.t[i].dtype == ETK_BFLOAT16 else 8)
+            nbytes = <uintptr_t>self.t[i].n * (4 if self.t[i].dtype == ETK_FLOAT32 else
+                                               2 if self.t[i].dtype == ETK_BFLOAT16 else 8)
             # one call per check on the hot path: the size in bytes keeps every read in
             # bounds; PyTorch refuses a .grad of another dtype than its parameter's, and
             # check_only (each plan build) compares dtypes too

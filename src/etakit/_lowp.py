@@ -31,12 +31,27 @@ shape), with stochastic rounding (``stochastic_rounding=True``, from the
 stream ``sr_seed``), or to nearest even (``kahan=False``, as torch.optim).
 Their state is float32 under ``state_dtype="float32"``.
 """
+from __future__ import annotations
+
 import numbers
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core, reference
 from .errors import StateError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ._step import RuleSpec
+
+# a parameter: a numpy array, or a tensor of etakit.torch
+Param = Union[npt.NDArray[Any], "torch.Tensor"]
+# a tensor's state: {slot name: array} (with "<name>_absmax" scales for 8-bit codes)
+State = dict[str, Any]
 
 KEYS = {"state_dtype": "float32", "stochastic_rounding": False, "min_8bit_size": 4096, "sr_seed": 0, "kahan": None}
 COMP = "kahan_comp"     # the state buffer of the Kahan compensation of a bfloat16 parameter
@@ -45,7 +60,7 @@ FULL, BF16, Q8 = 0, 2, 3
 _NAMES = {FULL: "float32", BF16: "bfloat16", Q8: "int8"}
 
 
-def bfloat16():
+def bfloat16() -> np.dtype[Any]:
     """The numpy dtype of bfloat16 state (``ml_dtypes.bfloat16``)."""
     try:
         import ml_dtypes
@@ -77,29 +92,29 @@ _WHY_NOT = {
 _WHY_NOT["schedulefree_sgd"] = _WHY_NOT["schedulefree_radam"] = _WHY_NOT["schedulefree_adamw"]
 
 
-def options(group):
+def options(group: Mapping[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
     """(state_dtype, stochastic_rounding, min_8bit_size, sr_seed, kahan) of a group (defaults for missing keys)."""
     return (group.get("state_dtype", "float32"), group.get("stochastic_rounding", False),
             group.get("min_8bit_size", 4096), group.get("sr_seed", 0), group.get("kahan", None))
 
 
-def is_bf16(p):
+def is_bf16(p: Param) -> bool:
     """Whether a parameter (numpy array or torch tensor) is bfloat16."""
     return str(p.dtype) in ("bfloat16", "torch.bfloat16")
 
 
-def full_dtype(dtype):
+def full_dtype(dtype: Any) -> Any:
     """The dtype of full-precision state for parameters of ``dtype`` (float32 for bfloat16 ones)."""
     return np.dtype(np.float32) if str(dtype) == "bfloat16" else dtype
 
 
-def uses_kahan(group):
+def uses_kahan(group: Mapping[str, Any]) -> bool:
     """Whether the bfloat16 parameters of ``group`` are written back with Kahan compensation."""
     k = options(group)[4]
     return bool(k) if k is not None else not options(group)[1]
 
 
-def seeds(groups, group_of, index):
+def seeds(groups: Sequence[Mapping[str, Any]], group_of: Sequence[int], index: Sequence[int]) -> list[int] | None:
     """The stochastic-rounding streams of a plan's tensors (None if no group rounds stochastically):
     tensor ``t`` of group ``group_of[t]`` at position ``index[t]`` among all the optimizer's
     parameters (its state_dict index) draws from ``tensor_seed(sr_seed of its group, position)``,
@@ -109,7 +124,7 @@ def seeds(groups, group_of, index):
     return [reference.tensor_seed(options(groups[gi])[3], i) for gi, i in zip(group_of, index)]
 
 
-def check(group, where, spec):
+def check(group: Mapping[str, Any], where: str, spec: RuleSpec) -> None:
     """Refuse bad low-precision keys of a group (TypeError, ValueError) before anything is written."""
     dt, sr, m, seed, kahan = options(group)
     if not isinstance(dt, str) or dt not in DTYPES:
@@ -136,13 +151,15 @@ def check(group, where, spec):
                          "rounded; choose one")
     if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 0:
         raise ValueError(f"Invalid min_8bit_size for {where}: {m!r} (expected an integer >= 0)")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or \
+            not 0 <= seed < 2**64:  # type: ignore[operator]  # typeshed's numbers.Integral has no __ge__
         raise ValueError(f"Invalid sr_seed for {where}: {seed!r} (expected an integer in [0, 2**64))")
     if seed and not sr:
         raise ValueError(f"{where}: sr_seed seeds stochastic rounding; set stochastic_rounding=True with it")
 
 
-def check_params(group, params, labels, spec=None):
+def check_params(group: Mapping[str, Any], params: Sequence[Param], labels: Sequence[str],
+                 spec: RuleSpec | None = None) -> None:
     """Low-precision state needs float32 or bfloat16 parameters, bfloat16 parameters a rule that can keep
     low-precision state (``spec``), and stochastic rounding something to round (numpy arrays or torch
     tensors)."""
@@ -163,7 +180,7 @@ def check_params(group, params, labels, spec=None):
                          "state_dtype='bfloat16' and to bfloat16 parameters; it has neither")
 
 
-def target(group, size):
+def target(group: Mapping[str, Any], size: int) -> int:
     """The format a parameter of ``size`` elements keeps its state in under ``group``."""
     dt, _, m, _, _ = options(group)
     if dt == "bfloat16":
@@ -173,7 +190,7 @@ def target(group, size):
     return FULL
 
 
-def format_of(state, spec):
+def format_of(state: State, spec: RuleSpec) -> int | None:
     """The format of a tensor's state dict ({name: numpy array}) from its arrays' dtypes."""
     for j, s in enumerate(spec.slots):
         a = state.get(s["name"])
@@ -187,7 +204,7 @@ def format_of(state, spec):
     return None
 
 
-def decode(state, spec, dtype):
+def decode(state: State, spec: RuleSpec, dtype: npt.DTypeLike) -> dict[str, npt.NDArray[Any]]:
     """A tensor's state with its element-wise buffers in float (``dtype``), scales dropped."""
     out = {}
     for j, s in enumerate(spec.slots):
@@ -205,12 +222,12 @@ def decode(state, spec, dtype):
     return out
 
 
-def encode(state, spec, fmt, raw=False):
+def encode(state: State, spec: RuleSpec, fmt: int, raw: bool = False) -> State:
     """A tensor's float state in format ``fmt`` (new arrays; bfloat16 as uint16 bits if ``raw``, which
     needs no ml_dtypes)."""
     if fmt == FULL:
         return state
-    out = {}
+    out: dict[str, npt.NDArray[Any]] = {}
     for j, s in enumerate(spec.slots):
         name = s["name"]
         a = state.get(name)
@@ -227,11 +244,11 @@ def encode(state, spec, fmt, raw=False):
     return out
 
 
-def _array_format(a):
+def _array_format(a: npt.NDArray[Any]) -> int:
     return Q8 if a.dtype == np.uint8 else BF16 if a.dtype.itemsize == 2 else FULL
 
 
-def convert(state, spec, fmt, dtype, raw=False):
+def convert(state: State, spec: RuleSpec, fmt: int, dtype: npt.DTypeLike, raw: bool = False) -> State:
     """``state`` with every element-wise buffer in format ``fmt`` (``state`` itself if it is already;
     ``raw``: see ``encode``); a Kahan compensation is kept as it is."""
     if all(_array_format(state[s["name"]]) == fmt for s in spec.slots
@@ -243,10 +260,11 @@ def convert(state, spec, fmt, dtype, raw=False):
     return out
 
 
-def plan_arrays(state, spec):
+def plan_arrays(state: State, spec: RuleSpec) -> tuple[int, tuple[Any, ...], tuple[Any, ...] | None]:
     """What Plan.set_tensor takes for a tensor's state: (format, slot arrays, scales or None)."""
     fmt = format_of(state, spec) or FULL
-    arrays, scales = [], [] if fmt == Q8 else None
+    arrays: list[Any] = []
+    scales: list[Any] | None = [] if fmt == Q8 else None
     for s in spec.slots:
         a = state.get(s["name"])
         if a is not None and fmt == BF16 and s["shape"] != "scalar":
@@ -257,7 +275,7 @@ def plan_arrays(state, spec):
     return fmt, tuple(arrays), (tuple(scales) if scales is not None else None)
 
 
-def check_loaded(entry, spec, shape, label):
+def check_loaded(entry: dict[str, Any], spec: RuleSpec, shape: Sequence[int], label: str) -> None:
     """Check the low-precision buffers of a loaded state entry ({name: array}); StateError naming the
     first that is not well formed (a bfloat16 buffer, or uint8 codes with float32 scales >= 0)."""
     n = int(np.prod(shape))
@@ -295,7 +313,7 @@ def check_loaded(entry, spec, shape, label):
         raise StateError(f"{label} mixes state formats ({', '.join(sorted(kinds))})")
 
 
-def loaded_comp(v, p, label):
+def loaded_comp(v: Any, p: npt.NDArray[Any], label: str) -> npt.NDArray[Any]:
     """A loaded Kahan compensation for bfloat16 parameter ``p``: a new bfloat16 array of its shape
     (StateError for another shape, a non-floating dtype, or a value that is not finite in bfloat16)."""
     a = np.asarray(v)
@@ -310,7 +328,7 @@ def loaded_comp(v, p, label):
     return out
 
 
-def adapt_loaded_group(group, params):
+def adapt_loaded_group(group: dict[str, Any], params: Sequence[Param]) -> dict[str, Any]:
     """A loaded group for the parameters it goes to: ``stochastic_rounding`` (and its ``sr_seed``) dropped
     when it has nothing to round (a checkpoint of bfloat16 parameters loaded into float32 ones)."""
     if options(group)[1] and options(group)[0] != "bfloat16" and not any(map(is_bf16, params)):
@@ -318,12 +336,12 @@ def adapt_loaded_group(group, params):
     return group
 
 
-def refuse_bf16_ema(params, what):
+def refuse_bf16_ema(params: Sequence[Param], what: str) -> None:
     """The EMA of bfloat16 parameters is not supported: ValueError naming ``what`` asked for one."""
     if any(map(is_bf16, params)):
         raise ValueError(f"{what}: the EMA of bfloat16 parameters is not supported (an EMA kept in bfloat16 loses "
                          "the small moves it averages); keep float32 parameters for it")
 
 
-def _kind(dtype):
+def _kind(dtype: np.dtype[Any]) -> str:
     return "int8" if dtype == np.uint8 else "bfloat16" if dtype.itemsize == 2 else "float"

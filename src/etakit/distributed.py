@@ -425,8 +425,8 @@ class ShardedOptimizer:
         self._copy_params = flat is None
         if flat is None:
             flat = np.empty(n, dtype)
-            for a, o in zip(params, self._offsets):
-                flat[o:o + a.size] = a.reshape(-1)
+            for arr, o in zip(params, self._offsets):
+                flat[o:o + arr.size] = arr.reshape(-1)
         self._flat = flat
         self._params = params
         self._send: npt.NDArray[Any] | None = None    # the flat gradients, when the given ones are not flat already

@@ -28,17 +28,32 @@ Examples
 >>> np.round(g[0], 6), np.round(g[1], 6)
 (array([0.6, 0. ]), array([0.8]))
 """
+from __future__ import annotations
+
 import fnmatch
 import math
 import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from .optim import Optimizer
 from .reference import BLOCK, LANES
 
 __all__ = ["clip_grad_norm_", "grad_norm", "param_groups_weight_decay", "Lookahead", "GradientAccumulator"]
+
+# what the gradient arguments take: one array, or a sequence (any iterable) of arrays
+_Grads = Union[npt.NDArray[Any], Iterable[npt.NDArray[Any]]]
+
+
+class _NamedParameters(Protocol):
+    """A torch module, as param_groups_weight_decay takes it."""
+
+    def named_parameters(self) -> Iterable[tuple[str, Any]]: ...
+
 
 _CHUNK_BLOCKS = 256          # blocks converted to float64 at a time (1M elements, 8 MB of scratch)
 NONFINITE_MESSAGE = ("The total norm of order {} for gradients from `parameters` is non-finite, so it cannot be "
@@ -47,7 +62,7 @@ NONFINITE_MESSAGE = ("The total norm of order {} for gradients from `parameters`
 
 
 # ---- deterministic norms ----------------------------------------------------
-def _norm_type(norm_type):
+def _norm_type(norm_type: Any) -> float:
     if isinstance(norm_type, bool):
         raise TypeError("norm_type must be a number (2.0, 1, float('inf'), ...), got bool")
     try:
@@ -59,7 +74,7 @@ def _norm_type(norm_type):
     return p
 
 
-def _blocked_sum(flat, p):
+def _blocked_sum(flat: npt.NDArray[Any], p: float) -> float:
     """Sum of |x|^p (x*x for p = 2) over a 1-D array, in float64, as ``reference.blocked_lane_sum`` forms it."""
     n = flat.size
     if n == 0:
@@ -88,7 +103,7 @@ def _blocked_sum(flat, p):
     return float(np.add.accumulate(block_sums)[-1])   # blocks in order
 
 
-def _tensor_reduction(flat, p):
+def _tensor_reduction(flat: npt.NDArray[Any], p: float) -> float | None:
     """The per-tensor quantity the total is formed from: a sum of |x|^p, a count (p = 0), or max/min |x|."""
     if p == 0.0:
         return float(np.count_nonzero(flat))
@@ -100,7 +115,7 @@ def _tensor_reduction(flat, p):
     return _blocked_sum(flat, p)
 
 
-def _combine(values, p):
+def _combine(values: Sequence[float | None], p: float) -> float:
     """The total norm of order p from the per-tensor reductions (in tensor order)."""
     if not values:
         return 0.0
@@ -112,7 +127,7 @@ def _combine(values, p):
         return float(vals.max() if p > 0 else vals.min())
     total = 0.0
     for v in values:
-        total += v
+        total += cast(float, v)     # None only for p = inf
     if p == 2.0:
         return math.sqrt(total)
     if p == 1.0:
@@ -121,7 +136,7 @@ def _combine(values, p):
         return float(np.power(np.float64(total), 1.0 / p))
 
 
-def _total_norm(flats, p, empty_error):
+def _total_norm(flats: Sequence[npt.NDArray[Any]], p: float, empty_error: type[Exception] | None) -> float:
     if p == 2.0 or (p == math.inf and (empty_error is None or all(f.size for f in flats))):
         # the engine's norm pass (etk_grad_norm): the same sums, formed in C across threads
         got = _core.grad_norm(list(flats), p == math.inf)
@@ -137,7 +152,7 @@ def _total_norm(flats, p, empty_error):
     return _combine(values, p)
 
 
-def _check_grads(grads, where="grads"):
+def _check_grads(grads: object, where: str = "grads") -> list[npt.NDArray[Any]]:
     if isinstance(grads, np.ndarray):
         return [grads]
     if isinstance(grads, (dict, set, str, bytes)) or not hasattr(grads, "__iter__"):
@@ -151,7 +166,7 @@ def _check_grads(grads, where="grads"):
     return grads
 
 
-def grad_norm(grads, norm_type=2.0):
+def grad_norm(grads: _Grads, norm_type: float = 2.0) -> float:
     """The total norm of the gradients, deterministically (what :func:`clip_grad_norm_` clips by).
 
     The norm of the concatenation of all arrays: per array, float64 sums of
@@ -171,6 +186,7 @@ def grad_norm(grads, norm_type=2.0):
     Returns
     -------
     float
+        The total norm (NaN or inf when a gradient holds one).
 
     Examples
     --------
@@ -185,7 +201,7 @@ def grad_norm(grads, norm_type=2.0):
     return _total_norm([g.reshape(-1) for g in grads], p, None)
 
 
-def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(grads: _Grads, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> float:
     """Scale gradients in place so that their total norm is at most ``max_norm``; ``torch.nn.utils.clip_grad_norm_``.
 
     The total norm is that of all arrays together (:func:`grad_norm`); every
@@ -265,7 +281,8 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
 
 
 # ---- weight-decay groups ------------------------------------------------------
-def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
+def param_groups_weight_decay(named_params: Iterable[tuple[str, Any]] | Mapping[str, Any] | _NamedParameters,
+                              weight_decay: float = 1e-5, no_decay: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Parameter groups with weight decay on the weights only; timm's ``param_groups_weight_decay``.
 
     A parameter goes to the group with ``weight_decay=0`` when it has at most
@@ -348,19 +365,19 @@ def param_groups_weight_decay(named_params, weight_decay=1e-5, no_decay=()):
 
 
 # ---- Lookahead ----------------------------------------------------------------
-def _check_k_alpha(k, alpha):
+def _check_k_alpha(k: Any, alpha: Any) -> tuple[int, float]:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
     if k < 1:
         raise ValueError(f"k must be >= 1 (the fast steps between slow-weight updates), got {k}")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
-    if not 0.0 <= alpha <= 1.0:
+    if not 0.0 <= alpha <= 1.0:  # type: ignore[operator]  # typeshed's numbers.Real has no __ge__
         raise ValueError(f"alpha must be in [0, 1] (the slow weights' step toward the fast ones), got {alpha}")
     return int(k), float(alpha)
 
 
-def _lookahead_sync(p, slow, alpha):
+def _lookahead_sync(p: npt.NDArray[np.floating[Any]], slow: npt.NDArray[np.floating[Any]], alpha: float) -> None:
     """p <- lerp(p, slow, 1 - alpha) (torch's lerp formula, in p's dtype), then slow <- p."""
     T = p.dtype.type
     w = T(1.0 - alpha)
@@ -414,7 +431,7 @@ class Lookahead:
     ['alpha', 'counters', 'k', 'slow']
     """
 
-    def __init__(self, optimizer, k=5, alpha=0.5):
+    def __init__(self, optimizer: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an etakit optimizer (etakit.Optimizer), got {type(optimizer).__name__}"
                             "; for torch optimizers use etakit.torch.Lookahead")
@@ -423,27 +440,46 @@ class Lookahead:
         self._slow = [p.copy() for p in self._params()]
         self._counters = [0] * len(optimizer.param_groups)
 
-    def _params(self):
+    def _params(self) -> list[npt.NDArray[Any]]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
     @property
-    def param_groups(self):
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The inner optimizer's parameter groups (the same dicts: a change here is a change there).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> la = etakit.Lookahead(etakit.SGD([np.zeros(2)], lr=0.1))
+        >>> la.param_groups[0]["lr"] = 0.01; la.optimizer.param_groups[0]["lr"]
+        0.01
+        """
         return self.optimizer.param_groups
 
     @property
-    def step_count(self):
-        """Completed steps of the inner optimizer."""
+    def step_count(self) -> int:
+        """Completed steps of the inner optimizer.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> la = etakit.Lookahead(etakit.SGD([np.zeros(2)], lr=0.1))
+        >>> la.step([np.ones(2)]); la.step_count
+        1
+        """
         return self.optimizer.step_count
 
-    def step(self, grads=None, **kwargs):
+    def step(self, grads: Sequence[npt.NDArray[Any]] | None = None, **kwargs: Any) -> None:
         """One step of the inner optimizer, then the slow-weight update of each group at its k-th step.
 
         Parameters
         ----------
         grads : list of ndarray, optional
             As for the inner optimizer's ``step`` (None: its accumulated
-            gradients), with its keyword arguments.  If that step raises, or
-            skips for a non-finite gradient, nothing here changes either.
+            gradients).  If that step raises, or skips for a non-finite
+            gradient, nothing here changes either.
+        **kwargs
+            The inner optimizer's other ``step`` arguments (``grad_scale``).
 
         Examples
         --------
@@ -467,8 +503,14 @@ class Lookahead:
                     _lookahead_sync(p, slow, self.alpha)
             i += n
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group to the inner optimizer; its slow weights start as copies, its counter at 0.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": [...], **hyperparameters}``, as the inner
+            optimizer's ``add_param_group`` takes it.
 
         Examples
         --------
@@ -482,12 +524,17 @@ class Lookahead:
         self._slow += [p.copy() for p in self.param_groups[-1]["params"]]
         self._counters.append(0)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The inner optimizer's state dict plus the slow weights and counters (copies).
 
-        ``{"optimizer": inner state dict, "lookahead": {"k", "alpha",
-        "counters": [per group], "slow": {index: ndarray}}}``, parameters
-        numbered as in the inner state dict; ``etakit.save`` writes it.
+        ``etakit.save`` writes it.
+
+        Returns
+        -------
+        dict
+            ``{"optimizer": inner state dict, "lookahead": {"k", "alpha",
+            "counters": [per group], "slow": {index: ndarray}}}``, parameters
+            numbered as in the inner state dict.
 
         Examples
         --------
@@ -501,10 +548,15 @@ class Lookahead:
                 "lookahead": {"k": self.k, "alpha": self.alpha, "counters": list(self._counters),
                               "slow": {i: s.copy() for i, s in enumerate(self._slow)}}}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; everything is checked before anything changes.
 
         ``k`` and ``alpha`` stay those given to the constructor.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A Lookahead :meth:`state_dict` of the same parameters.
 
         Examples
         --------
@@ -544,13 +596,13 @@ class Lookahead:
         self._slow = [np.array(slow[i], copy=True, order="C") for i in range(len(params))]
         self._counters = [int(c) for c in counters]
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # the inner optimizer's other public attributes (current_lr, train/eval, ...)
         if name.startswith("_") or "optimizer" not in self.__dict__:
             raise AttributeError(name)
         return getattr(self.__dict__["optimizer"], name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Lookahead({self.optimizer!r}, k={self.k}, alpha={self.alpha})"
 
 
@@ -592,7 +644,7 @@ class GradientAccumulator:
     array([-2., -3.])
     """
 
-    def __init__(self, params_like, mode="mean"):
+    def __init__(self, params_like: Sequence[npt.NDArray[Any]], mode: str = "mean") -> None:
         if mode not in ("mean", "sum"):
             raise ValueError(f"mode must be 'mean' or 'sum', got {mode!r}")
         arrays = _check_grads(params_like, "params_like")
@@ -604,8 +656,13 @@ class GradientAccumulator:
         self._final = False      # grads() handed the buffers out (averaged): add needs zero() first
         self.count = 0
 
-    def add(self, grads):
+    def add(self, grads: Sequence[npt.NDArray[Any]]) -> None:
         """Add one micro-batch's gradients (checked first: dtype and shape per buffer; nothing added on error).
+
+        Parameters
+        ----------
+        grads : list of ndarray
+            One gradient per buffer, of its shape and dtype.
 
         Examples
         --------
@@ -627,12 +684,17 @@ class GradientAccumulator:
             np.add(b, g, out=b)
         self.count += 1
 
-    def grads(self):
+    def grads(self) -> list[npt.NDArray[Any]]:
         """The accumulated gradients: the buffers themselves, every call the same arrays.
 
         In ``"mean"`` mode the first call after the ``add`` calls divides them
         in place by ``count``; changes made to them (an in-place clip) stay
         until ``zero()``.  Without any ``add``, zeros.
+
+        Returns
+        -------
+        list of ndarray
+            The accumulator's own buffers (not copies), one per parameter.
 
         Examples
         --------
@@ -646,7 +708,7 @@ class GradientAccumulator:
         self._final = True
         return list(self._buf)
 
-    def zero(self):
+    def zero(self) -> None:
         """Set the buffers to zero and the count to 0.
 
         Examples

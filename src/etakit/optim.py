@@ -13,17 +13,24 @@ Per step, the hyperparameters of every group are read and compared with the
 last validated values; only a change triggers validation again (and, where
 the options need a state buffer that does not exist yet, its allocation).
 """
+from __future__ import annotations
+
 import numbers
 import operator
+import re
+import textwrap
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Literal, Optional, Protocol, TypedDict, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 
 import functools
 import inspect
 
 from . import _core, _lowp, _passes
-from ._step import NESTED, RuleSpec, Stepper, is_scheduled, value_at
+from ._step import NESTED, ConfigKey, Group, HostStep, RuleSpec, State, Stepper, value_at
 from .errors import HyperparameterError, NonFiniteGradientError, StateError
 from .reference import group_step, zeropower_via_newtonschulz
 from .schedules import Schedule, from_dict, is_schedule_dict
@@ -33,12 +40,44 @@ __all__ = ["Optimizer", "OPTIMIZERS", "SGD", "Adam", "AdamW", "RMSprop", "Adagra
            "LDoG", "ScheduleFreeAdamW", "ScheduleFreeSGD", "ScheduleFreeRAdam", "Prodigy", "DAdaptAdam", "DAdaptSGD",
            "DAdaptAdaGrad"]
 
+if TYPE_CHECKING:
+    from typing_extensions import Self, Unpack
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # a step count a C int64 step counter can still advance from
 _MAX_STEP = 2**62
 
+# the parameters an optimizer takes: arrays, or parameter-group dicts {"params": [...], **hyperparameters}
+Params = Union[Iterable[npt.NDArray[Any]], Iterable[Group]]
+# a hyperparameter that may follow a schedule: a number, an etakit schedule or any f(step) -> number
+Scheduled = Union[float, Callable[[int], float]]
 
-def _encode(v):
+
+class OptimizerOptions(TypedDict, total=False):
+    """The keyword-only options every optimizer takes (``etakit._lowp.KEYS`` and ``etakit._passes.KEYS``).
+
+    The ``__init__`` that ``Optimizer.__init_subclass__`` wraps around each
+    class's own takes them, so the ``**options`` of a class's ``__init__``
+    (which declares them for type checkers) never receives any.
+    """
+
+    state_dtype: Literal["float32", "bfloat16", "int8"]
+    stochastic_rounding: bool
+    min_8bit_size: int
+    sr_seed: int
+    kahan: Optional[bool]
+    global_clipnorm: Optional[float]
+    norm_type: Union[float, str]
+    nonfinite: Optional[Literal["raise", "skip", "ignore"]]
+    ema_decay: Optional[float]
+    ema_warmup: bool
+    ema_warmup_gamma: float
+    ema_warmup_power: float
+    ema_min_decay: float
+    ema_update_after_step: int
+
+
+def _encode(v: Any) -> Any:
     """Group values in plain data: schedules as dicts (callables stay as they are)."""
     if isinstance(v, Schedule):
         return v.to_dict()
@@ -47,7 +86,7 @@ def _encode(v):
     return v
 
 
-def _decode(v):
+def _decode(v: Any) -> Any:
     if is_schedule_dict(v):
         return from_dict(v)
     if isinstance(v, (tuple, list)) and any(is_schedule_dict(x) for x in v):
@@ -55,7 +94,7 @@ def _decode(v):
     return v
 
 
-def _check_param(p, where):
+def _check_param(p: object, where: str) -> None:
     if not isinstance(p, np.ndarray):
         raise TypeError(f"{where} must be a numpy.ndarray, got {type(p).__name__}")
     if (p.dtype not in _FLOATS and p.dtype.name != "bfloat16") or not p.dtype.isnative:
@@ -71,7 +110,7 @@ def _check_param(p, where):
         raise ValueError(f"{where} is read-only; parameters are updated in place")
 
 
-def _check_matrix(p, where, name):
+def _check_matrix(p: npt.NDArray[Any], where: str, name: str) -> None:
     """Refuse a parameter that is not 2-D, for rules that update matrices only (Muon)."""
     if p.ndim != 2:
         raise ValueError(f"{where} has shape {tuple(p.shape)}; {name} updates 2-D parameters (matrices) only, as "
@@ -79,9 +118,9 @@ def _check_matrix(p, where, name):
                          "optimizer such as AdamW")
 
 
-def _check_no_overlap(arrays, labels):
+def _check_no_overlap(arrays: Sequence[npt.NDArray[Any]], labels: Sequence[str]) -> None:
     """Raise if two arrays are the same object or share memory (n log n)."""
-    seen = {}
+    seen: dict[int, str] = {}
     for a, label in zip(arrays, labels):
         if id(a) in seen:
             raise ValueError(f"{seen[id(a)]} and {label} are the same array; each parameter may "
@@ -93,10 +132,24 @@ def _check_no_overlap(arrays, labels):
                          "distinct buffers")
 
 
-def _step_value(v, where):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or not 0 <= v < _MAX_STEP:
+def _step_value(v: Any, where: str) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or \
+            not 0 <= v < _MAX_STEP:  # type: ignore[operator]  # typeshed's numbers.Integral has no __ge__
         raise ValueError(f"{where} must be an integer >= 0 and < 2**62, got {v!r}")
     return int(v)
+
+
+def _loop_property(name: str, doc: str) -> property:
+    """An optimizer's loop option ``name`` (etakit._passes), as a property checked when set."""
+    def get(self: Optimizer) -> Any:
+        return getattr(self._loop, name)
+
+    def set_(self: Optimizer, v: Any) -> None:
+        with self._stepper:
+            setattr(self._loop, name, v)
+            if name == "ema_decay" and v is not None and self._ema is None:
+                self._stepper.plan = None
+    return property(get, set_, doc=doc)
 
 
 # ------------------------------------------------------------- optimizer
@@ -139,26 +192,32 @@ class Optimizer:
     array([-0.5, -0.5, -0.5, -0.5], dtype=float32)
     """
 
-    rule = None
-    reference_impl = None   # the implementation the rule matches (default: torch.optim.<class name>)
-    _tuples = {}
-    _extra = {}
-    _torch_step = "state"   # where etakit.torch keeps the step count: "state", "group" or None
-    _implied = {}           # group entries the class sets beyond its signature
-    _lazy_state = ()        # state its reference creates at a later step when missing (SGD's momentum_buffer)
-    _ignored_state = ()     # state names of its reference that etakit does not keep (accepted, dropped, on load)
-    _group_optional = ()    # group keys a reference checkpoint may lack (it keeps them elsewhere)
-    _none_means = {}        # {group key: the C value its None stands for} (the reference's Optional arguments)
-    _choices = {}           # group keys whose values are names: {key: {value: C int}}
-    _host_step = None       # f(stepper, groups): host work between the rule's C phases
+    rule: str | None = None
+    reference_impl: str | None = None   # the implementation the rule matches (default: torch.optim.<class name>)
+    _tuples: dict[str, tuple[str, ...]] = {}
+    _extra: dict[str, Callable[[Any, str], object]] = {}
+    _torch_step: str | None = "state"   # where etakit.torch keeps the step count: "state", "group" or None
+    _implied: dict[str, Any] = {}           # group entries the class sets beyond its signature
+    # state its reference creates at a later step when missing (SGD's momentum_buffer)
+    _lazy_state: tuple[str, ...] = ()
+    # state names of its reference that etakit does not keep (accepted, dropped, on load)
+    _ignored_state: tuple[str, ...] = ()
+    _group_optional: tuple[str, ...] = ()    # group keys a reference checkpoint may lack (it keeps them elsewhere)
+    # {group key: the C value its None stands for} (the reference's Optional arguments)
+    _none_means: dict[str, Any] = {}
+    _choices: dict[str, dict[Any, int]] = {}    # group keys whose values are names: {key: {value: C int}}
+    _host_step: HostStep | None = None       # f(stepper, groups): host work between the rule's C phases
     _host_split = 1         # C phases run before _host_step
-    _group_state = {}       # per-group scalars not starting at 0: {name: number, or the group key it copies}
-    _constant_state = ()    # state names the reference may keep as one 0-d value standing for the whole buffer
-    _front_end_mixins = ()  # classes etakit.torch's drop-in derives from too (methods both front ends share)
+    # per-group scalars not starting at 0: {name: number, or the group key it copies}
+    _group_state: dict[str, float | str] = {}
+    # state names the reference may keep as one 0-d value standing for the whole buffer
+    _constant_state: tuple[str, ...] = ()
+    # classes etakit.torch's drop-in derives from too (methods both front ends share)
+    _front_end_mixins: tuple[type, ...] = ()
     _torch_example = "lr=0.1"   # the arguments of the drop-in's docstring example
     _loop: _passes.LoopOptions  # the loop's passes (set by the __init__ that __init_subclass__ wraps)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every optimizer takes the keyword-only low-precision options (etakit._lowp):
         ``state_dtype``, ``stochastic_rounding``, ``min_8bit_size``, ``sr_seed`` and ``kahan``; they become group keys
         only when they differ from their defaults, so a float32 optimizer's groups are as before."""
@@ -166,10 +225,16 @@ class Optimizer:
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_lowp_wrapped", False):
             return
+        sig = inspect.signature(init)
+        # a class's __init__ declares these options as **options (OptimizerOptions), for type checkers: the
+        # wrapper below takes them, and refuses any other keyword its own parameters lack, as Python would
+        named = {n for n, p in sig.parameters.items()
+                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
 
         @functools.wraps(init)
-        def __init__(self, *args, state_dtype="float32", stochastic_rounding=False, min_8bit_size=4096, sr_seed=0,
-                     kahan=None, **kw):
+        def __init__(self: Optimizer, *args: Any, state_dtype: str = "float32", stochastic_rounding: bool = False,
+                     min_8bit_size: int = 4096, sr_seed: int = 0, kahan: bool | None = None, **kw: Any) -> None:
             given = {k: v for k, v in (("state_dtype", state_dtype), ("stochastic_rounding", stochastic_rounding),
                                        ("min_8bit_size", min_8bit_size), ("sr_seed", sr_seed), ("kahan", kahan))
                      if not _same(v, _lowp.KEYS[k])}
@@ -180,47 +245,52 @@ class Optimizer:
             loop = {k: kw.pop(k) for k in _passes.KEYS if k in kw}
             if loop or "_loop" not in self.__dict__:
                 self.__dict__["_loop"] = _passes.LoopOptions(**loop)
+            if var_kw:
+                for k in kw:
+                    if k not in named:
+                        raise TypeError(f"{init.__qualname__}() got an unexpected keyword argument {k!r}")
             init(self, *args, **kw)
 
-        sig = inspect.signature(init)
         extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
                  for k, v in {**_lowp.KEYS, **_passes.KEYS}.items() if k not in sig.parameters]
-        __init__.__signature__ = sig.replace(parameters=list(sig.parameters.values()) + extra)
-        __init__._lowp_wrapped = True
-        cls.__init__ = __init__
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        __init__.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]  # (a function's)
+        __init__._lowp_wrapped = True  # type: ignore[attr-defined]  # (a function's attribute)
+        cls.__init__ = __init__  # type: ignore[method-assign]  # (the wrapper, with the class's signature)
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
         self._stepper = Stepper(RuleSpec.of(type(self)))
         spec = self._stepper.spec
-        self.defaults = {**defaults, **self._implied, **self.__dict__.pop("_lowp_defaults", {})}
+        self.defaults: dict[str, Any] = {**defaults, **self._implied, **self.__dict__.pop("_lowp_defaults", {})}
         spec.pack(self.defaults, "defaults")
         self.defaults.update(spec.group_state_start(self.defaults, list(self._group_state)))
         self._get_hp = operator.itemgetter(*spec.keys)
-        self._warned = set()
-        self.param_groups = []
-        self._params = []
-        self._labels = []
+        self._warned: set[str] = set()
+        self.param_groups: list[Group] = []
+        self._params: list[npt.NDArray[Any]] = []
+        self._labels: list[str] = []
         groups = self._parse_params(params)
         for gi, group in enumerate(groups):
             self._append_group(group, gi)
         _check_no_overlap(self._params, self._labels)
         n = len(self._params)
-        self._state = [{} for _ in range(n)]
-        self._steps = [0] * n
-        self._fresh = {}
-        self._fresh_comp = set()   # ids of state dicts whose Kahan compensation this step made
+        self._state: list[State] = [{} for _ in range(n)]
+        self._steps: list[int] = [0] * n
+        self._fresh: dict[int, int] = {}   # per parameter: the bits of the state slots this step created
+        self._fresh_comp: set[int] = set()   # ids of state dicts whose Kahan compensation this step made
         self._k = 0            # completed steps: what schedules are evaluated at
         self.__dict__.setdefault("_loop", _passes.LoopOptions())
-        self._ema = None       # per parameter: its EMA (ema_decay), made at the first step
+        self._ema: list[npt.NDArray[Any]] | None = None    # per parameter: its EMA (ema_decay), made at the first step
         self._ema_swapped = False
-        self._accum = None     # accumulate(): per parameter its gradient sum, and the weight total
+        # accumulate(): per parameter its gradient sum, and the weight total
+        self._accum: list[npt.NDArray[Any]] | None = None
         self._accum_weight = 0.0
         self.skipped_steps = 0
-        self.last_grad_norm = None
+        self.last_grad_norm: float | None = None
 
     # ---- construction -------------------------------------------------
     @staticmethod
-    def _parse_params(params):
+    def _parse_params(params: Any) -> list[Group]:
         if isinstance(params, np.ndarray) or isinstance(params, dict):
             raise TypeError("params must be a list of arrays or of parameter-group dicts, got "
                             f"a single {type(params).__name__}; wrap it in a list")
@@ -237,7 +307,7 @@ class Optimizer:
             raise TypeError("params mixes arrays and parameter-group dicts; use one or the other")
         return [{"params": params, "_flat": True}]
 
-    def _append_group(self, group, gi):
+    def _append_group(self, group: Group, gi: int) -> None:
         flat = group.pop("_flat", False)
         if "params" not in group:
             raise ValueError(f"param_groups[{gi}] has no 'params' entry")
@@ -266,13 +336,13 @@ class Optimizer:
         _lowp.check_params(group, ps, self._labels[-len(ps):], self._stepper.spec)
         self.param_groups.append(group)
 
-    def _freeze(self, group):
+    def _freeze(self, group: Group) -> None:
         """Lists in tuple-valued keys (betas) become tuples: a list changed in place would go unseen."""
         for key in self._stepper.spec.tuples:
             if isinstance(group.get(key), list):
                 group[key] = tuple(group[key])
 
-    def _warn_unknown(self, group, where):
+    def _warn_unknown(self, group: Group, where: str) -> None:
         spec = self._stepper.spec
         for key in spec.unknown_keys(group):
             if key not in self._warned:
@@ -280,8 +350,14 @@ class Optimizer:
                 warnings.warn(f"{where} has the key {key!r}, which {type(self).__name__} does not use (a typo?); "
                               f"its keys are {list(spec.keys)}", UserWarning, stacklevel=4)
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Group) -> None:
         """Add a parameter group, as ``torch.optim.Optimizer.add_param_group``.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": [arrays], **hyperparameters}``; a hyperparameter not
+            given takes its value from the optimizer's defaults.
 
         Examples
         --------
@@ -313,7 +389,7 @@ class Optimizer:
             self._stepper.key = None
 
     # ---- stepping ----------------------------------------------------
-    def step(self, grads=None, *, grad_scale=None):
+    def step(self, grads: Sequence[npt.NDArray[Any]] | None = None, *, grad_scale: float | None = None) -> None:
         """Update every parameter in place from its gradient, in one C call.
 
         Parameters
@@ -383,7 +459,7 @@ class Optimizer:
             finally:
                 st.active = False
 
-    def _step(self, grads, grad_scale=None):
+    def _step(self, grads: Sequence[npt.NDArray[Any]] | None, grad_scale: float | None = None) -> None:
         st = self._stepper
         groups = self.param_groups
         loop = self._loop
@@ -392,7 +468,7 @@ class Optimizer:
         if grad_scale is not None:
             grad_scale = _passes.check_grad_scale(grad_scale)
         accumulated = grads is None
-        if accumulated:
+        if grads is None:
             grads, w = self._accumulated()
             grad_scale = w if grad_scale is None else grad_scale * w
         new_ema = loop.ema_decay is not None and self._ema is None
@@ -408,24 +484,24 @@ class Optimizer:
         try:
             if plan is None or key != st.key or not plan.params_match(groups):
                 self._reconfigure(grads, key)
-                plan = st.plan
+                plan = st.built
             loop.set_plan(plan, k + 1, grad_scale)
             if st.simple:
                 try:
                     plan.run(grads, k)
                 except _Moved:
                     self._build_plan()
-                    st.plan.run(grads, k)
+                    st.built.run(grads, k)
             else:
                 self._full_step(grads, k)
         except NonFiniteGradientError:
-            self.last_grad_norm = st.plan.last_grad_norm
+            self.last_grad_norm = st.built.last_grad_norm
             self._undo_new(new_ema)
             raise
         finally:
             if accumulated:     # stepped on, skipped or refused: the gathered gradients are spent
                 self._accum_weight = 0.0
-        plan = st.plan
+        plan = st.built
         self.last_grad_norm = plan.last_grad_norm if loop.makes_norm else None
         if plan.last_skipped:
             self.skipped_steps += 1
@@ -437,7 +513,7 @@ class Optimizer:
         if self._fresh:
             self._fresh.clear()
 
-    def _undo_new(self, new_ema):
+    def _undo_new(self, new_ema: bool) -> None:
         """After a step skipped or refused for a non-finite gradient: drop the state (and EMA)
         that step created, so that the optimizer is as it was before it."""
         for s in self._state:      # a compensation made for this step
@@ -455,7 +531,7 @@ class Optimizer:
                 self._ema = None
             self._stepper.plan = None
 
-    def _full_step(self, grads, k):
+    def _full_step(self, grads: Sequence[npt.NDArray[Any]], k: int) -> None:
         """A step with Python-callable schedules, per-group scalars or host work."""
         st, groups = self._stepper, self.param_groups
         if st.callables:
@@ -464,7 +540,7 @@ class Optimizer:
             st.load_group_state(groups)
         try:
             if st.spec.host is None:
-                st.plan.run(grads, k)
+                st.built.run(grads, k)
             else:
                 self._run_split(grads, k)
         except _Moved:
@@ -474,32 +550,37 @@ class Optimizer:
             if st.spec.group_state:
                 st.load_group_state(groups)
             if st.spec.host is None:
-                st.plan.run(grads, k)
+                st.built.run(grads, k)
             else:
                 self._run_split(grads, k)
         if st.spec.group_state:
             st.store_group_state(groups)
 
-    def _run_split(self, grads, k):
+    def _run_split(self, grads: Sequence[npt.NDArray[Any]], k: int) -> None:
         """The C phases around the rule's host step (see Stepper.run_split)."""
-        plan = self._stepper.plan
+        plan = self._stepper.built
         self._stepper.run_split(lambda phases, advance: plan.run(grads, k, phases=phases, advance=advance),
                                 self.param_groups)
 
-    def _run_side(self, phases):
+    def _run_side(self, phases: int) -> None:
         """Run side phases of the rule (passes that are not a step and read no gradient,
         ``Stepper.run_side``) over every parameter that has its state."""
         with self._stepper:
             self._side(phases)
 
-    def _side(self, phases):
+    def _side(self, phases: int) -> None:
         """``_run_side`` with the stepper already held."""
         self._adopt_replaced_params()
         self._stepper.run_side(phases, self._params, self._state, self._group_of_params(), self._labels,
                                self.param_groups, self._k)
 
-    def current_lr(self):
+    def current_lr(self) -> list[float]:
         """The learning rate of each group for the next step (its schedule's value now).
+
+        Returns
+        -------
+        list of float
+            One learning rate per parameter group.
 
         Examples
         --------
@@ -514,11 +595,19 @@ class Optimizer:
         return [value_at(g["lr"], self._k) for g in self.param_groups]
 
     @property
-    def step_count(self):
-        """Completed steps: the ``k`` at which schedules are evaluated next."""
+    def step_count(self) -> int:
+        """Completed steps: the ``k`` at which schedules are evaluated next.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> opt = etakit.SGD([np.zeros(2)], lr=0.1)
+        >>> opt.step([np.ones(2)]); opt.step([np.ones(2)]); opt.step_count
+        2
+        """
         return self._k
 
-    def _reconfigure(self, grads, key):
+    def _reconfigure(self, grads: Sequence[npt.NDArray[Any]], key: ConfigKey) -> None:
         st = self._stepper
         for gi, g in enumerate(self.param_groups):
             self._warn_unknown(g, f"param_groups[{gi}]")
@@ -542,7 +631,7 @@ class Optimizer:
             # happen: check the gradients against a plan of the state as it is
             self._build_plan()
             try:
-                st.plan.run(grads, self._k, check_only=True)
+                st.built.run(grads, self._k, check_only=True)
             except BaseException:
                 st.plan = None      # that plan lacks the new state: never step with it
                 raise
@@ -564,12 +653,12 @@ class Optimizer:
         self._build_plan()
         st.key = key
 
-    def _adopt_replaced_params(self):
+    def _adopt_replaced_params(self) -> None:
         """Take arrays a user put into ``param_groups[g]["params"]`` in place of the old ones.
 
         State is per position (as in ``state_dict``): a replacement keeps it if
         it has the old array's shape and dtype; otherwise it is refused."""
-        new = []
+        new: list[npt.NDArray[Any]] = []
         for gi, g in enumerate(self.param_groups):
             ps = g["params"]
             if not isinstance(ps, list):
@@ -595,52 +684,137 @@ class Optimizer:
         _check_no_overlap(new, labels)
         self._params = new
 
-    def _group_of_params(self):
+    def _group_of_params(self) -> list[int]:
         return [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
 
-    def _sync_steps(self):
+    def _sync_steps(self) -> None:
         if self._stepper.plan is not None:
             self._steps = self._stepper.plan.completed_steps()
 
-    def _build_plan(self):
+    def _build_plan(self) -> None:
         self._sync_steps()
         seeds = stochastic = None
         if self._stepper.spec.lowp:
             stochastic = [_lowp.options(g)[1] for g in self.param_groups]
             seeds = _lowp.seeds(self.param_groups, self._group_of_params(), range(len(self._params)))
-        self._stepper.build(self._params, self._state, self._group_of_params(), self._steps, self._fresh,
-                            self._labels, seeds, stochastic, self._ema)
-        self._stepper.plan.set_group_sizes([len(g) for g in self.param_groups])
+        plan = self._stepper.build(self._params, self._state, self._group_of_params(), self._steps, self._fresh,
+                                   self._labels, seeds, stochastic, self._ema)
+        plan.set_group_sizes([len(g) for g in self.param_groups])
         pending = self.__dict__.get("_pending")
         if pending is not None:
-            self._loop.set_plan(self._stepper.plan, *pending)
+            self._loop.set_plan(plan, *pending)
 
     # ---- the loop's other passes ---------------------------------------
-    def _loop_property(name, doc):
-        def get(self):
-            return getattr(self._loop, name)
+    global_clipnorm = _loop_property("global_clipnorm", """Clip the gradients to this global norm (None: no clipping).
 
-        def set_(self, v):
-            with self._stepper:
-                setattr(self._loop, name, v)
-                if name == "ema_decay" and v is not None and self._ema is None:
-                    self._stepper.plan = None
-        return property(get, set_, doc=doc)
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(2)
+        >>> opt = etakit.SGD([w], lr=1.0)
+        >>> opt.global_clipnorm = 1.0
+        >>> opt.step([np.array([3.0, 4.0])]); opt.last_grad_norm, w.round(6)
+        (5.0, array([-0.6, -0.8]))
+        """)
+    norm_type = _loop_property("norm_type", """The norm clipping uses: 2.0 or inf.
 
-    global_clipnorm = _loop_property("global_clipnorm", "Clip the gradients to this global norm (None: no clipping).")
-    norm_type = _loop_property("norm_type", "The norm clipping uses: 2.0 or inf.")
-    nonfinite = _loop_property("nonfinite", "What a gradient with inf or NaN does: 'raise', 'skip', 'ignore' or "
-                                            "None (the default: 'raise' with clipping, else 'ignore').")
-    ema_decay = _loop_property("ema_decay", "Decay of the EMA of the parameters (None: no EMA).")
-    ema_warmup = _loop_property("ema_warmup", "Warm the EMA's decay up as timm's ModelEmaV3 (use_warmup).")
-    ema_warmup_gamma = _loop_property("ema_warmup_gamma", "ModelEmaV3's warmup_gamma.")
-    ema_warmup_power = _loop_property("ema_warmup_power", "ModelEmaV3's warmup_power.")
-    ema_min_decay = _loop_property("ema_min_decay", "ModelEmaV3's min_decay.")
-    ema_update_after_step = _loop_property("ema_update_after_step", "ModelEmaV3's update_after_step.")
-    del _loop_property
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> opt = etakit.SGD([np.zeros(2)], lr=1.0, global_clipnorm=1.0, norm_type=float("inf"))
+        >>> opt.step([np.array([3.0, -4.0])]); opt.last_grad_norm
+        4.0
+        """)
+    nonfinite = _loop_property("nonfinite", """What a gradient with inf or NaN does: 'raise', 'skip', 'ignore' or
+        None (the default: 'raise' with clipping, else 'ignore').
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(2)
+        >>> opt = etakit.SGD([w], lr=1.0, nonfinite="skip")
+        >>> opt.step([np.array([np.nan, 1.0])]); w, opt.skipped_steps, opt.step_count
+        (array([0., 0.]), 1, 0)
+        """)
+    ema_decay = _loop_property("ema_decay", """Decay of the EMA of the parameters (None: no EMA).
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0)
+        >>> opt.ema_decay = 0.5
+        >>> for _ in range(3):
+        ...     opt.step([np.ones(1)])
+        >>> w, opt.ema         # the first update copies, then ema += 0.5 (w - ema)
+        (array([-3.]), [array([-2.25])])
+        """)
+    ema_warmup = _loop_property("ema_warmup", """Warm the EMA's decay up as timm's ModelEmaV3 (use_warmup).
+
+        The decay of update ``s`` after the first is ``1 - (1 + s / ema_warmup_gamma) ** -ema_warmup_power``,
+        clamped to ``[ema_min_decay, ema_decay]``.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.999, ema_warmup=True)
+        >>> for _ in range(2):
+        ...     opt.step([np.ones(1)])
+        >>> opt.ema[0].round(4)     # -1, then decay 1 - 2 ** (-2 / 3) = 0.37 towards -2
+        array([-1.63])
+        """)
+    ema_warmup_gamma = _loop_property("ema_warmup_gamma", """ModelEmaV3's warmup_gamma.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.999, ema_warmup=True, ema_warmup_gamma=10.0)
+        >>> for _ in range(2):
+        ...     opt.step([np.ones(1)])
+        >>> opt.ema[0].round(4)     # decay 1 - 1.1 ** (-2 / 3) = 0.0616 at the second update
+        array([-1.9384])
+        """)
+    ema_warmup_power = _loop_property("ema_warmup_power", """ModelEmaV3's warmup_power.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.999, ema_warmup=True, ema_warmup_power=1.0)
+        >>> for _ in range(2):
+        ...     opt.step([np.ones(1)])
+        >>> opt.ema[0].round(4)     # decay 1 - 2 ** -1 = 0.5 at the second update
+        array([-1.5])
+        """)
+    ema_min_decay = _loop_property("ema_min_decay", """ModelEmaV3's min_decay.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.999, ema_warmup=True, ema_min_decay=0.9)
+        >>> for _ in range(2):
+        ...     opt.step([np.ones(1)])
+        >>> opt.ema[0].round(4)     # the warmup's 0.37 raised to 0.9
+        array([-1.1])
+        """)
+    ema_update_after_step = _loop_property("ema_update_after_step", """ModelEmaV3's update_after_step.
+
+        Examples
+        --------
+        >>> import numpy as np, etakit
+        >>> w = np.zeros(1)
+        >>> opt = etakit.SGD([w], lr=1.0, ema_decay=0.5, ema_update_after_step=2)
+        >>> for _ in range(4):
+        ...     opt.step([np.ones(1)])
+        >>> w, opt.ema       # copies of w for the first 3 updates, then ema += 0.5 (w - ema)
+        (array([-4.]), [array([-3.5])])
+        """)
 
     @property
-    def ema(self):
+    def ema(self) -> list[npt.NDArray[Any]] | None:
         """The exponential moving average of each parameter (a list of arrays in parameter order,
         None before the first step or without ``ema_decay``).  The arrays are the optimizer's own:
         copy them to keep a snapshot.
@@ -657,7 +831,7 @@ class Optimizer:
         """
         return self._ema
 
-    def swap_ema(self):
+    def swap_ema(self) -> None:
         """Exchange the parameters' values with their EMA's, in place (call again to swap back).
 
         Steps are refused while the EMA weights are in the parameters.
@@ -682,8 +856,14 @@ class Optimizer:
                 e[...] = t
             self._ema_swapped = not self._ema_swapped
 
-    def ema_weights(self):
+    def ema_weights(self) -> _EmaWeights[Self]:
         """Context manager: the parameters hold their EMA inside the block, their own values after it.
+
+        Returns
+        -------
+        context manager
+            Swaps the EMA in on entry (returning the optimizer) and back on
+            exit, also after an exception.
 
         Examples
         --------
@@ -699,7 +879,7 @@ class Optimizer:
         """
         return _EmaWeights(self)
 
-    def accumulate(self, grads, weight=1.0):
+    def accumulate(self, grads: Sequence[npt.NDArray[Any]], weight: float = 1.0) -> None:
         """Add micro-batch gradients into the optimizer's own buffers, for the next ``step()``.
 
         ``step()`` without gradients then steps on their weighted mean,
@@ -709,6 +889,13 @@ class Optimizer:
         copies instead of adding, and the mean's division rides on the step
         (no pass of its own).  For the plain sum, step on it with
         ``step(grad_scale=1 / sum(weights))`` (the division then cancels).
+
+        Parameters
+        ----------
+        grads : list or tuple of ndarray
+            One gradient per parameter, of its shape and dtype.
+        weight : float, default 1.0
+            The weight of these gradients in the mean, > 0 and finite.
 
         Examples
         --------
@@ -737,7 +924,7 @@ class Optimizer:
             _core.accumulate(self._accum, [np.ascontiguousarray(g) for g in grads], w, first)
             self._accum_weight = w if first else self._accum_weight + w
 
-    def _check_accumulated(self, grads):
+    def _check_accumulated(self, grads: Any) -> Sequence[npt.NDArray[Any]]:
         if not isinstance(grads, (list, tuple)):
             raise TypeError(f"grads must be a list or tuple of arrays, one per parameter; got {type(grads).__name__}")
         if len(grads) != len(self._params):
@@ -750,22 +937,28 @@ class Optimizer:
                                  f"(the parameter {self._labels[i]})")
         return grads
 
-    def _accumulated(self):
+    def _accumulated(self) -> tuple[list[npt.NDArray[Any]], float]:
         if self._accum is None or self._accum_weight == 0.0:
             raise ValueError("step() without gradients steps on those gathered by accumulate(); none were "
                              "gathered since the last step")
         return list(self._accum), self._accum_weight
 
     # ---- state ------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The optimizer's state as plain Python values and numpy arrays.
 
-        ``{"state": {index: {"step": int, <buffer name>: ndarray}},
-        "param_groups": [{<hyperparameters>, "params": [indices]}],
-        "step_count": int}``, with parameters numbered in group order, as in
-        PyTorch.  Schedules appear in their ``to_dict()`` form; Python
-        callables as themselves.  Arrays are copies, so the dict is a snapshot
-        that later steps do not change; ``etakit.save`` writes it to a file.
+        Schedules appear in their ``to_dict()`` form; Python callables as
+        themselves.  Arrays are copies, so the dict is a snapshot that later
+        steps do not change; ``etakit.save`` writes it to a file.
+
+        Returns
+        -------
+        dict
+            ``{"state": {index: {"step": int, <buffer name>: ndarray}},
+            "param_groups": [{<hyperparameters>, "params": [indices]}],
+            "step_count": int}``, with parameters numbered in group order, as
+            in PyTorch; and ``"loop": {"skipped_steps", "ema"}`` when steps
+            were skipped or an EMA is kept.
 
         Examples
         --------
@@ -779,30 +972,38 @@ class Optimizer:
         """
         with self._stepper._lock:
             self._sync_steps()
-            state = {}
+            state: dict[int, dict[str, Any]] = {}
             for i, st in enumerate(self._state):
                 if st or self._steps[i]:
                     entry = {"step": int(self._steps[i])}
                     entry.update((k, v.copy()) for k, v in st.items())
                     state[i] = entry
-            groups, start = [], 0
+            groups: list[Group] = []
+            start = 0
             for g in self.param_groups:
                 d = {k: _encode(v) for k, v in g.items() if k != "params"}
                 d["params"] = list(range(start, start + len(g["params"])))
                 start += len(g["params"])
                 groups.append(d)
-            out = {"state": state, "param_groups": groups, "step_count": self._k}
+            out: dict[str, Any] = {"state": state, "param_groups": groups, "step_count": self._k}
             if self._ema is not None or self.skipped_steps:
                 out["loop"] = {"skipped_steps": self.skipped_steps,
                                "ema": None if self._ema is None else
                                [(e if not self._ema_swapped else p).copy() for e, p in zip(self._ema, self._params)]}
             return out
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`; the run continues bit-identically.
 
         Everything is checked before anything changes: group and parameter
         counts, hyperparameters, state names, shapes and step counts.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A :meth:`state_dict` of an optimizer of the same class over
+            parameters of the same shapes (or a reference implementation's
+            state dict of the same layout).
 
         Examples
         --------
@@ -818,7 +1019,7 @@ class Optimizer:
         with self._stepper:
             self._load_state_dict(state_dict)
 
-    def _load_state_dict(self, state_dict):
+    def _load_state_dict(self, state_dict: Any) -> None:
         spec = self._stepper.spec
         if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict) or \
                 not set(state_dict) <= {"state", "param_groups", "step_count", "loop"}:
@@ -835,7 +1036,8 @@ class Optimizer:
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, this optimizer has "
                              f"{len(self.param_groups)}")
-        new_groups, packed = [], []
+        new_groups: list[Group] = []
+        packed: list[bytes] = []
         for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
             where = f"loaded param_groups[{gi}]"
             if not isinstance(theirs, dict) or "params" not in theirs:
@@ -858,11 +1060,12 @@ class Optimizer:
         if not isinstance(state, dict):
             raise ValueError("loaded 'state' must be a dict {parameter index: {name: value}}")
         allowed = set(spec.state_names)
-        new_state = [{} for _ in self._params]
+        new_state: list[State] = [{} for _ in self._params]
         new_steps = [0] * len(self._params)
         group_of = self._group_of_params()
         for key, entry in state.items():
-            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(self._params):
+            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or \
+                    not 0 <= key < len(self._params):  # type: ignore[operator]  # typeshed's Integral: no __ge__
                 raise ValueError(f"loaded state has an entry for parameter {key!r}; "
                                  f"expected indices 0..{len(self._params) - 1}")
             if not isinstance(entry, dict):
@@ -928,7 +1131,7 @@ class Optimizer:
         self._stepper.plan = None
         self._stepper.key = None
 
-    def _loaded_loop(self, loop):
+    def _loaded_loop(self, loop: Any) -> tuple[int, list[npt.NDArray[Any]] | None]:
         """The checked "loop" entry of a loaded state dict: (skipped_steps, EMA arrays or None)."""
         if loop is None:
             return 0, None
@@ -941,7 +1144,7 @@ class Optimizer:
         if not isinstance(ema, (list, tuple)) or len(ema) != len(self._params):
             raise ValueError(f"loaded loop['ema'] must be a list of {len(self._params)} arrays (one per parameter)")
         _lowp.refuse_bf16_ema(self._params, "loaded loop['ema']")
-        out = []
+        out: list[npt.NDArray[Any]] = []
         for i, (e, p) in enumerate(zip(ema, self._params)):
             a = np.asarray(e)
             if a.shape != p.shape or a.dtype.kind != "f":
@@ -951,20 +1154,20 @@ class Optimizer:
         return skipped, out
 
     # ---- copying ------------------------------------------------------
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         with self._stepper._lock:
             self._sync_steps()
             d = dict(self.__dict__)
         del d["_stepper"], d["_get_hp"]
         return d
 
-    def __setstate__(self, d):
+    def __setstate__(self, d: dict[str, Any]) -> None:
         self.__dict__.update(d)
         self._fresh_comp = set()
         self._stepper = Stepper(RuleSpec.of(type(self)))
         self._get_hp = operator.itemgetter(*self._stepper.spec.keys)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for gi, g in enumerate(self.param_groups):
             lines.append(f"Parameter Group {gi}")
@@ -978,21 +1181,28 @@ class Optimizer:
 from ._core import _Moved  # noqa: E402  (after the class, which does not need it at import)
 
 
-class _EmaWeights:
-    """``Optimizer.ema_weights()``: swap in on entry, back on exit (also after an exception)."""
+class _SwapsEma(Protocol):
+    def swap_ema(self) -> None: ...
 
-    def __init__(self, opt):
+
+_O = TypeVar("_O", bound=_SwapsEma)
+
+
+class _EmaWeights(Generic[_O]):
+    """``Optimizer.ema_weights()`` (and etakit.torch's): swap in on entry, back on exit (also after an exception)."""
+
+    def __init__(self, opt: _O) -> None:
         self.opt = opt
 
-    def __enter__(self):
+    def __enter__(self) -> _O:
         self.opt.swap_ema()
         return self.opt
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.opt.swap_ema()
 
 
-def _same(a, b):
+def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
@@ -1013,12 +1223,17 @@ class SGD(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     momentum : float or schedule, default 0
+        Momentum factor (0: none).
     dampening : float, default 0
+        Dampening of the momentum: the gradient enters the buffer times ``1 - dampening``.
     weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient.
     nesterov : bool, default False
         Needs ``momentum > 0`` and ``dampening == 0``.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1035,8 +1250,9 @@ class SGD(Optimizer):
     _lazy_state = ("momentum_buffer",)   # torch.optim.SGD creates it from the gradient when missing
     _torch_step = None
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, momentum: Scheduled = 0.0, dampening: float = 0.0,
+                 weight_decay: Scheduled = 0.0, nesterov: bool = False, maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
 
@@ -1056,13 +1272,17 @@ class Adam(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     betas : (float, float), default (0.9, 0.999)
         Each in [0, 1); ``betas[0]`` may be a schedule.
     eps : float, default 1e-8
+        Added to the denominator, for numerical stability.
     weight_decay : float or schedule, default 0
         L2 penalty added to the gradient.
     amsgrad : bool, default False
+        Divide by the running maximum of ``v`` (AMSGrad).
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
     decoupled_weight_decay : bool, default False
         Decay the parameters instead (AdamW).
 
@@ -1080,8 +1300,9 @@ class Adam(Optimizer):
     rule = "adam"
     _tuples = {"betas": ("beta1", "beta2")}
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False, decoupled_weight_decay=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, betas: tuple[Scheduled, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 0.0, amsgrad: bool = False, maximize: bool = False,
+                 decoupled_weight_decay: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay))
@@ -1095,10 +1316,20 @@ class AdamW(Adam):
 
     Parameters
     ----------
-    params, lr, betas, eps, amsgrad, maximize
-        As for :class:`Adam`.
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    lr : float or schedule, default 1e-3
+        The learning rate.
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1); ``betas[0]`` may be a schedule.
+    eps : float, default 1e-8
+        Added to the denominator, for numerical stability.
     weight_decay : float or schedule, default 1e-2
         Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+    amsgrad : bool, default False
+        Divide by the running maximum of ``v`` (AMSGrad).
+    maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1112,8 +1343,9 @@ class AdamW(Adam):
 
     _implied = {"decoupled_weight_decay": True}
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, betas: tuple[Scheduled, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 1e-2, amsgrad: bool = False, maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize)
 
@@ -1133,13 +1365,19 @@ class RMSprop(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-2
+        The learning rate.
     alpha : float, default 0.99
         In [0, 1].
     eps : float, default 1e-8
+        Added to the root of the average, for numerical stability.
     weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient.
     momentum : float or schedule, default 0
+        Momentum factor (0: none).
     centered : bool, default False
+        Normalise by an estimate of the gradient's variance (``s - ga^2``) rather than ``s``.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1153,8 +1391,9 @@ class RMSprop(Optimizer):
 
     rule = "rmsprop"
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: Scheduled = 0.0, momentum: Scheduled = 0.0, centered: bool = False,
+                 maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize))
 
@@ -1172,12 +1411,17 @@ class Adagrad(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-2
+        The learning rate.
     lr_decay : float, default 0
+        Decay of the learning rate: step t uses ``lr / (1 + (t - 1) lr_decay)``.
     weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient.
     initial_accumulator_value : float, default 0
         Starting value of ``sum``.
     eps : float, default 1e-10
+        Added to the denominator, for numerical stability.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1191,8 +1435,9 @@ class Adagrad(Optimizer):
 
     rule = "adagrad"
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-2, lr_decay: float = 0.0, weight_decay: Scheduled = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))
@@ -1215,15 +1460,18 @@ class Lion(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-4
+        The learning rate.
     betas : (float, float), default (0.9, 0.99)
         Interpolation of the update and decay of the momentum, each in [0, 1);
         ``betas[0]`` may be a schedule.
     weight_decay : float or schedule, default 0
+        The weight decay: decoupled (``weight_decouple``) or an L2 penalty added to the gradient.
     weight_decouple : bool, default True
         Decay the parameters (AdamW-style) rather than add to the gradient.
     fixed_decay : bool, default False
         Decoupled decay by ``weight_decay`` alone, not scaled by ``lr``.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1241,8 +1489,9 @@ class Lion(Optimizer):
     _group_optional = ("maximize",)
     _torch_step = "group"
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, weight_decouple=True,
-                 fixed_decay=False, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-4, betas: tuple[Scheduled, float] = (0.9, 0.99),
+                 weight_decay: Scheduled = 0.0, weight_decouple: bool = True, fixed_decay: bool = False,
+                 maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       weight_decouple=weight_decouple, fixed_decay=fixed_decay,
                                       maximize=maximize))
@@ -1268,9 +1517,11 @@ class NAdam(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 2e-3
+        The learning rate.
     betas : (float, float), default (0.9, 0.999)
         Each in [0, 1); ``betas[0]`` may be a schedule.
     eps : float, default 1e-8
+        Added to the denominator, for numerical stability.
     weight_decay : float or schedule, default 0
         L2 penalty added to the gradient (decoupled: see below).
     momentum_decay : float, default 4e-3
@@ -1296,8 +1547,10 @@ class NAdam(Optimizer):
     rule = "nadam"
     _tuples = {"betas": ("beta1", "beta2")}
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                 decoupled_weight_decay=False, *, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 2e-3, betas: tuple[Scheduled, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
@@ -1324,9 +1577,11 @@ class RAdam(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     betas : (float, float), default (0.9, 0.999)
         Each in [0, 1); ``betas[0]`` may be a schedule.
     eps : float, default 1e-8
+        Added to the denominator, for numerical stability.
     weight_decay : float or schedule, default 0
         L2 penalty added to the gradient (decoupled: see below).
     decoupled_weight_decay : bool, default False
@@ -1347,8 +1602,9 @@ class RAdam(Optimizer):
     rule = "radam"
     _tuples = {"betas": ("beta1", "beta2")}
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled_weight_decay=False, *, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, betas: tuple[Scheduled, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 0.0, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
 
@@ -1367,9 +1623,11 @@ class Adamax(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 2e-3
+        The learning rate.
     betas : (float, float), default (0.9, 0.999)
         Each in [0, 1); ``betas[0]`` may be a schedule.
     eps : float, default 1e-8
+        Added to ``|g|`` in the infinity norm, for numerical stability.
     weight_decay : float or schedule, default 0
         L2 penalty added to the gradient.
     maximize : bool, default False
@@ -1388,7 +1646,9 @@ class Adamax(Optimizer):
     rule = "adamax"
     _tuples = {"betas": ("beta1", "beta2")}
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 2e-3, betas: tuple[Scheduled, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 0.0, *, maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize))
 
@@ -1414,11 +1674,13 @@ class Adan(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     betas : (float, float, float), default (0.98, 0.92, 0.99)
         Decay of the gradient, gradient-difference and second moments, each
         in [0, 1); ``betas[0]`` may be a schedule.  (The reference also takes
         ``betas[2] == 1``, which divides by zero.)
     weight_decay : float or schedule, default 0
+        The weight decay: decoupled (``weight_decouple``) or proximal.
     weight_decouple : bool, default False
         Decay the parameters before the update (AdamW-style) instead of
         dividing them by ``1 + lr * weight_decay`` after it.
@@ -1430,7 +1692,9 @@ class Adan(Optimizer):
         from its defaults for every group and rounds the norm to float32.
         One more read of the gradients per step.
     eps : float, default 1e-8
+        Added to the denominator (and to the norm ``max_grad_norm`` compares), for numerical stability.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1448,14 +1712,15 @@ class Adan(Optimizer):
     _group_optional = ("maximize",)
     _torch_step = "group"
 
-    def __init__(self, params, lr=1e-3, betas=(0.98, 0.92, 0.99), weight_decay=0.0, weight_decouple=False,
-                 max_grad_norm=0.0, eps=1e-8, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, betas: tuple[Scheduled, float, float] = (0.98, 0.92, 0.99),
+                 weight_decay: Scheduled = 0.0, weight_decouple: bool = False, max_grad_norm: float = 0.0,
+                 eps: float = 1e-8, maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       weight_decouple=weight_decouple, max_grad_norm=max_grad_norm, eps=eps,
                                       maximize=maximize))
 
 
-def _check_clip_lambda(v, where):
+def _check_clip_lambda(v: Any, where: str) -> None:
     if callable(v):
         raise TypeError(f"{where}: clip_lambda must be True (clip to +-step**0.25, the reference's default "
                         f"clip_lambda) or None (no clip); etakit cannot call a Python function, got {v!r}")
@@ -1480,6 +1745,7 @@ class ADOPT(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     betas : (float, float), default (0.9, 0.9999)
         Each in [0, 1); ``betas[0]`` may be a schedule.
     clip_lambda : True or None, default True
@@ -1487,6 +1753,7 @@ class ADOPT(Optimizer):
         (the reference's default ``clip_lambda``); None does not clip.  The
         reference takes any function of the step; etakit runs these two.
     weight_decay : float or schedule, default 0
+        The weight decay: decoupled (``weight_decouple``) or an L2 penalty added to the gradient.
     weight_decouple : bool, default False
         Decay the parameters (AdamW-style) rather than add to the gradient.
     fixed_decay : bool, default False
@@ -1494,6 +1761,7 @@ class ADOPT(Optimizer):
     eps : float, default 1e-6
         Lower bound of ``sqrt(v)``.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1514,8 +1782,10 @@ class ADOPT(Optimizer):
     _group_optional = ("maximize", "clip_lambda")
     _torch_step = "group"
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.9999), clip_lambda=True, weight_decay=0.0,
-                 weight_decouple=False, fixed_decay=False, eps=1e-6, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, betas: tuple[Scheduled, float] = (0.9, 0.9999),
+                 clip_lambda: bool | None = True, weight_decay: Scheduled = 0.0, weight_decouple: bool = False,
+                 fixed_decay: bool = False, eps: float = 1e-6, maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, clip_lambda=clip_lambda, weight_decay=weight_decay,
                                       weight_decouple=weight_decouple, fixed_decay=fixed_decay, eps=eps,
                                       maximize=maximize))
@@ -1540,10 +1810,12 @@ class AdEMAMix(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     betas : (float, float, float), default (0.9, 0.999, 0.9999)
         Decay of the fast momentum, the second moment (each in [0, 1)) and
         the slow momentum (in [0, 1]); ``betas[0]`` may be a schedule.
     weight_decay : float or schedule, default 0
+        The weight decay: decoupled (``weight_decouple``) or an L2 penalty added to the gradient.
     weight_decouple : bool, default False
         Decay the parameters (AdamW-style) rather than add to the gradient.
     fixed_decay : bool, default False
@@ -1555,7 +1827,9 @@ class AdEMAMix(Optimizer):
         warmup.  With a warmup, ``betas[0]`` and ``betas[2]`` must be > 0
         (it takes their logarithms).
     eps : float, default 1e-8
+        Added to the denominator, for numerical stability.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1574,8 +1848,11 @@ class AdEMAMix(Optimizer):
     _group_optional = ("maximize",)
     _torch_step = "group"
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 0.9999), weight_decay=0.0, weight_decouple=False,
-                 fixed_decay=False, alpha=5.0, t_alpha_beta3=None, eps=1e-8, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3,
+                 betas: tuple[Scheduled, float, float] = (0.9, 0.999, 0.9999), weight_decay: Scheduled = 0.0,
+                 weight_decouple: bool = False, fixed_decay: bool = False, alpha: float = 5.0,
+                 t_alpha_beta3: float | None = None, eps: float = 1e-8, maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       weight_decouple=weight_decouple, fixed_decay=fixed_decay, alpha=alpha,
                                       t_alpha_beta3=t_alpha_beta3, eps=eps, maximize=maximize))
@@ -1611,9 +1888,11 @@ class LAMB(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     betas : (float, float), default (0.9, 0.999)
         Each in [0, 1); ``betas[0]`` may be a schedule.
     weight_decay : float or schedule, default 0
+        The weight decay: decoupled (``weight_decouple``) or added to the update ``u``.
     weight_decouple : bool, default True
         Decay the parameters rather than add ``weight_decay * p`` to the update.
     fixed_decay : bool, default False
@@ -1625,6 +1904,7 @@ class LAMB(Optimizer):
     n_sma_threshold : int, default 5
         With ``rectify``: the length of the variance estimate from which it applies (>= 4).
     grad_averaging : bool, default True
+        The gradient enters the first moment times ``1 - beta1`` (else times 1).
     max_grad_norm : float, default 1.0
         With ``pre_norm``: the gradients are scaled down to this joint norm (0: not scaled).
     adam : bool, default False
@@ -1633,7 +1913,9 @@ class LAMB(Optimizer):
         Scale the gradients by their joint norm over all parameters (of every
         group with ``pre_norm``) before the update.
     eps : float, default 1e-6
+        Added to the denominator and to the norms, for numerical stability.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
     adam_debias : bool, default False
         Leave ``1 - beta1^t`` out of the step size (pytorch_optimizer's AdamD option).
 
@@ -1654,10 +1936,12 @@ class LAMB(Optimizer):
     _group_optional = ("degenerated_to_sgd", "n_sma_threshold", "pre_norm", "maximize", "adam_debias")
     _torch_step = "group"
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, weight_decouple=True,
-                 fixed_decay=False, rectify=False, degenerated_to_sgd=False, n_sma_threshold=5,
-                 grad_averaging=True, max_grad_norm=1.0, adam=False, pre_norm=False, eps=1e-6, maximize=False,
-                 adam_debias=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, betas: tuple[Scheduled, float] = (0.9, 0.999),
+                 weight_decay: Scheduled = 0.0, weight_decouple: bool = True, fixed_decay: bool = False,
+                 rectify: bool = False, degenerated_to_sgd: bool = False, n_sma_threshold: int = 5,
+                 grad_averaging: bool = True, max_grad_norm: float = 1.0, adam: bool = False, pre_norm: bool = False,
+                 eps: float = 1e-6, maximize: bool = False, adam_debias: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       weight_decouple=weight_decouple, fixed_decay=fixed_decay, rectify=rectify,
                                       degenerated_to_sgd=degenerated_to_sgd, n_sma_threshold=n_sma_threshold,
@@ -1688,14 +1972,19 @@ class LARS(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate.
     weight_decay : float or schedule, default 0
+        Weight decay of the parameters of two or more dimensions (inside the trust ratio).
     momentum : float or schedule, default 0.9
         In [0, 1).
     dampening : float, default 0
         In [0, 1).
     trust_coefficient : float, default 1e-3
+        Scales the trust ratio ``||p|| / (||g|| + weight_decay ||p||)``.
     nesterov : bool, default False
+        Nesterov momentum.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1713,8 +2002,9 @@ class LARS(Optimizer):
     _group_optional = ("maximize",)
     _torch_step = "group"
 
-    def __init__(self, params, lr=1e-3, weight_decay=0.0, momentum=0.9, dampening=0.0, trust_coefficient=1e-3,
-                 nesterov=False, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, weight_decay: Scheduled = 0.0, momentum: Scheduled = 0.9,
+                 dampening: float = 0.0, trust_coefficient: float = 1e-3, nesterov: bool = False,
+                 maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                                       trust_coefficient=trust_coefficient, nesterov=nesterov, maximize=maximize))
 
@@ -1739,9 +2029,11 @@ class Adadelta(Optimizer):
     rho : float, default 0.9
         Decay of both running averages, in [0, 1].
     eps : float, default 1e-6
+        Added inside both square roots, for numerical stability.
     weight_decay : float or schedule, default 0
         L2 penalty added to the gradient.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1755,7 +2047,8 @@ class Adadelta(Optimizer):
 
     rule = "adadelta"
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: Scheduled = 0.0, maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
 
 
@@ -1778,6 +2071,7 @@ class ASGD(Optimizer):
     params : list of ndarray or list of dict
         Parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-2
+        The initial step size ``eta``.
     lambd : float, default 1e-4
         Decay term, >= 0 (PyTorch does not check it).
     alpha : float, default 0.75
@@ -1787,6 +2081,7 @@ class ASGD(Optimizer):
     weight_decay : float or schedule, default 0
         L2 penalty added to the gradient.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1802,7 +2097,8 @@ class ASGD(Optimizer):
 
     rule = "asgd"
 
-    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
+                 weight_decay: Scheduled = 0.0, maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
                                       maximize=maximize))
 
@@ -1833,6 +2129,7 @@ class Rprop(Optimizer):
     step_sizes : (float, float), default (1e-6, 50)
         ``(step_size_min, step_size_max)``, the bounds of a step size.
     maximize : bool, default False
+        Maximise the objective instead (the gradient's sign flipped).
 
     Examples
     --------
@@ -1848,7 +2145,9 @@ class Rprop(Optimizer):
     rule = "rprop"
     _tuples = {"etas": ("etaminus", "etaplus"), "step_sizes": ("step_size_min", "step_size_max")}
 
-    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False):
+    def __init__(self, params: Params, lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50), maximize: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize))
 
 
@@ -1913,13 +2212,14 @@ class Adafactor(Optimizer):
     rule = "adafactor"
     _tuples = {"eps": ("eps1", "eps2")}
 
-    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
-                 maximize=False):
+    def __init__(self, params: Params, lr: Scheduled = 1e-2, beta2_decay: float = -0.8,
+                 eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0, weight_decay: Scheduled = 0.0, *,
+                 maximize: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
                                       maximize=maximize))
 
 
-def _orthogonalise(stepper, groups):
+def _orthogonalise(stepper: Stepper, groups: Sequence[Group]) -> None:
     """Muon's host step: each tensor's update (the work slot) replaced by its orthogonalisation."""
     for work, gi in zip(stepper.work, stepper.group_of):
         u = work["update"]
@@ -1965,11 +2265,13 @@ class Muon(Optimizer):
     params : list of ndarray or list of dict
         2-D parameters or parameter groups (see :class:`Optimizer`).
     lr : float or schedule, default 1e-3
+        The learning rate (scaled by the matrix shape: ``adjust_lr_fn``).
     weight_decay : float or schedule, default 0.1
         Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
     momentum : float or schedule, default 0.95
         >= 0.
     nesterov : bool, default True
+        Nesterov momentum: the update interpolates the gradient and the momentum.
     ns_coefficients : (float, float, float), default (3.4445, -4.7750, 2.0315)
         ``(a, b, c)`` of the quintic Newton-Schulz iteration.
     eps : float, default 1e-7
@@ -1996,8 +2298,11 @@ class Muon(Optimizer):
     _torch_step = None
     _host_step = staticmethod(_orthogonalise)
 
-    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-                 ns_coefficients=(3.4445, -4.7750, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None):
+    def __init__(self, params: Params, lr: Scheduled = 1e-3, weight_decay: Scheduled = 0.1, momentum: Scheduled = 0.95,
+                 nesterov: bool = True, ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+                 eps: float = 1e-7, ns_steps: int = 5,
+                 adjust_lr_fn: Literal["original", "match_rms_adamw"] | None = None,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                                       ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                                       adjust_lr_fn=adjust_lr_fn))
@@ -2083,7 +2388,9 @@ class DoG(Optimizer):
     reference_impl = "dog.DoG"
     _torch_step = None
 
-    def __init__(self, params, reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None, layer_wise=False):
+    def __init__(self, params: Params, reps_rel: float = 1e-6, lr: Scheduled = 1.0, weight_decay: Scheduled = 0.0,
+                 eps: float = 1e-8, init_eta: float | None = None, layer_wise: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(reps_rel=reps_rel, lr=lr, weight_decay=weight_decay, eps=eps,
                                       init_eta=init_eta, layer_wise=layer_wise))
 
@@ -2102,8 +2409,19 @@ class LDoG(DoG):
 
     Parameters
     ----------
-    params, reps_rel, lr, weight_decay, eps, init_eta
-        As for :class:`DoG`.
+    params : list of ndarray or list of dict
+        Parameters or parameter groups (see :class:`Optimizer`).
+    reps_rel : float, default 1e-6
+        The first step's distance relative to ``1 + ||x0||``, per tensor (as
+        for :class:`DoG`).  Must be > 0 unless ``init_eta`` is given.
+    lr : float or schedule, default 1.0
+        A multiplier of the step size (the paper's c), as for :class:`DoG`.
+    weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient (it counts in ``G``).
+    eps : float, default 1e-8
+        Added to ``G`` at the first step.
+    init_eta : float or None, default None
+        The first step size, if given (> 0); ``reps_rel`` is then not used.
 
     Examples
     --------
@@ -2122,7 +2440,8 @@ class LDoG(DoG):
     reference_impl = "dog.LDoG"
     _implied = {"layer_wise": True}
 
-    def __init__(self, params, reps_rel=1e-6, lr=1.0, weight_decay=0.0, eps=1e-8, init_eta=None):
+    def __init__(self, params: Params, reps_rel: float = 1e-6, lr: Scheduled = 1.0, weight_decay: Scheduled = 0.0,
+                 eps: float = 1e-8, init_eta: float | None = None, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, reps_rel=reps_rel, lr=lr, weight_decay=weight_decay, eps=eps, init_eta=init_eta)
 
 
@@ -2136,13 +2455,23 @@ class _ScheduleFree:
 
     _EVAL, _TRAIN = 1 << 1, 1 << 2   # the rule's side phases 1 and 2 (csrc/rules/schedulefree.h)
 
-    def step(self, *args, **kwargs):
+    if TYPE_CHECKING:       # what the front end's optimizer class (Optimizer, etakit.torch's drop-in) provides
+        param_groups: list[Group]
+        skipped_steps: int
+        _k: int
+        _ema_swapped: bool
+        _stepper: Stepper
+        rule: str           # (the schedule-free rule classes')
+
+        def _side(self, phases: int) -> None: ...
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
         if not self.param_groups[0]["train_mode"]:
             raise RuntimeError(f"{type(self).__name__} is in eval mode (param_groups[0]['train_mode'] is False) and "
                                "cannot step: call optimizer.train() before training steps, and optimizer.eval() "
                                "before evaluating the model or saving a checkpoint")
         k, skipped = self._k, self.skipped_steps
-        out = super().step(*args, **kwargs)
+        out = super().step(*args, **kwargs)  # type: ignore[misc]  # (the front end's step: next in the MRO)
         if self._k == k and self.skipped_steps == skipped:
             # etakit.torch with no gradient at all: nothing to update, but the reference still
             # advances every group's scalars (k, lr_max, weight_sum, scheduled_lr)
@@ -2151,7 +2480,7 @@ class _ScheduleFree:
                 group_step(rule, g, {**g, "lr": value_at(g["lr"], k)})
         return out
 
-    def train(self):
+    def train(self) -> None:
         """Train mode: the parameters hold y, the point gradients are taken at (steps are allowed).
 
         Each group in eval mode moves its parameters from x back to y, ``p = lerp(p, z, 1 - beta1)``
@@ -2168,7 +2497,7 @@ class _ScheduleFree:
         """
         self._switch(True)
 
-    def eval(self):
+    def eval(self) -> None:
         """Eval mode: the parameters hold x, the average to evaluate and save (steps are refused).
 
         Each group in train mode moves its parameters from y to x, ``p = lerp(p, z, 1 - 1/beta1)``
@@ -2189,7 +2518,7 @@ class _ScheduleFree:
         """
         self._switch(False)
 
-    def _switch(self, train):
+    def _switch(self, train: bool) -> None:
         if self._ema_swapped:
             raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before switching "
                                "between train and eval")
@@ -2239,6 +2568,7 @@ class ScheduleFreeAdamW(_ScheduleFree, Optimizer):
         ``beta1`` in (0, 1] places y between z and x; ``beta2`` in [0, 1)
         averages the squared gradients.
     eps : float, default 1e-8
+        Added to the denominator, for numerical stability.
     weight_decay : float or schedule, default 0
         L2 penalty, taken at y.
     warmup_steps : int, default 0
@@ -2270,8 +2600,9 @@ class ScheduleFreeAdamW(_ScheduleFree, Optimizer):
     _implied = _SF_GROUP
     _front_end_mixins = (_ScheduleFree,)
 
-    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0,
-                 weight_lr_power=2.0):
+    def __init__(self, params: Params, lr: Scheduled = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 0.0, warmup_steps: int = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power))
 
@@ -2303,7 +2634,9 @@ class ScheduleFreeSGD(_ScheduleFree, Optimizer):
     weight_decay : float or schedule, default 0
         L2 penalty, taken at y.
     warmup_steps : int, default 0
+        Linear warmup of ``lr`` over this many steps.
     r : float, default 0
+        Polynomial weighting of the average: step k weighs ``(k + 1)^r``.
     weight_lr_power : float, default 2
         As for :class:`ScheduleFreeAdamW`.
 
@@ -2326,7 +2659,9 @@ class ScheduleFreeSGD(_ScheduleFree, Optimizer):
     _implied = _SF_GROUP
     _front_end_mixins = (_ScheduleFree,)
 
-    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0):
+    def __init__(self, params: Params, lr: Scheduled = 1.0, momentum: float = 0.9, weight_decay: Scheduled = 0.0,
+                 warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps,
                                       r=r, weight_lr_power=weight_lr_power))
 
@@ -2356,12 +2691,15 @@ class ScheduleFreeRAdam(_ScheduleFree, Optimizer):
     betas : (float, float), default (0.9, 0.999)
         ``beta1`` in (0, 1], ``beta2`` in [0, 1).
     eps : float, default 1e-8
+        Added to the denominator, for numerical stability.
     weight_decay : float or schedule, default 0
         L2 penalty, taken at y.
     r : float, default 0
+        Polynomial weighting of the average: step k weighs ``(k + 1)^r``.
     weight_lr_power : float, default 2
         As for :class:`ScheduleFreeAdamW`.
     silent_sgd_phase : bool, default True
+        Before the rectification applies, leave the parameters still (else take plain schedule-free SGD steps).
 
     Examples
     --------
@@ -2386,15 +2724,16 @@ class ScheduleFreeRAdam(_ScheduleFree, Optimizer):
     _front_end_mixins = (_ScheduleFree,)
     _torch_example = "lr=0.1, silent_sgd_phase=False"   # the default's first steps move nothing
 
-    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, r=0.0, weight_lr_power=2.0,
-                 silent_sgd_phase=True):
+    def __init__(self, params: Params, lr: Scheduled = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 0.0, r: float = 0.0, weight_lr_power: float = 2.0,
+                 silent_sgd_phase: bool = True, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, r=r,
                                       weight_lr_power=weight_lr_power, silent_sgd_phase=silent_sgd_phase))
 
 
 # ---- learning-rate-free rules: a step size d adapted from sums over every tensor of the step
 
-def _check_fsdp_in_use(v, where):
+def _check_fsdp_in_use(v: Any, where: str) -> None:
     if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1)):
         if v:
             raise HyperparameterError(f"Invalid fsdp_in_use for {where}: True (etakit steps the tensors of one "
@@ -2404,16 +2743,16 @@ def _check_fsdp_in_use(v, where):
     raise TypeError(f"{where}: fsdp_in_use must be a bool, got {type(v).__name__} {v!r}")
 
 
-def _check_log_every(v, where):
+def _check_log_every(v: Any, where: str) -> None:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{where}: log_every must be an integer (accepted and ignored: etakit does not log), "
                         f"got {type(v).__name__} {v!r}")
 
 
-def _check_d0(v, where):
+def _check_d0(v: Any, where: str) -> None:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{where}: d0 must be a real number, got {type(v).__name__} {v!r}")
-    if not (0.0 < v < float("inf")):
+    if not (0.0 < v < float("inf")):  # type: ignore[operator]  # typeshed's numbers.Real has no __gt__
         raise HyperparameterError(f"Invalid d0 for {where}: {v!r} (expected a finite number > 0)", None, "d0", v)
 
 
@@ -2464,9 +2803,11 @@ class Prodigy(Optimizer):
     eps : float, default 1e-8
         > 0; scaled by ``d`` in the denominator.
     weight_decay : float or schedule, default 0
+        The weight decay: decoupled (``decouple``) or an L2 penalty added to the gradient.
     decouple : bool, default True
         Decay the parameters (AdamW-style) rather than add to the gradient.
     use_bias_correction : bool, default False
+        Adam's bias correction of the step size (``bc`` above).
     safeguard_warmup : bool, default False
         Leave ``lr`` out of the ``s`` update (steadier under a warmup schedule).
     d0 : float, default 1e-6
@@ -2501,9 +2842,11 @@ class Prodigy(Optimizer):
     _group_state = {"d": "d0", "d_max": "d0", "d_numerator": 0.0, "k": 0, "d_denom": 0.0, "d_hat": 0.0}
     _constant_state = ("p0",)
 
-    def __init__(self, params, lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0, decouple=True,
-                 use_bias_correction=False, safeguard_warmup=False, d0=1e-6, d_coef=1.0,
-                 growth_rate=float("inf"), fsdp_in_use=False, slice_p=1):
+    def __init__(self, params: Params, lr: Scheduled = 1.0, betas: tuple[float, float] = (0.9, 0.999),
+                 beta3: float | None = None, eps: float = 1e-8, weight_decay: Scheduled = 0.0, decouple: bool = True,
+                 use_bias_correction: bool = False, safeguard_warmup: bool = False, d0: float = 1e-6,
+                 d_coef: float = 1.0, growth_rate: float = float("inf"), fsdp_in_use: bool = False, slice_p: int = 1,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, beta3=beta3, eps=eps, weight_decay=weight_decay,
                                       decouple=decouple, use_bias_correction=use_bias_correction,
                                       safeguard_warmup=safeguard_warmup, d0=d0, d_coef=d_coef,
@@ -2560,11 +2903,13 @@ class DAdaptAdam(Optimizer):
     eps : float, default 1e-8
         > 0.
     weight_decay : float or schedule, default 0
+        The weight decay: decoupled (``decouple``) or an L2 penalty added to the gradient.
     log_every : int, default 0
         Accepted and ignored.
     decouple : bool, default False
         Decay the parameters (AdamW-style) rather than add to the gradient.
     use_bias_correction : bool, default False
+        Adam's bias correction of the step size (``bc`` above).
     d0 : float, default 1e-6
         > 0: the initial step size.
     growth_rate : float, default inf
@@ -2593,8 +2938,10 @@ class DAdaptAdam(Optimizer):
     _group_optional = ("d0",)
     _group_state = {"d": "d0", "numerator_weighted": 0.0, "k": 0}
 
-    def __init__(self, params, lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, log_every=0,
-                 decouple=False, use_bias_correction=False, d0=1e-6, growth_rate=float("inf"), fsdp_in_use=False):
+    def __init__(self, params: Params, lr: Scheduled = 1.0, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Scheduled = 0.0, log_every: int = 0, decouple: bool = False,
+                 use_bias_correction: bool = False, d0: float = 1e-6, growth_rate: float = float("inf"),
+                 fsdp_in_use: bool = False, **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, log_every=log_every,
                                       decouple=decouple, use_bias_correction=use_bias_correction, d0=d0,
                                       growth_rate=growth_rate, fsdp_in_use=fsdp_in_use))
@@ -2636,6 +2983,7 @@ class DAdaptSGD(Optimizer):
     momentum : float, default 0
         In [0, 1).
     weight_decay : float, default 0
+        L2 penalty added to the gradient.
     log_every : int, default 0
         Accepted and ignored.
     d0 : float, default 1e-6
@@ -2664,8 +3012,9 @@ class DAdaptSGD(Optimizer):
     _group_optional = ("d0",)
     _group_state = {"d": "d0", "numerator_weighted": 0.0, "k": 0, "g0_norm": 0.0}
 
-    def __init__(self, params, lr=1.0, momentum=0.0, weight_decay=0.0, log_every=0, d0=1e-6,
-                 growth_rate=float("inf"), fsdp_in_use=False):
+    def __init__(self, params: Params, lr: Scheduled = 1.0, momentum: float = 0.0, weight_decay: float = 0.0,
+                 log_every: int = 0, d0: float = 1e-6, growth_rate: float = float("inf"), fsdp_in_use: bool = False,
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, log_every=log_every,
                                       d0=d0, growth_rate=growth_rate, fsdp_in_use=fsdp_in_use))
 
@@ -2705,6 +3054,7 @@ class DAdaptAdaGrad(Optimizer):
     log_every : int, default 0
         Accepted and ignored.
     weight_decay : float or schedule, default 0
+        L2 penalty added to the gradient.
     eps : float, default 1e-6
         > 0.
     d0 : float, default 1e-6
@@ -2731,19 +3081,70 @@ class DAdaptAdaGrad(Optimizer):
     _group_optional = ("d0",)
     _group_state = {"d": "d0", "gsq_weighted": 0.0, "sksq_weighted": 0.0, "skl1": 0.0, "k": 0}
 
-    def __init__(self, params, lr=1.0, momentum=0.0, log_every=0, weight_decay=0.0, eps=1e-6, d0=1e-6,
-                 growth_rate=float("inf")):
+    def __init__(self, params: Params, lr: Scheduled = 1.0, momentum: float = 0.0, log_every: int = 0,
+                 weight_decay: Scheduled = 0.0, eps: float = 1e-6, d0: float = 1e-6, growth_rate: float = float("inf"),
+                 **options: Unpack[OptimizerOptions]) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, log_every=log_every, weight_decay=weight_decay,
                                       eps=eps, d0=d0, growth_rate=growth_rate))
 
 
 for _cls in (DAdaptAdam, DAdaptSGD, DAdaptAdaGrad):
-    _cls.__doc__ = _cls.__doc__.replace("SHARED", _DADAPT_SHARED)
+    if _cls.__doc__ is not None:        # (None under python -OO)
+        _cls.__doc__ = _cls.__doc__.replace("SHARED", _DADAPT_SHARED)
 del _cls
+
+# The keyword-only options every optimizer takes (OptimizerOptions), as each class's docstring lists them
+# at the end of its Parameters section: (type, default, description).
+_OPTION_DOCS = {
+    "state_dtype": ('{"float32", "bfloat16", "int8"}', '"float32"',
+                    ("The optimizer state's format: float32, bfloat16, or bitsandbytes' 8-bit blockwise one "
+                     "(the user guide's low-precision page).")),
+    "stochastic_rounding": ("bool", "False", "Round bfloat16 state (and bfloat16 parameters) stochastically."),
+    "min_8bit_size": ("int", "4096", 'Parameters with fewer elements keep float32 state under ``state_dtype="int8"``.'),
+    "sr_seed": ("int", "0", "The seed of the stochastic rounding."),
+    "kahan": ("bool or None", "None", ("bfloat16 parameters: the update written back with a Kahan compensation "
+                                       "(None: unless ``stochastic_rounding``).")),
+    "global_clipnorm": ("float or None", "None", ("Clip the gradients to this global norm inside the step "
+                                                  "(None: no clipping); see :meth:`etakit.Optimizer.step`.")),
+    "norm_type": ("float", "2.0", "The norm of that clipping: 2 or ``inf``."),
+    "nonfinite": ('{"raise", "skip", "ignore"} or None', "None",
+                  'What a gradient with inf or NaN does (None: ``"raise"`` with clipping, else ``"ignore"``).'),
+    "ema_decay": ("float or None", "None", ("Keep an exponential moving average of the parameters with this "
+                                            "decay, as timm's ``ModelEmaV3`` (None: none); see "
+                                            ":attr:`etakit.Optimizer.ema`.")),
+    "ema_warmup": ("bool", "False", "Warm the EMA's decay up (``ModelEmaV3``'s ``use_warmup``)."),
+    "ema_warmup_gamma": ("float", "1.0", "``ModelEmaV3``'s ``warmup_gamma``."),
+    "ema_warmup_power": ("float", "2/3", "``ModelEmaV3``'s ``warmup_power``."),
+    "ema_min_decay": ("float", "0.0", "``ModelEmaV3``'s ``min_decay``."),
+    "ema_update_after_step": ("int", "0", "``ModelEmaV3``'s ``update_after_step``."),
+}
+
+
+def _with_options(doc: str | None) -> str | None:
+    """A rule class's docstring with the options every optimizer takes added to its Parameters section
+    (None, under python -OO, stays None)."""
+    if doc is None:
+        return None
+    head = re.search(r"\n( *)Parameters\n\1-+\n", doc)
+    if head is None:
+        return doc
+    indent = head.group(1)
+    nxt = re.compile(rf"\n{indent}[A-Z][A-Za-z ]*\n{indent}-+\n").search(doc, head.end())
+    at = nxt.start() if nxt is not None else len(doc.rstrip()) + 1
+    entries = []
+    for name in {**_lowp.KEYS, **_passes.KEYS}:
+        kind, default, text = _OPTION_DOCS[name]
+        entries.append(f"{indent}{name} : {kind}, default {default}, keyword-only\n" +
+                       textwrap.fill(text, 112, initial_indent=indent + "    ", subsequent_indent=indent + "    "))
+    return doc[:at].rstrip("\n") + "\n" + "\n".join(entries) + "\n" + doc[at:]
 
 
 #: Every optimizer class by name, for tools that take a name (etakit.minimize, bench).
-OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax,
-                                             Adan, ADOPT, AdEMAMix, LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor,
-                                             Muon, DoG, LDoG, ScheduleFreeAdamW, ScheduleFreeSGD,
-                                             ScheduleFreeRAdam, Prodigy, DAdaptAdam, DAdaptSGD, DAdaptAdaGrad)}
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.__name__: cls for cls in (SGD, Adam, AdamW, RMSprop, Adagrad, Lion, NAdam, RAdam, Adamax, Adan, ADOPT, AdEMAMix,
+                                  LAMB, LARS, Adadelta, ASGD, Rprop, Adafactor, Muon, DoG, LDoG, ScheduleFreeAdamW,
+                                  ScheduleFreeSGD, ScheduleFreeRAdam, Prodigy, DAdaptAdam, DAdaptSGD, DAdaptAdaGrad)}
+
+for _rule_cls in OPTIMIZERS.values():
+    _rule_cls.__doc__ = _with_options(_rule_cls.__doc__)
+del _rule_cls

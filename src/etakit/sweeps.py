@@ -37,6 +37,8 @@ Examples
 >>> res.best
 0.1
 """
+from __future__ import annotations
+
 import csv
 import logging
 import math
@@ -44,23 +46,38 @@ import numbers
 import os
 import sys
 import time
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import distributed
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from tqdm import tqdm
+
+    from .lr_finder import LRFindResult
 
 __all__ = ["sweep", "SweepResult", "demo_trial", "main"]
 
 COLUMNS = ("lr", "seed", "final_loss", "diverged", "time_s", "error")
 
+# a row of the table: COLUMNS, "losses" (list of float or None) and "extra" (dict of str to number or str)
+_Row = dict[str, Any]
+
 
 # ---- one trial (runs on a worker) -------------------------------------------------
-def _one_line(text, limit=300):
+def _one_line(text: object, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _losses_of(out):
+def _losses_of(out: object) -> tuple[npt.NDArray[np.float64] | None, float, dict[str, Any]]:
     """(history or None, final loss, extra columns) from what a training function returned."""
-    extra = {}
+    extra: dict[str, Any] = {}
     if isinstance(out, dict):
         if "loss" not in out:
             raise TypeError(f"train_fn returned a dict without a 'loss' entry (keys {sorted(map(str, out))})")
@@ -96,7 +113,7 @@ def _losses_of(out):
     return history, float(history[-1]), extra
 
 
-def _diverged(history, final, diverge):
+def _diverged(history: npt.NDArray[np.float64] | None, final: float, diverge: float) -> bool:
     """A non-finite loss, or a final loss above ``diverge`` times the first (a positive one)."""
     if not math.isfinite(final):
         return True
@@ -107,11 +124,12 @@ def _diverged(history, final, diverge):
     return bool(history[0] > 0 and final > diverge * history[0])
 
 
-def _trial(train_fn, lr, seed, kwargs, threads, diverge):
+def _trial(train_fn: Callable[..., object], lr: float, seed: int, kwargs: dict[str, Any], threads: int | None,
+           diverge: float) -> _Row:
     """One training; never raises: a failure is a row with its error (the sweep goes on)."""
     import etakit
 
-    row = {"lr": lr, "seed": seed, "final_loss": math.nan, "diverged": False, "time_s": math.nan, "error": "",
+    row: _Row = {"lr": lr, "seed": seed, "final_loss": math.nan, "diverged": False, "time_s": math.nan, "error": "",
            "losses": None, "extra": {}}
     old = etakit.get_num_threads()
     t0 = time.perf_counter()
@@ -130,7 +148,7 @@ def _trial(train_fn, lr, seed, kwargs, threads, diverge):
     return row
 
 
-def _find(lr_find, seed, threads):
+def _find(lr_find: Callable[[int], object], seed: int, threads: int | None) -> tuple[int, float, str]:
     """An lr_find task: (seed, suggestion, error)."""
     import etakit
 
@@ -154,6 +172,17 @@ def _find(lr_find, seed, threads):
 class SweepResult:
     """The outcome of :func:`sweep`.
 
+    Parameters
+    ----------
+    rows : iterable of dict
+        The trials' rows (see ``rows`` below), in any order.
+    lr_find : iterable of float, default ()
+        The lr_find suggestions.
+    wall_time_s : float, default NaN
+        The sweep's wall time.
+    lr_find_errors : iterable of str, default ()
+        The errors of the lr_find runs that failed, one line each.
+
     Attributes
     ----------
     rows : list of dict
@@ -170,6 +199,8 @@ class SweepResult:
         rates none of whose trials diverged or failed; NaN when there is none.
     wall_time_s : float
         The sweep's wall time.
+    lr_find_errors : list of str
+        The errors of the lr_find runs that failed.
 
     Examples
     --------
@@ -180,14 +211,15 @@ class SweepResult:
     (0.1, [0.0025000000000000005, 0.0, 0.010000000000000002])
     """
 
-    def __init__(self, rows, lr_find=(), wall_time_s=math.nan, lr_find_errors=()):
+    def __init__(self, rows: Iterable[_Row], lr_find: Iterable[float] = (), wall_time_s: float = math.nan,
+                 lr_find_errors: Iterable[str] = ()) -> None:
         self.rows = sorted(rows, key=lambda r: (r["lr"], r["seed"]))
         self.lr_find = [float(x) for x in lr_find]
         self.lr_find_errors = list(lr_find_errors)
         self.wall_time_s = float(wall_time_s)
         self.best = self._best()
 
-    def _best(self):
+    def _best(self) -> float:
         best, best_loss = math.nan, math.inf
         for lr in sorted({r["lr"] for r in self.rows}):
             rows = [r for r in self.rows if r["lr"] == lr]
@@ -198,13 +230,33 @@ class SweepResult:
                 best, best_loss = lr, loss
         return best
 
-    def columns(self):
-        """The table's columns: COLUMNS, then the extra results' names."""
+    def columns(self) -> list[str]:
+        """The table's columns: COLUMNS, then the extra results' names.
+
+        Returns
+        -------
+        list of str
+            ``lr``, ``seed``, ``final_loss``, ``diverged``, ``time_s``,
+            ``error``, then the names of the extra results, sorted.
+
+        Examples
+        --------
+        >>> import etakit
+        >>> res = etakit.sweep(lambda lr, seed: {"loss": lr, "acc": 0.5}, lrs=[0.1], client="serial", progress=False)
+        >>> res.columns()
+        ['lr', 'seed', 'final_loss', 'diverged', 'time_s', 'error', 'acc']
+        """
         extra = sorted({k for r in self.rows for k in r["extra"]})
         return list(COLUMNS) + extra
 
-    def table(self):
+    def table(self) -> str:
         """The rows as a Markdown table.
+
+        Returns
+        -------
+        str
+            A header, a separator and one line per trial, the columns of
+            :meth:`columns`; floats to 4 significant digits.
 
         Examples
         --------
@@ -222,11 +274,27 @@ class SweepResult:
         return "\n".join(lines)
 
     @staticmethod
-    def _value(row, col):
+    def _value(row: _Row, col: str) -> Any:
         return row[col] if col in COLUMNS else row["extra"].get(col, "")
 
-    def to_csv(self, path):
-        """Write the table to ``path`` as CSV (one row per trial; the losses' histories are not written)."""
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write the table to ``path`` as CSV (one row per trial; the losses' histories are not written).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile, etakit
+        >>> res = etakit.sweep(lambda lr, seed: lr, lrs=[0.5], client="serial", progress=False)
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     res.to_csv(pathlib.Path(out) / "sweep.csv")
+        ...     print((pathlib.Path(out) / "sweep.csv").read_text())      # doctest: +ELLIPSIS
+        lr,seed,final_loss,diverged,time_s,error
+        0.5,0,0.5,False,...,
+        """
         cols = self.columns()
         with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
@@ -234,22 +302,39 @@ class SweepResult:
             for r in self.rows:
                 w.writerow([self._value(r, c) for c in cols])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         failed = sum(1 for r in self.rows if r["error"])
         diverged = sum(1 for r in self.rows if r["diverged"])
         rates = len({r['lr'] for r in self.rows})
         return (f"SweepResult({len(self.rows)} trials over {rates} rates, best={self.best:.3g}, "
                 f"diverged={diverged}, failed={failed}, wall_time_s={self.wall_time_s:.3g})")
 
-    def plot(self, path=None, ax=None):
+    def plot(self, path: str | os.PathLike[str] | None = None, ax: Axes | None = None) -> Axes:
         """Final loss against rate (log scale): each trial, the mean over seeds, diverged and failed
         trials on the top edge, the lr_find suggestion(s) and the best rate marked.
 
-        Needs matplotlib.  Returns the axes; writes ``path`` when given.
+        Needs matplotlib.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Save the figure there (PNG, SVG, ...: by its extension).
+        ax : matplotlib.axes.Axes, optional
+            The axes to draw on; default: those of a new figure.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
 
         Examples
         --------
-        >>> res.plot(path="sweep.png")          # doctest: +SKIP
+        >>> import etakit
+        >>> res = etakit.sweep(lambda lr, seed: (lr - 0.1) ** 2, lrs=[0.05, 0.1, 0.2], client="serial",
+        ...                    progress=False)
+        >>> ax = res.plot()               # res.plot(path="sweep.png") to save it
+        >>> ax.get_xscale(), ax.get_ylabel()
+        ('log', 'final loss')
         """
         try:
             from matplotlib.figure import Figure
@@ -288,18 +373,18 @@ class SweepResult:
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize="small")
         if path is not None:
-            ax.figure.savefig(path, dpi=120)
+            cast("Figure", ax.figure).savefig(path, dpi=120)
         return ax
 
 
-def _cell(v):
+def _cell(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v).replace("|", "/")
 
 
 # ---- running it -------------------------------------------------------------------
-def _check_lrs(lrs):
+def _check_lrs(lrs: object) -> list[float]:
     if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__iter__"):
         raise TypeError(f"lrs must be a sequence of learning rates, got {type(lrs).__name__}")
     out = []
@@ -313,7 +398,7 @@ def _check_lrs(lrs):
     return out
 
 
-def _check_seeds(seeds):
+def _check_seeds(seeds: object) -> list[int]:
     if isinstance(seeds, (numbers.Integral, np.integer)) and not isinstance(seeds, bool):
         seeds = [seeds]
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
@@ -330,7 +415,7 @@ def _check_seeds(seeds):
 class _Task:
     """A task of ``client="serial"``, run when its result is asked for."""
 
-    def __init__(self, fn, args):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
 
 
@@ -338,10 +423,10 @@ class _Serial:
     """The executor of ``client="serial"``: each task runs when ``results`` reaches it (so that the
     progress bar, made after the tasks are submitted, shows them as they finish)."""
 
-    def submit(self, fn, *args):
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
         return _Task(fn, args)
 
-    def results(self, futures):
+    def results(self, futures: list[_Task]) -> Iterator[tuple[_Task, Any, str | None]]:
         for f in futures:
             yield f, f.fn(*f.args), None
 
@@ -349,15 +434,16 @@ class _Serial:
 class _Dask:
     """Tasks on a Dask cluster: the given Client, one connected to an address, or a LocalCluster."""
 
-    def __init__(self, client, n_workers, processes):
+    def __init__(self, client: distributed.Client | str | None, n_workers: int, processes: bool) -> None:
         try:
             import distributed
         except ImportError:
             raise ImportError("etakit.sweep on a cluster needs Dask: pip install 'etakit[sweep]' "
                               "(or client='serial' to run the trials here, one after another)") from None
-        self.distributed = distributed
-        self.cluster = None
+        self.distributed: types.ModuleType = distributed
+        self.cluster: distributed.LocalCluster | None = None
         self.own = True
+        self.client: distributed.Client
         if isinstance(client, distributed.Client):
             self.client, self.own = client, False
         elif isinstance(client, str):
@@ -382,10 +468,10 @@ class _Dask:
                                                         silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster)
 
-    def submit(self, fn, *args):
+    def submit(self, fn: Callable[..., Any], *args: Any) -> distributed.Future:
         return self.client.submit(fn, *args, pure=False)
 
-    def results(self, futures):
+    def results(self, futures: list[distributed.Future]) -> Iterator[tuple[distributed.Future, Any, str | None]]:
         """(future, result or None, error or None) as they finish."""
         for f in self.distributed.as_completed(futures):
             try:
@@ -393,14 +479,14 @@ class _Dask:
             except Exception as e:       # the worker died (KilledWorker), the task was cancelled, ...
                 yield f, None, _one_line(f"{type(e).__name__}: {e}")
 
-    def close(self):
+    def close(self) -> None:
         if self.own:
             self.client.close()
             if self.cluster is not None:
                 self.cluster.close()
 
 
-def _check_picklable(**objects):
+def _check_picklable(**objects: object) -> None:
     """A TypeError naming what cloudpickle cannot send to the workers, before a cluster starts (Dask's own
     error names a graph object, after logging a traceback)."""
     try:
@@ -418,7 +504,10 @@ def _check_picklable(**objects):
                             "locks, open files or sockets in it, or use client='serial'") from None
 
 
-def _bar(total, progress, desc):
+_Executor = Union[_Serial, _Dask]
+
+
+def _bar(total: int, progress: bool, desc: str) -> tqdm[Any] | None:
     if not (progress and sys.stderr.isatty()):
         return None
     try:
@@ -428,8 +517,11 @@ def _bar(total, progress, desc):
     return tqdm(total=total, desc=desc, unit="trial", leave=False, dynamic_ncols=True)
 
 
-def sweep(train_fn, lrs=None, *, seeds=(0,), optimizer=None, kwargs=None, lr_find=None, client=None, n_workers=2,
-          processes=True, threads=1, diverge=4.0, progress=True):
+def sweep(train_fn: Callable[..., object], lrs: Sequence[float] | None = None, *, seeds: int | Sequence[int] = (0,),
+          optimizer: object = None, kwargs: dict[str, Any] | None = None,
+          lr_find: float | LRFindResult | Callable[[int], object] | None = None,
+          client: distributed.Client | str | None = None, n_workers: int = 2, processes: bool = True,
+          threads: int | None = 1, diverge: float = 4.0, progress: bool = True) -> SweepResult:
     """Train once per learning rate (and seed) as Dask tasks; gather a table of final losses.
 
     Parameters
@@ -479,6 +571,8 @@ def sweep(train_fn, lrs=None, *, seeds=(0,), optimizer=None, kwargs=None, lr_fin
     Returns
     -------
     SweepResult
+        The table of trials (sorted by rate, then seed), the lr_find
+        suggestions, the best rate and the wall time.
 
     Examples
     --------
@@ -574,7 +668,8 @@ def sweep(train_fn, lrs=None, *, seeds=(0,), optimizer=None, kwargs=None, lr_fin
     return SweepResult(rows, found, time.perf_counter() - t0, find_errors)
 
 
-def _collect_finds(ex, pending, progress):
+def _collect_finds(ex: _Executor, pending: dict[Any, tuple[str, int, float | None]],
+                   progress: bool) -> tuple[list[float], list[str]]:
     found, errors = [], []
     bar = _bar(len(pending), progress, "lr_find")
     try:
@@ -591,30 +686,53 @@ def _collect_finds(ex, pending, progress):
     return found, errors
 
 
-def _grid(center):
+def _grid(center: float) -> list[float]:
     return [center * 2.0 ** k for k in range(-3, 4)]
 
 
 # ---- the demo problem, for `etakit sweep` ---------------------------------------------
-def demo_trial(lr, seed, optimizer="AdamW", epochs=5, hidden=64, batch=64):
+def demo_trial(lr: float, seed: int, optimizer: str = "AdamW", epochs: int = 5, hidden: int = 64,
+               batch: int = 64) -> dict[str, Any]:
     """One training of the demo problem (an MLP on scikit-learn's digits) at a constant rate ``lr``.
 
-    Returns ``{"loss": the mean training loss of each epoch, "test_acc":
-    held-out accuracy}``: what ``etakit sweep`` sweeps.  ``optimizer`` is the
-    name of an etakit optimizer (its other hyperparameters at their defaults).
+    What ``etakit sweep`` sweeps.  Needs scikit-learn (for the data).
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate.
+    seed : int
+        Seeds the train/test split, the initial weights and the batches.
+    optimizer : str, default "AdamW"
+        The name of an etakit optimizer (``etakit.OPTIMIZERS``), its other
+        hyperparameters at their defaults.
+    epochs : int, default 5
+        Passes over the training set (stopped early at a non-finite loss).
+    hidden : int, default 64
+        Hidden units of the MLP.
+    batch : int, default 64
+        Minibatch size.
+
+    Returns
+    -------
+    dict
+        ``{"loss": the mean training loss of each epoch (list of float),
+        "test_acc": the held-out accuracy (float)}``.
 
     Examples
     --------
-    >>> out = demo_trial(1e-3, seed=0, epochs=1)          # doctest: +SKIP
-    >>> sorted(out)                                        # doctest: +SKIP
-    ['loss', 'test_acc']
+    >>> from etakit.sweeps import demo_trial
+    >>> out = demo_trial(1e-2, seed=0, epochs=2)
+    >>> sorted(out), len(out["loss"]), out["loss"][1] < out["loss"][0]
+    (['loss', 'test_acc'], 2, True)
     """
     import etakit
     from .demo import MLP, _batches, load_digits_split
 
     Xtr, ytr, Xte, yte = load_digits_split(seed)
     net = MLP([Xtr.shape[1], hidden, 10], seed=seed)
-    opt = etakit.OPTIMIZERS[optimizer](net.params, lr=lr)
+    # (a rule class takes lr, which mypy cannot see through type[Optimizer]: the base class's __init__)
+    opt = cast("Callable[..., etakit.Optimizer]", etakit.OPTIMIZERS[optimizer])(net.params, lr=lr)
     if hasattr(opt, "train"):
         opt.train()
     rng = np.random.default_rng(seed)
@@ -637,7 +755,7 @@ def demo_trial(lr, seed, optimizer="AdamW", epochs=5, hidden=64, batch=64):
     return {"loss": losses, "test_acc": acc}
 
 
-def _demo_lr_find(seed, optimizer="AdamW", hidden=64, batch=64):
+def _demo_lr_find(seed: int, optimizer: str = "AdamW", hidden: int = 64, batch: int = 64) -> LRFindResult:
     """etakit.lr_find on the demo problem (a task of ``etakit sweep --lr-find``)."""
     import etakit
     from .demo import MLP, load_digits_split
@@ -646,7 +764,7 @@ def _demo_lr_find(seed, optimizer="AdamW", hidden=64, batch=64):
     net = MLP([Xtr.shape[1], hidden, 10], seed=seed)
     rng = np.random.default_rng(seed)
 
-    def loss_and_grad(params):
+    def loss_and_grad(params: list[npt.NDArray[Any]]) -> tuple[float, list[npt.NDArray[Any]]]:
         idx = rng.integers(0, len(ytr), batch)
         return net.loss_and_grad(params, Xtr[idx], ytr[idx])
 
@@ -657,17 +775,17 @@ def _demo_lr_find(seed, optimizer="AdamW", hidden=64, batch=64):
 class _Demo:
     """Picklable train and lr_find functions of the demo problem with the CLI's settings."""
 
-    def __init__(self, optimizer, epochs, hidden):
+    def __init__(self, optimizer: str, epochs: int, hidden: int) -> None:
         self.optimizer, self.epochs, self.hidden = optimizer, epochs, hidden
 
-    def __call__(self, lr, seed):
+    def __call__(self, lr: float, seed: int) -> dict[str, Any]:
         return demo_trial(lr, seed, optimizer=self.optimizer, epochs=self.epochs, hidden=self.hidden)
 
-    def find(self, seed):
+    def find(self, seed: int) -> LRFindResult:
         return _demo_lr_find(seed, optimizer=self.optimizer, hidden=self.hidden)
 
 
-def _address_problem(address):
+def _address_problem(address: str) -> str:
     """Why Dask cannot parse a scheduler address (its own parser), or "" (also without Dask: then the
     sweep says what to install)."""
     try:
@@ -683,14 +801,39 @@ def _address_problem(address):
     return ""
 
 
-def main(argv=None, prog="etakit sweep"):
+def main(argv: Sequence[str] | None = None, prog: str = "etakit sweep") -> int:
     """``etakit sweep``: a learning-rate sweep of the demo problem on Dask; writes sweep.csv and sweep.png.
 
-    Returns the exit status; bad arguments exit 2 with a one-line error (as argparse).
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The command-line arguments (default: ``sys.argv[1:]``); ``--help``
+        lists them.
+    prog : str, default "etakit sweep"
+        The program name in the usage and error messages.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 2 for bad arguments, after a one-line error
+        on stderr (as argparse).
 
     Examples
     --------
-    ``etakit sweep --lrs 1e-3 3e-3 1e-2 --seeds 0 1 --epochs 3 --out sweep-out``
+    From the shell: ``etakit sweep --lrs 1e-3 3e-3 1e-2 --seeds 0 1 --epochs 3 --out sweep-out``.
+    Here, serially (without Dask):
+
+    >>> import tempfile
+    >>> from etakit.sweeps import main
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     main(["--lrs", "1e-3", "1e-2", "--epochs", "1", "--serial", "--no-progress", "--out", out])
+    ... # doctest: +ELLIPSIS
+    etakit sweep: AdamW on the demo problem, 1 epochs per trial, serially
+    | lr | seed | final_loss | diverged | time_s | error | test_acc |
+    ...
+    best rate: 0.01 (lowest mean final training loss among rates that neither diverged nor failed); 2 trials in ...
+    wrote .../sweep.csv, .../sweep.png
+    0
     """
     import argparse
 
@@ -714,7 +857,7 @@ def main(argv=None, prog="etakit sweep"):
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    def fail(message):
+    def fail(message: str) -> int:
         print(f"{prog}: error: {_one_line(message, 1000)}", file=sys.stderr)
         return 2
 

@@ -64,20 +64,31 @@ Examples
 >>> loss = model(torch.ones(8, 4)).pow(2).mean()
 >>> loss.backward(); opt.step(); opt.zero_grad()
 """
+from __future__ import annotations
+
 import functools
 import inspect
 import numbers
 import operator
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from . import _core, _lowp, _passes
 from . import optim as _optim
-from ._step import NESTED, RuleSpec, Stepper
+from ._step import NESTED, Group, RuleSpec, Stepper
 from .errors import StateError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# what a drop-in takes as its parameters: tensors, or parameter-group dicts {"params": [...], ...}
+TorchParams = Union[Iterable[torch.Tensor], Iterable[Group]]
 
 __all__ = list(_optim.OPTIMIZERS)
 
@@ -85,7 +96,7 @@ _DTYPES = (torch.float32, torch.float64)
 _PARAM_DTYPES = _DTYPES + (torch.bfloat16,)     # bfloat16: the one-pass element-wise rules (etakit._lowp)
 
 
-def _np(p):
+def _np(p: torch.Tensor) -> npt.NDArray[Any]:
     """A zero-copy numpy view of a parameter (bfloat16 as its uint16 bits)."""
     p = p.detach()
     if p.dtype == torch.bfloat16:
@@ -94,7 +105,7 @@ def _np(p):
 _EXTRAS = (("foreach", None), ("fused", None), ("capturable", False), ("differentiable", False))
 
 
-def _check_param(p, where):
+def _check_param(p: object, where: str) -> None:
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{where} must be a torch.Tensor, got {type(p).__name__}")
     supported = "etakit.torch supports dense, contiguous float32, float64 or bfloat16 CPU tensors"
@@ -117,7 +128,7 @@ def _check_param(p, where):
         raise ValueError(f"{where} is not aligned to its dtype; {supported}")
 
 
-def _floats(group):
+def _floats(group: Group) -> Group:
     """The group with 0-d tensor hyperparameters (PyTorch allows a Tensor lr) as floats."""
     if not any(isinstance(v, torch.Tensor) or (k == "betas" and isinstance(v, (tuple, list)) and
                                                any(isinstance(b, torch.Tensor) for b in v))
@@ -138,7 +149,7 @@ _Q8_WRAPPED = "__bnb_optimizer_quant_state__"     # where bitsandbytes' state_di
 
 
 @functools.lru_cache(maxsize=None)
-def _q8_slots(spec):
+def _q8_slots(spec: RuleSpec) -> dict[str, int]:
     """{state name: k} of a rule's element-wise slots: in 8-bit form, the k-th (1, 2, ... in slot order)
     is kept as bitsandbytes keeps its buffers, ``state<k>``, ``absmax<k>`` and ``qmap<k>``."""
     names = [s["name"] for j, s in enumerate(spec.slots) if s["shape"] == "full" and j not in spec.work]
@@ -146,12 +157,12 @@ def _q8_slots(spec):
 
 
 @functools.lru_cache(maxsize=None)
-def _qmap(signed):
+def _qmap(signed: bool) -> torch.Tensor:
     """The 8-bit map as bitsandbytes keeps it in the state (one tensor shared by every parameter)."""
     return torch.from_numpy(_core.q8_map(signed))
 
 
-def _numpy_of(t, label, name):
+def _numpy_of(t: object, label: str, name: str) -> npt.NDArray[Any]:
     """A zero-copy numpy view of a state tensor (bfloat16 as its uint16 bits)."""
     if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or t.layout != torch.strided:
         raise StateError(f"the optimizer state {name!r} of {label} must be a CPU tensor")
@@ -161,7 +172,7 @@ def _numpy_of(t, label, name):
     return t.numpy()
 
 
-def _check_qmap(q, signed, where):
+def _check_qmap(q: object, signed: bool, where: str) -> bool:
     """A loaded 8-bit map: 256 increasing float32 values in [-1, 1]; True if it is not etakit's."""
     if not isinstance(q, torch.Tensor) or q.dtype != torch.float32 or tuple(q.shape) != (256,) or \
             q.device.type != "cpu":
@@ -173,7 +184,16 @@ def _check_qmap(q, signed, where):
     return not np.array_equal(a, _core.q8_map(signed))
 
 
-class _State(defaultdict):
+def _counting(name: str) -> Callable[..., Any]:
+    """_State's method ``name``: dict's, counting a change."""
+    def method(self: _State, *args: Any, **kwargs: Any) -> Any:
+        self.version += 1
+        return getattr(super(_State, self), name)(*args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+class _State(defaultdict[Any, dict[str, Any]]):
     """A drop-in's ``self.state``: torch's ``defaultdict(dict)`` that counts changes to its entries.
 
     ``torch.distributed.optim.ZeroRedundancyOptimizer.load_state_dict`` assigns a
@@ -182,71 +202,84 @@ class _State(defaultdict):
     (pointers into the old buffers) is stale.  (A tensor replaced inside an entry,
     ``state[p]["exp_avg"] = t``, is not seen: write into the tensor instead.)"""
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any) -> None:
         super().__init__(dict, *args)
         self.version = 0
 
-    def __reduce__(self):      # defaultdict's would call _State(dict)
+    def __reduce__(self) -> Any:      # defaultdict's would call _State(dict)
         return type(self), (), None, None, iter(self.items())
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: dict[str, Any]) -> None:
         self.version += 1
         super().__setitem__(key, value)
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         self.version += 1
         super().__delitem__(key)
 
-    def _changed(name):
-        def method(self, *args, **kwargs):
-            self.version += 1
-            return getattr(super(_State, self), name)(*args, **kwargs)
-        method.__name__ = name
-        return method
+    pop, popitem, clear, update, setdefault = map(_counting, ("pop", "popitem", "clear", "update", "setdefault"))
 
-    pop, popitem, clear, update, setdefault = map(_changed, ("pop", "popitem", "clear", "update", "setdefault"))
-    del _changed
+
+def _loop_property(name: str) -> property:
+    """A drop-in's loop option ``name`` (etakit._passes), as a property checked when set; its docstring is
+    the summary of the numpy optimizers' property of that name."""
+    def get(self: _DropIn) -> Any:
+        return getattr(self._loop, name)
+
+    def set_(self: _DropIn, v: Any) -> None:
+        with self._stepper:
+            setattr(self._loop, name, v)
+            if name == "ema_decay" and v is not None and self._ema is None:
+                self._ema = {}
+                self._stepper.plan = None
+    return property(get, set_, doc=inspect.cleandoc(getattr(_optim.Optimizer, name).__doc__).split("\n\n")[0])
 
 
 class _DropIn(torch.optim.Optimizer):
     """Shared machinery of the drop-ins: PyTorch-layout state, one C call per step."""
 
-    _numpy = None           # the numpy optimizer class whose rule this runs
+    # the numpy optimizer class whose rule this runs (set on each drop-in class)
+    _numpy: type[_optim.Optimizer] = None  # type: ignore[assignment]  # (None on this base class only)
+    state: _State   # (torch.optim's defaultdict(dict), counting its changes)
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: TorchParams, defaults: dict[str, Any]) -> None:
         for flag in ("capturable", "differentiable"):
             if defaults.get(flag):
                 raise ValueError(f"etakit.torch does not support {flag}=True")
         self._stepper = Stepper(RuleSpec.of(self._numpy))
         spec = self._stepper.spec
         self._get_hp = operator.itemgetter(*spec.kernel_keys)
-        self._steps = None
+        # every parameter's step count (a view of one float32 tensor), or None
+        self._steps: npt.NDArray[np.float32] | None = None
         self._k = 0
         self._loop = _passes.LoopOptions()
-        self._ema = None            # {parameter: its EMA tensor} (ema_decay), made at the first step
+        # {parameter: its EMA tensor} (ema_decay), made at the first step
+        self._ema: dict[torch.Tensor, torch.Tensor] | None = None
         self._ema_swapped = False
+        self._grad_scale: float | None = None
         self.skipped_steps = 0
-        self.last_grad_norm = None
+        self.last_grad_norm: float | None = None
         spec.pack(_floats(defaults), "defaults")
         super().__init__(params, defaults)
         self.state = _State(self.state)
-        self._state_mark = (None, -1)    # (self.state, its version) when the plan was built
+        # (self.state, its version) when the plan was built
+        self._state_mark: tuple[_State | None, int] = (None, -1)
 
     # torch.amp.GradScaler hands the loss scale and its inf check to the step
     # (optimizer.grad_scale, optimizer.found_inf), as to PyTorch's fused optimizers
     _step_supports_amp_scaling = True
 
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         """Completed steps: the ``k`` at which etakit schedules in the groups are evaluated next."""
         return self._k
 
     # ---- groups and checkpoints -----------------------------------------
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Group) -> None:
         with self._stepper:
             self._add_param_group(param_group)
 
-    def _add_param_group(self, param_group):
+    def _add_param_group(self, param_group: Group) -> None:
         n = len(self.param_groups)
         super().add_param_group(param_group)
         try:
@@ -277,7 +310,7 @@ class _DropIn(torch.optim.Optimizer):
             raise
         self._stepper.plan = None
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         with self._stepper._lock:
             sd = super().state_dict()
         # "step" tensors are views into one buffer the kernel advances: hand out
@@ -294,7 +327,7 @@ class _DropIn(torch.optim.Optimizer):
             sd["loop"] = {"skipped_steps": self.skipped_steps, "ema": ema}
         return sd
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         with self._stepper:
             if self._ema_swapped:
                 raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before loading")
@@ -380,7 +413,7 @@ class _DropIn(torch.optim.Optimizer):
             self._stepper.plan = None
             self._stepper.key = None
 
-    def _check_loaded(self, sd):
+    def _check_loaded(self, sd: Any) -> None:
         """What torch.optim's load_state_dict does not check, before anything changes."""
         spec = self._stepper.spec
         if not isinstance(sd, dict) or not isinstance(sd.get("param_groups"), (list, tuple)) or \
@@ -388,7 +421,7 @@ class _DropIn(torch.optim.Optimizer):
             raise ValueError("state_dict must be a dict with a 'state' dict and a 'param_groups' list")
         step_count = sd.get("step_count", 0)
         if isinstance(step_count, bool) or not isinstance(step_count, numbers.Integral) or \
-                not 0 <= step_count < 2**62:
+                not 0 <= step_count < 2**62:  # type: ignore[operator]  # typeshed's numbers.Integral has no __ge__
             raise ValueError(f"loaded step_count must be an integer >= 0 and < 2**62, got {step_count!r}")
         if len(sd["param_groups"]) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(sd['param_groups'])} parameter groups, this optimizer "
@@ -414,7 +447,8 @@ class _DropIn(torch.optim.Optimizer):
             packed_groups.append(b)
             if self._numpy._torch_step == "group" and "step" in g:
                 v = g["step"]
-                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < 2**62:
+                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or \
+                        not 0 <= v < 2**62:  # type: ignore[operator]  # typeshed's numbers.Integral: no __ge__
                     raise ValueError(f"{where}['step'] must be an integer >= 0 and < 2**62, got {v!r}")
             for key in g["params"]:
                 packed[key] = b
@@ -471,7 +505,7 @@ class _DropIn(torch.optim.Optimizer):
                     raise StateError(f"loaded state[{key}] lacks {lacking}, which {type(self).__name__} keeps "
                                      "after a step (was it saved by another optimizer?)")
 
-    def _kept_keys(self, sd):
+    def _kept_keys(self, sd: dict[str, Any]) -> tuple[str, ...]:
         """Group keys a loaded group may lack, which then keep this optimizer's values: those its
         reference keeps elsewhere, the low-precision options, and, from a bitsandbytes checkpoint
         (8-bit state under its names), whatever bitsandbytes' groups do not have (amsgrad, maximize...)."""
@@ -481,7 +515,7 @@ class _DropIn(torch.optim.Optimizer):
             keys += self._stepper.spec.kernel_keys
         return keys
 
-    def _loaded_entry(self, entry, p, key):
+    def _loaded_entry(self, entry: dict[str, Any], p: torch.Tensor, key: Any) -> dict[str, Any]:
         """A loaded state entry with bitsandbytes' nested 8-bit tensors unnested, its 8-bit buffers
         (``state<k>``, ``absmax<k>``, ``qmap<k>``) checked, and one state format in it (StateError)."""
         spec = self._stepper.spec
@@ -542,7 +576,7 @@ class _DropIn(torch.optim.Optimizer):
         return entry
 
     # ---- low-precision state ------------------------------------------------
-    def _arrays(self, s, label):
+    def _arrays(self, s: dict[str, Any], label: str) -> dict[str, npt.NDArray[Any]]:
         """The numpy form of one parameter's state (etakit._lowp's: 8-bit codes under the slot's name,
         their scales under ``<name>_absmax``, bfloat16 as uint16 bits), zero-copy views."""
         spec = self._stepper.spec
@@ -563,7 +597,7 @@ class _DropIn(torch.optim.Optimizer):
             out[_lowp.COMP] = _numpy_of(c, label, _lowp.COMP)
         return out
 
-    def _store(self, s, arrays, fmt):
+    def _store(self, s: dict[str, Any], arrays: dict[str, npt.NDArray[Any]], fmt: int) -> None:
         """Put ``arrays`` (etakit._lowp's form, new arrays in format ``fmt``) into the state dict ``s``
         in place of what its slots held."""
         spec = self._stepper.spec
@@ -582,7 +616,7 @@ class _DropIn(torch.optim.Optimizer):
             else:
                 s[name] = torch.from_numpy(a)
 
-    def _to_formats(self, params, gis):
+    def _to_formats(self, params: Sequence[torch.Tensor], gis: Sequence[int]) -> None:
         """Convert each parameter's state to the format its group asks for (etakit._lowp.target),
         through float32 (the state of a bfloat16 group as bfloat16, ...)."""
         spec = self._stepper.spec
@@ -598,7 +632,7 @@ class _DropIn(torch.optim.Optimizer):
             if new is not arrays:
                 self._store(s, new, fmt)
 
-    def _q8_foreign_maps(self):
+    def _q8_foreign_maps(self) -> None:
         """8-bit state loaded with another map than etakit's (bitsandbytes' RMSprop8bit keeps its
         second moments in the signed map, say): decoded with its own map into float32 state."""
         spec = self._stepper.spec
@@ -618,8 +652,29 @@ class _DropIn(torch.optim.Optimizer):
 
     # ---- stepping ---------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure=None):
-        """One optimizer step for every parameter that has a gradient (one C call)."""
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # (torch.optim: two overloads)
+        """One optimizer step for every parameter that has a gradient (one C call).
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Re-evaluates the model and returns the loss; run (with gradients
+            enabled) before the step, as in ``torch.optim``.
+
+        Returns
+        -------
+        float or None
+            The closure's loss, or None without a closure.
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = etakit.torch.SGD([w], lr=0.5)
+        >>> w.grad = torch.ones(2); opt.step()
+        >>> w.detach()
+        tensor([0.5000, 0.5000])
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -635,7 +690,7 @@ class _DropIn(torch.optim.Optimizer):
                 st.active = False
         return loss
 
-    def _step(self):
+    def _step(self) -> None:
         if self._ema_swapped:
             raise RuntimeError("the parameters hold the EMA weights (swap_ema); swap them back before stepping")
         found_inf = getattr(self, "found_inf", None)
@@ -650,18 +705,18 @@ class _DropIn(torch.optim.Optimizer):
             self._ema = {}
         self._run_step()
 
-    def _set_loop(self):
+    def _set_loop(self) -> None:
         self._loop.set_plan(self._stepper.plan, self._k + 1, self._grad_scale)
 
-    def _run_step(self):
+    def _run_step(self) -> None:
         st = self._stepper
         groups = self.param_groups
         key = (tuple(self._get_hp(_floats(g)) for g in groups), tuple(map(_lowp.options, groups)))
         if key != st.key:
             for g in groups:
-                for k in st.spec.tuples:    # a list could be changed in place unseen
-                    if isinstance(g.get(k), list):
-                        g[k] = tuple(g[k])
+                for name in st.spec.tuples:    # a list could be changed in place unseen
+                    if isinstance(g.get(name), list):
+                        g[name] = tuple(g[name])
             key = (tuple(self._get_hp(_floats(g)) for g in groups), tuple(map(_lowp.options, groups)))
             needs = st.needs
             st.configure([_floats(g) for g in groups], self._k)    # low-precision keys too
@@ -700,7 +755,7 @@ class _DropIn(torch.optim.Optimizer):
             self._before_run(groups, k)
             self._set_loop()
             if st.spec.host is None:
-                if not st.plan.run_torch(params, grads, k):     # never silently a step that did nothing
+                if not st.built.run_torch(params, grads, k):     # never silently a step that did nothing
                     raise RuntimeError("etakit.torch: the plan built for this step does not fit its parameters "
                                        "(please report this as a bug)")
             elif not self._run_split(params, grads, k):   # a parameter's memory was replaced
@@ -708,8 +763,8 @@ class _DropIn(torch.optim.Optimizer):
                 self._before_run(groups, k)
                 self._set_loop()
                 self._run_split(params, grads, k)
-        self.last_grad_norm = st.plan.last_grad_norm if self._loop.makes_norm else None
-        if st.plan.last_skipped:
+        self.last_grad_norm = st.built.last_grad_norm if self._loop.makes_norm else None
+        if st.built.last_skipped:
             self.skipped_steps += 1
             return
         if st.spec.group_state:
@@ -721,7 +776,7 @@ class _DropIn(torch.optim.Optimizer):
                 g["step"] = g.get("step", 0) + 1
         self._k = k + 1
 
-    def _state_replaced(self):
+    def _state_replaced(self) -> bool:
         """Whether entries of ``self.state`` (or the dict itself) were replaced since the plan was built."""
         s = self.state
         if type(s) is not _State:      # torch's load_state_dict, or a user, put a new dict there
@@ -729,13 +784,13 @@ class _DropIn(torch.optim.Optimizer):
         mark = self._state_mark
         return mark[0] is not s or mark[1] != s.version
 
-    def _run_side(self, phases):
+    def _run_side(self, phases: int) -> None:
         """Run side phases of the rule (passes that are not a step and read no gradient,
         ``Stepper.run_side``) over every parameter that has its state."""
         with self._stepper:
             self._side(phases)
 
-    def _side(self, phases):
+    def _side(self, phases: int) -> None:
         """``_run_side`` with the stepper already held."""
         st = self._stepper
         spec = st.spec
@@ -761,21 +816,21 @@ class _DropIn(torch.optim.Optimizer):
         for p in tensors:      # written in place: autograd must see it, as after a step
             torch._C._increment_version(p)
 
-    def _before_run(self, groups, k):
+    def _before_run(self, groups: Sequence[Group], k: int) -> None:
         st = self._stepper
         if st.callables:
             st.apply_callables(k)
         if st.spec.group_state:
             st.load_group_state([_floats(g) for g in groups])
 
-    def _run_split(self, params, grads, k):
+    def _run_split(self, params: list[torch.Tensor], grads: list[torch.Tensor], k: int) -> bool | None:
         """The C phases around the rule's host step (see Stepper.run_split); False if the plan is stale."""
-        plan = self._stepper.plan
+        plan = self._stepper.built
         return self._stepper.run_split(
             lambda phases, advance: plan.run_torch(params, grads, k, phases=phases, advance=advance),
             [_floats(g) for g in self.param_groups])
 
-    def _prepare(self, params, grads, gis):
+    def _prepare(self, params: list[torch.Tensor], grads: list[torch.Tensor], gis: list[int]) -> None:
         """Check the gradients, create missing state, build the plan."""
         st = self._stepper
         spec = st.spec
@@ -784,11 +839,11 @@ class _DropIn(torch.optim.Optimizer):
                 del self.state[p][_lowp.COMP]
         self._build_plan(params, gis, {}, final=False)
         try:
-            st.plan.run_torch(params, grads, self._k, check_only=True)
+            st.built.run_torch(params, grads, self._k, check_only=True)
         except BaseException:
             st.plan = None          # that plan lacks the new state: never step with it
             raise
-        fresh = {}
+        fresh: dict[int, int] = {}
         for i, (p, gi) in enumerate(zip(params, gis)):
             s = self.state[p]
             if self._numpy._torch_step == "state" and "step" not in s:
@@ -810,7 +865,7 @@ class _DropIn(torch.optim.Optimizer):
                     s[_lowp.COMP] = torch.zeros_like(p, memory_format=torch.contiguous_format)
         self._build_plan(params, gis, fresh)
 
-    def _new_state(self, j, p, group):
+    def _new_state(self, j: int, p: torch.Tensor, group: Group) -> torch.Tensor:
         spec = self._stepper.spec
         group = _floats(group)
         fill = spec.slot_fill(j, group, self._k)
@@ -823,7 +878,8 @@ class _DropIn(torch.optim.Optimizer):
             return torch.tensor(fill, dtype=torch.float64)
         return torch.full(spec.slot_shape(j, tuple(p.shape), group), fill, dtype=dt)
 
-    def _build_plan(self, params, gis, fresh, final=True):
+    def _build_plan(self, params: list[torch.Tensor], gis: list[int], fresh: dict[int, int],
+                    final: bool = True) -> None:
         st = self._stepper
         spec = st.spec
         where = {id(p): f"param_groups[{gi}]['params'][{j}]"
@@ -848,8 +904,8 @@ class _DropIn(torch.optim.Optimizer):
                 if p not in self._ema:      # timm's ModelEmaV3 starts as a copy
                     self._ema[p] = p.detach().clone(memory_format=torch.contiguous_format)
             emas = [self._ema[p].numpy() for p in params]
-        st.build([_np(p) for p in params], states, gis, steps, fresh, labels, seeds, stochastic, emas=emas)
-        st.plan.set_torch_params(params, torch._C._increment_version)
+        plan = st.build([_np(p) for p in params], states, gis, steps, fresh, labels, seeds, stochastic, emas=emas)
+        plan.set_torch_params(params, torch._C._increment_version)
         if mode == "state" and final:
             steps_t = torch.tensor(steps, dtype=torch.float32)
             for i, p in enumerate(params):
@@ -864,7 +920,7 @@ class _DropIn(torch.optim.Optimizer):
 
     # ---- the loop's other passes (etakit._passes) --------------------------
     @property
-    def ema(self):
+    def ema(self) -> list[torch.Tensor | None] | None:
         """The EMA of each parameter (tensors in group order; None without ``ema_decay`` or before
         the first step); see :attr:`etakit.Optimizer.ema`."""
         if self._ema is None:
@@ -872,7 +928,7 @@ class _DropIn(torch.optim.Optimizer):
         return [self._ema.get(p) for g in self.param_groups for p in g["params"]]
 
     @torch.no_grad()
-    def swap_ema(self):
+    def swap_ema(self) -> None:
         """Exchange the parameters' values with their EMA's, in place (call again to swap back)."""
         with self._stepper:
             if not self._ema:
@@ -883,11 +939,11 @@ class _DropIn(torch.optim.Optimizer):
                 e.copy_(t)
             self._ema_swapped = not self._ema_swapped
 
-    def ema_weights(self):
+    def ema_weights(self) -> _optim._EmaWeights[Self]:
         """Context manager: the parameters hold their EMA inside the block (as ``swap_ema``)."""
         return _optim._EmaWeights(self)
 
-    def _loaded_loop(self, loop):
+    def _loaded_loop(self, loop: Any) -> tuple[int, dict[torch.Tensor, torch.Tensor] | None]:
         """(skipped_steps, {parameter: EMA tensor} or None) from a loaded state dict's "loop" entry."""
         if loop is None:
             return 0, ({} if self._loop.ema_decay is not None else None)
@@ -905,7 +961,8 @@ class _DropIn(torch.optim.Optimizer):
         _lowp.refuse_bf16_ema(params, "loaded loop['ema']")
         out = {}
         for key, e in ema.items():
-            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < len(params):
+            if isinstance(key, bool) or not isinstance(key, numbers.Integral) or \
+                    not 0 <= key < len(params):  # type: ignore[operator]  # typeshed's numbers.Integral: no __ge__
                 raise ValueError(f"loaded loop['ema'] has an entry for parameter {key!r}")
             p = params[key]
             if not isinstance(e, torch.Tensor) or tuple(e.shape) != tuple(p.shape) or not e.is_floating_point():
@@ -914,18 +971,6 @@ class _DropIn(torch.optim.Optimizer):
                                  f"{tuple(p.shape)}")
             out[p] = e.detach().to("cpu", p.dtype).clone(memory_format=torch.contiguous_format)
         return int(skipped), out
-
-    def _loop_property(name):
-        def get(self):
-            return getattr(self._loop, name)
-
-        def set_(self, v):
-            with self._stepper:
-                setattr(self._loop, name, v)
-                if name == "ema_decay" and v is not None and self._ema is None:
-                    self._ema = {}
-                    self._stepper.plan = None
-        return property(get, set_, doc=getattr(_optim.Optimizer, name).__doc__)
 
     global_clipnorm = _loop_property("global_clipnorm")
     norm_type = _loop_property("norm_type")
@@ -936,9 +981,8 @@ class _DropIn(torch.optim.Optimizer):
     ema_warmup_power = _loop_property("ema_warmup_power")
     ema_min_decay = _loop_property("ema_min_decay")
     ema_update_after_step = _loop_property("ema_update_after_step")
-    del _loop_property
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         # torch.optim's __getstate__ keeps only defaults, state and groups; keep ours too,
         # less the plan (C pointers) and the lock, which are rebuilt
         d = dict(self.__dict__)
@@ -946,7 +990,7 @@ class _DropIn(torch.optim.Optimizer):
             d.pop(key, None)
         return d
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._stepper = Stepper(RuleSpec.of(self._numpy))
         self._get_hp = operator.itemgetter(*self._stepper.spec.kernel_keys)
@@ -956,16 +1000,40 @@ class _DropIn(torch.optim.Optimizer):
         self._state_mark = (None, -1)
 
 
-def _drop_in(np_cls):
+# PyTorch's flags of the drop-ins, as their docstrings list them
+_EXTRA_DOCS = {
+    "foreach": ["foreach : bool or None, default None",
+                "    Accepted and ignored (etakit has one fused implementation)."],
+    "fused": ["fused : bool or None, default None", "    Accepted and ignored."],
+    "capturable": ["capturable : bool, default False", "    Refused when True."],
+    "differentiable": ["differentiable : bool, default False", "    Refused when True."],
+}
+
+
+def _parameters_after_params(doc: str) -> list[str]:
+    """The lines of a numpy optimizer docstring's Parameters section after its ``params`` entry, dedented."""
+    lines = inspect.cleandoc(doc).splitlines()
+    start = next(i for i in range(len(lines) - 1) if lines[i] == "Parameters" and lines[i + 1].startswith("---"))
+    end = next((i for i in range(start + 2, len(lines) - 1) if lines[i] and re.fullmatch(r"-{3,}", lines[i + 1])),
+               len(lines))
+    section = lines[start + 2:end]
+    while section and not section[-1].strip():
+        section.pop()
+    first = next(i for i in range(1, len(section)) if section[i] and not section[i][0].isspace())
+    return section[first:]      # (the first entry is params, whose type and description are numpy's)
+
+
+def _drop_in(np_cls: type[_optim.Optimizer]) -> type[_DropIn]:
     """The etakit.torch class of a numpy optimizer class: its signature plus PyTorch's extra flags."""
     name = np_cls.__name__
     sig = inspect.signature(np_cls.__init__)
-    params = list(sig.parameters.values())
+    # (the numpy class's annotations, for arrays, are left out: the names, kinds and defaults are the drop-in's)
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
     extras = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d) for n, d in _EXTRAS
               if n not in sig.parameters]
-    new_sig = sig.replace(parameters=params + extras)
+    new_sig = sig.replace(parameters=params + extras, return_annotation=inspect.Signature.empty)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self: _DropIn, *args: Any, **kwargs: Any) -> None:
         bound = new_sig.bind(self, *args, **kwargs)
         bound.apply_defaults()
         defaults = dict(bound.arguments)
@@ -980,13 +1048,22 @@ def _drop_in(np_cls):
         _DropIn.__init__(self, params_, defaults)
         self._loop = loop
 
-    __init__.__signature__ = new_sig
-    shape = "2, 3" if RuleSpec.of(np_cls).matrix_only else "3"
+    __init__.__signature__ = new_sig  # type: ignore[attr-defined]  # (a function's attribute)
+    matrix_only = RuleSpec.of(np_cls).matrix_only
+    shape = "2, 3" if matrix_only else "3"
     modes = "opt.train(); " if hasattr(np_cls, "train") else ""   # an optimizer with modes steps in train mode
+    tensors = "2-D tensors" if matrix_only else "tensors"
+    entries = ["params : iterable of Tensor or of dict",
+               f"    The parameters ({tensors}: dense, contiguous float32, float64 or bfloat16 on the CPU), or",
+               "    parameter groups, as ``torch.optim`` takes them."]
+    # (the numpy class's entries; none under python -OO, which drops docstrings)
+    entries += _parameters_after_params(np_cls.__doc__) if np_cls.__doc__ is not None else []
+    entries += [line for n, _ in _EXTRAS if n not in sig.parameters for line in _EXTRA_DOCS[n]]
     doc = (f"``{name}`` for PyTorch tensors: a ``torch.optim.Optimizer`` running etakit's fused kernels.\n\n"
            f"Same arguments, defaults, update and state names as :class:`etakit.{name}` (whose docstring\n"
            f"describes the rule), plus PyTorch's ``foreach``, ``fused`` (accepted, ignored: etakit has one\n"
            f"fused implementation), ``capturable`` and ``differentiable`` (refused when True).\n\n"
+           f"Parameters\n----------\n" + "\n".join(entries) + "\n\n"
            f"Examples\n--------\n"
            f">>> import torch, etakit.torch\n"
            f">>> w = torch.nn.Parameter(torch.ones({shape}))\n"
@@ -998,13 +1075,55 @@ def _drop_in(np_cls):
                                                              "__module__": __name__, "__qualname__": name})
 
 
+if TYPE_CHECKING:
+    class _RuleDropIn(_DropIn):
+        """A drop-in class as type checkers see it: made at import from its numpy class (_drop_in), it takes
+        that class's hyperparameters and options, and PyTorch's flags, which its signature lists at run time."""
+
+        def __init__(self, params: TorchParams, *args: Any, **kwargs: Any) -> None: ...
+
+    class _ScheduleFreeDropIn(_optim._ScheduleFree, _RuleDropIn):
+        """A schedule-free drop-in: train() and eval() too."""
+
+
+# the drop-ins, one per numpy optimizer class, made below (their types for type checkers, which do not run
+# the loop; tests/test_docs.py checks the list against etakit.OPTIMIZERS)
+SGD: type[_RuleDropIn]
+Adam: type[_RuleDropIn]
+AdamW: type[_RuleDropIn]
+RMSprop: type[_RuleDropIn]
+Adagrad: type[_RuleDropIn]
+Lion: type[_RuleDropIn]
+NAdam: type[_RuleDropIn]
+RAdam: type[_RuleDropIn]
+Adamax: type[_RuleDropIn]
+Adan: type[_RuleDropIn]
+ADOPT: type[_RuleDropIn]
+AdEMAMix: type[_RuleDropIn]
+LAMB: type[_RuleDropIn]
+LARS: type[_RuleDropIn]
+Adadelta: type[_RuleDropIn]
+ASGD: type[_RuleDropIn]
+Rprop: type[_RuleDropIn]
+Adafactor: type[_RuleDropIn]
+Muon: type[_RuleDropIn]
+DoG: type[_RuleDropIn]
+LDoG: type[_RuleDropIn]
+ScheduleFreeAdamW: type[_ScheduleFreeDropIn]
+ScheduleFreeSGD: type[_ScheduleFreeDropIn]
+ScheduleFreeRAdam: type[_ScheduleFreeDropIn]
+Prodigy: type[_RuleDropIn]
+DAdaptAdam: type[_RuleDropIn]
+DAdaptSGD: type[_RuleDropIn]
+DAdaptAdaGrad: type[_RuleDropIn]
+
 for _cls in _optim.OPTIMIZERS.values():
     globals()[_cls.__name__] = _drop_in(_cls)
 del _cls
 
 
 # ---- the training loop's other passes (etakit.loop for tensors) ---------------
-def _numpy_for_norm(g):
+def _numpy_for_norm(g: torch.Tensor) -> npt.NDArray[Any]:
     """A numpy view (or exact float64 copy) of a gradient, for the deterministic norm."""
     g = g.detach()
     if g.is_sparse or g.layout != torch.strided:
@@ -1019,13 +1138,30 @@ def _numpy_for_norm(g):
     return g.to("cpu", torch.float64).numpy().reshape(-1)   # half, bfloat16, other devices: exact in float64
 
 
-def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+def get_total_norm(tensors: torch.Tensor | Iterable[torch.Tensor], norm_type: float = 2.0,
+                   error_if_nonfinite: bool = False, foreach: bool | None = None) -> torch.Tensor:
     """The total norm of ``tensors``, deterministically; ``torch.nn.utils.get_total_norm``.
 
     Per tensor, float64 sums over fixed blocks in a fixed order (as
     :func:`etakit.grad_norm`), then tensors in order: the result does not
     depend on the thread count.  Returned as a 0-d tensor of the tensors'
     promoted dtype, as torch returns it (``tensor(0.)`` for no tensors).
+
+    Parameters
+    ----------
+    tensors : Tensor or iterable of Tensor
+        The tensors (gradients, say), of any dtype, layout and device.
+    norm_type : float, default 2.0
+        The order of the norm; ``float('inf')`` for the max norm.
+    error_if_nonfinite : bool, default False
+        Raise RuntimeError (torch's message) when the norm is NaN or inf.
+    foreach : bool or None, default None
+        Accepted and ignored.
+
+    Returns
+    -------
+    Tensor
+        The total norm, a 0-d tensor.
 
     Examples
     --------
@@ -1054,7 +1190,8 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     return total_t
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+def clip_grad_norm_(parameters: torch.Tensor | Iterable[torch.Tensor], max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False, foreach: bool | None = None) -> torch.Tensor:
     """Clip the gradients of ``parameters`` by their total norm; ``torch.nn.utils.clip_grad_norm_``.
 
     Same arguments, result and effect as torch's: the total norm of every
@@ -1066,6 +1203,25 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     formed deterministically in float64 (:func:`get_total_norm`), so it is
     the same whatever the thread count and at least as accurate as torch's.
     ``foreach`` is accepted and ignored.
+
+    Parameters
+    ----------
+    parameters : Tensor or iterable of Tensor
+        The parameters whose ``.grad`` is clipped (those without one are
+        skipped).
+    max_norm : float
+        The largest total norm after clipping.
+    norm_type : float, default 2.0
+        The order of the norm; ``float('inf')`` for the max norm.
+    error_if_nonfinite : bool, default False
+        Raise RuntimeError (nothing scaled) when the norm is NaN or inf.
+    foreach : bool or None, default None
+        Accepted and ignored.
+
+    Returns
+    -------
+    Tensor
+        The total norm before clipping, a 0-d tensor.
 
     Examples
     --------
@@ -1125,7 +1281,7 @@ class Lookahead(torch.optim.Optimizer):
     tensor([-0.1000, -0.1000])
     """
 
-    def __init__(self, optimizer, k=5, alpha=0.5):
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5) -> None:
         from collections import OrderedDict, defaultdict
 
         from .loop import _check_k_alpha
@@ -1147,39 +1303,95 @@ class Lookahead(torch.optim.Optimizer):
             self._init_group(group)
 
     @property
-    def param_groups(self):
+    def param_groups(self) -> list[Group]:  # type: ignore[override]  # (torch.optim's is an attribute)
+        """The inner optimizer's parameter groups (the same dicts: ``torch.optim.lr_scheduler`` drives them).
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> inner = etakit.torch.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        >>> etakit.torch.Lookahead(inner).param_groups is inner.param_groups
+        True
+        """
         return self.optimizer.param_groups
 
-    def _init_group(self, group):
+    def _init_group(self, group: Group) -> None:
         for p in group["params"]:
             if "slow_params" not in self.state[p]:
                 self.state[p]["slow_params"] = p.detach().clone()
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Group) -> None:
+        """Add a group to the inner optimizer; its slow weights start as copies, its counter at 0.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": [tensors], **hyperparameters}``, as the inner
+            optimizer's ``add_param_group`` takes it.
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> opt = etakit.torch.Lookahead(etakit.torch.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1))
+        >>> b = torch.nn.Parameter(torch.zeros(3))
+        >>> opt.add_param_group({"params": [b], "lr": 0.01})
+        >>> len(opt.param_groups), sorted(opt.state[b])
+        (2, ['slow_params'])
+        """
         self.optimizer.add_param_group(param_group)
         self._init_group(self.param_groups[-1])
         self._counters.append(0)
 
-    def train(self):
-        """The wrapped optimizer's ``train()`` (schedule-free optimizers: the point gradients are taken at)."""
+    def train(self) -> None:
+        """The wrapped optimizer's ``train()`` (schedule-free optimizers: the point gradients are taken at).
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> opt = etakit.torch.Lookahead(etakit.torch.ScheduleFreeSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1))
+        >>> opt.train(); opt.param_groups[0]["train_mode"]
+        True
+        """
         self._inner_mode("train")
 
-    def eval(self):
-        """The wrapped optimizer's ``eval()`` (schedule-free optimizers: the averaged weights)."""
+    def eval(self) -> None:
+        """The wrapped optimizer's ``eval()`` (schedule-free optimizers: the averaged weights).
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> opt = etakit.torch.Lookahead(etakit.torch.ScheduleFreeSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1))
+        >>> opt.train(); opt.eval(); opt.param_groups[0]["train_mode"]
+        False
+        """
         self._inner_mode("eval")
 
-    def _inner_mode(self, name):
+    def _inner_mode(self, name: str) -> None:
         f = getattr(self.optimizer, name, None)
         if f is None:
             raise AttributeError(f"{type(self.optimizer).__name__} has no {name}() (only optimizers with modes, "
                                  "such as the schedule-free ones, do)")
         f()
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The inner optimizer's ``zero_grad``.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            Set the gradients to None rather than to zeros.
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2)); w.grad = torch.ones(2)
+        >>> etakit.torch.Lookahead(etakit.torch.SGD([w], lr=0.1)).zero_grad(); print(w.grad)
+        None
+        """
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     @torch.no_grad()
-    def _update(self, group):
+    def _update(self, group: Group) -> None:
         w = 1.0 - self.alpha
         for p in group["params"]:
             if p.grad is None:
@@ -1188,8 +1400,29 @@ class Lookahead(torch.optim.Optimizer):
             p.lerp_(slow, w)
             slow.copy_(p)
 
-    def step(self, closure=None):
-        """One step of the inner optimizer, then each group's slow-weight update at its k-th step."""
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # (torch.optim: two overloads)
+        """One step of the inner optimizer, then each group's slow-weight update at its k-th step.
+
+        Parameters
+        ----------
+        closure : callable, optional
+            Passed to the inner optimizer's ``step`` (re-evaluates the model
+            and returns the loss).
+
+        Returns
+        -------
+        float or None
+            What the inner step returns: the closure's loss, or None.
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> w = torch.nn.Parameter(torch.ones(1))
+        >>> opt = etakit.torch.Lookahead(etakit.torch.SGD([w], lr=1.0), k=1, alpha=0.25)
+        >>> w.grad = torch.ones(1); opt.step()    # fast to 0, slow 1 + 0.25 * (0 - 1)
+        >>> w.detach()
+        tensor([0.7500])
+        """
         skipped = getattr(self.optimizer, "skipped_steps", 0)
         loss = self.optimizer.step(closure)
         if getattr(self.optimizer, "skipped_steps", 0) != skipped:
@@ -1201,7 +1434,25 @@ class Lookahead(torch.optim.Optimizer):
                 self._update(group)
         return loss
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
+        """The slow weights, the inner optimizer's state dict and the counters, as pytorch_optimizer's Lookahead.
+
+        Returns
+        -------
+        dict
+            ``{"lookahead_state": {(group, index): {"slow_params": tensor}},
+            "base_optimizer": inner state dict (each group with its
+            ``counter``), "lookahead_counters": [per group]}``.
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = etakit.torch.Lookahead(etakit.torch.SGD([w], lr=0.1), k=2)
+        >>> w.grad = torch.ones(2); opt.step()
+        >>> sd = opt.state_dict(); sorted(sd), sd["lookahead_counters"]
+        (['base_optimizer', 'lookahead_counters', 'lookahead_state'], [1])
+        """
         slow = {(gi, j): {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in self.state[p].items()}
                 for gi, g in enumerate(self.param_groups) for j, p in enumerate(g["params"]) if p in self.state}
         base = self.optimizer.state_dict()
@@ -1210,8 +1461,25 @@ class Lookahead(torch.optim.Optimizer):
         base = {**base, "param_groups": [{**g, "counter": c} for g, c in zip(base["param_groups"], self._counters)]}
         return {"lookahead_state": slow, "base_optimizer": base, "lookahead_counters": list(self._counters)}
 
-    def load_state_dict(self, state_dict):
-        """Restore :meth:`state_dict` (or pytorch_optimizer's Lookahead's); checked before anything changes."""
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (or pytorch_optimizer's Lookahead's); checked before anything changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A :meth:`state_dict` of a Lookahead over parameters of the same
+            shapes, or pytorch_optimizer's Lookahead's.
+
+        Examples
+        --------
+        >>> import torch, etakit.torch
+        >>> def make():
+        ...     return etakit.torch.Lookahead(etakit.torch.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1), k=2)
+        >>> opt = make()
+        >>> opt.param_groups[0]["params"][0].grad = torch.ones(2); opt.step()
+        >>> opt2 = make(); opt2.load_state_dict(opt.state_dict()); opt2.state_dict()["lookahead_counters"]
+        [1]
+        """
         if not isinstance(state_dict, dict) or "lookahead_state" not in state_dict \
                 or "base_optimizer" not in state_dict:
             raise ValueError("state_dict must be a Lookahead state dict: {'lookahead_state': ..., "
@@ -1249,13 +1517,13 @@ class Lookahead(torch.optim.Optimizer):
                                         for p, e in restored.items()})
         self._counters = [int(c) for c in counters]
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Lookahead({self.optimizer!r}, k={self.k}, alpha={self.alpha})"
 
 
