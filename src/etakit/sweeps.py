@@ -447,6 +447,11 @@ class _Dask:
         if isinstance(client, distributed.Client):
             self.client, self.own = client, False
         elif isinstance(client, str):
+            # an address Dask cannot parse is refused before a Client exists: a half-built Client that
+            # raised is collected later and can deadlock a LocalCluster made meanwhile (Dask's lock)
+            problem = _address_problem(client)
+            if problem:
+                raise ValueError(f"client={client!r}: {problem}")
             try:
                 self.client = distributed.Client(client)
             except ValueError as e:     # an address Dask cannot parse: say which argument
