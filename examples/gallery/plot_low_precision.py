@@ -19,12 +19,14 @@ rounded.  This example measures the three things that matter: the memory
 time of a step (measured here, on whatever machine builds these pages: see
 :doc:`/benchmarks` for careful numbers), and training quality (asserted:
 every format ends within 1.5 points of float32's held-out accuracy on the
-demo problem).
+demo problem).  The last section shows bfloat16 *parameters*, where how the
+float32 update is written back decides whether small updates survive.
 """
 
 import functools
 
 import matplotlib.pyplot as plt
+import ml_dtypes
 import numpy as np
 
 import etakit
@@ -122,5 +124,50 @@ axes[2].set_xlabel("epoch")
 axes[2].set_ylabel("training loss")
 axes[2].set_title("AdamW on digits")
 axes[2].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %%
+# bfloat16 parameters
+# -------------------
+#
+# The parameters themselves can be bfloat16 (``ml_dtypes.bfloat16`` arrays,
+# or ``torch.bfloat16`` tensors in :mod:`etakit.torch`).  The update is
+# computed in float32 and written back, and how it is written back decides
+# whether small updates survive.  Near 1.0 a bfloat16 step is 2**-7 = 0.0078,
+# so an update of 1e-4 is 1/78 of a step: rounded to nearest (``kahan=False``,
+# what ``torch.optim`` does) it is lost every time.  Kahan summation (the
+# default) keeps what rounding lost in a bfloat16 compensation buffer and adds
+# it back at the next step; stochastic rounding (``stochastic_rounding=True``)
+# rounds up with probability 1/78, so the updates survive on average.  Here
+# 2000 such updates should move 1.0 to 1.2 (asserted below).
+
+BF16 = ml_dtypes.bfloat16
+modes = {"to nearest (kahan=False)": dict(kahan=False), "Kahan (default)": {},
+         "stochastic rounding": dict(stochastic_rounding=True)}
+paths = {}
+for name, kw in modes.items():
+    w = np.ones(1024, BF16)
+    opt = etakit.SGD([w], lr=1e-4, maximize=True, **kw)     # + 1e-4 per step
+    g = [np.ones(1024, BF16)]
+    path = []
+    for _ in range(2000):
+        opt.step(g)
+        path.append(float(w.astype(np.float32).mean()))
+    paths[name] = np.array(path)
+    print(f"{name:>26}: mean parameter after 2000 steps {path[-1]:.4f} (exact: 1.2000)")
+assert paths["to nearest (kahan=False)"][-1] == 1.0                       # every update lost
+assert abs(paths["Kahan (default)"][-1] - 1.2) <= 2**-7                    # within one bfloat16 step
+assert abs(paths["stochastic rounding"][-1] - 1.2) <= 2**-7
+
+fig, ax = plt.subplots(figsize=(7, 4))
+steps = np.arange(1, 2001)
+ax.plot(steps, 1.0 + 1e-4 * steps, "k:", label="exact (float64)")
+for (name, path), c in zip(paths.items(), ["C3", "C0", "C2"]):
+    ax.plot(steps, path, color=c, label=name)
+ax.set_xlabel("step")
+ax.set_ylabel("mean of 1024 bfloat16 parameters")
+ax.set_title("SGD updates of 1e-4 on bfloat16 parameters near 1.0")
+ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
