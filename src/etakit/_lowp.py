@@ -108,10 +108,11 @@ def full_dtype(dtype: Any) -> Any:
     return np.dtype(np.float32) if str(dtype) == "bfloat16" else dtype
 
 
-def uses_kahan(group: Mapping[str, Any]) -> bool:
-    """Whether the bfloat16 parameters of ``group`` are written back with Kahan compensation."""
+def keeps_comp(p: Any, group: Mapping[str, Any]) -> bool:
+    """Whether parameter ``p`` of ``group`` keeps a Kahan compensation: a bfloat16 parameter whose group
+    asks for Kahan (``kahan``, or its default ``None`` without ``stochastic_rounding``)."""
     k = options(group)[4]
-    return bool(k) if k is not None else not options(group)[1]
+    return is_bf16(p) and (bool(k) if k is not None else not options(group)[1])
 
 
 def seeds(groups: Sequence[Mapping[str, Any]], group_of: Sequence[int], index: Sequence[int]) -> list[int] | None:

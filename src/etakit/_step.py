@@ -486,7 +486,7 @@ class Stepper:
                 comp = st.get(_lowp.COMP)
                 plan.set_tensor(i, p, arrays, group_of[i], steps[i], fresh.get(i, 0), rows, cols, fmt,
                                 rounds and fmt == _lowp.BF16, seeds[i] if seeds is not None else 0, scales,
-                                comp if comp is None else comp.view(np.uint16), rounds and comp is None)
+                                comp if comp is None else comp.view(np.uint16), rounds)
             else:
                 plan.set_tensor(i, p, tuple([st.get(name) for name in names]), group_of[i], steps[i],
                                 fresh.get(i, 0), rows, cols)

@@ -645,7 +645,7 @@ class Optimizer:
                            for s, p, gi in zip(self._state, self._params, group_of)]
             for s, p, gi in zip(self._state, self._params, group_of):
                 # bfloat16 parameters: the Kahan compensation, from zero, while the group asks for it
-                if not _lowp.is_bf16(p) or not _lowp.uses_kahan(self.param_groups[gi]):
+                if not _lowp.keeps_comp(p, self.param_groups[gi]):
                     s.pop(_lowp.COMP, None)
                 elif _lowp.COMP not in s:
                     s[_lowp.COMP] = np.zeros(p.shape, p.dtype)

@@ -859,7 +859,7 @@ class _DropIn(torch.optim.Optimizer):
             for p, gi in zip(params, gis):
                 # bfloat16 parameters: the Kahan compensation, from zero, while the group asks for it
                 s = self.state[p]
-                if p.dtype != torch.bfloat16 or not _lowp.uses_kahan(self.param_groups[gi]):
+                if not _lowp.keeps_comp(p, self.param_groups[gi]):
                     s.pop(_lowp.COMP, None)
                 elif not isinstance(s.get(_lowp.COMP), torch.Tensor):
                     s[_lowp.COMP] = torch.zeros_like(p, memory_format=torch.contiguous_format)
